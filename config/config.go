@@ -1,0 +1,392 @@
+// Package config loads regions.yaml into typed, validated configuration.
+//
+// Load reads the file with viper (environment variables MERIDIAN_* override
+// keys, with "." written as "_"), decodes it strictly (unknown keys are
+// errors) and validates it; every error names the offending key.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-viper/mapstructure/v2"
+	"github.com/spf13/viper"
+
+	"github.com/meridian-id/meridian/routing"
+)
+
+// Config is the whole federation as every binary sees it.
+type Config struct {
+	DataDir    string     `mapstructure:"data_dir"`
+	Federation Federation `mapstructure:"federation"`
+	Regions    []Region   `mapstructure:"regions"`
+	Hub        Hub        `mapstructure:"hub"`
+	DNS        DNS        `mapstructure:"dns"`
+	Telemetry  Telemetry  `mapstructure:"telemetry"`
+}
+
+// Federation holds what every node shares.
+type Federation struct {
+	GlobalHost     string        `mapstructure:"global_host"`
+	Scheme         string        `mapstructure:"scheme"`
+	Port           int           `mapstructure:"port"`
+	CookieDomain   string        `mapstructure:"cookie_domain"`
+	RoutingKeyFile string        `mapstructure:"routing_key_file"`
+	Topology       string        `mapstructure:"topology"`
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+	RequestTimeout time.Duration `mapstructure:"request_timeout"`
+}
+
+// Site is one deployment of a region: its public host name, where it
+// listens and the addresses DNS gives out for it.
+type Site struct {
+	Host        string   `mapstructure:"host"`
+	Listen      string   `mapstructure:"listen"`
+	AdminListen string   `mapstructure:"admin_listen"`
+	Addresses   []string `mapstructure:"addresses"`
+	TLS         TLS      `mapstructure:"tls"`
+}
+
+// TLS names certificate files; empty means plain HTTP.
+type TLS struct {
+	CertFile string `mapstructure:"cert_file"`
+	KeyFile  string `mapstructure:"key_file"`
+}
+
+// Region is one geography.
+type Region struct {
+	ID        string   `mapstructure:"id"`
+	Site      `mapstructure:",squash"`
+	Database  string   `mapstructure:"database"`
+	Proximity []string `mapstructure:"proximity"`
+	DR        *Site    `mapstructure:"dr"`
+}
+
+// Hub is the federation hub.
+type Hub struct {
+	Site    `mapstructure:",squash"`
+	KeyFile string `mapstructure:"key_file"`
+	Redis   string `mapstructure:"redis"`
+}
+
+// DNS configures the authoritative GeoDNS server.
+type DNS struct {
+	Listen        string         `mapstructure:"listen"`
+	TTL           uint32         `mapstructure:"ttl"`
+	DefaultRegion string         `mapstructure:"default_region"`
+	NameServers   []NameServer   `mapstructure:"nameservers"`
+	Subnets       []SubnetRoute  `mapstructure:"subnets"`
+	Health        HealthCheck    `mapstructure:"health"`
+	RateLimit     int            `mapstructure:"rate_limit"`
+	MMDB          string         `mapstructure:"mmdb"`
+	Extra         map[string]any `mapstructure:",remain"`
+}
+
+// NameServer is an NS record of the zone with its glue addresses.
+type NameServer struct {
+	Name      string   `mapstructure:"name"`
+	Addresses []string `mapstructure:"addresses"`
+}
+
+// SubnetRoute maps a client subnet to its nearest region.
+type SubnetRoute struct {
+	CIDR   string `mapstructure:"cidr"`
+	Region string `mapstructure:"region"`
+}
+
+// HealthCheck tunes the GeoDNS health checker.
+type HealthCheck struct {
+	Interval time.Duration `mapstructure:"interval"`
+	Timeout  time.Duration `mapstructure:"timeout"`
+	Fall     int           `mapstructure:"fall"`
+	Rise     int           `mapstructure:"rise"`
+}
+
+// Telemetry configures traces, metrics and logs.
+type Telemetry struct {
+	OTLPEndpoint string `mapstructure:"otlp_endpoint"`
+	LogLevel     string `mapstructure:"log_level"`
+}
+
+// ErrInvalid is wrapped by every validation error.
+var ErrInvalid = errors.New("invalid configuration")
+
+// Load reads, decodes and validates the configuration file at path.
+func Load(path string) (*Config, error) {
+	v := viper.New()
+	v.SetConfigFile(path)
+	v.SetEnvPrefix("MERIDIAN")
+	v.SetEnvKeyReplacer(strings.NewReplacer(".", "_"))
+	v.AutomaticEnv()
+	setDefaults(v)
+	if err := v.ReadInConfig(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	var c Config
+	err := v.Unmarshal(&c, func(dc *mapstructure.DecoderConfig) {
+		dc.ErrorUnused = true
+		dc.DecodeHook = mapstructure.ComposeDecodeHookFunc(
+			mapstructure.StringToTimeDurationHookFunc(),
+			mapstructure.StringToSliceHookFunc(","),
+		)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if len(c.DNS.Extra) > 0 {
+		for k := range c.DNS.Extra {
+			return nil, fmt.Errorf("config %s: dns.%s: %w: unknown key", path, k, ErrInvalid)
+		}
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return &c, nil
+}
+
+func setDefaults(v *viper.Viper) {
+	v.SetDefault("data_dir", "./data")
+	v.SetDefault("federation.scheme", "https")
+	v.SetDefault("federation.port", 443)
+	v.SetDefault("federation.topology", "hub")
+	v.SetDefault("federation.connect_timeout", 2*time.Second)
+	v.SetDefault("federation.request_timeout", 10*time.Second)
+	v.SetDefault("dns.ttl", 30)
+	v.SetDefault("dns.health.interval", 5*time.Second)
+	v.SetDefault("dns.health.timeout", 2*time.Second)
+	v.SetDefault("dns.health.fall", 3)
+	v.SetDefault("dns.health.rise", 2)
+	v.SetDefault("telemetry.log_level", "info")
+}
+
+func invalid(key, format string, args ...any) error {
+	return fmt.Errorf("%s: %w: %s", key, ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// Validate checks the whole configuration and returns the first problem,
+// naming its key (e.g. "regions[1].proximity[0]").
+func (c *Config) Validate() error {
+	f := c.Federation
+	if err := validHost("federation.global_host", f.GlobalHost); err != nil {
+		return err
+	}
+	if f.Scheme != "http" && f.Scheme != "https" {
+		return invalid("federation.scheme", "must be http or https, got %q", f.Scheme)
+	}
+	if f.Port < 1 || f.Port > 65535 {
+		return invalid("federation.port", "must be 1..65535, got %d", f.Port)
+	}
+	if f.Topology != "hub" && f.Topology != "mesh" {
+		return invalid("federation.topology", "must be hub or mesh, got %q", f.Topology)
+	}
+	if f.CookieDomain != "" && f.GlobalHost != f.CookieDomain && !strings.HasSuffix(f.GlobalHost, "."+f.CookieDomain) {
+		return invalid("federation.cookie_domain", "%q must be the global host or a parent of it", f.CookieDomain)
+	}
+	if f.ConnectTimeout <= 0 || f.RequestTimeout <= 0 {
+		return invalid("federation.request_timeout", "connect_timeout and request_timeout must be positive")
+	}
+	if len(c.Regions) == 0 {
+		return invalid("regions", "at least one region is required")
+	}
+	hosts := map[string]string{f.GlobalHost: "federation.global_host"}
+	listens := map[string]string{}
+	ids := map[string]bool{}
+	checkSite := func(key string, s Site, needListen bool) error {
+		if err := validHost(key+".host", s.Host); err != nil {
+			return err
+		}
+		if prev, dup := hosts[s.Host]; dup {
+			return invalid(key+".host", "%q is already used by %s", s.Host, prev)
+		}
+		hosts[s.Host] = key + ".host"
+		if needListen || s.Listen != "" {
+			if err := validListen(key+".listen", s.Listen); err != nil {
+				return err
+			}
+			if prev, dup := listens[s.Listen]; dup {
+				return invalid(key+".listen", "%q is already used by %s", s.Listen, prev)
+			}
+			listens[s.Listen] = key + ".listen"
+		}
+		if s.AdminListen != "" {
+			if err := validListen(key+".admin_listen", s.AdminListen); err != nil {
+				return err
+			}
+			if prev, dup := listens[s.AdminListen]; dup {
+				return invalid(key+".admin_listen", "%q is already used by %s", s.AdminListen, prev)
+			}
+			listens[s.AdminListen] = key + ".admin_listen"
+		}
+		if len(s.Addresses) == 0 {
+			return invalid(key+".addresses", "at least one address is required (DNS answers and routing dial them)")
+		}
+		for i, a := range s.Addresses {
+			if _, err := netip.ParseAddr(a); err != nil {
+				return invalid(fmt.Sprintf("%s.addresses[%d]", key, i), "%q is not an IP address", a)
+			}
+		}
+		if (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
+			return invalid(key+".tls", "cert_file and key_file go together")
+		}
+		return nil
+	}
+	for i, r := range c.Regions {
+		key := fmt.Sprintf("regions[%d]", i)
+		if !routing.ValidRegionID(r.ID) {
+			return invalid(key+".id", "%q is not a region id (1-16 of a-z, 0-9, -)", r.ID)
+		}
+		if ids[r.ID] {
+			return invalid(key+".id", "duplicate region id %q", r.ID)
+		}
+		ids[r.ID] = true
+		if err := checkSite(key, r.Site, true); err != nil {
+			return err
+		}
+		if r.Database != "" {
+			u, err := url.Parse(r.Database)
+			if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+				return invalid(key+".database", "must be a postgres:// URL or empty for the embedded store")
+			}
+		}
+		if r.DR != nil {
+			if err := checkSite(key+".dr", *r.DR, false); err != nil {
+				return err
+			}
+		}
+	}
+	for i, r := range c.Regions {
+		for j, p := range r.Proximity {
+			if !ids[p] || p == r.ID {
+				return invalid(fmt.Sprintf("regions[%d].proximity[%d]", i, j), "%q is not another configured region", p)
+			}
+		}
+	}
+	if err := checkSite("hub", c.Hub.Site, true); err != nil {
+		return err
+	}
+	if c.Hub.Redis != "" {
+		if u, err := url.Parse(c.Hub.Redis); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
+			return invalid("hub.redis", "must be a redis:// or rediss:// URL or empty for the embedded store")
+		}
+	}
+	if c.DNS.Listen != "" {
+		if err := validListen("dns.listen", c.DNS.Listen); err != nil {
+			return err
+		}
+		if c.DNS.DefaultRegion == "" || !ids[c.DNS.DefaultRegion] {
+			return invalid("dns.default_region", "%q is not a configured region", c.DNS.DefaultRegion)
+		}
+		for i, s := range c.DNS.Subnets {
+			if _, err := netip.ParsePrefix(s.CIDR); err != nil {
+				return invalid(fmt.Sprintf("dns.subnets[%d].cidr", i), "%q is not a CIDR prefix", s.CIDR)
+			}
+			if !ids[s.Region] {
+				return invalid(fmt.Sprintf("dns.subnets[%d].region", i), "%q is not a configured region", s.Region)
+			}
+		}
+		for i, ns := range c.DNS.NameServers {
+			if err := validHost(fmt.Sprintf("dns.nameservers[%d].name", i), ns.Name); err != nil {
+				return err
+			}
+		}
+		h := c.DNS.Health
+		if h.Interval <= 0 || h.Timeout <= 0 || h.Fall < 1 || h.Rise < 1 {
+			return invalid("dns.health", "interval and timeout must be positive, fall and rise at least 1")
+		}
+		if c.DNS.RateLimit < 0 {
+			return invalid("dns.rate_limit", "must not be negative")
+		}
+	}
+	switch c.Telemetry.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		return invalid("telemetry.log_level", "must be debug, info, warn or error, got %q", c.Telemetry.LogLevel)
+	}
+	return nil
+}
+
+func validHost(key, h string) error {
+	if h == "" {
+		return invalid(key, "a host name is required")
+	}
+	if len(h) > 253 || strings.ContainsAny(h, "/:@?# ") || strings.HasPrefix(h, ".") || strings.HasSuffix(h, ".") {
+		return invalid(key, "%q is not a host name", h)
+	}
+	for _, label := range strings.Split(h, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
+			return invalid(key, "%q is not a host name", h)
+		}
+		for _, ch := range label {
+			if !(ch >= 'a' && ch <= 'z' || ch >= '0' && ch <= '9' || ch == '-') {
+				return invalid(key, "%q is not a lower-case host name", h)
+			}
+		}
+	}
+	return nil
+}
+
+func validListen(key, addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return invalid(key, "%q is not host:port", addr)
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return invalid(key, "%q has no valid port", addr)
+	}
+	if host != "" {
+		if _, err := netip.ParseAddr(host); err != nil && host != "localhost" {
+			return invalid(key, "%q must listen on an IP address", addr)
+		}
+	}
+	return nil
+}
+
+// Region returns the region with the given id.
+func (c *Config) Region(id string) (*Region, bool) {
+	for i := range c.Regions {
+		if c.Regions[i].ID == id {
+			return &c.Regions[i], true
+		}
+	}
+	return nil, false
+}
+
+// RegionIDs returns the configured region ids in file order.
+func (c *Config) RegionIDs() []string {
+	ids := make([]string, len(c.Regions))
+	for i, r := range c.Regions {
+		ids[i] = r.ID
+	}
+	return ids
+}
+
+// URL returns the public base URL of a host in this federation, e.g.
+// "https://eu.id.example.com" (the port is omitted when it is the scheme's default).
+func (f Federation) URL(host string) string {
+	if (f.Scheme == "https" && f.Port == 443) || (f.Scheme == "http" && f.Port == 80) {
+		return f.Scheme + "://" + host
+	}
+	return f.Scheme + "://" + host + ":" + strconv.Itoa(f.Port)
+}
+
+// GlobalIssuer is the issuer applications use: the global host's URL.
+func (c *Config) GlobalIssuer() string { return c.Federation.URL(c.Federation.GlobalHost) }
+
+// Issuer is a region's own issuer, used between the hub and the regions.
+func (c *Config) Issuer(r *Region) string { return c.Federation.URL(r.Host) }
+
+// Upstream returns the address to dial for a site: its first address at the
+// port of its listener (or the federation port).
+func (c *Config) Upstream(s Site) string {
+	port := strconv.Itoa(c.Federation.Port)
+	if _, p, err := net.SplitHostPort(s.Listen); err == nil && p != "0" {
+		port = p
+	}
+	return net.JoinHostPort(s.Addresses[0], port)
+}

@@ -1,0 +1,91 @@
+package config
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestLoadExample(t *testing.T) {
+	c, err := Load("../configs/regions.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(c.RegionIDs(), ","); got != "eu,us,ap" {
+		t.Fatalf("regions = %s", got)
+	}
+	if c.GlobalIssuer() != "http://id.localhost:8080" {
+		t.Fatalf("global issuer = %s", c.GlobalIssuer())
+	}
+	eu, _ := c.Region("eu")
+	if c.Issuer(eu) != "http://eu.id.localhost:8080" || c.Upstream(eu.Site) != "127.0.0.11:8080" {
+		t.Fatalf("eu issuer %s upstream %s", c.Issuer(eu), c.Upstream(eu.Site))
+	}
+	if eu.DR == nil || eu.DR.Host != "eu-dr.id.localhost" {
+		t.Fatalf("eu dr = %+v", eu.DR)
+	}
+}
+
+func TestLoadRejects(t *testing.T) {
+	example, err := os.ReadFile("../configs/regions.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, old, new, key string
+	}{
+		{"unknown key", "  topology: hub", "  topology: hub\n  toplogy: mesh", "toplogy"},
+		{"unknown region in proximity", "proximity: [us, ap]", "proximity: [us, mars]", "regions[0].proximity[1]"},
+		{"duplicate region id", "  - id: us", "  - id: eu", "regions[1].id"},
+		{"duplicate host", "host: us.id.localhost", "host: eu.id.localhost", "regions[1].host"},
+		{"duplicate listen", "listen: 127.0.0.12:8080", "listen: 127.0.0.11:8080", "regions[1].listen"},
+		{"bad region id", "  - id: ap", "  - id: AP!", "regions[2].id"},
+		{"bad address", "addresses: [127.0.0.13]", "addresses: [not-an-ip]", "regions[2].addresses[0]"},
+		{"bad scheme", "scheme: http ", "scheme: ftp ", "federation.scheme"},
+		{"url as host", "global_host: id.localhost", "global_host: https://id.localhost/", "federation.global_host"},
+		{"bad database url", `database: ""                   # PostgreSQL URL`, `database: "mysql://x"          # PostgreSQL URL`, "regions[0].database"},
+		{"bad cidr", "cidr: 10.1.0.0/16", "cidr: 10.1.0.0/99", "dns.subnets[1].cidr"},
+		{"bad default region", "default_region: eu", "default_region: mars", "dns.default_region"},
+		{"bad redis url", `redis: ""`, `redis: "http://x"`, "hub.redis"},
+		{"bad timeout", "request_timeout: 10s", "request_timeout: soon", "request_timeout"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(string(example), tt.old) {
+				t.Fatalf("example lacks %q", tt.old)
+			}
+			p := filepath.Join(t.TempDir(), "regions.yaml")
+			if err := os.WriteFile(p, []byte(strings.Replace(string(example), tt.old, tt.new, 1)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := Load(p)
+			if err == nil || !strings.Contains(err.Error(), tt.key) {
+				t.Fatalf("Load error = %v, want one naming %q", err, tt.key)
+			}
+		})
+	}
+}
+
+func TestValidateNamesKey(t *testing.T) {
+	c, err := Load("../configs/regions.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Regions[0].Proximity = []string{"eu"}
+	if err := c.Validate(); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "regions[0].proximity[0]") {
+		t.Fatalf("self in proximity: %v", err)
+	}
+}
+
+func TestEnvOverride(t *testing.T) {
+	t.Setenv("MERIDIAN_FEDERATION_TOPOLOGY", "mesh")
+	c, err := Load("../configs/regions.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Federation.Topology != "mesh" {
+		t.Fatalf("topology = %s", c.Federation.Topology)
+	}
+}
