@@ -1,0 +1,123 @@
+// Package telemetry wires OpenTelemetry traces and metrics and the slog
+// logger for Meridian's binaries. Traces are exported over OTLP/HTTP when an
+// endpoint is configured and not at all otherwise (W3C trace context is still
+// propagated, so a router hop and its upstream share a trace); metrics are
+// exposed for Prometheus on the admin listener; logs are JSON with the trace
+// and span id of the request that wrote them.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	promexporter "go.opentelemetry.io/otel/exporters/prometheus"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.26.0"
+	"go.opentelemetry.io/otel/trace"
+)
+
+// Config selects exporters.
+type Config struct {
+	Service      string // e.g. "meridian-regional"
+	Instance     string // e.g. the region id
+	OTLPEndpoint string // host:port of an OTLP/HTTP collector; empty: no trace export
+	LogLevel     string // debug, info, warn, error
+}
+
+// Telemetry holds the providers of one process. It is passed explicitly;
+// nothing is installed globally.
+type Telemetry struct {
+	Tracer     trace.TracerProvider
+	Meter      metric.MeterProvider
+	Propagator propagation.TextMapPropagator
+	Log        *slog.Logger
+	registry   *prometheus.Registry
+	shutdown   []func(context.Context) error
+}
+
+// New builds the providers. Call Shutdown to flush exporters.
+func New(ctx context.Context, cfg Config, logOut io.Writer) (*Telemetry, error) {
+	res := resource.NewSchemaless(semconv.ServiceName(cfg.Service), semconv.ServiceInstanceID(cfg.Instance))
+	t := &Telemetry{
+		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
+		registry:   prometheus.NewRegistry(),
+	}
+	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	if cfg.OTLPEndpoint != "" {
+		exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(cfg.OTLPEndpoint), otlptracehttp.WithInsecure())
+		if err != nil {
+			return nil, err
+		}
+		topts = append(topts, sdktrace.WithBatcher(exp))
+	}
+	tp := sdktrace.NewTracerProvider(topts...)
+	t.Tracer = tp
+	t.shutdown = append(t.shutdown, tp.Shutdown)
+
+	exp, err := promexporter.New(promexporter.WithRegisterer(t.registry))
+	if err != nil {
+		return nil, err
+	}
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(exp))
+	t.Meter = mp
+	t.shutdown = append(t.shutdown, mp.Shutdown)
+
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		level = slog.LevelInfo
+	}
+	t.Log = slog.New(traceHandler{slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: level})}).
+		With("service", cfg.Service, "instance", cfg.Instance)
+	return t, nil
+}
+
+// Shutdown flushes and stops the exporters.
+func (t *Telemetry) Shutdown(ctx context.Context) error {
+	var errs []error
+	for _, f := range t.shutdown {
+		errs = append(errs, f(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// MetricsHandler serves the Prometheus scrape endpoint.
+func (t *Telemetry) MetricsHandler() http.Handler {
+	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
+}
+
+// Handler wraps a server handler with spans, W3C propagation and HTTP
+// metrics; operation names the server in span names.
+func (t *Telemetry) Handler(h http.Handler, operation string) http.Handler {
+	return otelhttp.NewHandler(h, operation,
+		otelhttp.WithTracerProvider(t.Tracer), otelhttp.WithMeterProvider(t.Meter), otelhttp.WithPropagators(t.Propagator),
+		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }))
+}
+
+// Transport wraps a client transport so outgoing calls carry the trace.
+func (t *Telemetry) Transport(base http.RoundTripper) http.RoundTripper {
+	return otelhttp.NewTransport(base, otelhttp.WithTracerProvider(t.Tracer), otelhttp.WithMeterProvider(t.Meter), otelhttp.WithPropagators(t.Propagator))
+}
+
+// traceHandler adds trace_id and span_id of the context's span to records.
+type traceHandler struct{ slog.Handler }
+
+func (h traceHandler) Handle(ctx context.Context, r slog.Record) error {
+	if sc := trace.SpanContextFromContext(ctx); sc.IsValid() {
+		r.AddAttrs(slog.String("trace_id", sc.TraceID().String()), slog.String("span_id", sc.SpanID().String()))
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h traceHandler) WithAttrs(a []slog.Attr) slog.Handler { return traceHandler{h.Handler.WithAttrs(a)} }
+func (h traceHandler) WithGroup(n string) slog.Handler      { return traceHandler{h.Handler.WithGroup(n)} }
