@@ -214,6 +214,46 @@ func (c *Codec) New(kind Kind, region string) (string, error) {
 	return string(buf[:p+m]), nil
 }
 
+// Derive returns the deterministic artifact of kind for region named by
+// seed: its random part is an HMAC of the seed under the current routing key.
+// Federation nodes use it to agree on the ids of the clients they register
+// with each other without exchanging configuration.
+func (c *Codec) Derive(kind Kind, region, seed string) (string, error) {
+	n := kind.randomSize()
+	if n == 0 {
+		return "", ErrKind
+	}
+	if !c.HasRegion(region) {
+		return "", fmt.Errorf("%w: %q", ErrUnknownRegion, region)
+	}
+	st := c.keys[0].Get().(*macState)
+	st.h.Reset()
+	st.h.Write([]byte("derive\x00" + string(kind) + "\x00" + region + "\x00" + seed))
+	sum := st.h.Sum(nil)
+	c.keys[0].Put(st)
+	var raw [32 + MACSize]byte
+	copy(raw[:n], sum)
+	c.mac(0, kind, region, raw[:n], raw[n:n+MACSize])
+	p := Version + "." + string(kind) + "." + region + "."
+	out := make([]byte, len(p)+encodedLen(n+MACSize))
+	copy(out, p)
+	encode(out[len(p):], raw[:n+MACSize])
+	return string(out), nil
+}
+
+// DeriveSecret returns a 256-bit secret for label derived from the current
+// routing key (HMAC-SHA256 as a KDF), base64url-encoded.
+func (c *Codec) DeriveSecret(label string) string {
+	st := c.keys[0].Get().(*macState)
+	st.h.Reset()
+	st.h.Write([]byte("secret\x00" + label))
+	sum := st.h.Sum(nil)
+	c.keys[0].Put(st)
+	out := make([]byte, encodedLen(len(sum)))
+	encode(out, sum)
+	return string(out)
+}
+
 // Verify checks an artifact's MAC and region and returns its tag. It never
 // allocates on the success path.
 func (c *Codec) Verify(s string) (Tag, error) {

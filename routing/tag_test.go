@@ -216,3 +216,22 @@ func BenchmarkNew(b *testing.B) {
 		}
 	}
 }
+
+func TestDerive(t *testing.T) {
+	c := testCodec(t)
+	a, err := c.Derive(KindClient, "us", "hub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := c.Derive(KindClient, "us", "hub")
+	o, _ := c.Derive(KindClient, "us", "peer|eu")
+	if a != b || a == o {
+		t.Fatalf("derive not deterministic/distinct: %s %s %s", a, b, o)
+	}
+	if tag, err := c.VerifyKind(a, KindClient); err != nil || tag.Region != "us" {
+		t.Fatalf("derived id does not verify: %v", err)
+	}
+	if c.DeriveSecret("x") != c.DeriveSecret("x") || c.DeriveSecret("x") == c.DeriveSecret("y") || len(c.DeriveSecret("x")) != 43 {
+		t.Fatal("DeriveSecret")
+	}
+}

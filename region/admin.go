@@ -1,0 +1,185 @@
+package region
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/url"
+	"slices"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/meridian-id/meridian/region/store"
+	"github.com/meridian-id/meridian/routing"
+)
+
+// ClientSpec describes a client to register.
+type ClientSpec struct {
+	Name                   string
+	RedirectURIs           []string
+	PostLogoutRedirectURIs []string
+	GrantTypes             []string // default: authorization_code, refresh_token
+	AuthMethod             string   // default: client_secret_basic, or none when Public
+	Public                 bool
+	AccessTokenFormat      string // opaque (default) or jwt
+	JWKS                   string // for private_key_jwt
+	FirstParty             bool
+	Scopes                 []string
+}
+
+// RegisteredClient is what registration returns; Secret is shown once and
+// only its hash is stored.
+type RegisteredClient struct {
+	store.Client
+	Secret string
+}
+
+// ErrInvalidClientMetadata is wrapped by client validation errors.
+var ErrInvalidClientMetadata = errors.New("invalid client metadata")
+
+// ErrInvalidRedirectURI is wrapped when a redirect URI is unacceptable.
+var ErrInvalidRedirectURI = errors.New("invalid redirect_uri")
+
+// CreateClient validates spec, mints a tagged client_id (and a 256-bit
+// secret for confidential clients) and stores the client.
+func CreateClient(ctx context.Context, st store.Store, codec *routing.Codec, region string, spec ClientSpec) (RegisteredClient, error) {
+	if len(spec.GrantTypes) == 0 {
+		spec.GrantTypes = []string{GrantAuthorizationCode, GrantRefreshToken}
+	}
+	for _, g := range spec.GrantTypes {
+		if g != GrantAuthorizationCode && g != GrantRefreshToken && g != GrantClientCredentials {
+			return RegisteredClient{}, fmt.Errorf("%w: unsupported grant type %q", ErrInvalidClientMetadata, g)
+		}
+	}
+	if spec.AuthMethod == "" {
+		spec.AuthMethod = AuthSecretBasic
+		if spec.Public {
+			spec.AuthMethod = AuthNone
+		} else if spec.JWKS != "" {
+			spec.AuthMethod = AuthPrivateKey
+		}
+	}
+	switch spec.AuthMethod {
+	case AuthSecretBasic, AuthSecretPost:
+	case AuthNone:
+		if slices.Contains(spec.GrantTypes, GrantClientCredentials) {
+			return RegisteredClient{}, fmt.Errorf("%w: public clients cannot use client_credentials", ErrInvalidClientMetadata)
+		}
+	case AuthPrivateKey:
+		var set jose.JSONWebKeySet
+		if err := json.Unmarshal([]byte(spec.JWKS), &set); err != nil || len(set.Keys) == 0 {
+			return RegisteredClient{}, fmt.Errorf("%w: private_key_jwt needs a JWKS with at least one key", ErrInvalidClientMetadata)
+		}
+		for _, k := range set.Keys {
+			if !k.IsPublic() {
+				return RegisteredClient{}, fmt.Errorf("%w: the JWKS must hold public keys only", ErrInvalidClientMetadata)
+			}
+		}
+	default:
+		return RegisteredClient{}, fmt.Errorf("%w: unsupported token_endpoint_auth_method %q", ErrInvalidClientMetadata, spec.AuthMethod)
+	}
+	if spec.Public != (spec.AuthMethod == AuthNone) {
+		return RegisteredClient{}, fmt.Errorf("%w: public clients use auth method none", ErrInvalidClientMetadata)
+	}
+	switch spec.AccessTokenFormat {
+	case "":
+		spec.AccessTokenFormat = FormatOpaque
+	case FormatOpaque, FormatJWT:
+	default:
+		return RegisteredClient{}, fmt.Errorf("%w: access token format must be opaque or jwt", ErrInvalidClientMetadata)
+	}
+	if slices.Contains(spec.GrantTypes, GrantAuthorizationCode) && len(spec.RedirectURIs) == 0 {
+		return RegisteredClient{}, fmt.Errorf("%w: at least one redirect URI is required", ErrInvalidRedirectURI)
+	}
+	for _, u := range append(slices.Clone(spec.RedirectURIs), spec.PostLogoutRedirectURIs...) {
+		if err := validRedirectURI(u); err != nil {
+			return RegisteredClient{}, err
+		}
+	}
+	id, err := codec.New(routing.KindClient, region)
+	if err != nil {
+		return RegisteredClient{}, err
+	}
+	c := store.Client{
+		ID: id, Name: spec.Name, RedirectURIs: spec.RedirectURIs, PostLogoutRedirectURIs: spec.PostLogoutRedirectURIs,
+		GrantTypes: spec.GrantTypes, AuthMethod: spec.AuthMethod, AccessTokenFormat: spec.AccessTokenFormat,
+		JWKS: spec.JWKS, FirstParty: spec.FirstParty, Scopes: spec.Scopes, CreatedAt: time.Now().UTC(),
+	}
+	var secret string
+	if spec.AuthMethod == AuthSecretBasic || spec.AuthMethod == AuthSecretPost {
+		var b [32]byte
+		if _, err := rand.Read(b[:]); err != nil {
+			return RegisteredClient{}, err
+		}
+		secret = base64.RawURLEncoding.EncodeToString(b[:])
+		c.SecretHash = HashClientSecret(secret)
+	}
+	if err := st.CreateClient(ctx, c); err != nil {
+		return RegisteredClient{}, err
+	}
+	return RegisteredClient{Client: c, Secret: secret}, nil
+}
+
+// validRedirectURI accepts absolute https URIs, http on loopback hosts
+// (RFC 8252 §7.3), and private-use schemes for native apps; never fragments.
+func validRedirectURI(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || !u.IsAbs() || u.Fragment != "" || u.RawFragment != "" || len(raw) > 2000 {
+		return fmt.Errorf("%w: %q must be an absolute URI without fragment", ErrInvalidRedirectURI, raw)
+	}
+	switch u.Scheme {
+	case "https":
+		if u.Host == "" {
+			return fmt.Errorf("%w: %q has no host", ErrInvalidRedirectURI, raw)
+		}
+	case "http":
+		if !isLoopbackURI(raw) {
+			return fmt.Errorf("%w: %q: http is only allowed for loopback hosts", ErrInvalidRedirectURI, raw)
+		}
+	case "javascript", "data", "file", "vbscript":
+		return fmt.Errorf("%w: %q: scheme not allowed", ErrInvalidRedirectURI, raw)
+	}
+	return nil
+}
+
+// UserSpec describes a user to create.
+type UserSpec struct {
+	Username   string
+	Password   string
+	Claims     map[string]string
+	TOTPSecret string
+}
+
+// CreateUser normalizes the username, hashes the password with argon2id
+// and stores the user with a fresh random subject id.
+func CreateUser(ctx context.Context, st store.Store, spec UserSpec) (store.User, error) {
+	name, err := NormalizeUsername(spec.Username)
+	if err != nil {
+		return store.User{}, err
+	}
+	if len(spec.Password) < 8 {
+		return store.User{}, errors.New("region: password must be at least 8 characters")
+	}
+	hash, err := HashPassword(spec.Password)
+	if err != nil {
+		return store.User{}, err
+	}
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return store.User{}, err
+	}
+	now := time.Now().UTC()
+	u := store.User{ID: base64.RawURLEncoding.EncodeToString(b[:]), Username: name, PasswordHash: hash,
+		Claims: spec.Claims, TOTPSecret: spec.TOTPSecret, CreatedAt: now, UpdatedAt: now}
+	if u.Claims == nil {
+		u.Claims = map[string]string{}
+	}
+	if err := st.CreateUser(ctx, u); err != nil {
+		return store.User{}, err
+	}
+	return u, nil
+}

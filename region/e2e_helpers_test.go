@@ -1,0 +1,103 @@
+package region_test
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"testing"
+
+	"github.com/meridian-id/meridian/internal/oidctest"
+	"github.com/meridian-id/meridian/region"
+	"github.com/meridian-id/meridian/region/store"
+	"github.com/meridian-id/meridian/region/store/sqlite"
+	"github.com/meridian-id/meridian/routing"
+)
+
+// node is a regional node serving on a real loopback listener.
+type node struct {
+	t      *testing.T
+	URL    string
+	P      *region.Provider
+	Store  store.Store
+	Codec  *routing.Codec
+	Region string
+}
+
+func testKey() []byte { return bytes.Repeat([]byte{42}, 32) }
+
+// newCodec is the federation codec every test region shares.
+func newCodec(t testing.TB) *routing.Codec {
+	c, err := routing.NewCodec([]string{"eu", "us", "ap"}, testKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+func openSQLite(t testing.TB) store.Store {
+	t.Helper()
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "region.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// startNode serves region id on 127.0.0.1:0 with the given store.
+func startNode(t *testing.T, id string, st store.Store) *node {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u := "http://" + ln.Addr().String()
+	codec := newCodec(t)
+	p, err := region.New(context.Background(), region.Config{
+		Region: id, Issuer: "http://" + id + ".id.localhost", GlobalIssuer: u, RegionHosts: []string{id + ".id.localhost"},
+		CookieKey: bytes.Repeat([]byte{7}, 32),
+	}, st, codec, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: p}}
+	srv.Start()
+	t.Cleanup(srv.Close)
+	return &node{t: t, URL: u, P: p, Store: st, Codec: codec, Region: id}
+}
+
+func (n *node) addUser(username, password string, claims map[string]string) store.User {
+	n.t.Helper()
+	u, err := region.CreateUser(context.Background(), n.Store, region.UserSpec{Username: username, Password: password, Claims: claims})
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return u
+}
+
+func (n *node) addClient(spec region.ClientSpec) region.RegisteredClient {
+	n.t.Helper()
+	c, err := region.CreateClient(context.Background(), n.Store, n.Codec, n.Region, spec)
+	if err != nil {
+		n.t.Fatal(err)
+	}
+	return c
+}
+
+func newBrowser(t *testing.T) *oidctest.Browser { return oidctest.NewBrowser(t, nil) }
+
+func postForm(t *testing.T, u string, form url.Values, user, pass string) (int, oidctest.OAuthError, map[string]any) {
+	return oidctest.PostForm(t, nil, u, form, user, pass)
+}
+
+type oauthError = oidctest.OAuthError

@@ -1,0 +1,468 @@
+package region
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"embed"
+	"encoding/base64"
+	"errors"
+	"html/template"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pquerna/otp/totp"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
+
+	"github.com/meridian-id/meridian/region/store"
+	"github.com/meridian-id/meridian/routing"
+)
+
+//go:embed templates/*.html
+var templateFS embed.FS
+
+// loginUI is the server-rendered, identifier-first login: username, then
+// password, then a TOTP code when the user enrolled one, then consent for
+// third-party clients. Unknown users walk the same pages, get the same
+// answer and pay the same argon2id cost as a wrong password.
+type loginUI struct {
+	p         *Provider
+	tmpl      *template.Template
+	dummyHash string
+	limits    *limiter
+}
+
+func newLoginUI(p *Provider) (*loginUI, error) {
+	t, err := template.ParseFS(templateFS, "templates/*.html")
+	if err != nil {
+		return nil, err
+	}
+	dummy, err := HashPassword("meridian-dummy-password-for-timing")
+	if err != nil {
+		return nil, err
+	}
+	return &loginUI{p: p, tmpl: t, dummyHash: dummy, limits: newLimiter()}, nil
+}
+
+type page struct {
+	Title, Region, Error      string
+	ID, CSRF, State, Username string
+	ClientName, Message       string
+	Scopes                    []string
+}
+
+func (l *loginUI) render(w http.ResponseWriter, status int, name string, pg page) {
+	pg.Region = l.p.cfg.Region
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = l.tmpl.ExecuteTemplate(w, name, pg)
+}
+
+// errorPage answers a browser with an HTML error page.
+func (l *loginUI) errorPage(w http.ResponseWriter, status int, msg string) {
+	l.render(w, status, "error", page{Title: http.StatusText(status), Message: msg})
+}
+
+// --- cookies and MACs ---
+
+func (l *loginUI) cookieName(base string, hostOnly bool) string {
+	if !l.p.cfg.SecureCookies {
+		return base
+	}
+	if hostOnly {
+		return "__Host-" + base
+	}
+	return "__Secure-" + base
+}
+
+const browserCookie = "mrd_browser"
+
+// browserNonce returns the random value that binds CSRF tokens and the
+// authorization callback to this browser, setting it when absent.
+func (l *loginUI) browserNonce(w http.ResponseWriter, r *http.Request) string {
+	name := l.cookieName(browserCookie, true)
+	if c, err := r.Cookie(name); err == nil && len(c.Value) == 43 {
+		return c.Value
+	}
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	v := base64.RawURLEncoding.EncodeToString(b[:])
+	http.SetCookie(w, &http.Cookie{Name: name, Value: v, Path: "/", HttpOnly: true,
+		Secure: l.p.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
+	return v
+}
+
+func (l *loginUI) existingNonce(r *http.Request) string {
+	if c, err := r.Cookie(l.cookieName(browserCookie, true)); err == nil {
+		return c.Value
+	}
+	return ""
+}
+
+func (l *loginUI) mac(parts ...string) string {
+	m := hmac.New(sha256.New, l.p.cfg.CookieKey)
+	for _, p := range parts {
+		m.Write([]byte(strconv.Itoa(len(p))))
+		m.Write([]byte{':'})
+		m.Write([]byte(p))
+	}
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+func (l *loginUI) csrf(id, nonce string) string { return l.mac("csrf", id, nonce) }
+
+func (l *loginUI) checkCSRF(r *http.Request, id string) bool {
+	nonce := l.existingNonce(r)
+	if nonce == "" {
+		return false
+	}
+	return hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(l.csrf(id, nonce)))
+}
+
+// bindCallback is added to the callback URL so that only the browser that
+// logged in can collect the code.
+func (l *loginUI) bindCallback(id, nonce string) string { return l.mac("bind", id, nonce) }
+
+func (l *loginUI) checkCallback(r *http.Request) bool {
+	nonce := l.existingNonce(r)
+	id := r.URL.Query().Get("id")
+	return nonce != "" && id != "" && hmac.Equal([]byte(r.URL.Query().Get("b")), []byte(l.bindCallback(id, nonce)))
+}
+
+// state carries a half-finished login between pages, MACed and short-lived.
+type loginState struct {
+	id, userID, amr string
+	authTime        time.Time
+}
+
+func (l *loginUI) sealState(s loginState) string {
+	exp := strconv.FormatInt(time.Now().Add(5*time.Minute).Unix(), 10)
+	at := strconv.FormatInt(s.authTime.Unix(), 10)
+	payload := strings.Join([]string{s.id, s.userID, s.amr, at, exp}, "|")
+	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + l.mac("state", payload)
+}
+
+func (l *loginUI) openState(v, id string) (loginState, bool) {
+	enc, sig, ok := strings.Cut(v, ".")
+	if !ok {
+		return loginState{}, false
+	}
+	raw, err := base64.RawURLEncoding.DecodeString(enc)
+	if err != nil || !hmac.Equal([]byte(sig), []byte(l.mac("state", string(raw)))) {
+		return loginState{}, false
+	}
+	f := strings.Split(string(raw), "|")
+	if len(f) != 5 || f[0] != id {
+		return loginState{}, false
+	}
+	at, err1 := strconv.ParseInt(f[3], 10, 64)
+	exp, err2 := strconv.ParseInt(f[4], 10, 64)
+	if err1 != nil || err2 != nil || time.Now().Unix() > exp {
+		return loginState{}, false
+	}
+	return loginState{id: f[0], userID: f[1], amr: f[2], authTime: time.Unix(at, 0).UTC()}, true
+}
+
+// --- handlers ---
+
+// pending loads a live, unfinished authorization request named by the form.
+func (l *loginUI) pending(w http.ResponseWriter, r *http.Request) (store.AuthRequest, bool) {
+	id := r.FormValue("id")
+	if _, err := l.p.codec.VerifyKind(id, routing.KindAuthRequest); err != nil {
+		l.errorPage(w, http.StatusBadRequest, "This sign-in link is not valid.")
+		return store.AuthRequest{}, false
+	}
+	ar, err := l.p.st.GetAuthRequest(r.Context(), id)
+	if errors.Is(err, store.ErrNotFound) || (err == nil && (time.Now().After(ar.ExpiresAt) || ar.Done)) {
+		l.errorPage(w, http.StatusBadRequest, "This sign-in request has expired or was already used.")
+		return store.AuthRequest{}, false
+	}
+	if err != nil {
+		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+		return store.AuthRequest{}, false
+	}
+	return ar, true
+}
+
+// start is GET /login?id=…: reuse a live SSO session when the request
+// allows it, else ask for the username.
+func (l *loginUI) start(w http.ResponseWriter, r *http.Request) {
+	ar, ok := l.pending(w, r)
+	if !ok {
+		return
+	}
+	nonce := l.browserNonce(w, r)
+	if sess, ok := l.session(r); ok && !hasPrompt(ar, oidc.PromptLogin) && withinMaxAge(ar, sess.AuthTime) {
+		l.authenticated(w, r, ar, nonce, loginState{id: ar.ID, userID: sess.UserID, amr: strings.Join(sess.AMR, " "), authTime: sess.AuthTime}, false)
+		return
+	}
+	if hasPrompt(ar, oidc.PromptNone) {
+		l.redirectError(w, r, ar, oidc.ErrLoginRequired())
+		return
+	}
+	l.render(w, http.StatusOK, "username", page{Title: "Sign in", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: ar.LoginHint})
+}
+
+// identify is POST /login: the username step. Every username, known or
+// not, gets the password page.
+func (l *loginUI) identify(w http.ResponseWriter, r *http.Request) {
+	ar, ok := l.pending(w, r)
+	if !ok {
+		return
+	}
+	if !l.checkCSRF(r, ar.ID) {
+		l.errorPage(w, http.StatusForbidden, "Your session expired. Please start again from the application.")
+		return
+	}
+	nonce := l.existingNonce(r)
+	username := strings.TrimSpace(r.PostFormValue("username"))
+	if username == "" || len(username) > 256 {
+		l.render(w, http.StatusOK, "username", page{Title: "Sign in", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Error: "Enter your username."})
+		return
+	}
+	if l.p.cfg.Upstream != nil {
+		name, err := NormalizeUsername(username)
+		_, lerr := l.p.st.GetUserByUsername(r.Context(), name)
+		if err == nil && errors.Is(lerr, store.ErrNotFound) {
+			// Not resident here: the hub (or, in mesh, the resident region)
+			// takes over; only the resident region will see the password.
+			l.p.cfg.Upstream.Begin(w, r, ar.ID, username)
+			return
+		}
+	}
+	l.render(w, http.StatusOK, "password", page{Title: "Enter your password", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: username})
+}
+
+const invalidCredentials = "Invalid username or password."
+
+// password is POST /login/password.
+func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
+	ar, ok := l.pending(w, r)
+	if !ok {
+		return
+	}
+	if !l.checkCSRF(r, ar.ID) {
+		l.errorPage(w, http.StatusForbidden, "Your session expired. Please start again from the application.")
+		return
+	}
+	nonce := l.existingNonce(r)
+	raw := r.PostFormValue("username")
+	username, nerr := NormalizeUsername(raw)
+	if !l.limits.allow(clientIP(r), username) {
+		l.render(w, http.StatusTooManyRequests, "password", page{Title: "Enter your password", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: raw,
+			Error: "Too many attempts. Wait a minute and try again."})
+		return
+	}
+	var u store.User
+	var err error
+	if nerr == nil {
+		u, err = l.p.st.GetUserByUsername(r.Context(), username)
+	} else {
+		err = store.ErrNotFound
+	}
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+		return
+	}
+	hash := l.dummyHash
+	if err == nil {
+		hash = u.PasswordHash
+	}
+	// The argon2id cost is paid whether or not the user exists.
+	perr := VerifyPassword(hash, r.PostFormValue("password"))
+	if err != nil || perr != nil {
+		l.render(w, http.StatusOK, "password", page{Title: "Enter your password", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: raw, Error: invalidCredentials})
+		return
+	}
+	st := loginState{id: ar.ID, userID: u.ID, amr: "pwd", authTime: time.Now().UTC()}
+	if u.TOTPSecret != "" {
+		l.render(w, http.StatusOK, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st)})
+		return
+	}
+	l.authenticated(w, r, ar, nonce, st, true)
+}
+
+// otp is POST /login/totp.
+func (l *loginUI) otp(w http.ResponseWriter, r *http.Request) {
+	ar, ok := l.pending(w, r)
+	if !ok {
+		return
+	}
+	if !l.checkCSRF(r, ar.ID) {
+		l.errorPage(w, http.StatusForbidden, "Your session expired. Please start again from the application.")
+		return
+	}
+	nonce := l.existingNonce(r)
+	st, ok := l.openState(r.PostFormValue("state"), ar.ID)
+	if !ok {
+		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
+		return
+	}
+	if !l.limits.allow(clientIP(r), "totp:"+st.userID) {
+		l.render(w, http.StatusTooManyRequests, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: r.PostFormValue("state"),
+			Error: "Too many attempts. Wait a minute and try again."})
+		return
+	}
+	u, err := l.p.st.GetUserByID(r.Context(), st.userID)
+	if err != nil || u.TOTPSecret == "" || !totp.Validate(strings.TrimSpace(r.PostFormValue("code")), u.TOTPSecret) {
+		l.render(w, http.StatusOK, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: r.PostFormValue("state"),
+			Error: "That code is not valid."})
+		return
+	}
+	st.amr = "pwd otp mfa"
+	l.authenticated(w, r, ar, nonce, st, true)
+}
+
+// authenticated runs once the user is known: a fresh login starts an SSO
+// session; third-party clients then ask for consent; finally the browser is
+// sent to op's callback, which issues the code.
+func (l *loginUI) authenticated(w http.ResponseWriter, r *http.Request, ar store.AuthRequest, nonce string, st loginState, fresh bool) {
+	if fresh {
+		if err := l.startSession(w, r, st); err != nil {
+			l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+			return
+		}
+	}
+	c, err := l.p.storage.client(r.Context(), ar.ClientID)
+	if err != nil {
+		l.errorPage(w, http.StatusBadRequest, "The application is no longer registered.")
+		return
+	}
+	if !c.FirstParty || hasPrompt(ar, oidc.PromptConsent) {
+		if hasPrompt(ar, oidc.PromptNone) {
+			l.redirectError(w, r, ar, &oidc.Error{ErrorType: "consent_required", Description: "the user has not consented"})
+			return
+		}
+		name := c.Name
+		if name == "" {
+			name = c.ID
+		}
+		l.render(w, http.StatusOK, "consent", page{Title: "Allow access?", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st),
+			ClientName: name, Scopes: ar.Scopes})
+		return
+	}
+	l.complete(w, r, ar, nonce, st)
+}
+
+// consent is POST /consent.
+func (l *loginUI) consent(w http.ResponseWriter, r *http.Request) {
+	ar, ok := l.pending(w, r)
+	if !ok {
+		return
+	}
+	if !l.checkCSRF(r, ar.ID) {
+		l.errorPage(w, http.StatusForbidden, "Your session expired. Please start again from the application.")
+		return
+	}
+	st, ok := l.openState(r.PostFormValue("state"), ar.ID)
+	if !ok {
+		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
+		return
+	}
+	if r.PostFormValue("decision") != "allow" {
+		l.redirectError(w, r, ar, oidc.ErrAccessDenied().WithDescription("the user denied access"))
+		return
+	}
+	l.complete(w, r, ar, l.existingNonce(r), st)
+}
+
+func (l *loginUI) complete(w http.ResponseWriter, r *http.Request, ar store.AuthRequest, nonce string, st loginState) {
+	amr := strings.Fields(st.amr)
+	if err := l.p.st.CompleteAuthRequest(r.Context(), ar.ID, st.userID, st.authTime, amr); err != nil {
+		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+		return
+	}
+	cb := op.AuthCallbackURL(l.p.op)(r.Context(), ar.ID)
+	// Stay on the host the browser is on: the callback is relative.
+	if u, err := url.Parse(cb); err == nil {
+		cb = u.RequestURI()
+	}
+	http.Redirect(w, r, cb+"&b="+url.QueryEscape(l.bindCallback(ar.ID, nonce)), http.StatusSeeOther)
+}
+
+// redirectError sends an OAuth error back to the client's redirect_uri.
+func (l *loginUI) redirectError(w http.ResponseWriter, r *http.Request, ar store.AuthRequest, e *oidc.Error) {
+	op.AuthRequestError(w, r, &authRequest{ar}, e, l.p.op)
+}
+
+// --- sessions ---
+
+const ssoCookie = "mrd_sso_"
+
+func (l *loginUI) ssoCookieName() string {
+	return l.cookieName(ssoCookie+l.p.cfg.Region, l.p.cfg.CookieDomain == "")
+}
+
+func (l *loginUI) startSession(w http.ResponseWriter, r *http.Request, st loginState) error {
+	handle, err := l.p.codec.New(routing.KindSession, l.p.cfg.Region)
+	if err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	s := store.Session{Hash: store.Digest(handle), UserID: st.userID, AuthTime: st.authTime, AMR: strings.Fields(st.amr),
+		CreatedAt: now, ExpiresAt: now.Add(l.p.cfg.Lifetimes.Session)}
+	if err := l.p.st.CreateSession(r.Context(), s); err != nil {
+		return err
+	}
+	if old, ok := l.sessionHandle(r); ok {
+		_ = l.p.st.DeleteSession(r.Context(), store.Digest(old))
+	}
+	http.SetCookie(w, &http.Cookie{Name: l.ssoCookieName(), Value: handle, Path: "/", Domain: l.p.cfg.CookieDomain,
+		HttpOnly: true, Secure: l.p.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, Expires: s.ExpiresAt})
+	return nil
+}
+
+func (l *loginUI) sessionHandle(r *http.Request) (string, bool) {
+	c, err := r.Cookie(l.ssoCookieName())
+	if err != nil {
+		return "", false
+	}
+	tag, err := l.p.codec.VerifyKind(c.Value, routing.KindSession)
+	if err != nil || tag.Region != l.p.cfg.Region {
+		return "", false
+	}
+	return c.Value, true
+}
+
+func (l *loginUI) session(r *http.Request) (store.Session, bool) {
+	h, ok := l.sessionHandle(r)
+	if !ok {
+		return store.Session{}, false
+	}
+	s, err := l.p.st.GetSession(r.Context(), store.Digest(h))
+	if err != nil || time.Now().After(s.ExpiresAt) {
+		return store.Session{}, false
+	}
+	return s, true
+}
+
+// endSession deletes the browser's SSO session (RP-initiated logout).
+func (l *loginUI) endSession(ctx context.Context, w http.ResponseWriter, r *http.Request) {
+	if h, ok := l.sessionHandle(r); ok {
+		_ = l.p.st.DeleteSession(ctx, store.Digest(h))
+	}
+	http.SetCookie(w, &http.Cookie{Name: l.ssoCookieName(), Value: "", Path: "/", Domain: l.p.cfg.CookieDomain,
+		HttpOnly: true, Secure: l.p.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, MaxAge: -1})
+}
+
+func hasPrompt(ar store.AuthRequest, p string) bool {
+	for _, x := range ar.Prompt {
+		if x == p {
+			return true
+		}
+	}
+	return false
+}
+
+func withinMaxAge(ar store.AuthRequest, authTime time.Time) bool {
+	if ar.MaxAge == nil {
+		return true
+	}
+	return time.Since(authTime) <= time.Duration(*ar.MaxAge)*time.Second
+}

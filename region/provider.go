@@ -1,0 +1,188 @@
+// Package region is Meridian's regional authorization server: a complete
+// OpenID provider for the users and clients resident in one region.
+//
+// The protocol is github.com/zitadel/oidc's op package; this package owns the
+// seams around it: region-tagged artifacts (crypto.go), hashed-at-rest
+// storage with code-reuse and refresh-reuse revocation (storage.go), the
+// identifier-first login (login.go), RFC 9207 iss and browser hardening
+// (middleware.go), dynamic client registration (register.go).
+package region
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+
+	"github.com/rs/cors"
+	"github.com/zitadel/oidc/v3/pkg/op"
+	"golang.org/x/text/language"
+
+	"github.com/meridian-id/meridian/region/store"
+	"github.com/meridian-id/meridian/routing"
+)
+
+// Config configures one regional node.
+type Config struct {
+	// Region is this region's id; every artifact is tagged with it.
+	Region string
+	// Issuer is the region's own issuer URL (e.g. https://eu.id.example.com),
+	// answered on RegionHosts; the hub federates with it.
+	Issuer string
+	// GlobalIssuer is the issuer applications use (the global host URL). Every
+	// other Host is answered with it, so a request that GeoDNS sends to any
+	// region sees the same issuer.
+	GlobalIssuer string
+	// RegionHosts are the host names (without port) that mean this region:
+	// its region host and its DR host.
+	RegionHosts []string
+	// CookieDomain scopes the SSO cookie (the global domain); empty keeps it host-only.
+	CookieDomain string
+	// SecureCookies sets Secure and the __Host- prefix; required with https.
+	SecureCookies bool
+	// CookieKey (>= 32 bytes) MACs CSRF tokens and login state.
+	CookieKey []byte
+	// Lifetimes of issued artifacts; zero fields take DefaultLifetimes.
+	Lifetimes Lifetimes
+	// Upstream, when set, signs in users who are not resident here.
+	Upstream Upstream
+	// Peers, when set, reaches the other regions: foreign clients are
+	// authenticated by their home region and /keys publishes every
+	// region's keys.
+	Peers Peers
+}
+
+// Provider is a regional OpenID provider. It is an http.Handler.
+type Provider struct {
+	cfg     Config
+	st      store.Store
+	codec   *routing.Codec
+	keys    *Keys
+	storage *storage
+	op      *op.Provider
+	log     *slog.Logger
+	login   *loginUI
+	remote  *remote
+	handler http.Handler
+}
+
+// ErrConfig is wrapped by configuration errors from New.
+var ErrConfig = errors.New("region: invalid config")
+
+// New builds a regional provider. The store must be migrated; the region
+// gets its first signing key if it has none.
+func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, log *slog.Logger) (*Provider, error) {
+	if !codec.HasRegion(cfg.Region) {
+		return nil, fmt.Errorf("%w: region %q is not in the routing codec", ErrConfig, cfg.Region)
+	}
+	if len(cfg.CookieKey) < 32 {
+		return nil, fmt.Errorf("%w: cookie key must be at least 32 bytes", ErrConfig)
+	}
+	if cfg.Issuer == "" || cfg.GlobalIssuer == "" {
+		return nil, fmt.Errorf("%w: issuer and global issuer are required", ErrConfig)
+	}
+	fillLifetimes(&cfg.Lifetimes)
+	p := &Provider{cfg: cfg, st: st, codec: codec, log: log}
+	p.keys = NewKeys(cfg.Region, st)
+	if err := p.keys.EnsureActive(ctx); err != nil {
+		return nil, err
+	}
+	p.storage = &storage{
+		region: cfg.Region, codec: codec, st: st, keys: p.keys, ttl: cfg.Lifetimes, log: log,
+		clients: map[string]cachedClient{},
+	}
+	if cfg.Peers != nil {
+		p.remote = newRemote(cfg.Peers)
+		p.storage.remote = p.remote
+		p.storage.fedKey = p.federationKeys
+	}
+	opCfg := &op.Config{
+		CodeMethodS256:           true,
+		AuthMethodPost:           true,
+		AuthMethodPrivateKeyJWT:  true,
+		GrantTypeRefreshToken:    true,
+		RequestObjectSupported:   false,
+		SupportedUILocales:       []language.Tag{language.English},
+		SupportedScopes:          []string{"openid", "profile", "email", "phone", "offline_access"},
+		SupportedClaims:          supportedClaims,
+		DefaultLogoutRedirectURI: "/logged-out",
+	}
+	var err error
+	p.op, err = op.NewProvider(opCfg, p.storage, p.issuerFunc,
+		op.WithCrypto(tokenCrypto{codec: codec, region: cfg.Region}),
+		op.WithAllowInsecure(),
+		op.WithHttpInterceptors(p.intercept),
+		op.WithCORSOptions(&cors.Options{
+			// Token, userinfo, keys and discovery are called from SPAs with
+			// bearer tokens, never with cookies.
+			AllowedOrigins:   []string{"*"},
+			AllowedMethods:   []string{http.MethodGet, http.MethodPost},
+			AllowedHeaders:   []string{"Authorization", "Content-Type", "Accept"},
+			AllowCredentials: false,
+		}),
+	)
+	if err != nil {
+		return nil, err
+	}
+	p.login, err = newLoginUI(p)
+	if err != nil {
+		return nil, err
+	}
+	p.handler = p.op
+	return p, nil
+}
+
+var supportedClaims = []string{
+	"sub", "aud", "exp", "iat", "iss", "auth_time", "nonce", "acr", "amr", "at_hash", "c_hash", "azp",
+	"preferred_username", "name", "given_name", "family_name", "locale", "email", "email_verified", "phone_number",
+}
+
+func fillLifetimes(l *Lifetimes) {
+	d := DefaultLifetimes
+	if l.AccessToken <= 0 {
+		l.AccessToken = d.AccessToken
+	}
+	if l.RefreshToken <= 0 {
+		l.RefreshToken = d.RefreshToken
+	}
+	if l.IDToken <= 0 {
+		l.IDToken = d.IDToken
+	}
+	if l.AuthRequest <= 0 {
+		l.AuthRequest = d.AuthRequest
+	}
+	if l.Session <= 0 {
+		l.Session = d.Session
+	}
+}
+
+// ServeHTTP implements http.Handler.
+func (p *Provider) ServeHTTP(w http.ResponseWriter, r *http.Request) { p.handler.ServeHTTP(w, r) }
+
+// Keys returns the region's signing key manager.
+func (p *Provider) Keys() *Keys { return p.keys }
+
+// Region returns the region id.
+func (p *Provider) Region() string { return p.cfg.Region }
+
+// issuerFunc answers the region issuer on the region's own hosts and the
+// global issuer everywhere else (the global host, or a test listener).
+func (p *Provider) issuerFunc(bool) (op.IssuerFromRequest, error) {
+	return func(r *http.Request) string {
+		host := r.Host
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if slices.Contains(p.cfg.RegionHosts, strings.ToLower(host)) {
+			return p.cfg.Issuer
+		}
+		return p.cfg.GlobalIssuer
+	}, nil
+}
+
+// Ready reports whether the node can serve (its database answers).
+func (p *Provider) Ready(ctx context.Context) error { return p.st.Ping(ctx) }

@@ -1,0 +1,255 @@
+// Package store defines what a regional authorization server keeps and the
+// one interface every backend (embedded SQLite, PostgreSQL) implements. The
+// conformance suite in store/conformance is run against every backend.
+//
+// Secrets never reach a backend in the clear: tokens, codes, refresh tokens
+// and session handles are stored by their SHA-256 digest (Digest), client
+// secrets as an HMAC/SHA-256 digest, user passwords as argon2id PHC strings.
+package store
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"time"
+)
+
+// Errors returned by every backend. Callers match them with errors.Is.
+var (
+	ErrNotFound = errors.New("store: not found")
+	// ErrConflict is returned when a unique value (username, client_id, key id) already exists.
+	ErrConflict = errors.New("store: already exists")
+	// ErrAlreadyUsed is returned when a single-use artifact (authorization
+	// code, refresh token) is presented a second time. The backend has already
+	// revoked everything issued from it when it returns this error.
+	ErrAlreadyUsed = errors.New("store: artifact already used")
+	// ErrRevoked is returned for an artifact that was revoked.
+	ErrRevoked = errors.New("store: revoked")
+)
+
+// Hash is the SHA-256 digest under which a secret artifact is stored.
+type Hash [sha256.Size]byte
+
+// Digest returns the storage key of a secret artifact.
+func Digest(secret string) Hash { return sha256.Sum256([]byte(secret)) }
+
+// User is a person whose home (resident) region is this one.
+type User struct {
+	ID           string            // stable subject identifier ("sub"), never reused
+	Username     string            // PRECIS-normalized username, unique
+	PasswordHash string            // argon2id PHC string
+	Claims       map[string]string // profile claims (name, email, ...)
+	TOTPSecret   string            // base32 secret; empty when TOTP is not enrolled
+	CreatedAt    time.Time
+	UpdatedAt    time.Time
+}
+
+// Client is an OAuth client registered in this region (its resident AS).
+type Client struct {
+	ID                     string // tagged client_id
+	SecretHash             []byte // SHA-256 of the secret; nil for public and private_key_jwt clients
+	Name                   string
+	RedirectURIs           []string // exact match only
+	PostLogoutRedirectURIs []string
+	GrantTypes             []string // authorization_code, refresh_token, client_credentials
+	AuthMethod             string   // client_secret_basic, client_secret_post, private_key_jwt, none
+	AccessTokenFormat      string   // opaque (default) or jwt
+	JWKS                   string   // public keys (JSON Web Key Set) for private_key_jwt
+	FirstParty             bool     // first-party clients skip the consent screen
+	Scopes                 []string // scopes a client_credentials token may carry
+	CreatedAt              time.Time
+}
+
+// AuthRequest is an authorization request from the moment it arrives until
+// its code is redeemed.
+type AuthRequest struct {
+	ID                  string // tagged, KindAuthRequest
+	ClientID            string
+	RedirectURI         string
+	Scopes              []string
+	State               string
+	Nonce               string
+	ResponseType        string
+	ResponseMode        string
+	CodeChallenge       string
+	CodeChallengeMethod string
+	Prompt              []string
+	MaxAge              *uint // seconds; nil when absent
+	LoginHint           string
+	UILocales           []string
+
+	// Set once the user authenticated.
+	UserID   string
+	AuthTime time.Time
+	AMR      []string
+	Done     bool
+
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// AccessToken is the server side of an access token. Opaque tokens are found
+// by the digest of the token; JWT access tokens by the digest of their jti.
+type AccessToken struct {
+	Hash      Hash
+	ClientID  string
+	Subject   string // user id, or the client id for client_credentials
+	Audience  []string
+	Scopes    []string
+	GrantID   string // authorization request / refresh family the token belongs to; empty for client_credentials
+	Format    string // opaque or jwt
+	AuthTime  time.Time
+	AMR       []string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	Revoked   bool
+}
+
+// RefreshToken is the server side of a refresh token. Tokens of one
+// authorization form a family (GrantID); rotation marks the presented token
+// used and inserts its successor in one transaction.
+type RefreshToken struct {
+	Hash      Hash
+	GrantID   string
+	ClientID  string
+	Subject   string
+	Audience  []string
+	Scopes    []string
+	AuthTime  time.Time
+	AMR       []string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+	Used      bool
+	Revoked   bool
+}
+
+// Session is a browser session at this region (the SSO cookie's server side).
+type Session struct {
+	Hash      Hash
+	UserID    string
+	AuthTime  time.Time
+	AMR       []string
+	CreatedAt time.Time
+	ExpiresAt time.Time
+}
+
+// SigningKey is a region's token signing key. The private key is a PKCS#8 DER
+// blob; rotation adds a new active key and keeps retired keys published until
+// NotAfter so tokens signed with them still verify.
+type SigningKey struct {
+	ID         string // kid, names the region: "<region>-<random>"
+	Algorithm  string // ES256
+	PrivateDER []byte
+	CreatedAt  time.Time
+	Active     bool      // the one key that signs
+	NotAfter   time.Time // zero while active; published until then once retired
+}
+
+// FederatedClaims are the claims of a user resident in another region, kept
+// with the grant they signed in for (never as a user record) and deleted
+// when the grant expires.
+type FederatedClaims struct {
+	GrantID    string
+	HomeRegion string
+	Claims     map[string]string
+	ExpiresAt  time.Time
+}
+
+// OutboxEntry is a pending change of the user table to announce to the hub.
+type OutboxEntry struct {
+	Seq       int64
+	Op        string // put or delete
+	Username  string // normalized
+	CreatedAt time.Time
+	Attempts  int
+}
+
+// Store is what a regional node needs from its database. Every method is
+// atomic: a returned error means nothing was written.
+type Store interface {
+	// Users. CreateUser, UpdateUser and DeleteUser also append an outbox
+	// entry in the same transaction so the hub hears of every change.
+	CreateUser(ctx context.Context, u User) error
+	UpdateUser(ctx context.Context, u User) error
+	GetUserByID(ctx context.Context, id string) (User, error)
+	GetUserByUsername(ctx context.Context, username string) (User, error)
+	// ListUsers returns up to limit users ordered by username, after the given username.
+	ListUsers(ctx context.Context, after string, limit int) ([]User, error)
+	DeleteUser(ctx context.Context, username string) error
+
+	// Outbox of user-table changes for the hub, in Seq order.
+	PendingOutbox(ctx context.Context, limit int) ([]OutboxEntry, error)
+	AckOutbox(ctx context.Context, seq int64) error
+
+	// Clients.
+	CreateClient(ctx context.Context, c Client) error
+	GetClient(ctx context.Context, id string) (Client, error)
+	ListClients(ctx context.Context) ([]Client, error)
+	DeleteClient(ctx context.Context, id string) error
+
+	// Authorization requests and codes.
+	CreateAuthRequest(ctx context.Context, r AuthRequest) error
+	GetAuthRequest(ctx context.Context, id string) (AuthRequest, error)
+	// CompleteAuthRequest records the authenticated user on a pending request.
+	CompleteAuthRequest(ctx context.Context, id, userID string, authTime time.Time, amr []string) error
+	// SaveCode attaches the digest of the issued code to a completed request.
+	SaveCode(ctx context.Context, id string, code Hash) error
+	// RedeemCode atomically marks the code used and returns its request. A
+	// second redemption returns ErrAlreadyUsed after revoking every access and
+	// refresh token of the request's grant (RFC 6749 §4.1.2). Exactly one of
+	// any number of concurrent redemptions succeeds.
+	RedeemCode(ctx context.Context, code Hash) (AuthRequest, error)
+	DeleteAuthRequest(ctx context.Context, id string) error
+
+	// Access tokens.
+	CreateAccessToken(ctx context.Context, t AccessToken) error
+	// GetAccessToken returns ErrNotFound for unknown tokens; revoked and
+	// expired tokens are returned as they are, the caller decides.
+	GetAccessToken(ctx context.Context, h Hash) (AccessToken, error)
+	RevokeAccessToken(ctx context.Context, h Hash) error
+
+	// Refresh tokens.
+	// CreateTokens inserts an access token and, when rt is non-nil, a refresh
+	// token in one transaction (the first tokens of a grant).
+	CreateTokens(ctx context.Context, at AccessToken, rt *RefreshToken) error
+	GetRefreshToken(ctx context.Context, h Hash) (RefreshToken, error)
+	// RotateRefreshToken marks old used and inserts at and next in one
+	// transaction. If old is already used (reuse) it revokes the whole family
+	// (every refresh and access token with old's GrantID) and returns
+	// ErrAlreadyUsed; if old is revoked it returns ErrRevoked. Exactly one of
+	// any number of concurrent rotations of the same token succeeds.
+	RotateRefreshToken(ctx context.Context, old Hash, at AccessToken, next RefreshToken) error
+	// RevokeRefreshToken revokes one refresh token and its family.
+	RevokeRefreshToken(ctx context.Context, h Hash) error
+	// RevokeGrant revokes every access and refresh token of a grant.
+	RevokeGrant(ctx context.Context, grantID string) error
+	// RevokeUserClientTokens revokes every token of a user at a client (logout).
+	RevokeUserClientTokens(ctx context.Context, userID, clientID string) error
+
+	// Browser sessions.
+	CreateSession(ctx context.Context, s Session) error
+	GetSession(ctx context.Context, h Hash) (Session, error)
+	DeleteSession(ctx context.Context, h Hash) error
+
+	// Signing keys.
+	AddSigningKey(ctx context.Context, k SigningKey) error
+	// ActivateSigningKey makes id the active key and retires the previous
+	// active key, publishing it until notAfter.
+	ActivateSigningKey(ctx context.Context, id string, notAfter time.Time) error
+	// ListSigningKeys returns the active key and retired keys whose NotAfter
+	// is in the future, newest first.
+	ListSigningKeys(ctx context.Context, now time.Time) ([]SigningKey, error)
+
+	// DeleteExpired removes expired auth requests, tokens and sessions.
+	DeleteExpired(ctx context.Context, now time.Time) error
+
+	// Federated identities (users resident elsewhere). SaveFederatedClaims
+	// upserts by GrantID; GetFederatedClaims returns ErrNotFound when absent
+	// or expired; DeleteExpired removes expired rows.
+	SaveFederatedClaims(ctx context.Context, c FederatedClaims) error
+	GetFederatedClaims(ctx context.Context, grantID string) (FederatedClaims, error)
+
+	// Ping checks that the database answers (readiness).
+	Ping(ctx context.Context) error
+	Close() error
+}
