@@ -7,7 +7,7 @@ import (
 	"time"
 )
 
-// limiter bounds password and TOTP attempts per client address and per
+// limiter bounds failed password and TOTP attempts per client address and per
 // identifier with fixed one-minute windows. It is per node: a region of N
 // nodes admits at most N times the limit, which still defeats online
 // guessing at scale.
@@ -25,18 +25,32 @@ func newLimiter() *limiter {
 	return &limiter{perIP: map[string]int{}, perID: map[string]int{}, ipMax: 30, idMax: 10, interval: time.Minute}
 }
 
-// allow counts one attempt and reports whether it is within both limits.
-func (l *limiter) allow(ip, id string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+// roll starts a new window when the current one is over. l.mu is held.
+func (l *limiter) roll() {
 	if now := time.Now(); now.Sub(l.window) > l.interval {
 		l.window = now
 		clear(l.perIP)
 		clear(l.perID)
 	}
+}
+
+// allow reports whether another attempt is within both limits. Only failed
+// attempts count (failed), so a shared address signing many people in
+// successfully is never throttled.
+func (l *limiter) allow(ip, id string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.roll()
+	return l.perIP[ip] < l.ipMax && l.perID[id] < l.idMax
+}
+
+// failed counts a failed attempt.
+func (l *limiter) failed(ip, id string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.roll()
 	l.perIP[ip]++
 	l.perID[id]++
-	return l.perIP[ip] <= l.ipMax && l.perID[id] <= l.idMax
 }
 
 // clientIP is the peer address. Forwarded headers are not trusted: the

@@ -277,6 +277,7 @@ func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
 	// The argon2id cost is paid whether or not the user exists.
 	perr := VerifyPassword(hash, r.PostFormValue("password"))
 	if err != nil || perr != nil {
+		l.limits.failed(clientIP(r), username)
 		l.render(w, http.StatusOK, "password", page{Title: "Enter your password", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: raw, Error: invalidCredentials})
 		return
 	}
@@ -311,6 +312,7 @@ func (l *loginUI) otp(w http.ResponseWriter, r *http.Request) {
 	}
 	u, err := l.p.st.GetUserByID(r.Context(), st.userID)
 	if err != nil || u.TOTPSecret == "" || !totp.Validate(strings.TrimSpace(r.PostFormValue("code")), u.TOTPSecret) {
+		l.limits.failed(clientIP(r), "totp:"+st.userID)
 		l.render(w, http.StatusOK, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: r.PostFormValue("state"),
 			Error: "That code is not valid."})
 		return

@@ -391,6 +391,9 @@ func (s *storage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (s
 		return "", time.Time{}, err
 	}
 	if err := s.st.CreateAccessToken(ctx, at); err != nil {
+		if _, ok := req.(*authRequest); ok && errors.Is(err, store.ErrRevoked) {
+			return id, at.ExpiresAt, s.lostRace(ctx, at)
+		}
 		return "", time.Time{}, serverError(err)
 	}
 	return id, at.ExpiresAt, nil
@@ -438,9 +441,24 @@ func (s *storage) CreateAccessAndRefreshTokens(ctx context.Context, req op.Token
 		return id, rtoken, at.ExpiresAt, nil
 	}
 	if err := s.st.CreateTokens(ctx, at, &next); err != nil {
+		if errors.Is(err, store.ErrRevoked) {
+			return id, rtoken, at.ExpiresAt, s.lostRace(ctx, at)
+		}
 		return "", "", time.Time{}, serverError(err)
 	}
 	return id, rtoken, at.ExpiresAt, nil
+}
+
+// lostRace handles a grant revoked between this request's code redemption
+// and its token issuance: a replay of the same code arrived in between and
+// revoked the grant. The sequential outcome of that race is "the first
+// redemption gets tokens, the replay revokes them", so the first redemption
+// still answers 200, with tokens that were never stored and are therefore
+// inactive everywhere. Exactly one of any number of concurrent redemptions
+// succeeds, and none of them holds a usable token.
+func (s *storage) lostRace(ctx context.Context, at store.AccessToken) error {
+	s.log.WarnContext(ctx, "authorization code replayed during issuance; tokens issued revoked", "client_id", at.ClientID)
+	return nil
 }
 
 // TokenRequestByRefreshToken implements op.AuthStorage. A token that was
