@@ -1,0 +1,307 @@
+package postgres_test
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"net/url"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/meridian-id/meridian/internal/testenv"
+	"github.com/meridian-id/meridian/region/store"
+	"github.com/meridian-id/meridian/region/store/conformance"
+	"github.com/meridian-id/meridian/region/store/postgres"
+)
+
+// schema creates a schema of its own for one test, drops it when the test
+// ends, and returns a URL whose search_path names it.
+func schema(t testing.TB) string {
+	t.Helper()
+	base := testenv.PostgresURL(t)
+	name := "meridian_test_" + strings.ToLower(rand.Text()[:12])
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect %s: %v", redact(base), err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), base)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", name, err)
+			return
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(context.Background(), "DROP SCHEMA "+pgx.Identifier{name}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", name)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+func redact(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return u.Redacted()
+}
+
+// open opens a Store on dsn, closed when the test ends (before its schema
+// is dropped), and migrates it.
+func open(t testing.TB, dsn string) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = s.Close() })
+	if err := s.Migrate(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	conformance.Run(t, func(t *testing.T) store.Store { return open(t, schema(t)) })
+}
+
+func countMigrations(t *testing.T, dsn string) int {
+	t.Helper()
+	c, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(t.Context())
+	var n int
+	if err := c.QueryRow(t.Context(), `SELECT count(*) FROM schema_migrations`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func TestMigrateIdempotent(t *testing.T) {
+	ctx := t.Context()
+	dsn := schema(t)
+	s := open(t, dsn)
+	if err := s.CreateUser(ctx, store.User{ID: "usr-1", Username: "ada"}); err != nil {
+		t.Fatal(err)
+	}
+	want := countMigrations(t, dsn)
+	if want == 0 {
+		t.Fatal("no migration recorded")
+	}
+	for range 3 {
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatalf("re-running Migrate: %v", err)
+		}
+	}
+	if got := countMigrations(t, dsn); got != want {
+		t.Fatalf("%d migrations recorded after re-running Migrate, want %d", got, want)
+	}
+	if _, err := s.GetUserByID(ctx, "usr-1"); err != nil {
+		t.Fatalf("data lost by re-running Migrate: %v", err)
+	}
+}
+
+// TestConcurrentMigrate starts several nodes on one empty schema at once.
+func TestConcurrentMigrate(t *testing.T) {
+	ctx := t.Context()
+	dsn := schema(t)
+	const nodes = 6
+	stores := make([]*postgres.Store, nodes)
+	for i := range stores {
+		s, err := postgres.Open(ctx, dsn)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = s.Close() })
+		stores[i] = s
+	}
+	errs := make([]error, nodes)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i, s := range stores {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[i] = s.Migrate(ctx)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("node %d: %v", i, err)
+		}
+	}
+	ref := schema(t) // migrated alone, for the expected count
+	open(t, ref)
+	if got, want := countMigrations(t, dsn), countMigrations(t, ref); got != want {
+		t.Fatalf("%d migrations recorded, want %d", got, want)
+	}
+	if err := stores[nodes-1].CreateUser(ctx, store.User{ID: "usr-1", Username: "ada"}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestSharedDatabase runs two Stores (two nodes) on one schema: what one
+// commits the other sees, and a code redeemed through one is reuse for the
+// other.
+func TestSharedDatabase(t *testing.T) {
+	ctx := t.Context()
+	dsn := schema(t)
+	a, b := open(t, dsn), open(t, dsn)
+	r := store.AuthRequest{ID: "ar-1", ClientID: "cli", UserID: "usr", Done: true, ExpiresAt: time.Now().Add(time.Minute)}
+	if err := a.CreateAuthRequest(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	code := store.Digest("code")
+	if err := b.SaveCode(ctx, r.ID, code); err != nil {
+		t.Fatal(err)
+	}
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 10 {
+		s := a
+		if i%2 == 1 {
+			s = b
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if _, err := s.RedeemCode(ctx, code); err == nil {
+				wins.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if n := wins.Load(); n != 1 {
+		t.Fatalf("%d redemptions across two nodes succeeded, want 1", n)
+	}
+}
+
+func TestOpenErrors(t *testing.T) {
+	dsn := schema(t)
+	if _, err := postgres.Open(t.Context(), "postgres://%zz"); err == nil {
+		t.Fatal("Open of a malformed URL succeeded")
+	}
+	u, _ := url.Parse(dsn)
+	q := u.Query()
+	q.Set("pool_max_conns", "0")
+	u.RawQuery = q.Encode()
+	if _, err := postgres.Open(t.Context(), u.String()); err == nil {
+		t.Fatal("Open with pool_max_conns=0 succeeded")
+	}
+	q.Set("pool_max_conns", "2")
+	u.RawQuery = q.Encode()
+	s := open(t, u.String())
+	// More concurrent callers than connections queue instead of failing.
+	var wg sync.WaitGroup
+	errs := make([]error, 16)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = s.CreateUser(t.Context(), store.User{ID: fmt.Sprint("usr-", i), Username: fmt.Sprint("user-", i)})
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	if err := s.Ping(ctx); err == nil {
+		t.Fatal("Ping with a cancelled context succeeded")
+	}
+	if err := s.Ping(t.Context()); err != nil {
+		t.Fatalf("Ping after a cancelled call: %v", err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Ping(t.Context()); err == nil {
+		t.Fatal("Ping after Close succeeded")
+	}
+}
+
+func BenchmarkCreateAccessToken(b *testing.B) {
+	for _, withGrant := range []bool{false, true} {
+		name := "client_credentials"
+		if withGrant {
+			name = "grant"
+		}
+		b.Run(name, func(b *testing.B) {
+			s := open(b, schema(b))
+			ctx := context.Background()
+			var seq atomic.Int64
+			exp := time.Now().Add(time.Hour)
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					i := seq.Add(1)
+					at := store.AccessToken{Hash: store.Digest(fmt.Sprint("bench-", i)), ClientID: "cli-bench", Subject: "usr-bench",
+						Scopes: []string{"openid", "email"}, Audience: []string{"cli-bench"}, Format: "opaque", ExpiresAt: exp}
+					if withGrant {
+						at.GrantID = fmt.Sprint("grant-", i)
+					}
+					if err := s.CreateAccessToken(ctx, at); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "commits/s")
+		})
+	}
+}
+
+func BenchmarkGetAccessToken(b *testing.B) {
+	s := open(b, schema(b))
+	ctx := context.Background()
+	const tokens = 1000
+	exp := time.Now().Add(time.Hour)
+	hashes := make([]store.Hash, tokens)
+	for i := range hashes {
+		hashes[i] = store.Digest(fmt.Sprint("bench-", i))
+		at := store.AccessToken{Hash: hashes[i], ClientID: "cli-bench", Subject: "usr-bench",
+			Scopes: []string{"openid", "email"}, Audience: []string{"cli-bench"}, Format: "opaque", ExpiresAt: exp}
+		if err := s.CreateAccessToken(ctx, at); err != nil {
+			b.Fatal(err)
+		}
+	}
+	var seq atomic.Int64
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			h := hashes[seq.Add(1)%tokens]
+			if _, err := s.GetAccessToken(ctx, h); err != nil {
+				b.Error(err)
+				return
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "reads/s")
+}
