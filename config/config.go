@@ -61,7 +61,7 @@ type TLS struct {
 
 // Region is one geography.
 type Region struct {
-	ID        string   `mapstructure:"id"`
+	ID        string `mapstructure:"id"`
 	Site      `mapstructure:",squash"`
 	Database  string   `mapstructure:"database"`
 	Proximity []string `mapstructure:"proximity"`
