@@ -57,7 +57,16 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 	}
 	mux.Handle("/userinfo", noStore(apiErrors(true, next)))
 	mux.Handle("/", next)
-	return securityHeaders(mux)
+	return p.regionHeader(securityHeaders(mux))
+}
+
+// regionHeader names the region that answered, for operators and demos;
+// through the router a proxied answer carries the issuing region's name.
+func (p *Provider) regionHeader(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Meridian-Region", p.cfg.Region)
+		next.ServeHTTP(w, r)
+	})
 }
 
 // securityHeaders hardens every response: no framing (clickjacking), no

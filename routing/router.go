@@ -168,6 +168,7 @@ func NewRouter(cfg RouterConfig, codec *Codec, local http.Handler, log *slog.Log
 
 // ServeHTTP implements http.Handler.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Meridian-Entry", rt.cfg.Local)
 	r.Header.Del(HopFromHeader)
 	if v := r.Header.Get(HopHeader); v != "" {
 		if from, ok := rt.hop.verify(v, rt.cfg.Local, rt.now()); ok {

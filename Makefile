@@ -1,0 +1,36 @@
+# Meridian — multi-region OAuth 2.0 / OpenID Connect federation gateway.
+GO      ?= go
+BIN     := bin
+CONFIG  ?= configs/regions.yaml
+PKGS    := ./...
+
+.PHONY: all build run test test-race test-faults lint bench clean
+
+all: build
+
+build: ## build the binaries into ./bin
+	$(GO) build -o $(BIN)/ ./cmd/... ./examples/...
+
+run: build ## run a local three-region federation on embedded stores
+	$(BIN)/localfed --config $(CONFIG) --bin $(BIN)
+
+test: ## the whole suite against the machine's PostgreSQL and Redis
+	$(GO) vet $(PKGS)
+	$(GO) test -count=1 -timeout 20m $(PKGS)
+
+test-race: ## the suite under the race detector
+	$(GO) test -race -count=1 -timeout 30m $(PKGS)
+
+test-faults: ## the fault and abuse suite (also part of make test)
+	$(GO) test -count=1 -timeout 10m -run 'Fault|Abuse' $(PKGS)
+
+lint: ## gofmt, go vet and staticcheck
+	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo 'gofmt: files above need formatting'; exit 1; }
+	$(GO) vet $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
+
+bench: ## micro-benchmarks and load figures (see docs/benchmarks.md)
+	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./routing/ ./region/... ./lookup/... ./geodns/...
+
+clean:
+	rm -rf $(BIN) data
