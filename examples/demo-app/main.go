@@ -227,7 +227,7 @@ func (a *app) logoutURL(idToken string) string {
 
 type view struct {
 	Issuer, Error, Claims, Userinfo, TokenRegion, Subject, Logout string
-	Steps                                                          []step
+	Steps                                                         []step
 }
 
 var page = template.Must(template.New("p").Parse(`<!doctype html><html lang="en"><head><meta charset="utf-8">
