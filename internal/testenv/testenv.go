@@ -6,11 +6,15 @@ package testenv
 
 import (
 	"context"
+	"crypto/rand"
 	"net"
 	"net/url"
 	"os"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 )
 
 // RedisAddr returns the address of the machine's Redis (REDIS_ADDR, default
@@ -65,4 +69,42 @@ func getenv(k, def string) string {
 		return v
 	}
 	return def
+}
+
+// PostgresSchema creates a schema of its own for one test on the machine's
+// PostgreSQL, drops it when the test ends, and returns a connection URL
+// whose search_path names it, so tests of many packages can share the
+// database concurrently.
+func PostgresSchema(t testing.TB) string {
+	t.Helper()
+	base := PostgresURL(t)
+	name := "meridian_test_" + strings.ToLower(rand.Text()[:12])
+	ctx := context.Background()
+	admin, err := pgx.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("connect to PostgreSQL: %v", err)
+	}
+	defer admin.Close(ctx)
+	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{name}.Sanitize()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), base)
+		if err != nil {
+			t.Errorf("drop schema %s: %v", name, err)
+			return
+		}
+		defer c.Close(context.Background())
+		if _, err := c.Exec(context.Background(), "DROP SCHEMA "+pgx.Identifier{name}.Sanitize()+" CASCADE"); err != nil {
+			t.Errorf("drop schema %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("search_path", name)
+	u.RawQuery = q.Encode()
+	return u.String()
 }

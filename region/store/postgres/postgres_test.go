@@ -2,10 +2,8 @@ package postgres_test
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"net/url"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -19,49 +17,8 @@ import (
 	"github.com/meridian-id/meridian/region/store/postgres"
 )
 
-// schema creates a schema of its own for one test, drops it when the test
-// ends, and returns a URL whose search_path names it.
-func schema(t testing.TB) string {
-	t.Helper()
-	base := testenv.PostgresURL(t)
-	name := "meridian_test_" + strings.ToLower(rand.Text()[:12])
-	ctx := context.Background()
-	admin, err := pgx.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("connect %s: %v", redact(base), err)
-	}
-	defer admin.Close(ctx)
-	if _, err := admin.Exec(ctx, "CREATE SCHEMA "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		c, err := pgx.Connect(context.Background(), base)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", name, err)
-			return
-		}
-		defer c.Close(context.Background())
-		if _, err := c.Exec(context.Background(), "DROP SCHEMA "+pgx.Identifier{name}.Sanitize()+" CASCADE"); err != nil {
-			t.Errorf("drop schema %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := u.Query()
-	q.Set("search_path", name)
-	u.RawQuery = q.Encode()
-	return u.String()
-}
-
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
-}
+// schema gives each test a schema of its own on the real PostgreSQL.
+func schema(t testing.TB) string { return testenv.PostgresSchema(t) }
 
 // open opens a Store on dsn, closed when the test ends (before its schema
 // is dropped), and migrates it.
