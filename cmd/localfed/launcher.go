@@ -19,6 +19,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/meridian-id/meridian/config"
 )
 
@@ -94,6 +96,11 @@ func run(ctx context.Context, cfgPath, bin, demoListen string) error {
 			}
 		}
 	}
+	if cfg.DNS.Listen != "" {
+		if err := start("geodns", filepath.Join(bin, "geodns"), "--config", cfgPath); err != nil {
+			return err
+		}
+	}
 	if hub := filepath.Join(bin, "hub"); exists(hub) {
 		if err := start("hub", hub, "serve", "--config", cfgPath); err != nil {
 			return err
@@ -157,8 +164,7 @@ func prefix(name string, r io.Reader) {
 
 // edge is the development stand-in for DNS.
 type edge struct {
-	addr   string
-	global func() string
+	addr string
 }
 
 // startEdge serves 127.0.0.1:<federation port>: every *.localhost name a
@@ -174,7 +180,22 @@ func startEdge(ctx context.Context, cfg *config.Config) (*edge, error) {
 			targets[r.DR.Host] = cfg.Upstream(*r.DR)
 		}
 	}
-	global := func() string {
+	// The global host goes where GeoDNS answers for the client's address.
+	byAddr := map[string]string{}
+	for _, r := range cfg.Regions {
+		byAddr[r.Addresses[0]] = cfg.Upstream(r.Site)
+		if r.DR != nil {
+			byAddr[r.DR.Addresses[0]] = cfg.Upstream(*r.DR)
+		}
+	}
+	global := func(client string) string {
+		if cfg.DNS.Listen != "" {
+			if ip, err := resolveGlobal(cfg.DNS.Listen, cfg.Federation.GlobalHost, client); err == nil {
+				if up, ok := byAddr[ip]; ok {
+					return up
+				}
+			}
+		}
 		r, ok := cfg.Region(cfg.DNS.DefaultRegion)
 		if !ok {
 			r = &cfg.Regions[0]
@@ -189,7 +210,8 @@ func startEdge(ctx context.Context, cfg *config.Config) (*edge, error) {
 			}
 			target, ok := targets[host]
 			if !ok {
-				target = global()
+				client, _, _ := net.SplitHostPort(pr.In.RemoteAddr)
+				target = global(client)
 			}
 			pr.Out.URL.Scheme, pr.Out.URL.Host = "http", target
 			pr.Out.Host = pr.In.Host
@@ -205,7 +227,30 @@ func startEdge(ctx context.Context, cfg *config.Config) (*edge, error) {
 	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
 	go func() { <-ctx.Done(); _ = srv.Shutdown(context.Background()) }()
-	return &edge{addr: addr, global: global}, nil
+	return &edge{addr: addr}, nil
+}
+
+// resolveGlobal asks the GeoDNS server for the global host's A record with
+// the client's address as EDNS Client Subnet, as a resolver would.
+func resolveGlobal(server, host, client string) (string, error) {
+	m := new(dns.Msg)
+	m.SetQuestion(dns.Fqdn(host), dns.TypeA)
+	if ip := net.ParseIP(client).To4(); ip != nil {
+		o := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
+		o.Option = append(o.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: ip.Mask(net.CIDRMask(24, 32))})
+		m.Extra = append(m.Extra, o)
+	}
+	c := &dns.Client{Timeout: time.Second}
+	r, _, err := c.Exchange(m, server)
+	if err != nil {
+		return "", err
+	}
+	for _, rr := range r.Answer {
+		if a, ok := rr.(*dns.A); ok {
+			return a.A.String(), nil
+		}
+	}
+	return "", errors.New("no A record")
 }
 
 // waitReady polls every region's /readyz until all answer.
