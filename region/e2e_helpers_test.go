@@ -59,6 +59,13 @@ func openSQLite(t testing.TB) store.Store {
 // startNode serves region id on 127.0.0.1:0 with the given store.
 func startNode(t *testing.T, id string, st store.Store) *node {
 	t.Helper()
+	n := startNodeTB(t, id, st)
+	n.t = t
+	return n
+}
+
+func startNodeTB(t testing.TB, id string, st store.Store) *node {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -75,7 +82,7 @@ func startNode(t *testing.T, id string, st store.Store) *node {
 	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: p}}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return &node{t: t, URL: u, P: p, Store: st, Codec: codec, Region: id}
+	return &node{URL: u, P: p, Store: st, Codec: codec, Region: id}
 }
 
 func (n *node) addUser(username, password string, claims map[string]string) store.User {
@@ -99,6 +106,10 @@ func (n *node) addClient(spec region.ClientSpec) region.RegisteredClient {
 func newBrowser(t *testing.T) *oidctest.Browser { return oidctest.NewBrowser(t, nil) }
 
 func postForm(t *testing.T, u string, form url.Values, user, pass string) (int, oidctest.OAuthError, map[string]any) {
+	return oidctest.PostForm(t, nil, u, form, user, pass)
+}
+
+func postFormTB(t testing.TB, u string, form url.Values, user, pass string) (int, oidctest.OAuthError, map[string]any) {
 	return oidctest.PostForm(t, nil, u, form, user, pass)
 }
 

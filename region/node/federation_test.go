@@ -36,7 +36,7 @@ var regionIPs = map[string]string{"eu": "127.0.0.11", "us": "127.0.0.12", "ap": 
 // federation is three regional nodes (eu, us, ap), each with its own
 // SQLite store and listener on its own loopback address, like configs/regions.yaml.
 type federation struct {
-	t        *testing.T
+	t        testing.TB
 	cfg      *config.Config
 	nodes    map[string]*node.Node
 	stop     map[string]context.CancelFunc
@@ -48,7 +48,7 @@ type federation struct {
 }
 
 // freePort finds a port free on every region address.
-func freePort(t *testing.T) int {
+func freePort(t testing.TB) int {
 	for i := 0; i < 20; i++ {
 		ln, err := net.Listen("tcp", regionIPs["eu"]+":0")
 		if err != nil {
@@ -73,7 +73,7 @@ func freePort(t *testing.T) int {
 	return 0
 }
 
-func startFederation(t *testing.T) *federation {
+func startFederation(t testing.TB) *federation {
 	port := freePort(t)
 	f := &federation{t: t, nodes: map[string]*node.Node{}, stop: map[string]context.CancelFunc{}, done: map[string]chan struct{}{},
 		spans: tracetest.NewInMemoryExporter(), port: port}

@@ -67,7 +67,7 @@ func (s *Store) CreateAuthRequest(ctx context.Context, r store.AuthRequest) erro
 // GetAuthRequest returns the request with the given id. An expired request
 // is reported as store.ErrNotFound.
 func (s *Store) GetAuthRequest(ctx context.Context, id string) (store.AuthRequest, error) {
-	r, err := scanAuth(s.r.QueryRowContext(ctx,
+	r, err := scanAuth(s.queryRow(ctx,
 		`SELECT `+authCols+` FROM auth_requests WHERE id = ? AND expires_at > ?`, id, micros(s.now())))
 	return r, wrap("get auth request", err)
 }

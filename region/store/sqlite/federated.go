@@ -30,7 +30,7 @@ func (s *Store) GetFederatedClaims(ctx context.Context, grantID string) (store.F
 	var c store.FederatedClaims
 	var claims string
 	var expires int64
-	err := s.r.QueryRowContext(ctx, `SELECT grant_id, home_region, claims, expires_at FROM federated_claims
+	err := s.queryRow(ctx, `SELECT grant_id, home_region, claims, expires_at FROM federated_claims
 		WHERE grant_id = ? AND expires_at > ?`, grantID, micros(s.now())).Scan(&c.GrantID, &c.HomeRegion, &claims, &expires)
 	if err != nil {
 		return store.FederatedClaims{}, wrap("get federated claims", err)

@@ -24,6 +24,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"modernc.org/sqlite"
@@ -42,9 +43,27 @@ const busyTimeout = 10 * time.Second
 // Store is a store.Store kept in one SQLite file. It is safe for concurrent
 // use. Create it with Open and bring its schema up to date with Migrate.
 type Store struct {
-	w   *sql.DB // exactly one connection: every write transaction
-	r   *sql.DB // read-only connections
-	now func() time.Time
+	w     *sql.DB // exactly one connection: every write transaction
+	r     *sql.DB // read-only connections
+	now   func() time.Time
+	stmts sync.Map // query -> *sql.Stmt on r: hot reads skip SQL parsing
+}
+
+// queryRow runs a read through a statement prepared once per query text;
+// parsing dominated the introspection path before.
+func (s *Store) queryRow(ctx context.Context, query string, args ...any) *sql.Row {
+	if st, ok := s.stmts.Load(query); ok {
+		return st.(*sql.Stmt).QueryRowContext(ctx, args...)
+	}
+	st, err := s.r.PrepareContext(ctx, query)
+	if err != nil {
+		return s.r.QueryRowContext(ctx, query, args...)
+	}
+	if prev, loaded := s.stmts.LoadOrStore(query, st); loaded {
+		st.Close()
+		st = prev.(*sql.Stmt)
+	}
+	return st.QueryRowContext(ctx, args...)
 }
 
 var _ store.Store = (*Store)(nil)
@@ -128,6 +147,7 @@ func dsn(abs string, reader bool) string {
 
 // Close closes the database. Calls in flight may fail.
 func (s *Store) Close() error {
+	s.stmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 	return errors.Join(s.r.Close(), s.w.Close())
 }
 

@@ -109,7 +109,7 @@ func (s *Store) CreateAccessToken(ctx context.Context, t store.AccessToken) erro
 // GetAccessToken returns the access token with digest h, revoked or expired
 // as it is.
 func (s *Store) GetAccessToken(ctx context.Context, h store.Hash) (store.AccessToken, error) {
-	t, err := scanAccess(s.r.QueryRowContext(ctx, `SELECT `+accessCols+` FROM access_tokens WHERE hash = ?`, h[:]))
+	t, err := scanAccess(s.queryRow(ctx, `SELECT `+accessCols+` FROM access_tokens WHERE hash = ?`, h[:]))
 	return t, wrap("get access token", err)
 }
 
@@ -142,7 +142,7 @@ func (s *Store) CreateTokens(ctx context.Context, at store.AccessToken, rt *stor
 // GetRefreshToken returns the refresh token with digest h, used, revoked
 // or expired as it is.
 func (s *Store) GetRefreshToken(ctx context.Context, h store.Hash) (store.RefreshToken, error) {
-	t, err := scanRefresh(s.r.QueryRowContext(ctx, `SELECT `+refreshCols+` FROM refresh_tokens WHERE hash = ?`, h[:]))
+	t, err := scanRefresh(s.queryRow(ctx, `SELECT `+refreshCols+` FROM refresh_tokens WHERE hash = ?`, h[:]))
 	return t, wrap("get refresh token", err)
 }
 
@@ -270,7 +270,7 @@ func (s *Store) GetSession(ctx context.Context, h store.Hash) (store.Session, er
 	var hash []byte
 	var amr string
 	var authTime, created, expires int64
-	err := s.r.QueryRowContext(ctx, `SELECT hash, user_id, auth_time, amr, created_at, expires_at FROM sessions
+	err := s.queryRow(ctx, `SELECT hash, user_id, auth_time, amr, created_at, expires_at FROM sessions
 		WHERE hash = ? AND expires_at > ?`, h[:], micros(s.now())).
 		Scan(&hash, &sess.UserID, &authTime, &amr, &created, &expires)
 	if err != nil {

@@ -76,13 +76,13 @@ func (s *Store) UpdateUser(ctx context.Context, u store.User) error {
 
 // GetUserByID returns the user with the given id.
 func (s *Store) GetUserByID(ctx context.Context, id string) (store.User, error) {
-	u, err := scanUser(s.r.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE id = ?`, id))
+	u, err := scanUser(s.queryRow(ctx, `SELECT `+userCols+` FROM users WHERE id = ?`, id))
 	return u, wrap("get user", err)
 }
 
 // GetUserByUsername returns the user with the given (normalized) username.
 func (s *Store) GetUserByUsername(ctx context.Context, username string) (store.User, error) {
-	u, err := scanUser(s.r.QueryRowContext(ctx, `SELECT `+userCols+` FROM users WHERE username = ?`, username))
+	u, err := scanUser(s.queryRow(ctx, `SELECT `+userCols+` FROM users WHERE username = ?`, username))
 	return u, wrap("get user", err)
 }
 
@@ -201,7 +201,7 @@ func (s *Store) CreateClient(ctx context.Context, c store.Client) error {
 
 // GetClient returns the client with the given id.
 func (s *Store) GetClient(ctx context.Context, id string) (store.Client, error) {
-	c, err := scanClient(s.r.QueryRowContext(ctx, `SELECT `+clientCols+` FROM clients WHERE id = ?`, id))
+	c, err := scanClient(s.queryRow(ctx, `SELECT `+clientCols+` FROM clients WHERE id = ?`, id))
 	return c, wrap("get client", err)
 }
 
