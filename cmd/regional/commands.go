@@ -1,0 +1,421 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/pquerna/otp/totp"
+
+	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/region"
+	"github.com/meridian-id/meridian/region/node"
+	"github.com/meridian-id/meridian/region/store"
+	"github.com/meridian-id/meridian/telemetry"
+)
+
+const usage = `usage: regional <command> [flags]
+
+commands:
+  serve           run the regional node (public and admin listeners)
+  migrate         apply database migrations and exit
+  users add       create a user   (--username U [--password-stdin] [--claims JSON] [--totp])
+  users list      list users
+  users delete    delete a user   (--username U)
+  clients add     register a client (--redirect-uri U ... [--public] [--grant-types a,b]
+                  [--access-token-format opaque|jwt] [--name N] [--first-party] [--scopes s,t] [--json])
+  clients list    list clients
+  clients delete  delete a client (--client-id ID)
+  keys rotate     create a new signing key; the old one stays published for --overlap
+
+common flags: --config F (default configs/regions.yaml) --region ID --data-dir D
+`
+
+// env is what a command runs with.
+type env struct {
+	ctx    context.Context
+	stdin  io.Reader
+	stdout io.Writer
+	stderr io.Writer
+	cfg    *config.Config
+	region string
+	data   string
+	tel    *telemetry.Telemetry
+}
+
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	name := args[0]
+	rest := args[1:]
+	if (name == "users" || name == "clients" || name == "keys") && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+		name += " " + rest[0]
+		rest = rest[1:]
+	}
+	cmd, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(stderr, "regional: unknown command %q\n\n%s", name, usage)
+		return 2
+	}
+	if err := cmd(ctx, name, rest, stdin, stdout, stderr); err != nil {
+		var ue usageError
+		if errors.As(err, &ue) || errors.Is(err, flag.ErrHelp) {
+			if !errors.Is(err, flag.ErrHelp) {
+				fmt.Fprintf(stderr, "regional %s: %v\n", name, err)
+			}
+			return 2
+		}
+		fmt.Fprintf(stderr, "regional %s: %v\n", name, err)
+		return 1
+	}
+	return 0
+}
+
+type command func(ctx context.Context, name string, args []string, stdin io.Reader, stdout, stderr io.Writer) error
+
+var commands = map[string]command{
+	"serve":          withEnv(nil, serve),
+	"migrate":        withEnv(nil, migrate),
+	"users add":      withEnv(usersAddFlags, usersAdd),
+	"users list":     withEnv(nil, usersList),
+	"users delete":   withEnv(usersDeleteFlags, usersDelete),
+	"clients add":    withEnv(clientsAddFlags, clientsAdd),
+	"clients list":   withEnv(jsonFlag, clientsList),
+	"clients delete": withEnv(clientsDeleteFlags, clientsDelete),
+	"keys rotate":    withEnv(keysRotateFlags, keysRotate),
+}
+
+// flagValues holds every command-specific flag; each command reads its own.
+type flagValues struct {
+	username, claims, clientID, name, format, grants, scopes string
+	passwordStdin, public, asJSON, firstParty, withTOTP, dr  bool
+	redirects, postLogout                                    multi
+	overlap                                                  time.Duration
+}
+
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
+
+func withEnv(extra func(*flag.FlagSet, *flagValues), body func(*env, *flagValues) error) command {
+	return func(ctx context.Context, name string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+		fs := flag.NewFlagSet("regional "+name, flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		cfgPath := fs.String("config", "configs/regions.yaml", "federation config file")
+		regionID := fs.String("region", "", "region id (required)")
+		dataDir := fs.String("data-dir", "", "data directory (default: data_dir from the config)")
+		fv := &flagValues{}
+		if name == "serve" {
+			fs.BoolVar(&fv.dr, "dr", false, "run the region's DR site instead of the primary")
+		}
+		if extra != nil {
+			extra(fs, fv)
+		}
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() > 0 {
+			return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
+		}
+		if *regionID == "" {
+			return usageError{"--region is required"}
+		}
+		cfg, err := config.Load(*cfgPath)
+		if err != nil {
+			return err
+		}
+		if _, ok := cfg.Region(*regionID); !ok {
+			return usageError{fmt.Sprintf("--region: %q is not configured (have %s)", *regionID, strings.Join(cfg.RegionIDs(), ", "))}
+		}
+		data := *dataDir
+		if data == "" {
+			data = cfg.DataDir
+		}
+		logOut := io.Discard
+		if name == "serve" || name == "migrate" {
+			logOut = stderr
+		}
+		tel, err := telemetry.New(ctx, telemetry.Config{Service: "meridian-regional", Instance: *regionID,
+			OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, LogLevel: cfg.Telemetry.LogLevel}, logOut)
+		if err != nil {
+			return err
+		}
+		defer tel.Shutdown(context.Background())
+		return body(&env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, cfg: cfg, region: *regionID, data: data, tel: tel}, fv)
+	}
+}
+
+func (e *env) openStore() (store.Store, error) {
+	r, _ := e.cfg.Region(e.region)
+	return node.OpenStore(e.ctx, r, e.data)
+}
+
+func serve(e *env, fv *flagValues) error {
+	n, err := node.New(e.ctx, e.cfg, e.region, node.Options{DataDir: e.data, DR: fv.dr}, e.tel)
+	if err != nil {
+		return err
+	}
+	defer n.Close()
+	return n.Serve(e.ctx)
+}
+
+func migrate(e *env, _ *flagValues) error {
+	st, err := e.openStore()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	fmt.Fprintf(e.stdout, "region %s: database migrated\n", e.region)
+	return nil
+}
+
+func usersAddFlags(fs *flag.FlagSet, fv *flagValues) {
+	fs.StringVar(&fv.username, "username", "", "username (required)")
+	fs.BoolVar(&fv.passwordStdin, "password-stdin", false, "read the password from the first line of stdin")
+	fs.StringVar(&fv.claims, "claims", "", `profile claims as a JSON object of strings, e.g. {"name":"Ada","email":"ada@example.com"}`)
+	fs.BoolVar(&fv.withTOTP, "totp", false, "enroll TOTP and print the otpauth:// URI")
+	fs.BoolVar(&fv.asJSON, "json", false, "print the result as JSON")
+}
+
+func usersAdd(e *env, fv *flagValues) error {
+	if fv.username == "" {
+		return usageError{"--username is required"}
+	}
+	if !fv.passwordStdin {
+		return usageError{"--password-stdin is required (passwords are never taken from the command line)"}
+	}
+	line, err := bufio.NewReader(e.stdin).ReadString('\n')
+	if err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	password := strings.TrimRight(line, "\r\n")
+	spec := region.UserSpec{Username: fv.username, Password: password}
+	if fv.claims != "" {
+		if err := json.Unmarshal([]byte(fv.claims), &spec.Claims); err != nil {
+			return usageError{"--claims must be a JSON object of string values: " + err.Error()}
+		}
+	}
+	var otpURI string
+	if fv.withTOTP {
+		key, err := totp.Generate(totp.GenerateOpts{Issuer: "Meridian " + e.region, AccountName: fv.username})
+		if err != nil {
+			return err
+		}
+		spec.TOTPSecret, otpURI = key.Secret(), key.URL()
+	}
+	st, err := e.openStore()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	u, err := region.CreateUser(e.ctx, st, spec)
+	if errors.Is(err, store.ErrConflict) {
+		return fmt.Errorf("user %q already exists in region %s", fv.username, e.region)
+	}
+	if err != nil {
+		return err
+	}
+	if fv.asJSON {
+		return json.NewEncoder(e.stdout).Encode(map[string]string{"sub": u.ID, "username": u.Username, "region": e.region, "totp_uri": otpURI})
+	}
+	fmt.Fprintf(e.stdout, "created user %s (sub %s) in region %s\n", u.Username, u.ID, e.region)
+	if otpURI != "" {
+		fmt.Fprintf(e.stdout, "TOTP: %s\n", otpURI)
+	}
+	return nil
+}
+
+func usersList(e *env, _ *flagValues) error {
+	st, err := e.openStore()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "USERNAME\tSUB\tTOTP\tCREATED")
+	after := ""
+	for {
+		users, err := st.ListUsers(e.ctx, after, 500)
+		if err != nil {
+			return err
+		}
+		for _, u := range users {
+			fmt.Fprintf(tw, "%s\t%s\t%v\t%s\n", u.Username, u.ID, u.TOTPSecret != "", u.CreatedAt.Format(time.RFC3339))
+		}
+		if len(users) < 500 {
+			break
+		}
+		after = users[len(users)-1].Username
+	}
+	return tw.Flush()
+}
+
+func usersDeleteFlags(fs *flag.FlagSet, fv *flagValues) {
+	fs.StringVar(&fv.username, "username", "", "username (required)")
+}
+
+func usersDelete(e *env, fv *flagValues) error {
+	name, err := region.NormalizeUsername(fv.username)
+	if err != nil {
+		return usageError{"--username: " + err.Error()}
+	}
+	st, err := e.openStore()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.DeleteUser(e.ctx, name); errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no user %q in region %s", fv.username, e.region)
+	} else if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "deleted user %s from region %s\n", name, e.region)
+	return nil
+}
+
+func clientsAddFlags(fs *flag.FlagSet, fv *flagValues) {
+	fs.Var(&fv.redirects, "redirect-uri", "exact redirect URI (repeatable)")
+	fs.Var(&fv.postLogout, "post-logout-redirect-uri", "post-logout redirect URI (repeatable)")
+	fs.BoolVar(&fv.public, "public", false, "public client (no secret; PKCE required)")
+	fs.StringVar(&fv.grants, "grant-types", "", "comma-separated: authorization_code,refresh_token,client_credentials")
+	fs.StringVar(&fv.format, "access-token-format", "opaque", "opaque or jwt")
+	fs.StringVar(&fv.name, "name", "", "display name shown on the consent screen")
+	fs.BoolVar(&fv.firstParty, "first-party", false, "first-party application: no consent screen")
+	fs.StringVar(&fv.scopes, "scopes", "", "comma-separated extra scopes (client_credentials scopes, meridian:introspect)")
+	fs.BoolVar(&fv.asJSON, "json", false, "print the client as JSON (client_id, client_secret)")
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func clientsAdd(e *env, fv *flagValues) error {
+	st, err := e.openStore()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	codec, err := node.Codec(e.cfg, e.data, e.tel.Log)
+	if err != nil {
+		return err
+	}
+	c, err := region.CreateClient(e.ctx, st, codec, e.region, region.ClientSpec{
+		Name: fv.name, RedirectURIs: fv.redirects, PostLogoutRedirectURIs: fv.postLogout, Public: fv.public,
+		GrantTypes: splitList(fv.grants), AccessTokenFormat: fv.format, FirstParty: fv.firstParty, Scopes: splitList(fv.scopes),
+	})
+	if errors.Is(err, region.ErrInvalidClientMetadata) || errors.Is(err, region.ErrInvalidRedirectURI) {
+		return usageError{err.Error()}
+	}
+	if err != nil {
+		return err
+	}
+	if fv.asJSON {
+		return json.NewEncoder(e.stdout).Encode(clientJSON(c.Client, c.Secret))
+	}
+	fmt.Fprintf(e.stdout, "client_id:     %s\n", c.ID)
+	if c.Secret != "" {
+		fmt.Fprintf(e.stdout, "client_secret: %s   (shown once; only its hash is stored)\n", c.Secret)
+	}
+	return nil
+}
+
+func clientJSON(c store.Client, secret string) map[string]any {
+	m := map[string]any{
+		"client_id": c.ID, "redirect_uris": c.RedirectURIs, "grant_types": c.GrantTypes,
+		"token_endpoint_auth_method": c.AuthMethod, "access_token_format": c.AccessTokenFormat,
+		"first_party": c.FirstParty, "name": c.Name, "scopes": c.Scopes,
+	}
+	if secret != "" {
+		m["client_secret"] = secret
+	}
+	return m
+}
+
+func jsonFlag(fs *flag.FlagSet, fv *flagValues) {
+	fs.BoolVar(&fv.asJSON, "json", false, "print JSON")
+}
+
+func clientsList(e *env, fv *flagValues) error {
+	st, err := e.openStore()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	cs, err := st.ListClients(e.ctx)
+	if err != nil {
+		return err
+	}
+	if fv.asJSON {
+		out := make([]map[string]any, 0, len(cs))
+		for _, c := range cs {
+			out = append(out, clientJSON(c, ""))
+		}
+		return json.NewEncoder(e.stdout).Encode(out)
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLIENT_ID\tNAME\tAUTH\tFORMAT\tREDIRECT_URIS")
+	for _, c := range cs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c.ID, c.Name, c.AuthMethod, c.AccessTokenFormat, strings.Join(c.RedirectURIs, " "))
+	}
+	return tw.Flush()
+}
+
+func clientsDeleteFlags(fs *flag.FlagSet, fv *flagValues) {
+	fs.StringVar(&fv.clientID, "client-id", "", "client id (required)")
+}
+
+func clientsDelete(e *env, fv *flagValues) error {
+	if fv.clientID == "" {
+		return usageError{"--client-id is required"}
+	}
+	st, err := e.openStore()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if err := st.DeleteClient(e.ctx, fv.clientID); errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("no client %q in region %s", fv.clientID, e.region)
+	} else if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "deleted client %s\n", fv.clientID)
+	return nil
+}
+
+func keysRotateFlags(fs *flag.FlagSet, fv *flagValues) {
+	fs.DurationVar(&fv.overlap, "overlap", 24*time.Hour, "how long the previous key stays published (>= longest token lifetime)")
+}
+
+func keysRotate(e *env, fv *flagValues) error {
+	st, err := e.openStore()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	id, err := region.NewKeys(e.region, st).Rotate(e.ctx, fv.overlap)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "region %s: new signing key %s active; previous key published for %s\n", e.region, id, fv.overlap)
+	return nil
+}

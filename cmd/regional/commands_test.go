@@ -1,0 +1,103 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// cli runs the command with a config whose data dir is private to the test.
+type cli struct {
+	t   *testing.T
+	cfg string
+}
+
+func newCLI(t *testing.T) *cli {
+	example, err := os.ReadFile("../../configs/regions.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "regions.yaml")
+	body := strings.Replace(string(example), "data_dir: ./data", "data_dir: "+filepath.Join(dir, "data"), 1)
+	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return &cli{t: t, cfg: cfg}
+}
+
+func (c *cli) run(stdin string, args ...string) (int, string, string) {
+	var out, errb bytes.Buffer
+	code := run(context.Background(), append(args, "--config", c.cfg), strings.NewReader(stdin), &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestUsersAndClients(t *testing.T) {
+	c := newCLI(t)
+	if code, out, errs := c.run("", "migrate", "--region", "eu"); code != 0 || !strings.Contains(out, "migrated") {
+		t.Fatalf("migrate: %d %s %s", code, out, errs)
+	}
+	code, out, errs := c.run("s3cret-password\n", "users", "add", "--region", "eu", "--username", "Ada", "--password-stdin",
+		"--claims", `{"name":"Ada Lovelace"}`, "--json")
+	if code != 0 {
+		t.Fatalf("users add: %d %s", code, errs)
+	}
+	var u map[string]string
+	if err := json.Unmarshal([]byte(out), &u); err != nil || u["username"] != "ada" || u["sub"] == "" {
+		t.Fatalf("users add output %q", out)
+	}
+	if code, _, errs := c.run("again-password\n", "users", "add", "--region", "eu", "--username", "ADA", "--password-stdin"); code != 1 || !strings.Contains(errs, "already exists") {
+		t.Fatalf("duplicate (case variant) user: %d %s", code, errs)
+	}
+	if code, out, _ := c.run("", "users", "list", "--region", "eu"); code != 0 || !strings.Contains(out, "ada") {
+		t.Fatalf("users list: %s", out)
+	}
+	code, out, errs = c.run("", "clients", "add", "--region", "eu", "--redirect-uri", "https://app.example/cb", "--access-token-format", "jwt", "--json")
+	if code != 0 {
+		t.Fatalf("clients add: %s", errs)
+	}
+	var cl map[string]any
+	if err := json.Unmarshal([]byte(out), &cl); err != nil || !strings.HasPrefix(cl["client_id"].(string), "m1.cl.eu.") || cl["client_secret"] == nil || cl["access_token_format"] != "jwt" {
+		t.Fatalf("clients add output %q", out)
+	}
+	if code, out, _ := c.run("", "clients", "list", "--region", "eu"); code != 0 || !strings.Contains(out, cl["client_id"].(string)) {
+		t.Fatalf("clients list: %s", out)
+	}
+	if code, out, _ := c.run("", "keys", "rotate", "--region", "eu"); code != 0 || !strings.Contains(out, "eu-") {
+		t.Fatalf("keys rotate: %s", out)
+	}
+	if code, _, _ := c.run("", "clients", "delete", "--region", "eu", "--client-id", cl["client_id"].(string)); code != 0 {
+		t.Fatal("clients delete")
+	}
+	if code, _, _ := c.run("", "users", "delete", "--region", "eu", "--username", "ada"); code != 0 {
+		t.Fatal("users delete")
+	}
+	if code, _, errs := c.run("", "users", "delete", "--region", "eu", "--username", "ada"); code != 1 || !strings.Contains(errs, "no user") {
+		t.Fatalf("deleting a missing user: %d %s", code, errs)
+	}
+}
+
+func TestUsageErrors(t *testing.T) {
+	c := newCLI(t)
+	for name, args := range map[string][]string{
+		"unknown command":    {"frobnicate"},
+		"missing region":     {"migrate"},
+		"unknown region":     {"migrate", "--region", "mars"},
+		"password on argv":   {"users", "add", "--region", "eu", "--username", "x"},
+		"bad claims":         {"users", "add", "--region", "eu", "--username", "x", "--password-stdin", "--claims", "nope"},
+		"http redirect":      {"clients", "add", "--region", "eu", "--redirect-uri", "http://evil.example/cb"},
+		"bad token format":   {"clients", "add", "--region", "eu", "--redirect-uri", "https://a.example/cb", "--access-token-format", "saml"},
+		"public credentials": {"clients", "add", "--region", "eu", "--public", "--grant-types", "client_credentials"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			code, _, errs := c.run("pw-123456789\n", args...)
+			if code != 2 || errs == "" {
+				t.Fatalf("exit %d, stderr %q; want 2 with a message", code, errs)
+			}
+		})
+	}
+}

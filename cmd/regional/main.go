@@ -1,0 +1,24 @@
+// Command regional runs and administers a Meridian regional node.
+//
+//	regional serve   --config F --region ID [--data-dir D] [--dr]
+//	regional migrate --config F --region ID [--data-dir D]
+//	regional users   add|list|delete ...
+//	regional clients add|list|delete ...
+//	regional keys    rotate ...
+//
+// Run `regional help` for the flags of each command.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
