@@ -51,6 +51,10 @@ func (l *loginUI) federatedCallback(w http.ResponseWriter, r *http.Request) {
 		l.errorPage(w, http.StatusBadRequest, "Sign-in through your home region failed. Please start again from the application.")
 		return
 	}
+	if err := r.ParseForm(); err != nil {
+		l.errorPage(w, http.StatusBadRequest, "This sign-in request is malformed.")
+		return
+	}
 	r.Form.Set("id", arID)
 	ar, ok := l.pending(w, r)
 	if !ok {
@@ -67,6 +71,7 @@ func (l *loginUI) federatedCallback(w http.ResponseWriter, r *http.Request) {
 		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
 		return
 	}
+	l.setFedHint(w, id.Claims["preferred_username"])
 	amr := "fed"
 	for _, a := range id.AMR {
 		amr += " " + a

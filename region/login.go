@@ -11,6 +11,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -206,7 +207,26 @@ func (l *loginUI) start(w http.ResponseWriter, r *http.Request) {
 		l.redirectError(w, r, ar, oidc.ErrLoginRequired())
 		return
 	}
+	// A user resident elsewhere who signed in through this browser before:
+	// back to the hub, whose resident region's SSO session answers.
+	if name, ok := l.fedHint(r); ok && l.p.cfg.Upstream != nil && !hasPrompt(ar, oidc.PromptLogin) && !l.federationClient(r.Context(), ar.ClientID) {
+		l.p.cfg.Upstream.Begin(w, r, ar.ID, name)
+		return
+	}
+	// The hub (or a peer region) already asked for the username: go
+	// straight to the password so the user types it once.
+	if ar.LoginHint != "" && l.federationClient(r.Context(), ar.ClientID) {
+		l.render(w, http.StatusOK, "password", page{Title: "Enter your password", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: ar.LoginHint})
+		return
+	}
 	l.render(w, http.StatusOK, "username", page{Title: "Sign in", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: ar.LoginHint})
+}
+
+// federationClient reports whether a client is the hub or a peer region,
+// whose logins are never federated again (no loops).
+func (l *loginUI) federationClient(ctx context.Context, id string) bool {
+	c, err := l.p.storage.client(ctx, id)
+	return err == nil && slices.Contains(c.Scopes, ScopeFederation)
 }
 
 // identify is POST /login: the username step. Every username, known or
@@ -226,7 +246,7 @@ func (l *loginUI) identify(w http.ResponseWriter, r *http.Request) {
 		l.render(w, http.StatusOK, "username", page{Title: "Sign in", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Error: "Enter your username."})
 		return
 	}
-	if l.p.cfg.Upstream != nil {
+	if l.p.cfg.Upstream != nil && !l.federationClient(r.Context(), ar.ClientID) {
 		name, err := NormalizeUsername(username)
 		_, lerr := l.p.st.GetUserByUsername(r.Context(), name)
 		if err == nil && errors.Is(lerr, store.ErrNotFound) {
@@ -444,13 +464,39 @@ func (l *loginUI) session(r *http.Request) (store.Session, bool) {
 	return s, true
 }
 
-// endSession deletes the browser's SSO session (RP-initiated logout).
+// endSession deletes the browser's SSO session (RP-initiated logout), and
+// the sessions other regions hold for it: their cookies are scoped to the
+// global domain, so they reach this region; each is cleared in the browser
+// and ended at its region over an authenticated hop (best effort).
 func (l *loginUI) endSession(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	if h, ok := l.sessionHandle(r); ok {
 		_ = l.p.st.DeleteSession(ctx, store.Digest(h))
 	}
+	for _, c := range r.Cookies() {
+		name := strings.TrimPrefix(strings.TrimPrefix(c.Name, "__Secure-"), "__Host-")
+		other, ok := strings.CutPrefix(name, ssoCookie)
+		if !ok || other == l.p.cfg.Region {
+			continue
+		}
+		tag, err := l.p.codec.VerifyKind(c.Value, routing.KindSession)
+		if err != nil || tag.Region != other {
+			continue
+		}
+		http.SetCookie(w, &http.Cookie{Name: c.Name, Value: "", Path: "/", Domain: l.p.cfg.CookieDomain,
+			HttpOnly: true, Secure: l.p.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, MaxAge: -1})
+		if l.p.cfg.Peers != nil {
+			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+			if resp, err := l.p.cfg.Peers.Call(cctx, other, "/internal/end-session", url.Values{"session": {c.Value}}); err == nil {
+				resp.Body.Close()
+			} else {
+				l.p.log.WarnContext(ctx, "ending a session at its region failed; its cookie is cleared", "region", other, "err", err)
+			}
+			cancel()
+		}
+	}
 	http.SetCookie(w, &http.Cookie{Name: l.ssoCookieName(), Value: "", Path: "/", Domain: l.p.cfg.CookieDomain,
 		HttpOnly: true, Secure: l.p.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, MaxAge: -1})
+	l.clearFedHint(w)
 }
 
 func hasPrompt(ar store.AuthRequest, p string) bool {

@@ -46,6 +46,7 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 	mux.HandleFunc("POST /register", p.register)
 	mux.HandleFunc("POST /internal/client-auth", p.internalClientAuth)
 	mux.HandleFunc("GET /internal/keys", p.internalKeys)
+	mux.HandleFunc("POST /internal/end-session", p.internalEndSession)
 	mux.Handle("POST /dereference", noStore(apiErrors(false, http.HandlerFunc(p.dereference))))
 	mux.Handle("/authorize", p.browser(p.withIss(next)))
 	mux.Handle("/authorize/callback", p.browser(p.checkCallback(p.withIss(next))))
@@ -107,8 +108,11 @@ type issWriter struct {
 }
 
 func (w *issWriter) WriteHeader(status int) {
-	if !w.done && status >= 300 && status < 400 {
-		w.done = true
+	if w.done {
+		return
+	}
+	w.done = true
+	if status >= 300 && status < 400 {
 		if loc := w.Header().Get("Location"); loc != "" {
 			w.Header().Set("Location", w.p.addIss(w.r.Context(), loc, w.r))
 		}
@@ -190,10 +194,13 @@ type logoutWriter struct {
 }
 
 func (w *logoutWriter) WriteHeader(status int) {
-	if !w.done && status >= 300 && status < 400 {
-		w.p.login.endSession(w.r.Context(), w.ResponseWriter, w.r)
+	if w.done {
+		return
 	}
 	w.done = true
+	if status >= 300 && status < 400 {
+		w.p.login.endSession(w.r.Context(), w.ResponseWriter, w.r)
+	}
 	w.ResponseWriter.WriteHeader(status)
 }
 
@@ -212,6 +219,16 @@ func (p *Provider) browser(next http.Handler) http.Handler {
 		next.ServeHTTP(hw, r)
 		if hw.status != 0 {
 			msg := strings.TrimSpace(hw.body.String())
+			var e struct {
+				Error       string `json:"error"`
+				Description string `json:"error_description"`
+			}
+			if json.Unmarshal([]byte(msg), &e) == nil && e.Error != "" {
+				msg = e.Error
+				if e.Description != "" {
+					msg = e.Description
+				}
+			}
 			if msg == "" {
 				msg = http.StatusText(hw.status)
 			}

@@ -16,6 +16,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
+	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/routing"
 )
 
@@ -182,4 +183,21 @@ func (p *Provider) internalKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, jose.JSONWebKeySet{Keys: keys})
+}
+
+// internalEndSession is POST /internal/end-session: a peer region ends one
+// of this region's browser sessions during an RP-initiated logout there.
+func (p *Provider) internalEndSession(w http.ResponseWriter, r *http.Request) {
+	if r.Header.Get(routing.HopFromHeader) == "" {
+		http.NotFound(w, r)
+		return
+	}
+	handle := r.PostFormValue("session")
+	tag, err := p.codec.VerifyKind(handle, routing.KindSession)
+	if err != nil || tag.Region != p.cfg.Region {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+		return
+	}
+	_ = p.st.DeleteSession(r.Context(), store.Digest(handle))
+	w.WriteHeader(http.StatusNoContent)
 }

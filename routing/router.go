@@ -230,7 +230,8 @@ func isForm(r *http.Request) bool {
 
 func routedPath(p string) bool {
 	switch p {
-	case "/oauth/token", "/oauth/introspect", "/revoke", "/userinfo", "/dereference", "/authorize", "/end_session":
+	case "/oauth/token", "/oauth/introspect", "/revoke", "/userinfo", "/dereference", "/authorize", "/end_session",
+		"/login", "/login/password", "/login/totp", "/consent":
 		return true
 	}
 	return false
@@ -246,10 +247,12 @@ func (rt *Router) Decide(r *http.Request, form url.Values) Decision {
 	case "/authorize":
 		return rt.redirectBy(form.Get("client_id"))
 	case "/end_session":
-		if d := rt.redirectBy(form.Get("client_id")); d.Action != Local {
-			return d
+		// Proxied, not redirected: the session lives in the client's region,
+		// and the ID token hint names the issuer of the host the browser is on.
+		artifact = form.Get("client_id")
+		if _, ok := rt.owner(artifact); !ok {
+			artifact = form.Get("id_token_hint")
 		}
-		return rt.redirectByJWT(form.Get("id_token_hint"))
 	case "/oauth/token":
 		switch form.Get("grant_type") {
 		case "authorization_code":
@@ -265,6 +268,12 @@ func (rt *Router) Decide(r *http.Request, form url.Values) Decision {
 		artifact = form.Get("token")
 	case "/userinfo":
 		artifact, safe = bearer(r, form), true
+	case "/login", "/login/password", "/login/totp", "/consent", "/authorize/callback":
+		// A login started on the global host stays with its region even if
+		// DNS answers another region mid-login.
+		artifact = form.Get("id")
+	case "/login/federated/callback":
+		artifact = form.Get("state")
 	default:
 		return Decision{Action: Local, Region: rt.cfg.Local}
 	}
@@ -281,14 +290,6 @@ func (rt *Router) redirectBy(clientID string) Decision {
 		return Decision{Action: Local, Region: rt.cfg.Local}
 	}
 	return Decision{Action: Redirect, Region: t.Region}
-}
-
-func (rt *Router) redirectByJWT(jwt string) Decision {
-	region, ok := jwtRegion(jwt)
-	if !ok || region == rt.cfg.Local || rt.ups[region] == nil {
-		return Decision{Action: Local, Region: rt.cfg.Local}
-	}
-	return Decision{Action: Redirect, Region: region}
 }
 
 // owner returns the region that issued an artifact: from its verified tag,

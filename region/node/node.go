@@ -17,6 +17,7 @@ import (
 
 	"github.com/meridian-id/meridian/config"
 	"github.com/meridian-id/meridian/region"
+	"github.com/meridian-id/meridian/region/federation"
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/region/store/postgres"
 	"github.com/meridian-id/meridian/region/store/sqlite"
@@ -73,6 +74,7 @@ type Node struct {
 	tel      *telemetry.Telemetry
 	log      *slog.Logger
 	dr       bool
+	fed      *federation.Node // nil when Options.Upstream was given
 }
 
 // Options tune a node beyond the config file.
@@ -117,7 +119,27 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	if r.DR != nil {
 		hosts = append(hosts, r.DR.Host)
 	}
-	n := &Node{Store: st, cfg: cfg, region: r, tel: tel, log: log, dr: opts.DR}
+	upstream := opts.Upstream
+	var fed *federation.Node
+	if upstream == nil {
+		hubKey, err := config.LoadSecret("hub.key_file", cfg.Hub.KeyFile, filepath.Join(dataDir, "secrets", "hub.key"), log)
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		fed, err = federation.NewNode(ctx, federation.NodeConfig{Config: cfg, Region: id, Store: st, Codec: codec,
+			CookieKey: cookieKey, HubKey: hubKey, Wrap: tel.Transport, Log: log})
+		if err != nil {
+			st.Close()
+			return nil, err
+		}
+		upstream = fed.Upstream
+	}
+	n := &Node{Store: st, cfg: cfg, region: r, tel: tel, log: log, dr: opts.DR, fed: fed}
+	var local http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.Provider.ServeHTTP(w, r) })
+	if fed != nil {
+		local = fed.Handler(local)
+	}
 	wrap := func(rt http.RoundTripper) http.RoundTripper {
 		rt = tel.Transport(rt)
 		if opts.WrapTransport != nil {
@@ -125,19 +147,18 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		}
 		return rt
 	}
-	n.Router, err = routing.NewRouter(RouterConfig(cfg, id, wrap), codec,
-		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.Provider.ServeHTTP(w, r) }), log, tel.Meter.Meter("meridian/routing"))
+	n.Router, err = routing.NewRouter(RouterConfig(cfg, id, wrap), codec, local, log, tel.Meter.Meter("meridian/routing"))
 	if err != nil {
-		st.Close()
+		n.Close()
 		return nil, err
 	}
 	n.Provider, err = region.New(ctx, region.Config{
 		Region: id, Issuer: cfg.Issuer(r), GlobalIssuer: cfg.GlobalIssuer(), RegionHosts: hosts,
 		CookieDomain: cfg.Federation.CookieDomain, SecureCookies: cfg.Federation.Scheme == "https", CookieKey: cookieKey,
-		Peers: n.Router, Upstream: opts.Upstream,
+		Peers: n.Router, Upstream: upstream,
 	}, st, codec, log)
 	if err != nil {
-		st.Close()
+		n.Close()
 		return nil, err
 	}
 	return n, nil
@@ -164,7 +185,12 @@ func RouterConfig(cfg *config.Config, id string, wrap func(http.RoundTripper) ht
 }
 
 // Close releases the store.
-func (n *Node) Close() error { return n.Store.Close() }
+func (n *Node) Close() error {
+	if n.fed != nil {
+		_ = n.fed.Close()
+	}
+	return n.Store.Close()
+}
 
 func (n *Node) site() config.Site {
 	if n.dr {
@@ -195,6 +221,9 @@ func (n *Node) Serve(ctx context.Context) error {
 func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error {
 	site := n.site()
 	go n.sweep(ctx)
+	if n.fed != nil {
+		go func() { _ = n.fed.Pusher.Run(ctx) }()
+	}
 	srv := &http.Server{Handler: n.tel.Handler(n.Router, "regional"), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
 	servers := []*http.Server{srv}

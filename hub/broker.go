@@ -1,0 +1,793 @@
+package hub
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"html"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/zitadel/oidc/v3/pkg/oidc"
+	"github.com/zitadel/oidc/v3/pkg/op"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"golang.org/x/text/language"
+
+	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/lookup"
+	"github.com/meridian-id/meridian/region"
+	"github.com/meridian-id/meridian/region/federation"
+	"github.com/meridian-id/meridian/routing"
+)
+
+// Region is a region as the hub knows it.
+type Region struct {
+	ID string
+	// Issuer is the region's own issuer: the hub sends users there and
+	// verifies the region's ID tokens against it.
+	Issuer string
+	// Bases are the base URLs of the region's login (issuer, DR site,
+	// global host); their federated-login callbacks are the redirect URIs
+	// of the region's client at the hub.
+	Bases []string
+}
+
+// RegionsFromConfig lists the configured regions.
+func RegionsFromConfig(cfg *config.Config) []Region {
+	out := make([]Region, 0, len(cfg.Regions))
+	for i := range cfg.Regions {
+		r := &cfg.Regions[i]
+		out = append(out, Region{ID: r.ID, Issuer: cfg.Issuer(r), Bases: federation.RegionBases(cfg, r)})
+	}
+	return out
+}
+
+// Config configures a Broker.
+type Config struct {
+	// Issuer is the hub's issuer URL (config: hub.host).
+	Issuer  string
+	Regions []Region
+	// Codec derives the federation clients' credentials (routing key).
+	Codec *routing.Codec
+	// Hasher holds k_hub; Lookup is the table's store (Redis or embedded).
+	Hasher *lookup.Hasher
+	Lookup lookup.Store
+	// State keeps protocol state; nil means NewMemoryState (one hub node).
+	State StateStore
+	// Secret (>= 32 bytes) is the hub's own secret: it derives the ID
+	// token signing key, the state sealing key and the CSRF key. It must
+	// not be k_hub or the routing key, which regions hold too.
+	Secret []byte
+	// HTTPClient is the back-channel client (federation.NewHTTPClient).
+	HTTPClient *http.Client
+	// SecureCookies sets Secure and the __Host- prefix (https).
+	SecureCookies bool
+	Log           *slog.Logger
+	// RP tunes the relying parties towards the regions.
+	RP federation.RPOptions
+	// Meter, when set, receives the hub's metrics
+	// (meridian.hub.logins by outcome and home region).
+	Meter metric.Meter
+	// Limits per minute: username resolutions per client address
+	// (default 60), password attempts per address (30) and per
+	// identifier (10).
+	ResolvesPerIP, AttemptsPerIP, AttemptsPerID int
+}
+
+// Broker is the federation hub. It is an http.Handler.
+type Broker struct {
+	cfg      Config
+	regions  map[string]Region
+	ids      []string
+	table    *lookup.Table
+	state    *sealedState
+	storage  *storage
+	op       *op.Provider
+	rps      map[string]*federation.RP
+	pages    *federation.Pages
+	attempts *limiter
+	resolves *limiter
+	dummy    string
+	csrfKey  []byte
+	log      *slog.Logger
+	logins   metric.Int64Counter
+	handler  http.Handler
+}
+
+// New builds a Broker.
+func New(cfg Config) (*Broker, error) {
+	switch {
+	case cfg.Codec == nil || cfg.Hasher == nil || cfg.Lookup == nil:
+		return nil, errors.New("hub: codec, hasher and lookup store are required")
+	case len(cfg.Secret) < 32:
+		return nil, errors.New("hub: the hub secret must be at least 32 bytes")
+	case cfg.HTTPClient == nil:
+		return nil, errors.New("hub: an HTTP client is required")
+	case len(cfg.Regions) == 0:
+		return nil, errors.New("hub: no regions")
+	}
+	iu, err := url.Parse(cfg.Issuer)
+	if err != nil || (iu.Scheme != "https" && iu.Scheme != "http") || iu.Host == "" || iu.Path != "" {
+		return nil, fmt.Errorf("hub: issuer %q must be an http(s) origin", cfg.Issuer)
+	}
+	if cfg.State == nil {
+		cfg.State = NewMemoryState()
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	cfg.ResolvesPerIP = cmpOr(cfg.ResolvesPerIP, 60)
+	cfg.AttemptsPerIP = cmpOr(cfg.AttemptsPerIP, 30)
+	cfg.AttemptsPerID = cmpOr(cfg.AttemptsPerID, 10)
+
+	b := &Broker{cfg: cfg, regions: map[string]Region{}, rps: map[string]*federation.RP{}, log: cfg.Log,
+		attempts: newLimiter(cfg.AttemptsPerIP, cfg.AttemptsPerID), resolves: newLimiter(cfg.ResolvesPerIP, 0)}
+	if b.table, err = lookup.NewTable(cfg.Hasher, cfg.Lookup); err != nil {
+		return nil, err
+	}
+	stateKey, err := hkdf.Key(sha256.New, cfg.Secret, nil, "meridian hub state v1", 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(stateKey)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	b.state = &sealedState{s: cfg.State, aead: aead}
+	if b.csrfKey, err = hkdf.Key(sha256.New, cfg.Secret, nil, "meridian hub csrf v1", 32); err != nil {
+		return nil, err
+	}
+	key, err := deriveSigningKey(cfg.Secret)
+	if err != nil {
+		return nil, err
+	}
+	b.storage = &storage{clients: map[string]*regionClient{}, state: b.state, key: key}
+	for _, r := range cfg.Regions {
+		if !cfg.Codec.HasRegion(r.ID) {
+			return nil, fmt.Errorf("hub: region %q is not in the routing codec", r.ID)
+		}
+		b.regions[r.ID] = r
+		b.ids = append(b.ids, r.ID)
+		bases := r.Bases
+		if len(bases) == 0 {
+			bases = []string{r.Issuer}
+		}
+		c := federation.RegionCredentials(cfg.Codec, r.ID, bases...)
+		b.storage.clients[c.ClientID] = &regionClient{id: c.ClientID, region: r.ID, secret: c.ClientSecret, redirects: c.RedirectURIs}
+		creds, err := federation.HubCredentials(cfg.Codec, r.ID, cfg.Issuer)
+		if err != nil {
+			return nil, err
+		}
+		if b.rps[r.ID], err = federation.NewRP(r.Issuer, creds, cfg.HTTPClient, cfg.RP); err != nil {
+			return nil, err
+		}
+	}
+	slices.Sort(b.ids)
+	if b.pages, err = federation.NewPages(); err != nil {
+		return nil, err
+	}
+	var pw [32]byte
+	_, _ = rand.Read(pw[:])
+	if b.dummy, err = region.HashPassword(base64.RawURLEncoding.EncodeToString(pw[:])); err != nil {
+		return nil, err
+	}
+	var ck [32]byte
+	if _, err := rand.Read(ck[:]); err != nil {
+		return nil, err
+	}
+	opts := []op.Option{op.WithCrypto(tokenCrypto{})}
+	if iu.Scheme == "http" {
+		opts = append(opts, op.WithAllowInsecure())
+	}
+	b.op, err = op.NewProvider(&op.Config{
+		CryptoKey:          ck,
+		CodeMethodS256:     true,
+		SupportedUILocales: []language.Tag{language.English},
+		SupportedScopes:    []string{oidc.ScopeOpenID, oidc.ScopeProfile, oidc.ScopeEmail, oidc.ScopePhone},
+		SupportedClaims: []string{"sub", "aud", "exp", "iat", "iss", "auth_time", "nonce", "amr", "at_hash", "c_hash", "azp",
+			"preferred_username", "name", "given_name", "family_name", "locale", "email", "email_verified", "phone_number", "home_region"},
+	}, b.storage, op.StaticIssuer(cfg.Issuer), opts...)
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Meter != nil {
+		if b.logins, err = cfg.Meter.Int64Counter("meridian.hub.logins",
+			metric.WithDescription("federated login steps at the hub by outcome and home region")); err != nil {
+			return nil, err
+		}
+	}
+	b.handler = b.routes()
+	return b, nil
+}
+
+// count records a login step; it never carries a username.
+func (b *Broker) count(ctx context.Context, outcome, home string) {
+	if b.logins != nil {
+		b.logins.Add(ctx, 1, metric.WithAttributes(attribute.String("outcome", outcome), attribute.String("region", home)))
+	}
+}
+
+func cmpOr(v, def int) int {
+	if v > 0 {
+		return v
+	}
+	return def
+}
+
+// ServeHTTP implements http.Handler.
+func (b *Broker) ServeHTTP(w http.ResponseWriter, r *http.Request) { b.handler.ServeHTTP(w, r) }
+
+// Issuer returns the hub's issuer.
+func (b *Broker) Issuer() string { return b.cfg.Issuer }
+
+// Ready reports whether the lookup table and the state store answer.
+func (b *Broker) Ready(ctx context.Context) error {
+	if err := b.cfg.Lookup.Ping(ctx); err != nil {
+		return fmt.Errorf("lookup store: %w", err)
+	}
+	if err := b.cfg.State.Ping(ctx); err != nil {
+		return fmt.Errorf("state store: %w", err)
+	}
+	return nil
+}
+
+func (b *Broker) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /.well-known/openid-configuration", b.discovery)
+	mux.Handle("/authorize", b.browser(b.withIss(b.op)))
+	mux.Handle("POST /oauth/token", noStore(b.op))
+	mux.Handle("/userinfo", noStore(b.op))
+	mux.Handle("GET /keys", b.op)
+	mux.HandleFunc("GET /login", b.login)
+	mux.HandleFunc("POST /login/password", b.password)
+	mux.HandleFunc("GET /callback/{region}", b.callback)
+	mux.HandleFunc("POST "+federation.ChangesPath, b.changes)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := b.Ready(ctx); err != nil {
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		b.errorPage(w, http.StatusNotFound, "There is nothing here.")
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// The headers every region response carries (op's CORS layer adds
+		// Vary: Origin), so the hub's look-alike pages match a region's.
+		h := w.Header()
+		h.Set("X-Meridian-Region", "hub")
+		h.Set("X-Meridian-Entry", "hub")
+		h.Set("Vary", "Origin")
+		federation.SetPageHeaders(h)
+		mux.ServeHTTP(w, r)
+	})
+}
+
+func (b *Broker) errorPage(w http.ResponseWriter, status int, msg string) {
+	b.pages.Error(w, status, "hub", msg)
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func noStore(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Pragma", "no-cache")
+		next.ServeHTTP(w, r)
+	})
+}
+
+// discovery serves op's discovery document corrected to what the hub does.
+func (b *Broker) discovery(w http.ResponseWriter, r *http.Request) {
+	ctx := op.ContextWithIssuer(r.Context(), b.cfg.Issuer)
+	doc := op.CreateDiscoveryConfig(ctx, b.op, b.storage)
+	raw, err := json.Marshal(doc)
+	if err != nil {
+		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": "server_error"})
+		return
+	}
+	m := map[string]any{}
+	_ = json.Unmarshal(raw, &m)
+	for _, k := range []string{"device_authorization_endpoint", "check_session_iframe", "end_session_endpoint",
+		"revocation_endpoint", "introspection_endpoint", "revocation_endpoint_auth_methods_supported",
+		"introspection_endpoint_auth_methods_supported", "request_object_signing_alg_values_supported"} {
+		delete(m, k)
+	}
+	m["response_types_supported"] = []string{"code"}
+	m["response_modes_supported"] = []string{"query"}
+	m["grant_types_supported"] = []string{"authorization_code"}
+	m["code_challenge_methods_supported"] = []string{"S256"}
+	m["token_endpoint_auth_methods_supported"] = []string{"client_secret_basic"}
+	m["authorization_response_iss_parameter_supported"] = true
+	m["request_parameter_supported"] = false
+	m["request_uri_parameter_supported"] = false
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	writeJSON(w, http.StatusOK, m)
+}
+
+// --- browser pages ---
+
+// browserCookie has the name a region gives its browser cookie, so the
+// hub's look-alike pages set the same header a region's do.
+const browserCookie = "mrd_browser"
+
+func (b *Broker) cookieName() string {
+	if b.cfg.SecureCookies {
+		return "__Host-" + browserCookie
+	}
+	return browserCookie
+}
+
+// browserNonce returns the random value binding CSRF tokens and the
+// callback to this browser, setting it when absent.
+func (b *Broker) browserNonce(w http.ResponseWriter, r *http.Request) string {
+	if v := b.existingNonce(r); v != "" {
+		return v
+	}
+	var raw [32]byte
+	_, _ = rand.Read(raw[:])
+	v := base64.RawURLEncoding.EncodeToString(raw[:])
+	http.SetCookie(w, &http.Cookie{Name: b.cookieName(), Value: v, Path: "/", HttpOnly: true,
+		Secure: b.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
+	return v
+}
+
+func (b *Broker) existingNonce(r *http.Request) string {
+	if c, err := r.Cookie(b.cookieName()); err == nil && len(c.Value) == 43 {
+		return c.Value
+	}
+	return ""
+}
+
+func (b *Broker) mac(parts ...string) string {
+	m := hmac.New(sha256.New, b.csrfKey)
+	for _, p := range parts {
+		m.Write([]byte(strconv.Itoa(len(p)) + ":" + p))
+	}
+	return base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+func (b *Broker) csrf(id, nonce string) string { return b.mac("csrf", id, nonce) }
+
+// decoy is the region whose look-alike page an unknown username sees:
+// fixed per username (from its keyed hash), so retries look consistent.
+func (b *Broker) decoy(username string) string {
+	k, err := b.cfg.Hasher.Key(username)
+	if err != nil {
+		return b.ids[0]
+	}
+	return b.ids[int(k[0])%len(b.ids)]
+}
+
+// Messages of the hub's pages.
+const (
+	msgExpired     = "This sign-in request has expired or was already used."
+	msgFailed      = "Sign-in through your home region failed. Please start again from the application."
+	msgSession     = "Your session expired. Please start again from the application."
+	msgTooMany     = "Too many sign-in attempts. Wait a minute and try again."
+	msgUnavailable = "Sign-in is temporarily unavailable. Please try again in a few minutes."
+)
+
+// login is GET /login?id=…, where op sends a new authorization request:
+// resolve the login_hint and send the user to their resident region, or
+// show the unknown-user password page.
+func (b *Broker) login(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	ar, err := b.storage.authRequest(ctx, r.URL.Query().Get("id"))
+	if errors.Is(err, ErrStateNotFound) || (err == nil && ar.IsDone) {
+		b.errorPage(w, http.StatusBadRequest, msgExpired)
+		return
+	}
+	if err != nil {
+		b.log.ErrorContext(ctx, "hub state store failed", "err", err)
+		b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)
+		return
+	}
+	nonce := b.browserNonce(w, r)
+	if !b.resolves.allow(clientIP(r), "") {
+		b.errorPage(w, http.StatusTooManyRequests, msgTooMany)
+		return
+	}
+	entry, _ := federation.RegionFromClientID(ar.ClientID)
+	home, err := b.table.Resolve(ctx, ar.LoginHint)
+	switch {
+	case errors.Is(err, lookup.ErrNotFound), errors.Is(err, lookup.ErrInvalidUsername):
+		b.count(ctx, "unknown", "")
+		b.unknown(w, ar, nonce)
+		return
+	case err != nil:
+		b.count(ctx, "lookup_unavailable", "")
+		b.log.ErrorContext(ctx, "lookup table unavailable", "err", err)
+		b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)
+		return
+	}
+	rp, ok := b.rps[home]
+	if !ok || home == entry {
+		// A stale entry (the entry region just said the user is not
+		// there) or a region this hub does not know: never loop.
+		b.log.WarnContext(ctx, "lookup entry does not lead to a usable region; run hub reconcile", "home", home, "entry", entry)
+		b.count(ctx, "stale_entry", home)
+		b.unknown(w, ar, nonce)
+		return
+	}
+	if err := rp.Ready(ctx); err != nil {
+		b.log.WarnContext(ctx, "resident region unreachable", "home", home, "err", err)
+		b.count(ctx, "region_unavailable", home)
+		b.errorPage(w, http.StatusServiceUnavailable, federation.UnavailableMessage)
+		return
+	}
+	f, err := federation.NewFlow()
+	if err != nil {
+		b.errorPage(w, http.StatusInternalServerError, msgUnavailable)
+		return
+	}
+	lg := pendingLogin{ARID: ar.ID, Region: home, State: f.State, Nonce: f.Nonce, Verifier: f.Verifier, Browser: b.mac("browser", nonce)}
+	if err := b.state.put(ctx, kindLogin, f.State, lg, authRequestTTL); err != nil {
+		b.log.ErrorContext(ctx, "hub state store failed", "err", err)
+		b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)
+		return
+	}
+	extra := url.Values{}
+	if len(ar.Prompt) > 0 {
+		extra.Set("prompt", strings.Join(ar.Prompt, " "))
+	}
+	if ar.MaxAge != nil {
+		extra.Set("max_age", strconv.FormatUint(uint64(*ar.MaxAge), 10))
+	}
+	u, err := rp.AuthCodeURL(ctx, f, rp.RedirectURI(""), ar.LoginHint, extra)
+	if err != nil {
+		b.errorPage(w, http.StatusServiceUnavailable, federation.UnavailableMessage)
+		return
+	}
+	b.count(ctx, "sent", home)
+	http.Redirect(w, r, u, http.StatusFound)
+}
+
+// pendingLogin is a login the hub sent to a resident region.
+type pendingLogin struct {
+	ARID     string `json:"ar"`
+	Region   string `json:"region"`
+	State    string `json:"state"`
+	Nonce    string `json:"nonce"`
+	Verifier string `json:"verifier"`
+	Browser  string `json:"browser"` // MAC of the browser nonce
+}
+
+// lookLike sets the headers region's node adds to every answer (its
+// provider and its router), for a page that must look like region's.
+func lookLike(w http.ResponseWriter, region string) {
+	w.Header().Set("X-Meridian-Region", region)
+	w.Header().Set("X-Meridian-Entry", region)
+}
+
+// unknown renders the password page a region shows, for a username no
+// region has.
+func (b *Broker) unknown(w http.ResponseWriter, ar *authReq, nonce string) {
+	decoy := b.decoy(ar.LoginHint)
+	lookLike(w, decoy)
+	b.pages.Render(w, http.StatusOK, "password", federation.Page{Title: federation.TitlePassword,
+		Region: decoy, ID: ar.ID, CSRF: b.csrf(ar.ID, nonce), Username: ar.LoginHint})
+}
+
+// password is POST /login/password for unknown usernames: the same rate
+// limits, argon2id cost, status and page as a region's wrong password.
+func (b *Broker) password(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	id := r.PostFormValue("id")
+	ar, err := b.storage.authRequest(ctx, id)
+	if errors.Is(err, ErrStateNotFound) || (err == nil && ar.IsDone) {
+		b.errorPage(w, http.StatusBadRequest, msgExpired)
+		return
+	}
+	if err != nil {
+		b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)
+		return
+	}
+	nonce := b.existingNonce(r)
+	if nonce == "" || !hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(b.csrf(ar.ID, nonce))) {
+		b.errorPage(w, http.StatusForbidden, msgSession)
+		return
+	}
+	raw := r.PostFormValue("username")
+	name, err := lookup.Normalize(raw)
+	if err != nil {
+		name = raw
+	}
+	pg := federation.Page{Title: federation.TitlePassword, Region: b.decoy(raw), ID: ar.ID, CSRF: b.csrf(ar.ID, nonce), Username: raw}
+	lookLike(w, pg.Region)
+	if !b.attempts.allow(clientIP(r), name) {
+		pg.Error = federation.TooManyAttempts
+		b.pages.Render(w, http.StatusTooManyRequests, "password", pg)
+		return
+	}
+	// The hub holds no password: verifying against a dummy hash only pays
+	// the argon2id cost a region pays for a wrong password.
+	_ = region.VerifyPassword(b.dummy, r.PostFormValue("password"))
+	pg.Error = federation.InvalidCredentials
+	b.pages.Render(w, http.StatusOK, "password", pg)
+}
+
+// callback is GET /callback/{region}: the resident region's answer.
+func (b *Broker) callback(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	reg := r.PathValue("region")
+	rp, ok := b.rps[reg]
+	if !ok {
+		b.errorPage(w, http.StatusNotFound, "There is nothing here.")
+		return
+	}
+	q := r.URL.Query()
+	var lg pendingLogin
+	state := q.Get("state")
+	if state == "" || len(state) > 128 {
+		b.errorPage(w, http.StatusBadRequest, msgFailed)
+		return
+	}
+	if err := b.state.take(ctx, kindLogin, state, &lg); err != nil {
+		if !errors.Is(err, ErrStateNotFound) {
+			b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)
+			return
+		}
+		b.errorPage(w, http.StatusBadRequest, msgFailed)
+		return
+	}
+	nonce := b.existingNonce(r)
+	if lg.Region != reg || nonce == "" || subtle.ConstantTimeCompare([]byte(lg.Browser), []byte(b.mac("browser", nonce))) != 1 {
+		b.errorPage(w, http.StatusBadRequest, msgFailed)
+		return
+	}
+	ar, err := b.storage.authRequest(ctx, lg.ARID)
+	if err != nil || ar.IsDone {
+		b.errorPage(w, http.StatusBadRequest, msgExpired)
+		return
+	}
+	id, err := rp.Complete(ctx, q, federation.Flow{State: lg.State, Nonce: lg.Nonce, Verifier: lg.Verifier}, rp.RedirectURI(""))
+	var ae *federation.AuthError
+	switch {
+	case errors.As(err, &ae):
+		b.count(ctx, "error_relayed", reg)
+		b.redirect(w, r, ar, url.Values{"error": {relayedError(ae.Code)},
+			"error_description": {"the home region answered " + relayedError(ae.Code)}})
+		return
+	case errors.Is(err, region.ErrFederationUnavailable):
+		b.log.WarnContext(ctx, "resident region failed during login", "home", reg, "err", err)
+		b.count(ctx, "region_unavailable", reg)
+		b.errorPage(w, http.StatusServiceUnavailable, federation.UnavailableMessage)
+		return
+	case err != nil:
+		b.log.WarnContext(ctx, "resident region answer rejected", "home", reg, "err", err)
+		b.count(ctx, "rejected", reg)
+		b.errorPage(w, http.StatusBadRequest, msgFailed)
+		return
+	}
+	ar.Subject, ar.AuthTime, ar.AMR, ar.Claims, ar.HomeRegion, ar.IsDone = id.Subject, id.AuthTime, id.AMR, id.Claims, reg, true
+	if err := b.storage.saveAuthRequest(ctx, ar); err != nil {
+		b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)
+		return
+	}
+	cb, err := op.BuildAuthResponseCallbackURL(ctx, ar, b.op)
+	if err != nil {
+		b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)
+		return
+	}
+	b.count(ctx, "completed", reg)
+	http.Redirect(w, r, b.addIss(cb), http.StatusFound)
+}
+
+// relayedError maps a resident region's authorization error to what the
+// entry region is told.
+func relayedError(code string) string {
+	switch code {
+	case "login_required", "consent_required", "interaction_required", "account_selection_required",
+		"access_denied", "temporarily_unavailable", "server_error":
+		return code
+	}
+	return "access_denied"
+}
+
+// redirect sends an authorization response (an error) to the entry
+// region's registered, validated redirect URI.
+func (b *Broker) redirect(w http.ResponseWriter, r *http.Request, ar *authReq, params url.Values) {
+	u, err := url.Parse(ar.RedirectURI)
+	if err != nil {
+		b.errorPage(w, http.StatusBadRequest, msgFailed)
+		return
+	}
+	q := u.Query()
+	for k, v := range params {
+		q[k] = v
+	}
+	if ar.State != "" {
+		q.Set("state", ar.State)
+	}
+	q.Set("iss", b.cfg.Issuer)
+	u.RawQuery = q.Encode()
+	http.Redirect(w, r, u.String(), http.StatusFound)
+}
+
+// addIss adds RFC 9207's iss to an authorization response URL.
+func (b *Broker) addIss(loc string) string {
+	u, err := url.Parse(loc)
+	if err != nil || !u.IsAbs() {
+		return loc
+	}
+	q := u.Query()
+	if (!q.Has("code") && !q.Has("error")) || q.Has("iss") {
+		return loc
+	}
+	q.Set("iss", b.cfg.Issuer)
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// withIss adds iss to the authorization responses op sends itself (errors
+// answered at /authorize).
+func (b *Broker) withIss(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(&issWriter{ResponseWriter: w, b: b}, r)
+	})
+}
+
+type issWriter struct {
+	http.ResponseWriter
+	b    *Broker
+	done bool
+}
+
+func (w *issWriter) WriteHeader(status int) {
+	if !w.done && status >= 300 && status < 400 {
+		if loc := w.Header().Get("Location"); loc != "" {
+			w.Header().Set("Location", w.b.addIss(loc))
+		}
+	}
+	w.done = true
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *issWriter) Write(p []byte) (int, error) {
+	if !w.done {
+		w.WriteHeader(http.StatusOK)
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// browser turns op's plain-text error answers at /authorize into the HTML
+// error page.
+func (b *Broker) browser(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		hw := &htmlErrorWriter{ResponseWriter: w}
+		next.ServeHTTP(hw, r)
+		if hw.status != 0 {
+			msg := strings.TrimSpace(hw.body.String())
+			if msg == "" {
+				msg = http.StatusText(hw.status)
+			}
+			b.errorPage(w, hw.status, "The region sent an invalid sign-in request: "+html.UnescapeString(msg))
+		}
+	})
+}
+
+type htmlErrorWriter struct {
+	http.ResponseWriter
+	status  int
+	body    bytes.Buffer
+	started bool
+}
+
+func (w *htmlErrorWriter) WriteHeader(status int) {
+	if w.started || w.status != 0 {
+		return
+	}
+	if status >= 400 && !strings.HasPrefix(w.Header().Get("Content-Type"), "text/html") {
+		w.status = status
+		w.Header().Del("Content-Type")
+		return
+	}
+	w.started = true
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *htmlErrorWriter) Write(p []byte) (int, error) {
+	if !w.started && w.status == 0 {
+		w.WriteHeader(http.StatusOK)
+	}
+	if w.status != 0 {
+		if w.body.Len() < 4096 {
+			w.body.Write(p)
+		}
+		return len(p), nil
+	}
+	return w.ResponseWriter.Write(p)
+}
+
+// --- internal API ---
+
+// changes is POST ChangesPath: a region's outbox, as keyed hashes,
+// authenticated with the region's hub client credentials.
+func (b *Broker) changes(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	reg, ok := b.authenticateRegion(r)
+	if !ok {
+		w.Header().Set("WWW-Authenticate", `Basic realm="meridian-hub"`)
+		writeJSON(w, http.StatusUnauthorized, apiError("invalid_client", "region client credentials required"))
+		return
+	}
+	var req federation.ChangesRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 1<<20))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeJSON(w, http.StatusBadRequest, apiError("invalid_request", "body must be a JSON changes object of at most 1 MiB"))
+		return
+	}
+	if len(req.Changes) > federation.MaxChanges {
+		writeJSON(w, http.StatusBadRequest, apiError("invalid_request", fmt.Sprintf("at most %d changes per request", federation.MaxChanges)))
+		return
+	}
+	res, err := federation.ApplyChanges(r.Context(), b.cfg.Lookup, reg, req.Changes)
+	switch {
+	case errors.Is(err, federation.ErrBadChange):
+		writeJSON(w, http.StatusBadRequest, apiError("invalid_request", err.Error()))
+		return
+	case err != nil:
+		b.log.ErrorContext(r.Context(), "applying region changes failed", "region", reg, "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, apiError("temporarily_unavailable", "lookup table unavailable"))
+		return
+	}
+	if res.Conflicts > 0 {
+		b.log.WarnContext(r.Context(), "region announced users the table places elsewhere", "region", reg, "conflicts", res.Conflicts)
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+func apiError(code, desc string) map[string]string {
+	return map[string]string{"error": code, "error_description": desc}
+}
+
+func (b *Broker) authenticateRegion(r *http.Request) (string, bool) {
+	id, secret, ok := r.BasicAuth()
+	if !ok {
+		return "", false
+	}
+	if u, err := url.QueryUnescape(id); err == nil {
+		id = u
+	}
+	if s, err := url.QueryUnescape(secret); err == nil {
+		secret = s
+	}
+	c, ok := b.storage.clients[id]
+	if !ok || subtle.ConstantTimeCompare([]byte(secret), []byte(c.secret)) != 1 {
+		return "", false
+	}
+	return c.region, true
+}

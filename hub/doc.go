@@ -1,0 +1,20 @@
+// Package hub is Meridian's federation hub: the identity broker between
+// regions and the owner of the user→region lookup table.
+//
+// Towards the regions the Broker is an OpenID provider (zitadel/oidc op)
+// whose clients are the regions ("region-<id>", credentials derived from
+// the federation routing key). A region that cannot sign a user in sends
+// them to the hub's /authorize with login_hint; the hub resolves the
+// username's keyed hash in the lookup table and, as a relying party
+// (go-oidc, x/oauth2, PKCE, nonce, RFC 9207 iss), sends the user to the
+// resident region, which authenticates them with its own session,
+// password and TOTP. The hub verifies the resident region's ID token and
+// answers the entry region with the resident claims plus home_region.
+// Unknown usernames see a password page that looks like a region's and
+// get the region's answer to a wrong password after the same argon2id
+// cost: the hub never tells whether a username exists.
+//
+// The hub also applies the regions' user outboxes to the lookup table
+// (keyed hashes only, ChangesPath) and reconciles the table against the
+// regions' user lists (Reconcile).
+package hub

@@ -1,0 +1,199 @@
+package hub_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/meridian-id/meridian/hub"
+	"github.com/meridian-id/meridian/lookup"
+	"github.com/meridian-id/meridian/region"
+	"github.com/meridian-id/meridian/region/federation"
+	"github.com/meridian-id/meridian/region/store"
+)
+
+func (f *fed) bulkUsers(regionID, format string, n int) {
+	f.t.Helper()
+	hash, err := region.HashPassword("bulk users' shared password")
+	if err != nil {
+		f.t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	for i := range n {
+		name := format
+		if n > 1 {
+			name = fmt.Sprintf(format, i)
+		}
+		if err := f.regions[regionID].st.CreateUser(f.ctx, store.User{ID: regionID + "-" + name, Username: name,
+			PasswordHash: hash, Claims: map[string]string{}, CreatedAt: now, UpdatedAt: now}); err != nil {
+			f.t.Fatal(err)
+		}
+	}
+	f.regions[regionID].pusher.Notify()
+}
+
+func (f *fed) waitOutboxes() {
+	f.t.Helper()
+	for id, r := range f.regions {
+		eventually(f.t, id+"'s outbox to drain", func() bool {
+			p, err := r.st.PendingOutbox(f.ctx, 1)
+			return err == nil && len(p) == 0
+		})
+	}
+}
+
+func regionReport(t *testing.T, rep hub.ReconcileReport, id string) hub.RegionReconcile {
+	t.Helper()
+	for _, r := range rep.Regions {
+		if r.Region == id {
+			return r
+		}
+	}
+	t.Fatalf("no report for %s", id)
+	return hub.RegionReconcile{}
+}
+
+// TestReconcile pages through the regions' user keys (more than one page
+// for us), reports and fixes missing, moved and stale entries, never fixes
+// a username two regions claim, and never deletes anything when a region
+// cannot be listed.
+func TestReconcile(t *testing.T) {
+	f := newFed(t, options{topology: federation.TopologyHub})
+	f.bulkUsers("us", "user%04d", hub.PageSize+150)
+	f.bulkUsers("eu", "eu-user%d", 3)
+	f.bulkUsers("ap", "dup", 1)
+	f.bulkUsers("ap", "ap-only", 1)
+	f.waitOutboxes()
+	f.bulkUsers("eu", "dup", 1) // refused by the hub as a conflict
+	f.waitOutboxes()
+	ctx := f.ctx
+	if err := f.table.Remove(ctx, "user0001"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.table.Assign(ctx, "user0002", "ap"); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.table.Assign(ctx, "ghost", "eu"); err != nil {
+		t.Fatal(err)
+	}
+
+	rep, err := f.broker.Reconcile(ctx, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	us := regionReport(t, rep, "us")
+	if !rep.Complete || us.Users != hub.PageSize+150 || us.Missing != 1 || us.Moved != 1 || rep.Stale != 1 || rep.Fixed != 0 {
+		t.Fatalf("report: %+v", rep)
+	}
+	if regionReport(t, rep, "eu").Conflicts != 1 || regionReport(t, rep, "ap").Conflicts != 1 {
+		t.Fatalf("conflict of dup not reported: %+v", rep)
+	}
+
+	if rep, err = f.broker.Reconcile(ctx, true); err != nil || rep.Fixed != 2 || rep.StaleRemoved != 1 {
+		t.Fatalf("fix: %+v, %v", rep, err)
+	}
+	for name, want := range map[string]string{"user0001": "us", "user0002": "us", "dup": "ap"} {
+		if got, err := f.table.Resolve(ctx, name); got != want || err != nil {
+			t.Fatalf("%s: %q, %v; want %s", name, got, err, want)
+		}
+	}
+	if _, err := f.table.Resolve(ctx, "ghost"); !errors.Is(err, lookup.ErrNotFound) {
+		t.Fatalf("stale entry survived: %v", err)
+	}
+	if rep, err = f.broker.Reconcile(ctx, false); err != nil || rep.Stale != 0 || regionReport(t, rep, "us").Missing != 0 {
+		t.Fatalf("after fix: %+v, %v", rep, err)
+	}
+
+	// A region that cannot be listed keeps its entries.
+	if err := f.regions["ap"].srv.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rep, err = f.broker.Reconcile(ctx, true)
+	if err != nil || rep.Complete || regionReport(t, rep, "ap").Err == nil || rep.StaleRemoved != 0 || rep.Stale != 1 ||
+		regionReport(t, rep, "eu").Unverified != 1 || rep.Fixed != 0 {
+		t.Fatalf("with ap down: %+v, %v", rep, err)
+	}
+	if got, err := f.table.Resolve(ctx, "dup"); got != "ap" || err != nil {
+		t.Fatalf("ap's user was touched while ap could not be listed: %q, %v", got, err)
+	}
+}
+
+func postChanges(t *testing.T, f *fed, id, secret string, body []byte) (int, map[string]any, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, hubURL+federation.ChangesPath, bytes.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if id != "" {
+		req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	m := map[string]any{}
+	_ = json.Unmarshal(raw, &m)
+	return resp.StatusCode, m, resp.Header
+}
+
+// TestChangesEndpoint: only a region's own credentials are accepted, bad
+// input is an RFC 6749 JSON error with nothing written, a region cannot
+// take over or delete another region's users.
+func TestChangesEndpoint(t *testing.T) {
+	f := newFed(t, options{topology: federation.TopologyHub})
+	secret := func(id string) string { return federation.RegionClientSecret(f.codec, id) }
+	key, err := f.hasher.Key("someone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := func(op string, keys ...string) []byte {
+		var req federation.ChangesRequest
+		for _, k := range keys {
+			req.Changes = append(req.Changes, federation.KeyChange{Op: op, Key: k})
+		}
+		b, _ := json.Marshal(req)
+		return b
+	}
+	k := key.String()
+
+	if st, m, h := postChanges(t, f, "", "", body("put", k)); st != http.StatusUnauthorized || m["error"] != "invalid_client" || h.Get("WWW-Authenticate") == "" {
+		t.Fatalf("no credentials: %d %v", st, m)
+	}
+	if st, _, _ := postChanges(t, f, "region-eu", secret("us"), body("put", k)); st != http.StatusUnauthorized {
+		t.Fatalf("another region's secret: %d", st)
+	}
+	for name, b := range map[string][]byte{
+		"not JSON":    []byte("{"),
+		"unknown op":  body("move", k),
+		"bad key":     body("put", k, "zz"),
+		"extra field": []byte(`{"changes":[],"usernames":["x"]}`),
+	} {
+		if st, m, _ := postChanges(t, f, "region-eu", secret("eu"), b); st != http.StatusBadRequest || m["error"] != "invalid_request" {
+			t.Fatalf("%s: %d %v", name, st, m)
+		}
+	}
+	if _, err := f.lookup.Get(f.ctx, key); !errors.Is(err, lookup.ErrNotFound) {
+		t.Fatalf("a rejected request wrote: %v", err)
+	}
+	if st, m, _ := postChanges(t, f, "region-eu", secret("eu"), body("put", k)); st != http.StatusOK || m["applied"] != 1.0 {
+		t.Fatalf("put: %d %v", st, m)
+	}
+	if st, m, _ := postChanges(t, f, "region-ap", secret("ap"), body("put", k)); st != http.StatusOK || m["conflicts"] != 1.0 {
+		t.Fatalf("takeover: %d %v", st, m)
+	}
+	if st, m, _ := postChanges(t, f, "region-ap", secret("ap"), body("delete", k)); st != http.StatusOK || m["ignored"] != 1.0 {
+		t.Fatalf("foreign delete: %d %v", st, m)
+	}
+	if r, _ := f.lookup.Get(f.ctx, key); r != "eu" {
+		t.Fatalf("entry is %q, want eu", r)
+	}
+	if st, m, _ := postChanges(t, f, "region-eu", secret("eu"), body("delete", k)); st != http.StatusOK || m["applied"] != 1.0 {
+		t.Fatalf("delete: %d %v", st, m)
+	}
+}

@@ -1,0 +1,357 @@
+package federation
+
+import (
+	"bytes"
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+
+	"github.com/meridian-id/meridian/lookup"
+	"github.com/meridian-id/meridian/region/store"
+	"github.com/meridian-id/meridian/routing"
+)
+
+// Paths of the internal, machine-to-machine endpoints.
+const (
+	// ChangesPath is the hub's endpoint applying a region's outbox
+	// (POST, region client credentials).
+	ChangesPath = "/internal/lookup/changes"
+	// UserKeysPath is a region's listing of its users' lookup keys
+	// (GET, the hub's client credentials).
+	UserKeysPath = "/internal/user-keys"
+)
+
+// Limits of the internal endpoints.
+const (
+	MaxChanges      = 5000
+	MaxPageSize     = 5000
+	DefaultPageSize = 1000
+)
+
+// Operations of a KeyChange, as in the region's outbox.
+const (
+	OpPut    = "put"
+	OpDelete = "delete"
+)
+
+// KeyChange is one change of the lookup table announced by a region: the
+// user with this key now lives in (put) or left (delete) the region. It
+// carries the keyed hash, never the username.
+type KeyChange struct {
+	Op  string `json:"op"`
+	Key string `json:"key"` // 32 lower-case hex digits
+}
+
+// ChangesRequest is the body of POST ChangesPath.
+type ChangesRequest struct {
+	Changes []KeyChange `json:"changes"`
+}
+
+// ChangesResult is the answer to ChangesRequest.
+type ChangesResult struct {
+	// Applied counts puts written and deletes of the region's own entries.
+	Applied int `json:"applied"`
+	// Conflicts counts puts of keys the table places in another region: a
+	// username cannot live in two regions, so they are refused and left to
+	// an operator (hub reconcile reports them).
+	Conflicts int `json:"conflicts"`
+	// Ignored counts deletes of keys that are not the region's.
+	Ignored int `json:"ignored"`
+}
+
+// UserKeysPage is one page of GET UserKeysPath.
+type UserKeysPage struct {
+	Region string `json:"region"`
+	// Keys are the current-key lookup keys of the region's users (hex).
+	Keys []string `json:"keys"`
+	// PrevKeys, during a hub key rotation, are the previous-key lookup keys
+	// of the same users, parallel to Keys.
+	PrevKeys []string `json:"prev_keys,omitempty"`
+	// Next is the opaque cursor of the next page; empty on the last page.
+	Next string `json:"next,omitempty"`
+}
+
+// ErrBadChange is wrapped by ApplyChanges for a malformed change.
+var ErrBadChange = errors.New("federation: malformed key change")
+
+// ParseKey decodes a lookup key from 32 hex digits.
+func ParseKey(s string) (lookup.Key, error) {
+	var k lookup.Key
+	if len(s) != 2*lookup.KeySize {
+		return k, fmt.Errorf("%w: key must be %d hex digits", ErrBadChange, 2*lookup.KeySize)
+	}
+	if _, err := hex.Decode(k[:], []byte(s)); err != nil {
+		return k, fmt.Errorf("%w: key is not hex", ErrBadChange)
+	}
+	return k, nil
+}
+
+// ApplyChanges applies region's changes to a lookup store in order: a put
+// writes the key unless another region holds it (a conflict); a delete
+// removes the key only if region holds it. It is what the hub does for
+// POST ChangesPath and what a mesh region does directly. Malformed input is
+// rejected (ErrBadChange) before anything is written.
+func ApplyChanges(ctx context.Context, st lookup.Store, region string, changes []KeyChange) (ChangesResult, error) {
+	var res ChangesResult
+	if err := lookup.ValidateRegion(region); err != nil {
+		return res, err
+	}
+	keys := make([]lookup.Key, len(changes))
+	for i, c := range changes {
+		if c.Op != OpPut && c.Op != OpDelete {
+			return res, fmt.Errorf("%w: change %d: op must be put or delete", ErrBadChange, i)
+		}
+		k, err := ParseKey(c.Key)
+		if err != nil {
+			return res, fmt.Errorf("change %d: %w", i, err)
+		}
+		keys[i] = k
+	}
+	for i := 0; i < len(changes); {
+		j := i + 1
+		for j < len(changes) && changes[j].Op == changes[i].Op {
+			j++
+		}
+		run := keys[i:j]
+		have, err := st.GetMany(ctx, run)
+		if err != nil {
+			return res, err
+		}
+		if changes[i].Op == OpPut {
+			var put []lookup.Entry
+			for n, k := range run {
+				if have[n] != "" && have[n] != region {
+					res.Conflicts++
+					continue
+				}
+				put = append(put, lookup.Entry{Key: k, Region: region})
+			}
+			if err := st.PutMany(ctx, put); err != nil {
+				return res, err
+			}
+			res.Applied += len(put)
+		} else {
+			var del []lookup.Key
+			for n, k := range run {
+				if have[n] == region {
+					del = append(del, k)
+				} else {
+					res.Ignored++
+				}
+			}
+			if err := st.DeleteMany(ctx, del); err != nil {
+				return res, err
+			}
+			res.Applied += len(del)
+		}
+		i = j
+	}
+	return res, nil
+}
+
+// UserLister is the part of the region store the listing needs.
+type UserLister interface {
+	ListUsers(ctx context.Context, after string, limit int) ([]store.User, error)
+}
+
+// UserKeysConfig configures NewUserKeysHandler.
+type UserKeysConfig struct {
+	Region string
+	// Codec checks the hub's client credentials.
+	Codec *routing.Codec
+	// Hasher computes the lookup keys (k_hub).
+	Hasher *lookup.Hasher
+	Users  UserLister
+	// CursorKey (>= 32 bytes) encrypts the paging cursor, which is the last
+	// username of a page: the hub only ever sees it sealed.
+	CursorKey []byte
+}
+
+type userKeys struct {
+	cfg  UserKeysConfig
+	aead cipher.AEAD
+}
+
+// NewUserKeysHandler returns the handler of GET UserKeysPath?after=&limit=:
+// a page of the region's users' lookup keys, authenticated with the hub's
+// client credentials (HTTP Basic), never a username. Mount it on the
+// region's public listener next to the provider.
+func NewUserKeysHandler(cfg UserKeysConfig) (http.Handler, error) {
+	if cfg.Codec == nil || cfg.Hasher == nil || cfg.Users == nil {
+		return nil, errors.New("federation: user keys handler needs codec, hasher and users")
+	}
+	aead, err := newAEAD(cfg.CursorKey, "meridian user-keys cursor v1")
+	if err != nil {
+		return nil, err
+	}
+	return &userKeys{cfg: cfg, aead: aead}, nil
+}
+
+func newAEAD(secret []byte, label string) (cipher.AEAD, error) {
+	if len(secret) < 32 {
+		return nil, errors.New("federation: key must be at least 32 bytes")
+	}
+	key, err := hkdf.Key(sha256.New, secret, nil, label, 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	return cipher.NewGCM(block)
+}
+
+func (h *userKeys) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", http.MethodGet)
+		writeAPIError(w, http.StatusMethodNotAllowed, "invalid_request", "GET only")
+		return
+	}
+	id, secret, ok := basicAuth(r)
+	if !ok || CheckHubCredentials(h.cfg.Codec, h.cfg.Region, id, secret) != nil {
+		w.Header().Set("WWW-Authenticate", `Basic realm="meridian-internal"`)
+		writeAPIError(w, http.StatusUnauthorized, "invalid_client", "hub client credentials required")
+		return
+	}
+	q := r.URL.Query()
+	limit := DefaultPageSize
+	if s := q.Get("limit"); s != "" {
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > MaxPageSize {
+			writeAPIError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("limit must be 1..%d", MaxPageSize))
+			return
+		}
+		limit = n
+	}
+	after := ""
+	if c := q.Get("after"); c != "" {
+		var err error
+		if after, err = h.openCursor(c); err != nil {
+			writeAPIError(w, http.StatusBadRequest, "invalid_request", "after is not a cursor of this region")
+			return
+		}
+	}
+	users, err := h.cfg.Users.ListUsers(r.Context(), after, limit)
+	if err != nil {
+		writeAPIError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "user table unavailable")
+		return
+	}
+	page := UserKeysPage{Region: h.cfg.Region, Keys: make([]string, 0, len(users))}
+	rotating := h.cfg.Hasher.Rotating()
+	for _, u := range users {
+		cur, prev, err := h.cfg.Hasher.Keys(u.Username)
+		if err != nil {
+			continue // cannot be in the table; never happens for normalized names
+		}
+		page.Keys = append(page.Keys, cur.String())
+		if rotating {
+			page.PrevKeys = append(page.PrevKeys, prev.String())
+		}
+	}
+	if len(users) == limit {
+		if page.Next, err = h.sealCursor(users[len(users)-1].Username); err != nil {
+			writeAPIError(w, http.StatusInternalServerError, "server_error", "cursor")
+			return
+		}
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(page)
+}
+
+func (h *userKeys) sealCursor(username string) (string, error) {
+	nonce := make([]byte, h.aead.NonceSize())
+	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(h.aead.Seal(nonce, nonce, []byte(username), []byte("cursor|"+h.cfg.Region))), nil
+}
+
+func (h *userKeys) openCursor(c string) (string, error) {
+	raw, err := base64.RawURLEncoding.DecodeString(c)
+	ns := h.aead.NonceSize()
+	if err != nil || len(raw) < ns || len(c) > 2048 {
+		return "", errors.New("bad cursor")
+	}
+	p, err := h.aead.Open(nil, raw[:ns], raw[ns:], []byte("cursor|"+h.cfg.Region))
+	return string(p), err
+}
+
+// basicAuth reads HTTP Basic credentials, form-urlencoded per RFC 6749
+// §2.3.1 (what x/oauth2 sends) or raw.
+func basicAuth(r *http.Request) (string, string, bool) {
+	id, secret, ok := r.BasicAuth()
+	if !ok {
+		return "", "", false
+	}
+	if u, err := url.QueryUnescape(id); err == nil {
+		id = u
+	}
+	if s, err := url.QueryUnescape(secret); err == nil {
+		secret = s
+	}
+	return id, secret, true
+}
+
+func writeAPIError(w http.ResponseWriter, status int, code, desc string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
+}
+
+// ErrUnexpectedStatus is wrapped when an internal endpoint answers an
+// unexpected status.
+var ErrUnexpectedStatus = errors.New("federation: unexpected status")
+
+// ListUserKeys fetches one page of region's user keys from its issuer with
+// the hub's client credentials (creds from HubCredentials).
+func ListUserKeys(ctx context.Context, client *http.Client, issuer string, creds Credentials, after string, limit int) (UserKeysPage, error) {
+	q := url.Values{"limit": {strconv.Itoa(limit)}}
+	if after != "" {
+		q.Set("after", after)
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(issuer, "/")+UserKeysPath+"?"+q.Encode(), nil)
+	if err != nil {
+		return UserKeysPage{}, err
+	}
+	req.SetBasicAuth(url.QueryEscape(creds.ClientID), url.QueryEscape(creds.ClientSecret))
+	var page UserKeysPage
+	if err := doJSON(client, req, &page); err != nil {
+		return UserKeysPage{}, err
+	}
+	if len(page.PrevKeys) != 0 && len(page.PrevKeys) != len(page.Keys) {
+		return UserKeysPage{}, errors.New("federation: user keys page: prev_keys not parallel to keys")
+	}
+	return page, nil
+}
+
+func doJSON(client *http.Client, req *http.Request, v any) error {
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%w: %s %s: %s: %s", ErrUnexpectedStatus, req.Method, req.URL.Path, resp.Status, bytes.TrimSpace(body[:min(len(body), 200)]))
+	}
+	return json.Unmarshal(body, v)
+}

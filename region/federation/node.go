@@ -1,0 +1,153 @@
+package federation
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/lookup"
+	"github.com/meridian-id/meridian/lookup/redisstore"
+	"github.com/meridian-id/meridian/region/store"
+	"github.com/meridian-id/meridian/routing"
+)
+
+// LookupPrefix is the Redis key prefix of the lookup table (the hub's
+// default, see cmd/hub --prefix).
+const LookupPrefix = "meridian:lookup:"
+
+// NodeConfig is what a regional node hands to NewNode.
+type NodeConfig struct {
+	Config *config.Config
+	Region string
+	Store  store.Store
+	Codec  *routing.Codec
+	// CookieKey is the region's cookie key (>= 32 bytes, shared by the
+	// region's nodes); it also seals the login cookie and paging cursors.
+	CookieKey []byte
+	// HubKey is k_hub (hub.key_file): lookup keys are computed in the
+	// region so that usernames never travel to the hub.
+	HubKey []byte
+	// Lookup is the shared lookup store (mesh topology). When nil in mesh
+	// topology, NewNode opens hub.redis under LookupPrefix.
+	Lookup lookup.Store
+	// Wrap wraps the back-channel transport (telemetry.Transport).
+	Wrap func(http.RoundTripper) http.RoundTripper
+	Log  *slog.Logger
+}
+
+// Node is what a regional node runs for the federation: the Upstream
+// (region.Config.Upstream), the outbox Pusher (run it with Run) and the
+// user-keys listing (mount it with Handler).
+type Node struct {
+	Upstream *Upstream
+	Pusher   *Pusher
+	UserKeys http.Handler
+	closers  []func() error
+}
+
+// NewNode registers the region's federation clients (the hub's client,
+// or every peer's in mesh topology) in the store and builds the Upstream,
+// Pusher and user-keys handler from the configuration.
+func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
+	cfg := nc.Config
+	if cfg == nil || nc.Store == nil || nc.Codec == nil {
+		return nil, errors.New("federation: node needs the config, store and codec")
+	}
+	r, ok := cfg.Region(nc.Region)
+	if !ok {
+		return nil, fmt.Errorf("federation: region %q is not configured", nc.Region)
+	}
+	if nc.Log == nil {
+		nc.Log = slog.New(slog.DiscardHandler)
+	}
+	hasher, err := lookup.NewHasher(nc.HubKey, nil)
+	if err != nil {
+		return nil, fmt.Errorf("hub.key_file: %w", err)
+	}
+	client := NewHTTPClient(RoutesFromConfig(cfg), ClientOptions{ConnectTimeout: cfg.Federation.ConnectTimeout,
+		RequestTimeout: cfg.Federation.RequestTimeout, Wrap: nc.Wrap})
+	hubURL := cfg.Federation.URL(cfg.Hub.Host)
+	n := &Node{}
+	ucfg := UpstreamConfig{Region: nc.Region, Bases: RegionBases(cfg, r), Topology: cfg.Federation.Topology, HubURL: hubURL,
+		Codec: nc.Codec, CookieKey: nc.CookieKey, SecureCookies: cfg.Federation.Scheme == "https", HTTPClient: client, Log: nc.Log}
+	var sink KeySink
+	switch cfg.Federation.Topology {
+	case TopologyMesh:
+		lk := nc.Lookup
+		if lk == nil {
+			if cfg.Hub.Redis == "" {
+				return nil, errors.New("federation: mesh topology needs a shared lookup store: set hub.redis")
+			}
+			opts, err := redis.ParseURL(cfg.Hub.Redis)
+			if err != nil {
+				return nil, fmt.Errorf("hub.redis: %w", err)
+			}
+			c := redis.NewClient(opts)
+			n.closers = append(n.closers, c.Close)
+			if lk, err = redisstore.New(ctx, c, redisstore.Options{Prefix: LookupPrefix}); err != nil {
+				n.Close()
+				return nil, fmt.Errorf("hub.redis: %w", err)
+			}
+		}
+		if ucfg.Table, err = lookup.NewTable(hasher, lk); err != nil {
+			n.Close()
+			return nil, err
+		}
+		ucfg.Peers = map[string]string{}
+		entries := map[string][]string{}
+		for i := range cfg.Regions {
+			p := &cfg.Regions[i]
+			ucfg.Peers[p.ID] = cfg.Issuer(p)
+			entries[p.ID] = RegionBases(cfg, p)
+		}
+		if err := EnsurePeerClients(ctx, nc.Store, nc.Codec, nc.Region, entries); err != nil {
+			n.Close()
+			return nil, err
+		}
+		sink = StoreSink{Store: lk, Region: nc.Region}
+	default:
+		if err := EnsureHubClient(ctx, nc.Store, nc.Codec, nc.Region, hubURL); err != nil {
+			return nil, err
+		}
+		if sink, err = NewHubSink(hubURL, nc.Codec, nc.Region, client); err != nil {
+			return nil, err
+		}
+	}
+	if n.Upstream, err = NewUpstream(ucfg); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if n.Pusher, err = NewPusher(PusherConfig{Region: nc.Region, Outbox: nc.Store, Hasher: hasher, Sink: sink, Log: nc.Log}); err != nil {
+		n.Close()
+		return nil, err
+	}
+	if n.UserKeys, err = NewUserKeysHandler(UserKeysConfig{Region: nc.Region, Codec: nc.Codec, Hasher: hasher,
+		Users: nc.Store, CursorKey: nc.CookieKey}); err != nil {
+		n.Close()
+		return nil, err
+	}
+	return n, nil
+}
+
+// Handler serves UserKeysPath and passes everything else to provider.
+func (n *Node) Handler(provider http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(UserKeysPath, n.UserKeys)
+	mux.Handle("/", provider)
+	return mux
+}
+
+// Close releases what NewNode opened (the Redis client in mesh topology).
+func (n *Node) Close() error {
+	var errs []error
+	for _, c := range n.closers {
+		errs = append(errs, c())
+	}
+	n.closers = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,95 @@
+package federation
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/meridian-id/meridian/config"
+)
+
+// Routes maps the federation's host names (lower case, without port) to
+// the address to dial for them ("127.0.0.12:8080"). Back-channel clients
+// dial only these: an issuer or endpoint URL naming any other host is
+// refused before a connection is made.
+type Routes map[string]string
+
+// RoutesFromConfig returns the dial addresses of every region (primary and
+// DR) and of the hub, as the configuration lists them.
+func RoutesFromConfig(cfg *config.Config) Routes {
+	r := Routes{}
+	for i := range cfg.Regions {
+		reg := &cfg.Regions[i]
+		r[reg.Host] = cfg.Upstream(reg.Site)
+		if reg.DR != nil {
+			r[reg.DR.Host] = cfg.Upstream(*reg.DR)
+		}
+	}
+	r[cfg.Hub.Host] = cfg.Upstream(cfg.Hub.Site)
+	return r
+}
+
+// ClientOptions tune NewHTTPClient.
+type ClientOptions struct {
+	// ConnectTimeout bounds dialing (default 2s).
+	ConnectTimeout time.Duration
+	// RequestTimeout bounds a whole call (default 10s).
+	RequestTimeout time.Duration
+	// Wrap, when set, wraps the transport (tracing: telemetry.Transport).
+	Wrap func(http.RoundTripper) http.RoundTripper
+}
+
+// NewHTTPClient returns the back-channel client of a federation node: it
+// dials the configured address of each federation host and nothing else,
+// and never follows redirects (an OP answering a token or discovery call
+// with a redirect is misbehaving).
+func NewHTTPClient(routes Routes, opts ClientOptions) *http.Client {
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 2 * time.Second
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 10 * time.Second
+	}
+	table := make(map[string]string, len(routes))
+	for h, a := range routes {
+		table[strings.ToLower(h)] = a
+	}
+	d := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			host, _, err := net.SplitHostPort(addr)
+			if err != nil {
+				return nil, err
+			}
+			to, ok := table[strings.ToLower(host)]
+			if !ok {
+				return nil, fmt.Errorf("federation: %q is not a federation host", host)
+			}
+			return d.DialContext(ctx, network, to)
+		},
+		MaxIdleConnsPerHost:   16,
+		IdleConnTimeout:       90 * time.Second,
+		TLSHandshakeTimeout:   opts.ConnectTimeout,
+		ResponseHeaderTimeout: opts.RequestTimeout,
+		ForceAttemptHTTP2:     true,
+	}
+	var rt http.RoundTripper = tr
+	if opts.Wrap != nil {
+		rt = opts.Wrap(rt)
+	}
+	return &http.Client{Transport: rt, Timeout: opts.RequestTimeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// RegionBases returns the base URLs a region's login pages are served on:
+// its issuer, its DR site and the global host, in that order.
+func RegionBases(cfg *config.Config, r *config.Region) []string {
+	bases := []string{cfg.Issuer(r)}
+	if r.DR != nil {
+		bases = append(bases, cfg.Federation.URL(r.DR.Host))
+	}
+	return append(bases, cfg.GlobalIssuer())
+}

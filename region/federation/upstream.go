@@ -1,0 +1,342 @@
+package federation
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/hkdf"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/meridian-id/meridian/lookup"
+	"github.com/meridian-id/meridian/region"
+	"github.com/meridian-id/meridian/routing"
+)
+
+// UnavailableMessage is what a user sees when the hub or their resident
+// region cannot be reached.
+const UnavailableMessage = "Sign-in through your home region is temporarily unavailable. Please try again in a few minutes."
+
+// flowTTL bounds a federated login from Begin to Finish.
+const flowTTL = 10 * time.Minute
+
+// UpstreamConfig configures an Upstream.
+type UpstreamConfig struct {
+	// Region is this (entry) region's id.
+	Region string
+	// Bases are the base URLs this region's login is served on, issuer
+	// first (then DR site and global host). The callback on each is a
+	// registered redirect URI; Begin uses the one of the browser's host, so
+	// the callback meets the browser's host-only cookies.
+	Bases []string
+	// Topology is TopologyHub or TopologyMesh.
+	Topology string
+	// HubURL is the hub's issuer (hub topology).
+	HubURL string
+	// Peers maps every region id to its issuer (mesh topology).
+	Peers map[string]string
+	// Codec derives the client credentials (federation routing key).
+	Codec *routing.Codec
+	// Table resolves a username to its home region (mesh topology only;
+	// it needs k_hub and the lookup store).
+	Table *lookup.Table
+	// CookieKey (>= 32 bytes) encrypts the in-flight login cookie; every
+	// node of the region must share it.
+	CookieKey []byte
+	// SecureCookies sets Secure and the __Host- prefix (https).
+	SecureCookies bool
+	// HTTPClient is the back-channel client (NewHTTPClient).
+	HTTPClient *http.Client
+	// Log receives warnings; usernames are never logged.
+	Log *slog.Logger
+	// RP tunes the relying parties (health probing).
+	RP RPOptions
+}
+
+// Upstream implements region.Upstream as an OpenID Connect relying party
+// towards the hub (hub topology) or the user's resident region (mesh).
+//
+// The in-flight state (authorization request id, state, nonce, PKCE
+// verifier, redirect URI) travels in a cookie sealed with AES-256-GCM under
+// a key derived from CookieKey: host-only, HttpOnly, SameSite=Lax (the
+// callback is a top-level GET navigation), ten minutes, one cookie per
+// login named after the state's hash so parallel logins in two tabs do not
+// clobber each other, and deleted by Finish. A cookie rather than
+// server-side state because the region store has no table for it, any node
+// of the region can finish a login another node began, and nothing is left
+// behind by abandoned logins; AEAD rather than a bare MAC because the PKCE
+// verifier and nonce must not be readable from the cookie.
+type Upstream struct {
+	cfg   UpstreamConfig
+	hub   *RP
+	peers map[string]*RP
+	aead  cipher.AEAD
+	pages *Pages
+	log   *slog.Logger
+}
+
+var _ region.Upstream = (*Upstream)(nil)
+
+// NewUpstream builds an Upstream.
+func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
+	if cfg.Codec == nil || !cfg.Codec.HasRegion(cfg.Region) {
+		return nil, fmt.Errorf("federation: region %q is not in the routing codec", cfg.Region)
+	}
+	if len(cfg.CookieKey) < 32 {
+		return nil, errors.New("federation: cookie key must be at least 32 bytes")
+	}
+	if len(cfg.Bases) == 0 {
+		return nil, errors.New("federation: the region's base URLs are required")
+	}
+	if cfg.HTTPClient == nil {
+		return nil, errors.New("federation: an HTTP client is required")
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	key, err := hkdf.Key(sha256.New, cfg.CookieKey, nil, "meridian federation login state v1", 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	pages, err := NewPages()
+	if err != nil {
+		return nil, err
+	}
+	u := &Upstream{cfg: cfg, aead: aead, pages: pages, log: cfg.Log, peers: map[string]*RP{}}
+	switch cfg.Topology {
+	case TopologyHub:
+		u.hub, err = NewRP(cfg.HubURL, RegionCredentials(cfg.Codec, cfg.Region, cfg.Bases...), cfg.HTTPClient, cfg.RP)
+		if err != nil {
+			return nil, err
+		}
+	case TopologyMesh:
+		if cfg.Table == nil {
+			return nil, errors.New("federation: mesh topology needs the lookup table")
+		}
+		for id, issuer := range cfg.Peers {
+			if id == cfg.Region {
+				continue
+			}
+			creds, err := PeerCredentials(cfg.Codec, cfg.Region, id, cfg.Bases...)
+			if err != nil {
+				return nil, err
+			}
+			if u.peers[id], err = NewRP(issuer, creds, cfg.HTTPClient, cfg.RP); err != nil {
+				return nil, err
+			}
+		}
+	default:
+		return nil, fmt.Errorf("federation: topology must be %q or %q, got %q", TopologyHub, TopologyMesh, cfg.Topology)
+	}
+	return u, nil
+}
+
+var errUnknownUser = errors.New("federation: user unknown to the federation")
+
+// target returns the provider to federate with: the hub, or in mesh the
+// resident region ("" for the hub).
+func (u *Upstream) target(ctx context.Context, username string) (string, *RP, error) {
+	if u.hub != nil {
+		return "", u.hub, nil
+	}
+	home, err := u.cfg.Table.Resolve(ctx, username)
+	switch {
+	case errors.Is(err, lookup.ErrNotFound), errors.Is(err, lookup.ErrInvalidUsername):
+		return "", nil, errUnknownUser
+	case err != nil:
+		return "", nil, fmt.Errorf("%w: lookup: %v", region.ErrFederationUnavailable, err)
+	}
+	rp, ok := u.peers[home]
+	if !ok {
+		if home == u.cfg.Region {
+			u.log.WarnContext(ctx, "lookup table places a user here who is not in the user table; run hub reconcile")
+		} else {
+			u.log.WarnContext(ctx, "lookup table names an unconfigured region", "home", home)
+		}
+		return "", nil, errUnknownUser
+	}
+	return home, rp, nil
+}
+
+// Begin implements region.Upstream.
+func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, arID, username string) {
+	ctx := r.Context()
+	target, rp, err := u.target(ctx, username)
+	if errors.Is(err, errUnknownUser) {
+		// Mesh: nobody has this user. Show the region's own password page;
+		// it posts to the region's password step, which answers exactly as
+		// for a wrong password (same page, same argon2id cost). The CSRF
+		// token binds the request id and browser, not the step, so the
+		// username form's token is valid there.
+		u.pages.Render(w, http.StatusOK, "password", Page{Title: TitlePassword, Region: u.cfg.Region, ID: arID,
+			CSRF: r.PostFormValue("csrf"), Username: username})
+		return
+	}
+	if err == nil {
+		err = rp.Ready(ctx)
+	}
+	if err != nil {
+		u.log.WarnContext(ctx, "federated login unavailable", "target", targetName(target), "err", err)
+		u.pages.Error(w, http.StatusServiceUnavailable, u.cfg.Region, UnavailableMessage)
+		return
+	}
+	f, err := NewFlow()
+	if err == nil {
+		// The state is a region-tagged artifact (128 random bits and a
+		// MAC): when the answer comes back on the global host and GeoDNS
+		// sends it to another region, that region's router can tell
+		// whose login it is.
+		f.State, err = u.cfg.Codec.New(routing.KindAuthRequest, u.cfg.Region)
+	}
+	if err != nil {
+		u.pages.Error(w, http.StatusInternalServerError, u.cfg.Region, "The sign-in service failed. Please try again.")
+		return
+	}
+	redirect := rp.RedirectURI(r.Host)
+	authURL, err := rp.AuthCodeURL(ctx, f, redirect, username, nil)
+	if err != nil {
+		u.pages.Error(w, http.StatusServiceUnavailable, u.cfg.Region, UnavailableMessage)
+		return
+	}
+	st := inFlight{ARID: arID, Target: target, State: f.State, Nonce: f.Nonce, Verifier: f.Verifier,
+		Redirect: redirect, Exp: time.Now().Add(flowTTL).Unix()}
+	name := u.cookieName(f.State)
+	val, err := u.seal(name, st)
+	if err != nil {
+		u.pages.Error(w, http.StatusInternalServerError, u.cfg.Region, "The sign-in service failed. Please try again.")
+		return
+	}
+	http.SetCookie(w, &http.Cookie{Name: name, Value: val, Path: "/", MaxAge: int(flowTTL / time.Second),
+		HttpOnly: true, Secure: u.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
+	http.Redirect(w, r, authURL, http.StatusSeeOther)
+}
+
+func targetName(t string) string {
+	if t == "" {
+		return "hub"
+	}
+	return t
+}
+
+// Finish implements region.Upstream.
+func (u *Upstream) Finish(w http.ResponseWriter, r *http.Request) (string, region.FederatedIdentity, error) {
+	// The region's callback handler writes to r.Form; make sure it exists.
+	if err := r.ParseForm(); err != nil {
+		return "", region.FederatedIdentity{}, fmt.Errorf("federation: callback query: %w", err)
+	}
+	q := r.URL.Query()
+	st, err := u.open(w, r, q.Get("state"))
+	if err != nil {
+		return "", region.FederatedIdentity{}, err
+	}
+	rp := u.hub
+	if st.Target != "" {
+		rp = u.peers[st.Target]
+	}
+	if rp == nil {
+		return "", region.FederatedIdentity{}, errors.New("federation: login state names an unknown provider")
+	}
+	id, err := rp.Complete(r.Context(), q, Flow{State: st.State, Nonce: st.Nonce, Verifier: st.Verifier}, st.Redirect)
+	if err != nil {
+		return "", region.FederatedIdentity{}, err
+	}
+	home := st.Target
+	if home == "" {
+		home = id.HomeRegion
+	}
+	if !u.cfg.Codec.HasRegion(home) || home == u.cfg.Region {
+		return "", region.FederatedIdentity{}, fmt.Errorf("federation: identity names home region %q", home)
+	}
+	return st.ARID, region.FederatedIdentity{Subject: id.Subject, HomeRegion: home, Claims: id.Claims,
+		AuthTime: id.AuthTime, AMR: id.AMR}, nil
+}
+
+// inFlight is the sealed content of the login cookie.
+type inFlight struct {
+	ARID     string `json:"a"`
+	Target   string `json:"t,omitempty"`
+	State    string `json:"s"`
+	Nonce    string `json:"n"`
+	Verifier string `json:"v"`
+	Redirect string `json:"r"`
+	Exp      int64  `json:"e"`
+}
+
+// Errors of Finish for a callback that does not belong to a login of this browser.
+var (
+	ErrNoLoginState = errors.New("federation: no login in progress in this browser for this state")
+	ErrLoginExpired = errors.New("federation: the login took too long")
+)
+
+func (u *Upstream) cookieName(state string) string {
+	sum := sha256.Sum256([]byte(state))
+	base := "mrd_fed_" + hex.EncodeToString(sum[:8])
+	if u.cfg.SecureCookies {
+		return "__Host-" + base
+	}
+	return base
+}
+
+func (u *Upstream) seal(name string, st inFlight) (string, error) {
+	plain, err := json.Marshal(st)
+	if err != nil {
+		return "", err
+	}
+	nonce := make([]byte, u.aead.NonceSize(), u.aead.NonceSize()+len(plain)+u.aead.Overhead())
+	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(u.aead.Seal(nonce, nonce, plain, []byte(name))), nil
+}
+
+// open reads, deletes and checks the login cookie of state.
+func (u *Upstream) open(w http.ResponseWriter, r *http.Request, state string) (inFlight, error) {
+	if state == "" || len(state) > 128 {
+		return inFlight{}, ErrNoLoginState
+	}
+	name := u.cookieName(state)
+	c, err := r.Cookie(name)
+	if err != nil {
+		return inFlight{}, ErrNoLoginState
+	}
+	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		Secure: u.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
+	raw, err := base64.RawURLEncoding.DecodeString(c.Value)
+	ns := u.aead.NonceSize()
+	if err != nil || len(raw) < ns {
+		return inFlight{}, ErrNoLoginState
+	}
+	plain, err := u.aead.Open(nil, raw[:ns], raw[ns:], []byte(name))
+	if err != nil {
+		return inFlight{}, ErrNoLoginState
+	}
+	var st inFlight
+	if err := json.Unmarshal(plain, &st); err != nil {
+		return inFlight{}, ErrNoLoginState
+	}
+	if subtle.ConstantTimeCompare([]byte(st.State), []byte(state)) != 1 {
+		return inFlight{}, ErrNoLoginState
+	}
+	if time.Now().Unix() > st.Exp {
+		return inFlight{}, ErrLoginExpired
+	}
+	return st, nil
+}
