@@ -96,15 +96,9 @@ func run(ctx context.Context, cfgPath, bin, demoListen string) error {
 			}
 		}
 	}
-	if cfg.DNS.Listen != "" {
-		if err := start("geodns", filepath.Join(bin, "geodns"), "--config", cfgPath); err != nil {
-			return err
-		}
-	}
-	if hub := filepath.Join(bin, "hub"); exists(hub) {
-		if err := start("hub", hub, "serve", "--config", cfgPath); err != nil {
-			return err
-		}
+	// The hub serves GeoDNS too when dns.listen is set.
+	if err := start("hub", filepath.Join(bin, "hub"), "serve", "--config", cfgPath); err != nil {
+		return err
 	}
 	edge, err := startEdge(ctx, cfg)
 	if err != nil {
@@ -151,8 +145,6 @@ func command(ctx context.Context, stdin, path string, args ...string) (string, e
 	out, err := c.CombinedOutput()
 	return string(out), err
 }
-
-func exists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 func prefix(name string, r io.Reader) {
 	sc := bufio.NewScanner(r)
