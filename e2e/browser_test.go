@@ -144,6 +144,10 @@ func TestBrowserLoginThroughGlobalHost(t *testing.T) {
 	for _, want := range []struct{ admin, metric string }{
 		{f.Admin["eu"], "http_server_request"},
 		{f.Admin["ap"], "meridian_routing_decisions_total"},
+		{f.Admin["hub"], "meridian_lookup_resolves_total"},
+		{f.Admin["hub"], "meridian_hub_logins_total"},
+		{f.Admin["hub"], "geodns_queries_total"},
+		{f.Admin["hub"], "geodns_upstream_up"},
 	} {
 		body := get(t, "http://"+want.admin+"/metrics")
 		if !strings.Contains(body, want.metric) {

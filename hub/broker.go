@@ -107,6 +107,7 @@ type Broker struct {
 	csrfKey  []byte
 	log      *slog.Logger
 	logins   metric.Int64Counter
+	lookups  metric.Int64Counter
 	handler  http.Handler
 }
 
@@ -215,9 +216,28 @@ func New(cfg Config) (*Broker, error) {
 			metric.WithDescription("federated login steps at the hub by outcome and home region")); err != nil {
 			return nil, err
 		}
+		if b.lookups, err = cfg.Meter.Int64Counter("meridian.lookup.resolves",
+			metric.WithDescription("user→region table lookups by result (found, unknown, error)")); err != nil {
+			return nil, err
+		}
 	}
 	b.handler = b.routes()
 	return b, nil
+}
+
+// countLookup records a table lookup by result.
+func (b *Broker) countLookup(ctx context.Context, err error) {
+	if b.lookups == nil {
+		return
+	}
+	result := "found"
+	switch {
+	case errors.Is(err, lookup.ErrNotFound), errors.Is(err, lookup.ErrInvalidUsername):
+		result = "unknown"
+	case err != nil:
+		result = "error"
+	}
+	b.lookups.Add(ctx, 1, metric.WithAttributes(attribute.String("result", result)))
 }
 
 // count records a login step; it never carries a username.
@@ -420,6 +440,7 @@ func (b *Broker) login(w http.ResponseWriter, r *http.Request) {
 	}
 	entry, _ := federation.RegionFromClientID(ar.ClientID)
 	home, err := b.table.Resolve(ctx, ar.LoginHint)
+	b.countLookup(ctx, err)
 	switch {
 	case errors.Is(err, lookup.ErrNotFound), errors.Is(err, lookup.ErrInvalidUsername):
 		b.count(ctx, "unknown", "")
