@@ -93,8 +93,6 @@ func (c *client) IsScopeAllowed(scope string) bool { return slices.Contains(c.Sc
 func (c *client) IDTokenUserinfoClaimsAssertion() bool { return false }
 func (c *client) ClockSkew() time.Duration             { return 0 }
 
-func (c *client) hasGrant(g string) bool { return slices.Contains(c.Client.GrantTypes, g) }
-
 func isLoopbackURI(raw string) bool {
 	u, err := url.Parse(raw)
 	if err != nil {

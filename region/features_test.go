@@ -51,7 +51,7 @@ func TestJWTAccessTokens(t *testing.T) {
 	at := exchange(t, n, c, loc.Query().Get("code"))["access_token"].(string)
 
 	// RFC 9068 shape, signed by a key that names the region.
-	sig, err := jose.ParseSigned(at, []jose.SignatureAlgorithm{jose.ES256})
+	sig, err := jose.ParseSignedCompact(at, []jose.SignatureAlgorithm{jose.ES256})
 	if err != nil {
 		t.Fatalf("not a JWS: %v", err)
 	}
@@ -214,7 +214,7 @@ func TestKeyRotationKeepsOldTokensValid(t *testing.T) {
 	}
 	loc = newBrowser(t).Login(authURL(n, c.ID), redirectURI, "kim", "kim-password-12")
 	fresh := exchange(t, n, c, loc.Query().Get("code"))["id_token"].(string)
-	sig, _ := jose.ParseSigned(fresh, []jose.SignatureAlgorithm{jose.ES256})
+	sig, _ := jose.ParseSignedCompact(fresh, []jose.SignatureAlgorithm{jose.ES256})
 	if sig.Signatures[0].Header.KeyID != newKid {
 		t.Fatalf("new token signed with %q, want %q", sig.Signatures[0].Header.KeyID, newKid)
 	}

@@ -135,12 +135,6 @@ func (s *storage) client(ctx context.Context, id string) (*client, error) {
 	return cl, nil
 }
 
-func (s *storage) forgetClient(id string) {
-	s.mu.Lock()
-	delete(s.clients, id)
-	s.mu.Unlock()
-}
-
 // GetClientByClientID implements op.OPStorage.
 func (s *storage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
 	return s.client(ctx, id)

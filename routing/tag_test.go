@@ -231,7 +231,8 @@ func TestDerive(t *testing.T) {
 	if tag, err := c.VerifyKind(a, KindClient); err != nil || tag.Region != "us" {
 		t.Fatalf("derived id does not verify: %v", err)
 	}
-	if c.DeriveSecret("x") != c.DeriveSecret("x") || c.DeriveSecret("x") == c.DeriveSecret("y") || len(c.DeriveSecret("x")) != 43 {
+	x1, x2, y := c.DeriveSecret("x"), c.DeriveSecret("x"), c.DeriveSecret("y")
+	if x1 != x2 || x1 == y || len(x1) != 43 {
 		t.Fatal("DeriveSecret")
 	}
 }

@@ -65,7 +65,6 @@ type app struct {
 
 type pending struct {
 	verifier, nonce string
-	steps           []step
 }
 
 type step struct{ What, Region string }

@@ -27,6 +27,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/meridian-id/meridian/region/store"
 )
@@ -37,7 +38,7 @@ var migrationFiles embed.FS
 // Store is a store.Store kept in PostgreSQL. It is safe for concurrent use.
 // Create it with Open and bring its schema up to date with Migrate.
 type Store struct {
-	pool *connPool
+	pool *pgxpool.Pool
 	now  func() time.Time
 }
 
@@ -49,29 +50,25 @@ var _ store.Store = (*Store)(nil)
 // (default: the number of CPUs, at least 4) bounds the connections the Store
 // opens. Open does not change the schema: call Migrate before first use.
 func Open(ctx context.Context, url string) (*Store, error) {
-	cfg, err := pgx.ParseConfig(url)
+	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: open: %w", err)
 	}
-	size := max(4, runtime.NumCPU())
-	if v, ok := cfg.RuntimeParams["pool_max_conns"]; ok {
-		delete(cfg.RuntimeParams, "pool_max_conns")
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			return nil, fmt.Errorf("postgres: open: pool_max_conns %q is not a positive integer", v)
-		}
-		size = n
+	if !strings.Contains(url, "pool_max_conns") {
+		cfg.MaxConns = int32(max(4, runtime.NumCPU()))
 	}
-	if _, ok := cfg.RuntimeParams["application_name"]; !ok {
-		cfg.RuntimeParams["application_name"] = "meridian"
+	if _, ok := cfg.ConnConfig.RuntimeParams["application_name"]; !ok {
+		cfg.ConnConfig.RuntimeParams["application_name"] = "meridian"
 	}
-	s := &Store{pool: newConnPool(cfg, size), now: now}
-	c, err := s.pool.acquire(ctx)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("postgres: open: %w", err)
 	}
-	s.pool.release(c)
-	return s, nil
+	if err := pool.Ping(ctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres: open: %w", err)
+	}
+	return &Store{pool: pool, now: now}, nil
 }
 
 // now is the clock of a Store: UTC, at the microsecond precision PostgreSQL
@@ -80,7 +77,7 @@ func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 // Close closes the Store's connections.
 func (s *Store) Close() error {
-	s.pool.close()
+	s.pool.Close()
 	return nil
 }
 
@@ -103,11 +100,12 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	c, err := s.pool.acquire(ctx)
+	pc, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("postgres: migrate: %w", err)
 	}
-	defer s.pool.release(c)
+	defer pc.Release()
+	c := pc.Conn()
 	const key = `hashtextextended('meridian/region/store/migrate:' || coalesce(current_schema()::text, ''), 0)`
 	if _, err := c.Exec(ctx, `SELECT pg_advisory_lock(`+key+`)`); err != nil {
 		return fmt.Errorf("postgres: migrate: lock: %w", err)
@@ -117,7 +115,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		defer cancel()
 		if _, err := c.Exec(uctx, `SELECT pg_advisory_unlock(`+key+`)`); err != nil {
 			// Closing the session is what releases the lock now.
-			closeConn(c)
+			_ = pc.Hijack().Close(uctx)
 		}
 	}()
 	if _, err := c.Exec(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -222,11 +220,12 @@ func (s *Store) write(ctx context.Context, fn func(tx pgx.Tx) error) error {
 }
 
 func (s *Store) writeOnce(ctx context.Context, fn func(tx pgx.Tx) error) error {
-	c, err := s.pool.acquire(ctx)
+	pc, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
-	defer s.pool.release(c)
+	defer pc.Release()
+	c := pc.Conn()
 	tx, err := c.Begin(ctx)
 	if err != nil {
 		return fmt.Errorf("postgres: begin: %w", err)
@@ -250,19 +249,13 @@ func (s *Store) writeOnce(ctx context.Context, fn func(tx pgx.Tx) error) error {
 
 // read runs fn on a pooled connection outside any explicit transaction.
 func (s *Store) read(ctx context.Context, fn func(c *pgx.Conn) error) error {
-	c, err := s.pool.acquire(ctx)
+	pc, err := s.pool.Acquire(ctx)
 	if err != nil {
 		return fmt.Errorf("postgres: %w", err)
 	}
-	defer s.pool.release(c)
+	defer pc.Release()
+	c := pc.Conn()
 	return fn(c)
-}
-
-// querier is what both *pgx.Conn and pgx.Tx offer.
-type querier interface {
-	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
-	Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error)
-	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
 }
 
 // mapErr translates no-row and unique-violation errors to the store's.
