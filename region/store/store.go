@@ -175,6 +175,8 @@ type Store interface {
 	GetUserByUsername(ctx context.Context, username string) (User, error)
 	// ListUsers returns up to limit users ordered by username, after the given username.
 	ListUsers(ctx context.Context, after string, limit int) ([]User, error)
+	// DeleteUser removes a user and, in the same transaction, revokes every
+	// token issued to them and ends their sessions.
 	DeleteUser(ctx context.Context, username string) error
 
 	// Outbox of user-table changes for the hub, in Seq order.

@@ -475,7 +475,23 @@ func testUserDelete(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	u := sampleUser(base())
 	ok(t, s.CreateUser(ctx, u))
+	// Tokens and a session of the user end with the account.
+	now := base()
+	at := sampleAccess(now, "", u.ID, "cli-del")
+	ok(t, s.CreateAccessToken(ctx, at))
+	rt := sampleRefresh(now, "grant-del", u.ID, "cli-del")
+	ok(t, s.CreateTokens(ctx, sampleAccess(now, "grant-del", u.ID, "cli-del"), &rt))
+	sess := store.Session{Hash: newHash(), UserID: u.ID, AuthTime: now, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	ok(t, s.CreateSession(ctx, sess))
 	ok(t, s.DeleteUser(ctx, u.Username))
+	if got, err := s.GetAccessToken(ctx, at.Hash); err != nil || !got.Revoked {
+		t.Fatalf("access token of a deleted user: revoked=%v err=%v", got.Revoked, err)
+	}
+	if got, err := s.GetRefreshToken(ctx, rt.Hash); err != nil || !got.Revoked {
+		t.Fatalf("refresh token of a deleted user: revoked=%v err=%v", got.Revoked, err)
+	}
+	_, err0 := s.GetSession(ctx, sess.Hash)
+	is(t, err0, store.ErrNotFound)
 	_, err := s.GetUserByID(ctx, u.ID)
 	is(t, err, store.ErrNotFound)
 	is(t, s.DeleteUser(ctx, u.Username), store.ErrNotFound)

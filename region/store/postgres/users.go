@@ -116,8 +116,20 @@ func (s *Store) ListUsers(ctx context.Context, after string, limit int) ([]store
 func (s *Store) DeleteUser(ctx context.Context, username string) error {
 	now := s.now()
 	return s.write(ctx, func(tx pgx.Tx) error {
-		if err := mustAffect(tx.Exec(ctx, `DELETE FROM users WHERE username = $1`, username)); err != nil {
+		var id string
+		if err := tx.QueryRow(ctx, `SELECT id FROM users WHERE username = $1`, username).Scan(&id); err != nil {
 			return wrap("delete user", err)
+		}
+		// A deleted user's tokens and sessions die with the account.
+		for _, q := range []string{
+			`UPDATE access_tokens SET revoked = true WHERE subject = $1`,
+			`UPDATE refresh_tokens SET revoked = true WHERE subject = $1`,
+			`DELETE FROM sessions WHERE user_id = $1`,
+			`DELETE FROM users WHERE id = $1`,
+		} {
+			if _, err := tx.Exec(ctx, q, id); err != nil {
+				return wrap("delete user", err)
+			}
 		}
 		return wrap("delete user", appendOutbox(ctx, tx, "delete", username, now))
 	})

@@ -113,12 +113,20 @@ func (s *Store) ListUsers(ctx context.Context, after string, limit int) ([]store
 func (s *Store) DeleteUser(ctx context.Context, username string) error {
 	now := s.now()
 	return s.write(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `DELETE FROM users WHERE username = ?`, username)
-		if err == nil {
-			err = mustAffect(res)
-		}
-		if err != nil {
+		var id string
+		if err := tx.QueryRowContext(ctx, `SELECT id FROM users WHERE username = ?`, username).Scan(&id); err != nil {
 			return wrap("delete user", err)
+		}
+		// A deleted user's tokens and sessions die with the account.
+		for _, q := range []string{
+			`UPDATE access_tokens SET revoked = 1 WHERE subject = ?`,
+			`UPDATE refresh_tokens SET revoked = 1 WHERE subject = ?`,
+			`DELETE FROM sessions WHERE user_id = ?`,
+			`DELETE FROM users WHERE id = ?`,
+		} {
+			if _, err := tx.ExecContext(ctx, q, id); err != nil {
+				return wrap("delete user", err)
+			}
 		}
 		return wrap("delete user", appendOutbox(ctx, tx, "delete", username, now))
 	})
