@@ -38,6 +38,9 @@ type Federation struct {
 	Port           int           `mapstructure:"port"`
 	CookieDomain   string        `mapstructure:"cookie_domain"`
 	RoutingKeyFile string        `mapstructure:"routing_key_file"`
+	// PreviousRoutingKeyFile, during a routing key rotation, still verifies
+	// artifacts minted with the old key (new ones use RoutingKeyFile).
+	PreviousRoutingKeyFile string `mapstructure:"previous_routing_key_file"`
 	Topology       string        `mapstructure:"topology"`
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 	RequestTimeout time.Duration `mapstructure:"request_timeout"`

@@ -27,7 +27,7 @@ import (
 	"github.com/meridian-id/meridian/lookup/embedded"
 	"github.com/meridian-id/meridian/lookup/redisstore"
 	"github.com/meridian-id/meridian/region/federation"
-	"github.com/meridian-id/meridian/routing"
+	"github.com/meridian-id/meridian/region/node"
 	"github.com/meridian-id/meridian/telemetry"
 )
 
@@ -209,11 +209,7 @@ func (e *env) stores() (lookup.Store, hub.StateStore, func(), error) {
 
 // broker assembles the hub from the configuration.
 func (e *env) broker() (*hub.Broker, func(), error) {
-	rkey, err := e.secret("federation.routing_key_file", e.cfg.Federation.RoutingKeyFile, "routing.key")
-	if err != nil {
-		return nil, nil, err
-	}
-	codec, err := routing.NewCodec(e.cfg.RegionIDs(), rkey)
+	codec, err := node.Codec(e.cfg, e.data, e.log)
 	if err != nil {
 		return nil, nil, err
 	}

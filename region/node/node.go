@@ -61,7 +61,15 @@ func Codec(cfg *config.Config, dataDir string, log *slog.Logger) (*routing.Codec
 	if err != nil {
 		return nil, err
 	}
-	return routing.NewCodec(cfg.RegionIDs(), key)
+	keys := [][]byte{key}
+	if p := cfg.Federation.PreviousRoutingKeyFile; p != "" {
+		prev, err := config.LoadSecret("federation.previous_routing_key_file", p, "", log)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, prev)
+	}
+	return routing.NewCodec(cfg.RegionIDs(), keys...)
 }
 
 // Node is one running regional node.
