@@ -9,6 +9,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"html/template"
+	"io/fs"
 	"net/http"
 	"net/url"
 	"slices"
@@ -26,6 +27,11 @@ import (
 
 //go:embed templates/*.html
 var templateFS embed.FS
+
+// PageTemplates are the login page templates ("username", "password",
+// "totp", "consent", "error"), shared with the hub and the federation
+// client so that their pages are indistinguishable from a region's.
+func PageTemplates() fs.FS { return templateFS }
 
 // loginUI is the server-rendered, identifier-first login: username, then
 // password, then a TOTP code when the user enrolled one, then consent for

@@ -9,7 +9,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -56,22 +55,6 @@ func openStore(t *testing.T) store.Store {
 	}
 	t.Cleanup(func() { s.Close() })
 	return s
-}
-
-// TestPagesMatchRegion: the look-alike pages are the region's templates,
-// byte for byte.
-func TestPagesMatchRegion(t *testing.T) {
-	mine, err := os.ReadFile("templates/pages.html")
-	if err != nil {
-		t.Fatal(err)
-	}
-	theirs, err := os.ReadFile("../templates/layout.html")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if !bytes.Equal(mine, theirs) {
-		t.Fatal("templates/pages.html differs from region/templates/layout.html: copy it again")
-	}
 }
 
 // TestCredentials: every node derives the same credentials; they are

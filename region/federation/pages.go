@@ -1,18 +1,11 @@
 package federation
 
 import (
-	"embed"
 	"html/template"
 	"net/http"
-)
 
-// templates/pages.html is a copy of region/templates/layout.html: pages the
-// hub and Upstream render where the user expects a region's page (the
-// unknown-user password page above all) must be indistinguishable from the
-// region's own. TestPagesMatchRegion fails when the copies drift apart.
-//
-//go:embed templates/pages.html
-var pageFS embed.FS
+	"github.com/meridian-id/meridian/region"
+)
 
 // Page is the data of a login page; the fields are those of the region's
 // templates.
@@ -33,9 +26,11 @@ const (
 // Pages renders the region-look-alike login pages.
 type Pages struct{ t *template.Template }
 
-// NewPages parses the embedded templates.
+// NewPages parses the region's own page templates: pages the hub and
+// Upstream render where the user expects a region's page (the unknown-user
+// password page above all) must be indistinguishable from the region's.
 func NewPages() (*Pages, error) {
-	t, err := template.ParseFS(pageFS, "templates/pages.html")
+	t, err := template.ParseFS(region.PageTemplates(), "templates/*.html")
 	if err != nil {
 		return nil, err
 	}
