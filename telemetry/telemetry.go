@@ -53,8 +53,13 @@ func New(ctx context.Context, cfg Config, logOut io.Writer) (*Telemetry, error) 
 		Propagator: propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		registry:   prometheus.NewRegistry(),
 	}
-	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res)}
+	// Without an exporter nothing would read the spans: record none (they
+	// still propagate W3C trace context, so a downstream collector-equipped
+	// hop keeps the trace), and save the per-request span cost.
+	topts := []sdktrace.TracerProviderOption{sdktrace.WithResource(res),
+		sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.NeverSample()))}
 	if cfg.OTLPEndpoint != "" {
+		topts[1] = sdktrace.WithSampler(sdktrace.ParentBased(sdktrace.AlwaysSample()))
 		exp, err := otlptracehttp.New(ctx, otlptracehttp.WithEndpoint(cfg.OTLPEndpoint), otlptracehttp.WithInsecure())
 		if err != nil {
 			return nil, err
