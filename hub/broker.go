@@ -1,7 +1,6 @@
 package hub
 
 import (
-	"bytes"
 	"context"
 	"crypto/aes"
 	"crypto/cipher"
@@ -14,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"html"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -706,50 +704,9 @@ func (w *issWriter) Write(p []byte) (int, error) {
 // browser turns op's plain-text error answers at /authorize into the HTML
 // error page.
 func (b *Broker) browser(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hw := &htmlErrorWriter{ResponseWriter: w}
-		next.ServeHTTP(hw, r)
-		if hw.status != 0 {
-			msg := strings.TrimSpace(hw.body.String())
-			if msg == "" {
-				msg = http.StatusText(hw.status)
-			}
-			b.errorPage(w, hw.status, "The region sent an invalid sign-in request: "+html.UnescapeString(msg))
-		}
+	return region.HTMLErrors(next, func(w http.ResponseWriter, status int, msg string) {
+		b.errorPage(w, status, "The region sent an invalid sign-in request: "+msg)
 	})
-}
-
-type htmlErrorWriter struct {
-	http.ResponseWriter
-	status  int
-	body    bytes.Buffer
-	started bool
-}
-
-func (w *htmlErrorWriter) WriteHeader(status int) {
-	if w.started || w.status != 0 {
-		return
-	}
-	if status >= 400 && !strings.HasPrefix(w.Header().Get("Content-Type"), "text/html") {
-		w.status = status
-		w.Header().Del("Content-Type")
-		return
-	}
-	w.started = true
-	w.ResponseWriter.WriteHeader(status)
-}
-
-func (w *htmlErrorWriter) Write(p []byte) (int, error) {
-	if !w.started && w.status == 0 {
-		w.WriteHeader(http.StatusOK)
-	}
-	if w.status != 0 {
-		if w.body.Len() < 4096 {
-			w.body.Write(p)
-		}
-		return len(p), nil
-	}
-	return w.ResponseWriter.Write(p)
 }
 
 // --- internal API ---

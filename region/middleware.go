@@ -214,6 +214,15 @@ func (w *logoutWriter) Write(b []byte) (int, error) {
 // browser turns op's plain-text error answers on browser endpoints into an
 // HTML error page.
 func (p *Provider) browser(next http.Handler) http.Handler {
+	return HTMLErrors(next, func(w http.ResponseWriter, status int, msg string) {
+		p.login.errorPage(w, status, "The application sent an invalid sign-in request: "+msg)
+	})
+}
+
+// HTMLErrors answers a browser endpoint's non-HTML error responses (op's
+// plain text or JSON errors) with page instead, passing it the error's
+// description. The hub uses it for its own browser endpoints too.
+func HTMLErrors(next http.Handler, page func(w http.ResponseWriter, status int, msg string)) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hw := &htmlErrorWriter{ResponseWriter: w}
 		next.ServeHTTP(hw, r)
@@ -232,7 +241,7 @@ func (p *Provider) browser(next http.Handler) http.Handler {
 			if msg == "" {
 				msg = http.StatusText(hw.status)
 			}
-			p.login.errorPage(w, hw.status, "The application sent an invalid sign-in request: "+html.UnescapeString(msg))
+			page(w, hw.status, html.UnescapeString(msg))
 		}
 	})
 }
