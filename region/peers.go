@@ -125,12 +125,8 @@ func (rm *remote) peerKeys(ctx context.Context, region string) []jose.JSONWebKey
 
 // keyRegion is the region a key id names ("eu-3f2a…" → "eu").
 func keyRegion(kid string) string {
-	for i := 0; i < len(kid); i++ {
-		if kid[i] == '-' {
-			return kid[:i]
-		}
-	}
-	return ""
+	r, _ := routing.KeyRegion(kid)
+	return r
 }
 
 // federationKeys is the key set published at /keys: this region's keys and

@@ -332,11 +332,7 @@ func jwtRegion(jwt string) (string, bool) {
 	if json.Unmarshal(raw, &h) != nil {
 		return "", false
 	}
-	region, _, ok := strings.Cut(h.Kid, "-")
-	if !ok || !ValidRegionID(region) {
-		return "", false
-	}
-	return region, true
+	return KeyRegion(h.Kid)
 }
 
 func clientID(r *http.Request, form url.Values) string {
