@@ -3,6 +3,7 @@ package node_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/coreos/go-oidc/v3/oidc"
+	jose "github.com/go-jose/go-jose/v4"
 	"go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -26,6 +28,7 @@ import (
 	"github.com/meridian-id/meridian/internal/oidctest"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/node"
+	"github.com/meridian-id/meridian/routing"
 	"github.com/meridian-id/meridian/telemetry"
 )
 
@@ -255,6 +258,28 @@ func TestCrossRegionRouting(t *testing.T) {
 	if s != 200 || d["access_token"] == nil {
 		t.Fatalf("dereference: %d %+v", s, oe)
 	}
+	// The JWT names eu's issuer and is signed by an eu key; it verifies
+	// with the federation JWKS any region publishes.
+	jws, err := jose.ParseSignedCompact(d["access_token"].(string), []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var claims struct {
+		Iss string `json:"iss"`
+		Sub string `json:"sub"`
+	}
+	_ = json.Unmarshal(jws.UnsafePayloadWithoutVerification(), &claims)
+	issuers := map[string]string{}
+	for i := range f.cfg.Regions {
+		issuers[f.cfg.Regions[i].ID] = f.cfg.Issuer(&f.cfg.Regions[i])
+	}
+	if err := routing.CheckKeyRegion(jws.Signatures[0].Header.KeyID, claims.Iss, issuers); err != nil || claims.Iss != issuers["eu"] {
+		t.Fatalf("dereferenced JWT: kid %s iss %s: %v", jws.Signatures[0].Header.KeyID, claims.Iss, err)
+	}
+	ks := fetchJWKS(t, c, base+"/keys")
+	if _, err := jws.Verify(ks); err != nil {
+		t.Fatalf("dereferenced JWT does not verify with the federation JWKS served by ap: %v", err)
+	}
 
 	// Revocation through ap; introspection through us sees it.
 	s, _, _ = oidctest.PostForm(t, c, base+"/revoke", url.Values{"token": {tok2["access_token"].(string)}}, app.ID, app.Secret)
@@ -368,4 +393,18 @@ func TestOneTraceAcrossHop(t *testing.T) {
 	if n < 2 {
 		t.Fatalf("%d server spans in the trace, want the entry region's and eu's", n)
 	}
+}
+
+// fetchJWKS returns a key set as a JWS verification key.
+func fetchJWKS(t testing.TB, c *http.Client, u string) *jose.JSONWebKeySet {
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var set jose.JSONWebKeySet
+	if err := json.NewDecoder(resp.Body).Decode(&set); err != nil {
+		t.Fatal(err)
+	}
+	return &set
 }
