@@ -258,3 +258,16 @@ func TestDynamicRegistration(t *testing.T) {
 		})
 	}
 }
+
+func TestClientSecretPost(t *testing.T) {
+	n := startNode(t, "eu", openSQLite(t))
+	c := n.addClient(region.ClientSpec{GrantTypes: []string{region.GrantClientCredentials}, AuthMethod: region.AuthSecretPost})
+	s, oe, m := postForm(t, n.URL+"/oauth/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {c.ID}, "client_secret": {c.Secret}}, "", "")
+	if s != 200 || m["access_token"] == nil {
+		t.Fatalf("client_secret_post: %d %+v", s, oe)
+	}
+	s, oe, _ = postForm(t, n.URL+"/oauth/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {c.ID}, "client_secret": {"wrong"}}, "", "")
+	if s != 401 || oe.Error != "invalid_client" {
+		t.Fatalf("wrong secret by post: %d %+v", s, oe)
+	}
+}
