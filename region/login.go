@@ -197,6 +197,20 @@ func (l *loginUI) pending(w http.ResponseWriter, r *http.Request) (store.AuthReq
 	return ar, true
 }
 
+// pendingForm is pending for a posted form: it also checks the CSRF token
+// and returns the browser nonce it is bound to.
+func (l *loginUI) pendingForm(w http.ResponseWriter, r *http.Request) (store.AuthRequest, string, bool) {
+	ar, ok := l.pending(w, r)
+	if !ok {
+		return ar, "", false
+	}
+	if !l.checkCSRF(r, ar.ID) {
+		l.errorPage(w, http.StatusForbidden, "Your session expired. Please start again from the application.")
+		return ar, "", false
+	}
+	return ar, l.existingNonce(r), true
+}
+
 // start is GET /login?id=…: reuse a live SSO session when the request
 // allows it, else ask for the username.
 func (l *loginUI) start(w http.ResponseWriter, r *http.Request) {
@@ -238,15 +252,10 @@ func (l *loginUI) federationClient(ctx context.Context, id string) bool {
 // identify is POST /login: the username step. Every username, known or
 // not, gets the password page.
 func (l *loginUI) identify(w http.ResponseWriter, r *http.Request) {
-	ar, ok := l.pending(w, r)
+	ar, nonce, ok := l.pendingForm(w, r)
 	if !ok {
 		return
 	}
-	if !l.checkCSRF(r, ar.ID) {
-		l.errorPage(w, http.StatusForbidden, "Your session expired. Please start again from the application.")
-		return
-	}
-	nonce := l.existingNonce(r)
 	username := strings.TrimSpace(r.PostFormValue("username"))
 	if username == "" || len(username) > 256 {
 		l.render(w, http.StatusOK, "username", page{Title: "Sign in", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Error: "Enter your username."})
@@ -269,15 +278,10 @@ const invalidCredentials = "Invalid username or password."
 
 // password is POST /login/password.
 func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
-	ar, ok := l.pending(w, r)
+	ar, nonce, ok := l.pendingForm(w, r)
 	if !ok {
 		return
 	}
-	if !l.checkCSRF(r, ar.ID) {
-		l.errorPage(w, http.StatusForbidden, "Your session expired. Please start again from the application.")
-		return
-	}
-	nonce := l.existingNonce(r)
 	raw := r.PostFormValue("username")
 	username, nerr := NormalizeUsername(raw)
 	if !l.limits.allow(clientIP(r), username) {
@@ -317,15 +321,10 @@ func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
 
 // otp is POST /login/totp.
 func (l *loginUI) otp(w http.ResponseWriter, r *http.Request) {
-	ar, ok := l.pending(w, r)
+	ar, nonce, ok := l.pendingForm(w, r)
 	if !ok {
 		return
 	}
-	if !l.checkCSRF(r, ar.ID) {
-		l.errorPage(w, http.StatusForbidden, "Your session expired. Please start again from the application.")
-		return
-	}
-	nonce := l.existingNonce(r)
 	st, ok := l.openState(r.PostFormValue("state"), ar.ID)
 	if !ok {
 		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
@@ -380,12 +379,8 @@ func (l *loginUI) authenticated(w http.ResponseWriter, r *http.Request, ar store
 
 // consent is POST /consent.
 func (l *loginUI) consent(w http.ResponseWriter, r *http.Request) {
-	ar, ok := l.pending(w, r)
+	ar, nonce, ok := l.pendingForm(w, r)
 	if !ok {
-		return
-	}
-	if !l.checkCSRF(r, ar.ID) {
-		l.errorPage(w, http.StatusForbidden, "Your session expired. Please start again from the application.")
 		return
 	}
 	st, ok := l.openState(r.PostFormValue("state"), ar.ID)
@@ -397,7 +392,7 @@ func (l *loginUI) consent(w http.ResponseWriter, r *http.Request) {
 		l.redirectError(w, r, ar, oidc.ErrAccessDenied().WithDescription("the user denied access"))
 		return
 	}
-	l.complete(w, r, ar, l.existingNonce(r), st)
+	l.complete(w, r, ar, nonce, st)
 }
 
 func (l *loginUI) complete(w http.ResponseWriter, r *http.Request, ar store.AuthRequest, nonce string, st loginState) {
