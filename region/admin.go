@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -128,7 +129,7 @@ func CreateClient(ctx context.Context, st store.Store, codec *routing.Codec, reg
 // (RFC 8252 §7.3), and private-use schemes for native apps; never fragments.
 func validRedirectURI(raw string) error {
 	u, err := url.Parse(raw)
-	if err != nil || !u.IsAbs() || u.Fragment != "" || u.RawFragment != "" || len(raw) > 2000 {
+	if err != nil || !u.IsAbs() || strings.Contains(raw, "#") || len(raw) > 2000 {
 		return fmt.Errorf("%w: %q must be an absolute URI without fragment", ErrInvalidRedirectURI, raw)
 	}
 	switch u.Scheme {

@@ -3,8 +3,11 @@ package region
 import (
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/meridian-id/meridian/routing"
 )
 
 // limiter bounds failed password and TOTP attempts per client address and per
@@ -53,9 +56,26 @@ func (l *limiter) failed(ip, id string) {
 	l.perID[id]++
 }
 
-// clientIP is the peer address. Forwarded headers are not trusted: the
-// router strips them, and a client could forge them to dodge the limit.
+// clientIP is the peer address. Forwarded headers are not trusted from
+// clients (the router strips them, and a client could forge them to dodge
+// the limit), except on a call another region's router forwarded: the
+// router verified its MACed hop header (and only then sets HopFromHeader),
+// replaced any client-supplied X-Forwarded-For and appended the address
+// of the client it served. Without this, every login proxied from one
+// region would share that router's address and one attacker could exhaust
+// the per-address limit for all of them.
 func clientIP(r *http.Request) string {
+	if r.Header.Get(routing.HopFromHeader) != "" {
+		if xff := r.Header.Values("X-Forwarded-For"); len(xff) > 0 {
+			last := xff[len(xff)-1]
+			if i := strings.LastIndexByte(last, ','); i >= 0 {
+				last = last[i+1:]
+			}
+			if ip := net.ParseIP(strings.TrimSpace(last)); ip != nil {
+				return ip.String()
+			}
+		}
+	}
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {
 		return r.RemoteAddr

@@ -137,7 +137,16 @@ func (s *storage) client(ctx context.Context, id string) (*client, error) {
 
 // GetClientByClientID implements op.OPStorage.
 func (s *storage) GetClientByClientID(ctx context.Context, id string) (op.Client, error) {
-	return s.client(ctx, id)
+	c, err := s.client(ctx, id)
+	if errors.As(err, new(notFoundError)) {
+		// op answers errors that are not OAuth errors with 500 (which the
+		// API turns into 503): an unknown client is the caller's mistake.
+		return nil, oidc.ErrInvalidClient().WithParent(err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
 }
 
 // HashClientSecret is how client secrets are stored: they are 256-bit

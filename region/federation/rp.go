@@ -271,7 +271,13 @@ func (rp *RP) Complete(ctx context.Context, q url.Values, f Flow, redirectURI st
 		return Identity{}, ErrIssuerMismatch
 	}
 	if e := q.Get("error"); e != "" {
-		return Identity{}, &AuthError{Code: e, Description: q.Get("error_description")}
+		ae := &AuthError{Code: e, Description: q.Get("error_description")}
+		if e == "server_error" || e == "temporarily_unavailable" {
+			// The provider is up but cannot serve (its store failed): the
+			// user should retry later, not start again.
+			return Identity{}, unavailable("authorization endpoint of "+rp.issuer, ae)
+		}
+		return Identity{}, ae
 	}
 	code := q.Get("code")
 	if code == "" {
