@@ -33,17 +33,17 @@ type Config struct {
 
 // Federation holds what every node shares.
 type Federation struct {
-	GlobalHost     string        `mapstructure:"global_host"`
-	Scheme         string        `mapstructure:"scheme"`
-	Port           int           `mapstructure:"port"`
-	CookieDomain   string        `mapstructure:"cookie_domain"`
-	RoutingKeyFile string        `mapstructure:"routing_key_file"`
+	GlobalHost     string `mapstructure:"global_host"`
+	Scheme         string `mapstructure:"scheme"`
+	Port           int    `mapstructure:"port"`
+	CookieDomain   string `mapstructure:"cookie_domain"`
+	RoutingKeyFile string `mapstructure:"routing_key_file"`
 	// PreviousRoutingKeyFile, during a routing key rotation, still verifies
 	// artifacts minted with the old key (new ones use RoutingKeyFile).
-	PreviousRoutingKeyFile string `mapstructure:"previous_routing_key_file"`
-	Topology       string        `mapstructure:"topology"`
-	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
-	RequestTimeout time.Duration `mapstructure:"request_timeout"`
+	PreviousRoutingKeyFile string        `mapstructure:"previous_routing_key_file"`
+	Topology               string        `mapstructure:"topology"`
+	ConnectTimeout         time.Duration `mapstructure:"connect_timeout"`
+	RequestTimeout         time.Duration `mapstructure:"request_timeout"`
 }
 
 // Site is one deployment of a region: its public host name, where it
