@@ -165,15 +165,15 @@ func TestFaultSlowLinkDeadline(t *testing.T) {
 		t.Fatalf("the code was re-sent to the DR site %d times", n)
 	}
 
-	// Introspection is safe to repeat, but the one request deadline covers
-	// every attempt: a primary that is slow (not dead) uses it up, so the
-	// answer is 503 within the deadline rather than the DR site's answer.
+	// Introspection is safe to repeat: the primary attempt gets half of the
+	// deadline, so a primary that is slow (not dead) still leaves the DR
+	// site time to answer within the deadline.
 	s, m, took = rig.call(t, "/oauth/introspect", app, url.Values{"token": {at}})
-	t.Logf("introspection over a slow primary link: %d %v after %s", s, m["error"], took.Round(time.Millisecond))
-	if s != http.StatusServiceUnavailable || m["error"] != "temporarily_unavailable" || m["active"] != nil {
-		t.Fatalf("introspection over the slow link: %d %v", s, m)
+	t.Logf("introspection over a slow primary link: %d active=%v after %s", s, m["active"], took.Round(time.Millisecond))
+	if s != http.StatusOK || m["active"] != true {
+		t.Fatalf("introspection over the slow link: %d %v, want the DR site's answer", s, m)
 	}
-	if took > rig.requestTimeout+400*time.Millisecond {
+	if took > rig.requestTimeout {
 		t.Fatalf("introspection answered after %s; the request timeout is %s", took, rig.requestTimeout)
 	}
 }

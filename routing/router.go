@@ -491,12 +491,24 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 			continue
 		}
 		out := req
+		// A safe call with a DR site gives the primary half of what is left,
+		// so a slow (not refusing) primary still leaves the DR site time to
+		// answer within the deadline.
+		cancel := context.CancelFunc(func() {})
+		if i == 0 && ci.safe && len(addrs) > 1 {
+			if dl, ok := req.Context().Deadline(); ok {
+				var actx context.Context
+				actx, cancel = context.WithTimeout(req.Context(), time.Until(dl)/2)
+				out = req.WithContext(actx)
+			}
+		}
 		if i > 0 {
 			out = req.Clone(req.Context())
 			out.URL.Host = addr
 			if req.GetBody != nil {
 				body, err := req.GetBody()
 				if err != nil {
+					cancel()
 					return nil, err
 				}
 				out.Body = body
@@ -505,8 +517,10 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp, err := f.base.RoundTrip(out)
 		if err == nil {
 			b.done(true, f.rt.now())
+			resp.Body = cancelOnClose{resp.Body, cancel}
 			return resp, nil
 		}
+		cancel()
 		b.done(false, f.rt.now())
 		lastErr = err
 		if req.Context().Err() != nil {

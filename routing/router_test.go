@@ -316,6 +316,36 @@ func resetAddr(t *testing.T) (string, *atomic.Int64) {
 	return ln.Addr().String(), &n
 }
 
+// hangAddr accepts connections and never answers: a slow, not dead, region.
+func hangAddr(t *testing.T) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return ln.Addr().String()
+}
+
 func TestFailover(t *testing.T) {
 	dr := &seen{}
 	drSrv := httptest.NewServer(dr.handler("eu-dr"))
@@ -360,6 +390,23 @@ func TestFailover(t *testing.T) {
 		w = call(f, "/oauth/introspect", url.Values{"token": {f.mint(t, KindAccess, "eu")}})
 		if w.Header().Get("X-Served-By") != "eu-dr" {
 			t.Fatalf("introspection after reset: status %d", w.Code)
+		}
+	})
+	t.Run("slow primary: safe calls answered by DR within the deadline", func(t *testing.T) {
+		hang := hangAddr(t)
+		f := newFixture(t, func(c *RouterConfig) {
+			c.Upstreams[0].Addr, c.Upstreams[0].DRAddr = hang, drSrv.Listener.Addr().String()
+			c.RequestTimeout = time.Second
+		})
+		start := time.Now()
+		w := call(f, "/oauth/introspect", url.Values{"token": {f.mint(t, KindAccess, "eu")}})
+		if w.Header().Get("X-Served-By") != "eu-dr" || time.Since(start) >= time.Second {
+			t.Fatalf("status %d after %s, want the DR answer within the 1s deadline", w.Code, time.Since(start))
+		}
+		before := dr.count()
+		w = call(f, "/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {f.mint(t, KindCode, "eu")}})
+		if w.Code != http.StatusServiceUnavailable || dr.count() != before {
+			t.Fatalf("slow primary, code redemption: status %d, DR calls %d; want 503 and none", w.Code, dr.count()-before)
 		}
 	})
 	t.Run("no DR: 503 temporarily_unavailable", func(t *testing.T) {
