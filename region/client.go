@@ -84,7 +84,8 @@ func (c *client) RestrictAdditionalAccessTokenScopes() func([]string) []string {
 	return func(s []string) []string { return s }
 }
 
-// IsScopeAllowed admits no scopes beyond the standard OIDC ones.
+// IsScopeAllowed admits, beyond the standard OIDC scopes op handles itself,
+// only the extra scopes registered for the client.
 func (c *client) IsScopeAllowed(scope string) bool { return slices.Contains(c.Scopes, scope) }
 
 // IDTokenUserinfoClaimsAssertion puts the profile claims into the ID token

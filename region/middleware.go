@@ -95,32 +95,40 @@ func noStore(next http.Handler) http.Handler {
 // withIss adds RFC 9207's iss parameter to every authorization response op
 // sends to a client's redirect_uri (success or error).
 func (p *Provider) withIss(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next.ServeHTTP(&issWriter{ResponseWriter: w, r: r, p: p}, r)
+	return onRedirect(next, func(w http.ResponseWriter, r *http.Request) {
+		if loc := w.Header().Get("Location"); loc != "" {
+			w.Header().Set("Location", p.addIss(r.Context(), loc, r))
+		}
 	})
 }
 
-type issWriter struct {
+// onRedirect runs hook just before next's response header is written, when
+// next answers with a redirect; hook may still change the header.
+func onRedirect(next http.Handler, hook func(http.ResponseWriter, *http.Request)) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(&redirectWriter{ResponseWriter: w, r: r, hook: hook}, r)
+	})
+}
+
+type redirectWriter struct {
 	http.ResponseWriter
 	r    *http.Request
-	p    *Provider
+	hook func(http.ResponseWriter, *http.Request)
 	done bool
 }
 
-func (w *issWriter) WriteHeader(status int) {
+func (w *redirectWriter) WriteHeader(status int) {
 	if w.done {
 		return
 	}
 	w.done = true
 	if status >= 300 && status < 400 {
-		if loc := w.Header().Get("Location"); loc != "" {
-			w.Header().Set("Location", w.p.addIss(w.r.Context(), loc, w.r))
-		}
+		w.hook(w.ResponseWriter, w.r)
 	}
 	w.ResponseWriter.WriteHeader(status)
 }
 
-func (w *issWriter) Write(b []byte) (int, error) {
+func (w *redirectWriter) Write(b []byte) (int, error) {
 	if !w.done {
 		w.WriteHeader(http.StatusOK)
 	}
@@ -181,34 +189,9 @@ func (p *Provider) checkCallback(next http.Handler) http.Handler {
 // endSession ends the browser's SSO session when op accepts an RP-initiated
 // logout (it answers with a redirect).
 func (p *Provider) endSession(next http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		next.ServeHTTP(&logoutWriter{ResponseWriter: w, r: r, p: p}, r)
+	return onRedirect(next, func(w http.ResponseWriter, r *http.Request) {
+		p.login.endSession(r.Context(), w, r)
 	})
-}
-
-type logoutWriter struct {
-	http.ResponseWriter
-	r    *http.Request
-	p    *Provider
-	done bool
-}
-
-func (w *logoutWriter) WriteHeader(status int) {
-	if w.done {
-		return
-	}
-	w.done = true
-	if status >= 300 && status < 400 {
-		w.p.login.endSession(w.r.Context(), w.ResponseWriter, w.r)
-	}
-	w.ResponseWriter.WriteHeader(status)
-}
-
-func (w *logoutWriter) Write(b []byte) (int, error) {
-	if !w.done {
-		w.WriteHeader(http.StatusOK)
-	}
-	return w.ResponseWriter.Write(b)
 }
 
 // browser turns op's plain-text error answers on browser endpoints into an

@@ -113,7 +113,7 @@ func (rm *remote) peerKeys(ctx context.Context, region string) []jose.JSONWebKey
 	// A peer may only publish keys that name its own region.
 	var own []jose.JSONWebKey
 	for _, k := range set.Keys {
-		if keyRegion(k.KeyID) == region && k.IsPublic() {
+		if r, ok := routing.KeyRegion(k.KeyID); ok && r == region && k.IsPublic() {
 			own = append(own, k)
 		}
 	}
@@ -121,12 +121,6 @@ func (rm *remote) peerKeys(ctx context.Context, region string) []jose.JSONWebKey
 	rm.keys[region], rm.keysAt[region] = own, time.Now()
 	rm.mu.Unlock()
 	return own
-}
-
-// keyRegion is the region a key id names ("eu-3f2a…" → "eu").
-func keyRegion(kid string) string {
-	r, _ := routing.KeyRegion(kid)
-	return r
 }
 
 // federationKeys is the key set published at /keys: this region's keys and
