@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meridian-id/meridian/internal/testenv"
 )
 
 // localFederation is `make run` on private ports: the binaries of this
@@ -31,30 +33,14 @@ type localFederation struct {
 	log                   strings.Builder
 }
 
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
+// binaries returns the directory holding this checkout's commands.
+func binaries(t testing.TB) string { return testenv.Binaries(t) }
 
-// binaries builds cmd/... and examples/... once per test binary.
-func binaries(t testing.TB) string {
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "meridian-bin-")
-		if buildErr != nil {
-			return
-		}
-		c := exec.Command("go", "build", "-o", buildDir+"/", "./cmd/...", "./examples/...")
-		c.Dir = ".."
-		out, err := c.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return buildDir
+// TestMain removes the built binaries after the tests.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	testenv.RemoveBinaries()
+	os.Exit(code)
 }
 
 // freePorts finds n ports free on every loopback address the example

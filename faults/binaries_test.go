@@ -16,41 +16,17 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/meridian-id/meridian/internal/testenv"
 )
 
-// The binaries of this checkout, built once per test binary (the only
-// package-level state of this suite).
-var (
-	buildOnce sync.Once
-	buildDir  string
-	buildErr  error
-)
+// binaries returns the directory holding this checkout's commands.
+func binaries(t testing.TB) string { return testenv.Binaries(t) }
 
-// binaries builds ./cmd/... once and returns the directory holding them.
-func binaries(t testing.TB) string {
-	buildOnce.Do(func() {
-		buildDir, buildErr = os.MkdirTemp("", "meridian-faults-bin-")
-		if buildErr != nil {
-			return
-		}
-		c := exec.Command("go", "build", "-o", buildDir+"/", "./cmd/...")
-		c.Dir = ".."
-		if out, err := c.CombinedOutput(); err != nil {
-			buildErr = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
-	}
-	return buildDir
-}
-
-// TestMain removes the build cache directory after the tests.
+// TestMain removes the built binaries after the tests.
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if buildDir != "" {
-		os.RemoveAll(buildDir)
-	}
+	testenv.RemoveBinaries()
 	os.Exit(code)
 }
 
