@@ -252,16 +252,8 @@ func (s *Server) serveUDP(ctx context.Context, pc net.PacketConn) {
 			}
 		}
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+			if !s.pause(ctx, "geodns udp read", err, &backoff) {
 				return
-			}
-			// Transient errors (e.g. ENOBUFS) must not spin the CPU.
-			backoff = min(max(backoff*2, 5*time.Millisecond), time.Second)
-			s.log.Warn("geodns udp read", "err", err, "retry_in", backoff)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
 			}
 			continue
 		}
@@ -314,17 +306,8 @@ func (s *Server) serveTCP(ctx context.Context, ln net.Listener) {
 	for {
 		c, err := ln.Accept()
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+			if !s.pause(ctx, "geodns tcp accept", err, &backoff) {
 				return
-			}
-			// Resource exhaustion (EMFILE, ...) passes; retry with backoff,
-			// as net/http does.
-			backoff = min(max(backoff*2, 5*time.Millisecond), time.Second)
-			s.log.Warn("geodns tcp accept", "err", err, "retry_in", backoff)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
 			}
 			continue
 		}
@@ -439,4 +422,21 @@ func slipReply(req *Request) *dns.Msg {
 		m.Question = []dns.Question{req.Question}
 	}
 	return m
+}
+
+// pause handles a failed read or accept: it reports false when the server
+// is stopping, and otherwise logs and waits with a doubling backoff (5 ms
+// up to 1 s), so transient errors (ENOBUFS, EMFILE) never spin the CPU.
+func (s *Server) pause(ctx context.Context, what string, err error, backoff *time.Duration) bool {
+	if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+		return false
+	}
+	*backoff = min(max(*backoff*2, 5*time.Millisecond), time.Second)
+	s.log.Warn(what, "err", err, "retry_in", *backoff)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-time.After(*backoff):
+		return true
+	}
 }

@@ -50,15 +50,8 @@ func (s *Server) serveUDPBatch(ctx context.Context, bc batchConn) {
 	for {
 		n, err := bc.ReadBatch(in, 0)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, net.ErrClosed) {
+			if !s.pause(ctx, "geodns udp read", err, &backoff) {
 				return
-			}
-			backoff = min(max(backoff*2, 5*time.Millisecond), time.Second)
-			s.log.Warn("geodns udp read", "err", err, "retry_in", backoff)
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(backoff):
 			}
 			continue
 		}
