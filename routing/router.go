@@ -249,10 +249,11 @@ func (rt *Router) Decide(r *http.Request, form url.Values) Decision {
 	case "/end_session":
 		// Proxied, not redirected: the session lives in the client's region,
 		// and the ID token hint names the issuer of the host the browser is on.
-		artifact = form.Get("client_id")
-		if _, ok := rt.owner(artifact); !ok {
-			artifact = form.Get("id_token_hint")
+		region, ok := rt.owner(form.Get("client_id"))
+		if !ok {
+			region, ok = rt.owner(form.Get("id_token_hint"))
 		}
+		return rt.proxyTo(region, ok, false)
 	case "/oauth/token":
 		switch form.Get("grant_type") {
 		case "authorization_code":
@@ -278,6 +279,11 @@ func (rt *Router) Decide(r *http.Request, form url.Values) Decision {
 		return Decision{Action: Local, Region: rt.cfg.Local}
 	}
 	region, ok := rt.owner(artifact)
+	return rt.proxyTo(region, ok, safe)
+}
+
+// proxyTo decides for an artifact owned by region (ok: its owner is known).
+func (rt *Router) proxyTo(region string, ok, safe bool) Decision {
 	if !ok || region == rt.cfg.Local {
 		return Decision{Action: Local, Region: rt.cfg.Local}
 	}

@@ -150,6 +150,9 @@ func TestDecide(t *testing.T) {
 		{"flipped code", formReq("/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {flipChar(euCode)}}), Local, "us", false},
 		{"region swapped", formReq("/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {strings.Replace(euCode, ".eu.", ".ap.", 1)}}), Local, "us", false},
 		{"url as region", formReq("/oauth/introspect", url.Values{"token": {strings.Replace(euAT, ".eu.", ".evil.example.", 1)}}), Local, "us", false},
+		{"end_session by client_id", httptest.NewRequest("GET", "/end_session?client_id="+url.QueryEscape(euClient), nil), Proxy, "eu", false},
+		{"end_session by id_token_hint", httptest.NewRequest("GET", "/end_session?id_token_hint="+fakeJWT("eu-abc"), nil), Proxy, "eu", false},
+		{"end_session forged client", httptest.NewRequest("GET", "/end_session?client_id="+url.QueryEscape(flipChar(euClient)), nil), Local, "us", false},
 		{"login page", httptest.NewRequest("GET", "/login?id=x", nil), Local, "us", false},
 		{"discovery", httptest.NewRequest("GET", "/.well-known/openid-configuration", nil), Local, "us", false},
 	}
