@@ -20,6 +20,7 @@ import (
 
 	"github.com/rs/cors"
 	"github.com/zitadel/oidc/v3/pkg/op"
+	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/text/language"
 
 	"github.com/meridian-id/meridian/region/store"
@@ -54,6 +55,8 @@ type Config struct {
 	// authenticated by their home region and /keys publishes every
 	// region's keys.
 	Peers Peers
+	// Meter, when set, receives the region's metrics (audit event counts).
+	Meter metric.Meter
 }
 
 // Provider is a regional OpenID provider. It is an http.Handler.
@@ -66,6 +69,7 @@ type Provider struct {
 	op      *op.Provider
 	log     *slog.Logger
 	login   *loginUI
+	audit   *auditor
 	remote  *remote
 	handler http.Handler
 }
@@ -86,7 +90,7 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 		return nil, fmt.Errorf("%w: issuer and global issuer are required", ErrConfig)
 	}
 	fillLifetimes(&cfg.Lifetimes)
-	p := &Provider{cfg: cfg, st: st, codec: codec, log: log}
+	p := &Provider{cfg: cfg, st: st, codec: codec, log: log, audit: newAuditor(log, cfg.Region, cfg.Meter)}
 	p.keys = NewKeys(cfg.Region, st)
 	if err := p.keys.EnsureActive(ctx); err != nil {
 		return nil, err

@@ -163,7 +163,7 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	n.Provider, err = region.New(ctx, region.Config{
 		Region: id, Issuer: cfg.Issuer(r), GlobalIssuer: cfg.GlobalIssuer(), RegionHosts: hosts,
 		CookieDomain: cfg.Federation.CookieDomain, SecureCookies: cfg.Federation.Scheme == "https", CookieKey: cookieKey,
-		Peers: n.Router, Upstream: upstream,
+		Peers: n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"),
 	}, st, codec, log)
 	if err != nil {
 		n.Close()
