@@ -46,8 +46,8 @@ func TestLoadRejects(t *testing.T) {
 		{"bad scheme", "scheme: http ", "scheme: ftp ", "federation.scheme"},
 		{"url as host", "global_host: id.localhost", "global_host: https://id.localhost/", "federation.global_host"},
 		{"bad database url", `database: ""                   # PostgreSQL URL`, `database: "mysql://x"          # PostgreSQL URL`, "regions[0].database"},
-		{"bad cidr", "cidr: 10.1.0.0/16", "cidr: 10.1.0.0/99", "dns.subnets[1].cidr"},
-		{"bad default region", "default_region: eu", "default_region: mars", "dns.default_region"},
+		{"region id with leading dash", "  - id: ap", "  - id: -ap", "regions[2].id"},
+		{"proximity listed twice", "proximity: [us, ap]", "proximity: [us, us]", "regions[0].proximity[1]"},
 		{"bad redis url", `redis: ""`, `redis: "http://x"`, "hub.redis"},
 		{"bad timeout", "request_timeout: 10s", "request_timeout: soon", "request_timeout"},
 	}
