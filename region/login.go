@@ -142,38 +142,84 @@ func (l *loginUI) checkCallback(r *http.Request) bool {
 	return nonce != "" && id != "" && hmac.Equal([]byte(r.URL.Query().Get("b")), []byte(l.bindCallback(id, nonce)))
 }
 
-// state carries a half-finished login between pages, MACed and short-lived.
+// loginState carries a half-finished login between pages, MACed and
+// short-lived. A sealed state names the one step it was minted for and the
+// factors still to verify, and is bound to the authorization request and
+// the browser, so it cannot be replayed at another step (a password-only
+// state at /consent), for another request or from another browser.
 type loginState struct {
 	id, userID, amr string
 	authTime        time.Time
+	// federated is a user authenticated by their resident region, which
+	// enforced their factors; this region knows none of them.
+	federated bool
 }
 
-func (l *loginUI) sealState(s loginState) string {
+// Login steps a sealed state can be minted for.
+const (
+	stepTOTP    = "totp"    // the password is verified, the TOTP code is still required
+	stepConsent = "consent" // every factor is verified, consent is asked
+)
+
+// factorsFor is what a state minted for step still requires: the TOTP step
+// requires the one-time code, consent requires nothing more.
+func factorsFor(step string) string {
+	if step == stepTOTP {
+		return "otp"
+	}
+	return ""
+}
+
+func (l *loginUI) sealState(s loginState, step, nonce string) string {
 	exp := strconv.FormatInt(time.Now().Add(5*time.Minute).Unix(), 10)
 	at := strconv.FormatInt(s.authTime.Unix(), 10)
-	payload := strings.Join([]string{s.id, s.userID, s.amr, at, exp}, "|")
-	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + l.mac("state", payload)
+	fed := "0"
+	if s.federated {
+		fed = "1"
+	}
+	payload := strings.Join([]string{step, factorsFor(step), s.id, s.userID, s.amr, at, fed, exp}, "|")
+	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + l.mac("state", payload, nonce)
 }
 
-func (l *loginUI) openState(v, id string) (loginState, bool) {
+// openState opens a sealed state for the authorization request id, posted
+// at step by the browser with nonce. A state minted for any other step,
+// request or browser, expired or forged, is refused.
+func (l *loginUI) openState(v, id, step, nonce string) (loginState, bool) {
 	enc, sig, ok := strings.Cut(v, ".")
-	if !ok {
+	if !ok || nonce == "" {
 		return loginState{}, false
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(enc)
-	if err != nil || !hmac.Equal([]byte(sig), []byte(l.mac("state", string(raw)))) {
+	if err != nil || !hmac.Equal([]byte(sig), []byte(l.mac("state", string(raw), nonce))) {
 		return loginState{}, false
 	}
 	f := strings.Split(string(raw), "|")
-	if len(f) != 5 || f[0] != id {
+	if len(f) != 8 || f[0] != step || f[1] != factorsFor(step) || f[2] != id {
 		return loginState{}, false
 	}
-	at, err1 := strconv.ParseInt(f[3], 10, 64)
-	exp, err2 := strconv.ParseInt(f[4], 10, 64)
+	at, err1 := strconv.ParseInt(f[5], 10, 64)
+	exp, err2 := strconv.ParseInt(f[7], 10, 64)
 	if err1 != nil || err2 != nil || time.Now().Unix() > exp {
 		return loginState{}, false
 	}
-	return loginState{id: f[0], userID: f[1], amr: f[2], authTime: time.Unix(at, 0).UTC()}, true
+	return loginState{id: f[2], userID: f[3], amr: f[4], authTime: time.Unix(at, 0).UTC(), federated: f[6] == "1"}, true
+}
+
+// missingFactor names a factor the user has but st has not verified
+// ("otp"), or is empty when the login may complete. Federated users'
+// factors were enforced by their resident region.
+func (l *loginUI) missingFactor(ctx context.Context, st loginState) (string, error) {
+	if st.federated {
+		return "", nil
+	}
+	u, err := l.p.st.GetUserByID(ctx, st.userID)
+	if err != nil {
+		return "", err
+	}
+	if u.TOTPSecret != "" && !slices.Contains(strings.Fields(st.amr), "otp") {
+		return "otp", nil
+	}
+	return "", nil
 }
 
 // --- handlers ---
@@ -220,7 +266,7 @@ func (l *loginUI) start(w http.ResponseWriter, r *http.Request) {
 	}
 	nonce := l.browserNonce(w, r)
 	if sess, ok := l.session(r); ok && !hasPrompt(ar, oidc.PromptLogin) && withinMaxAge(ar, sess.AuthTime) {
-		l.authenticated(w, r, ar, nonce, loginState{id: ar.ID, userID: sess.UserID, amr: strings.Join(sess.AMR, " "), authTime: sess.AuthTime}, false)
+		l.authenticated(w, r, ar, nonce, loginState{id: ar.ID, userID: sess.UserID, amr: strings.Join(sess.AMR, " "), authTime: sess.AuthTime, federated: slices.Contains(sess.AMR, "fed")}, false)
 		return
 	}
 	if hasPrompt(ar, oidc.PromptNone) {
@@ -313,7 +359,7 @@ func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
 	}
 	st := loginState{id: ar.ID, userID: u.ID, amr: "pwd", authTime: time.Now().UTC()}
 	if u.TOTPSecret != "" {
-		l.render(w, http.StatusOK, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st)})
+		l.render(w, http.StatusOK, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st, stepTOTP, nonce)})
 		return
 	}
 	l.authenticated(w, r, ar, nonce, st, true)
@@ -325,7 +371,7 @@ func (l *loginUI) otp(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	st, ok := l.openState(r.PostFormValue("state"), ar.ID)
+	st, ok := l.openState(r.PostFormValue("state"), ar.ID, stepTOTP, nonce)
 	if !ok {
 		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
 		return
@@ -350,6 +396,17 @@ func (l *loginUI) otp(w http.ResponseWriter, r *http.Request) {
 // session; third-party clients then ask for consent; finally the browser is
 // sent to op's callback, which issues the code.
 func (l *loginUI) authenticated(w http.ResponseWriter, r *http.Request, ar store.AuthRequest, nonce string, st loginState, fresh bool) {
+	missing, err := l.missingFactor(r.Context(), st)
+	if err != nil {
+		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+		return
+	}
+	if missing != "" {
+		// A session from before the user enrolled a second factor: ask for
+		// it now instead of completing with fewer factors than they have.
+		l.render(w, http.StatusOK, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st, stepTOTP, nonce)})
+		return
+	}
 	if fresh {
 		if err := l.startSession(w, r, st); err != nil {
 			l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
@@ -370,7 +427,7 @@ func (l *loginUI) authenticated(w http.ResponseWriter, r *http.Request, ar store
 		if name == "" {
 			name = c.ID
 		}
-		l.render(w, http.StatusOK, "consent", page{Title: "Allow access?", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st),
+		l.render(w, http.StatusOK, "consent", page{Title: "Allow access?", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st, stepConsent, nonce),
 			ClientName: name, Scopes: ar.Scopes})
 		return
 	}
@@ -383,7 +440,7 @@ func (l *loginUI) consent(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	st, ok := l.openState(r.PostFormValue("state"), ar.ID)
+	st, ok := l.openState(r.PostFormValue("state"), ar.ID, stepConsent, nonce)
 	if !ok {
 		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
 		return
@@ -396,6 +453,12 @@ func (l *loginUI) consent(w http.ResponseWriter, r *http.Request) {
 }
 
 func (l *loginUI) complete(w http.ResponseWriter, r *http.Request, ar store.AuthRequest, nonce string, st loginState) {
+	// Defense in depth: whatever path led here, no login completes with
+	// fewer factors than the user has.
+	if missing, err := l.missingFactor(r.Context(), st); err != nil || missing != "" {
+		l.errorPage(w, http.StatusBadRequest, "Your sign-in could not be completed. Please start again from the application.")
+		return
+	}
 	amr := strings.Fields(st.amr)
 	if err := l.p.st.CompleteAuthRequest(r.Context(), ar.ID, st.userID, st.authTime, amr); err != nil {
 		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
