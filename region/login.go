@@ -5,11 +5,13 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"embed"
 	"encoding/base64"
 	"errors"
 	"html/template"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -42,6 +44,7 @@ type loginUI struct {
 	tmpl      *template.Template
 	dummyHash string
 	limits    *limiter
+	argon     *memoryBudget
 }
 
 func newLoginUI(p *Provider) (*loginUI, error) {
@@ -53,7 +56,7 @@ func newLoginUI(p *Provider) (*loginUI, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &loginUI{p: p, tmpl: t, dummyHash: dummy, limits: newLimiter()}, nil
+	return &loginUI{p: p, tmpl: t, dummyHash: dummy, limits: newLimiter(p.st), argon: newMemoryBudget(DefaultPasswordMemoryBudget)}, nil
 }
 
 type page struct {
@@ -302,6 +305,12 @@ func (l *loginUI) identify(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// Every username post counts against the address until a login
+	// succeeds from it (authenticated refunds it): probing names is slow.
+	if _, wait, err := l.limits.reserve(r.Context(), identifyLimit(clientIP(r))); err != nil {
+		l.limited(w, r, err, wait, "identify", "", "username", page{Title: "Sign in", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: r.PostFormValue("username")})
+		return
+	}
 	username := strings.TrimSpace(r.PostFormValue("username"))
 	if username == "" || len(username) > 256 {
 		l.render(w, http.StatusOK, "username", page{Title: "Sign in", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Error: "Enter your username."})
@@ -322,7 +331,29 @@ func (l *loginUI) identify(w http.ResponseWriter, r *http.Request) {
 
 const invalidCredentials = "Invalid username or password."
 
-// password is POST /login/password.
+// limited answers an attempt that a limit refused (err is errLimited) or
+// that the limiter could not count (the database failed: refuse rather
+// than guess unthrottled).
+func (l *loginUI) limited(w http.ResponseWriter, r *http.Request, err error, wait time.Duration, step, userID, tmpl string, pg page) {
+	if !errors.Is(err, errLimited) {
+		l.p.log.ErrorContext(r.Context(), "login limiter unavailable", "err", err)
+		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+		return
+	}
+	attrs := []slog.Attr{slog.String("step", step), slog.String("client_ip", clientIP(r))}
+	if userID != "" {
+		attrs = append(attrs, slog.String("user_id", userID))
+	}
+	l.p.audit.record(r.Context(), AuditLockout, attrs...)
+	retryAfter(w, wait)
+	pg.Error = "Too many attempts. Wait a minute and try again."
+	l.render(w, http.StatusTooManyRequests, tmpl, pg)
+}
+
+// password is POST /login/password. The order bounds what an attacker can
+// make the node do: memory for argon2id first (a flood is refused at once),
+// then an attempt reserved region-wide against the address and the
+// username, and only then the verification.
 func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
 	ar, nonce, ok := l.pendingForm(w, r)
 	if !ok {
@@ -330,11 +361,8 @@ func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
 	}
 	raw := r.PostFormValue("username")
 	username, nerr := NormalizeUsername(raw)
-	if !l.limits.allow(clientIP(r), username) {
-		l.render(w, http.StatusTooManyRequests, "password", page{Title: "Enter your password", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: raw,
-			Error: "Too many attempts. Wait a minute and try again."})
-		return
-	}
+	pg := page{Title: "Enter your password", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: raw}
+	ip := clientIP(r)
 	var u store.User
 	var err error
 	if nerr == nil {
@@ -350,13 +378,38 @@ func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		hash = u.PasswordHash
 	}
-	// The argon2id cost is paid whether or not the user exists.
-	perr := VerifyPassword(hash, r.PostFormValue("password"))
-	if err != nil || perr != nil {
-		l.limits.failed(clientIP(r), username)
-		l.render(w, http.StatusOK, "password", page{Title: "Enter your password", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: raw, Error: invalidCredentials})
+	cost, ok := l.argon.acquire(hash)
+	if !ok {
+		retryAfter(w, time.Second)
+		pg.Error = "The sign-in service is busy. Try again in a moment."
+		l.render(w, http.StatusServiceUnavailable, "password", pg)
 		return
 	}
+	res, wait, lerr := l.limits.reserve(r.Context(), perAddress(ip), perIdentifier("user", username))
+	if lerr != nil {
+		l.argon.release(cost)
+		l.limited(w, r, lerr, wait, "password", u.ID, "password", pg)
+		return
+	}
+	// The argon2id cost is paid whether or not the user exists.
+	perr := VerifyPassword(hash, r.PostFormValue("password"))
+	l.argon.release(cost)
+	if err != nil || perr != nil {
+		reason := "bad_password"
+		attrs := []slog.Attr{slog.String("client_ip", ip), slog.String("client_id", ar.ClientID)}
+		if err != nil {
+			// The typed name is not logged: people type passwords there.
+			reason = "unknown_user"
+		} else {
+			attrs = append(attrs, slog.String("user_id", u.ID))
+		}
+		l.p.audit.record(r.Context(), AuditLoginFailed, append(attrs, slog.String("reason", reason))...)
+		pg.Error = invalidCredentials
+		l.render(w, http.StatusOK, "password", pg)
+		return
+	}
+	// A right password is not an attempt that counts.
+	l.limits.release(context.WithoutCancel(r.Context()), res)
 	st := loginState{id: ar.ID, userID: u.ID, amr: "pwd", authTime: time.Now().UTC()}
 	if u.TOTPSecret != "" {
 		l.render(w, http.StatusOK, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st, stepTOTP, nonce)})
@@ -365,7 +418,28 @@ func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
 	l.authenticated(w, r, ar, nonce, st, true)
 }
 
-// otp is POST /login/totp.
+// totpSkew is how many time steps a code may be early or late.
+const totpSkew = 1
+
+// matchTOTP returns the time step (RFC 6238, 30 s) whose code is code,
+// within totpSkew steps of now, comparing in constant time.
+func matchTOTP(secret, code string, now time.Time) (int64, bool) {
+	if len(code) != 6 {
+		return 0, false
+	}
+	cur := now.Unix() / 30
+	step, found := int64(0), 0
+	for d := int64(-totpSkew); d <= totpSkew; d++ {
+		want, err := totp.GenerateCode(secret, time.Unix((cur+d)*30, 0))
+		if err == nil && subtle.ConstantTimeCompare([]byte(want), []byte(code)) == 1 && found == 0 {
+			step, found = cur+d, 1
+		}
+	}
+	return step, found == 1
+}
+
+// otp is POST /login/totp. A code is accepted at most once per user and
+// time step, across every node of the region (RFC 6238 §5.2).
 func (l *loginUI) otp(w http.ResponseWriter, r *http.Request) {
 	ar, nonce, ok := l.pendingForm(w, r)
 	if !ok {
@@ -376,18 +450,45 @@ func (l *loginUI) otp(w http.ResponseWriter, r *http.Request) {
 		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
 		return
 	}
-	if !l.limits.allow(clientIP(r), "totp:"+st.userID) {
-		l.render(w, http.StatusTooManyRequests, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: r.PostFormValue("state"),
-			Error: "Too many attempts. Wait a minute and try again."})
+	pg := page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: r.PostFormValue("state")}
+	res, wait, lerr := l.limits.reserve(r.Context(), perAddress(clientIP(r)), perIdentifier("totp", st.userID))
+	if lerr != nil {
+		l.limited(w, r, lerr, wait, "totp", st.userID, "totp", pg)
 		return
 	}
 	u, err := l.p.st.GetUserByID(r.Context(), st.userID)
-	if err != nil || u.TOTPSecret == "" || !totp.Validate(strings.TrimSpace(r.PostFormValue("code")), u.TOTPSecret) {
-		l.limits.failed(clientIP(r), "totp:"+st.userID)
-		l.render(w, http.StatusOK, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: r.PostFormValue("state"),
-			Error: "That code is not valid."})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		l.limits.release(context.WithoutCancel(r.Context()), res)
+		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
 		return
 	}
+	reason := ""
+	step, valid := matchTOTP(u.TOTPSecret, strings.TrimSpace(r.PostFormValue("code")), time.Now())
+	switch {
+	case err != nil || u.TOTPSecret == "" || !valid:
+		reason = "invalid_code"
+	default:
+		fresh, aerr := l.p.st.AcceptTOTPStep(r.Context(), u.ID, step)
+		if aerr != nil {
+			l.limits.release(context.WithoutCancel(r.Context()), res)
+			l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+			return
+		}
+		if !fresh {
+			reason = "reused_code"
+		}
+	}
+	if reason != "" {
+		l.p.audit.record(r.Context(), AuditMFAFailed, slog.String("user_id", st.userID), slog.String("client_ip", clientIP(r)),
+			slog.String("client_id", ar.ClientID), slog.String("reason", reason))
+		pg.Error = "That code is not valid."
+		if reason == "reused_code" {
+			pg.Error = "That code was already used. Wait for the next one."
+		}
+		l.render(w, http.StatusOK, "totp", pg)
+		return
+	}
+	l.limits.release(context.WithoutCancel(r.Context()), res)
 	st.amr = "pwd otp mfa"
 	l.authenticated(w, r, ar, nonce, st, true)
 }
@@ -412,6 +513,12 @@ func (l *loginUI) authenticated(w http.ResponseWriter, r *http.Request, ar store
 			l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
 			return
 		}
+	}
+	if fresh || st.federated {
+		// The username step this login began with was no probe.
+		l.limits.refund(context.WithoutCancel(r.Context()), identifyLimit(clientIP(r)))
+		l.p.audit.record(r.Context(), AuditLoginSucceeded, slog.String("user_id", st.userID), slog.String("client_ip", clientIP(r)),
+			slog.String("client_id", ar.ClientID), slog.String("amr", st.amr), slog.Bool("federated", st.federated))
 	}
 	c, err := l.p.storage.client(r.Context(), ar.ClientID)
 	if err != nil {
@@ -445,7 +552,13 @@ func (l *loginUI) consent(w http.ResponseWriter, r *http.Request) {
 		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
 		return
 	}
-	if r.PostFormValue("decision") != "allow" {
+	decision := "deny"
+	if r.PostFormValue("decision") == "allow" {
+		decision = "allow"
+	}
+	l.p.audit.record(r.Context(), AuditConsent, slog.String("user_id", st.userID), slog.String("client_id", ar.ClientID),
+		slog.String("decision", decision), slog.String("scopes", strings.Join(ar.Scopes, " ")))
+	if decision != "allow" {
 		l.redirectError(w, r, ar, oidc.ErrAccessDenied().WithDescription("the user denied access"))
 		return
 	}
