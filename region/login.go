@@ -505,6 +505,10 @@ func (l *loginUI) authenticated(w http.ResponseWriter, r *http.Request, ar store
 	if missing != "" {
 		// A session from before the user enrolled a second factor: ask for
 		// it now instead of completing with fewer factors than they have.
+		if hasPrompt(ar, oidc.PromptNone) {
+			l.redirectError(w, r, ar, oidc.ErrLoginRequired())
+			return
+		}
 		l.render(w, http.StatusOK, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st, stepTOTP, nonce)})
 		return
 	}

@@ -157,3 +157,41 @@ func TestTOTPUserNeedsBothFactors(t *testing.T) {
 		t.Fatalf("amr = %v, want pwd otp mfa", cl.AMR)
 	}
 }
+
+// TestSessionBeforeTOTPEnrolment: an SSO session made with the password
+// alone, before the user enrolled TOTP, does not issue a code afterwards:
+// the next authorization asks for the code (prompt=none gets
+// login_required), and completes with both factors.
+func TestSessionBeforeTOTPEnrolment(t *testing.T) {
+	n := startNode(t, "eu", openSQLite(t))
+	c := n.addClient(region.ClientSpec{Name: "first", RedirectURIs: []string{redirectURI}, FirstParty: true})
+	u := n.addUser("eve", "eve-password-1", nil)
+	b := newBrowser(t)
+	if loc := b.Login(authURL(n, c.ID), redirectURI, "eve", "eve-password-1"); loc.Query().Get("code") == "" {
+		t.Fatal("no code for the password-only login")
+	}
+	key, err := totp.Generate(totp.GenerateOpts{Issuer: "Meridian", AccountName: "eve"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.TOTPSecret = key.Secret()
+	if err := n.Store.UpdateUser(context.Background(), u); err != nil {
+		t.Fatal(err)
+	}
+	stop := oidctest.StopAt(redirectURI)
+
+	resp := b.Follow(b.Get(authURL(n, c.ID)+"&prompt=none"), stop)
+	loc, err := resp.Location()
+	resp.Body.Close()
+	if err != nil || loc.Query().Get("code") != "" || loc.Query().Get("error") != "login_required" {
+		t.Fatalf("prompt=none with a password-only session after TOTP enrolment: %v", loc)
+	}
+
+	p := oidctest.ReadPage(b.Follow(b.Get(authURL(n, c.ID)), stop))
+	if p.Action != "/login/totp" {
+		t.Fatalf("the session was reused without the TOTP step (%d): %.300s", p.Status, p.Body)
+	}
+	if !gotCode(b, b.Submit(p, url.Values{"code": {codeAt(t, key.Secret(), time.Now())}})) {
+		t.Fatal("no code after the TOTP step-up")
+	}
+}
