@@ -14,8 +14,10 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -240,18 +242,37 @@ func TestLimitsSharedAcrossNodes(t *testing.T) {
 	}
 }
 
-// peakHeap samples the Go heap in use until stop is closed and returns the
-// highest value seen.
-func peakHeap(stop <-chan struct{}) <-chan uint64 {
-	out := make(chan uint64, 1)
+// rss is the process's resident set size from /proc (0 where there is none).
+func rss() int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	return 0
+}
+
+// memPeak is the highest Go heap in use and resident set size seen.
+type memPeak struct{ heap, rss int64 }
+
+// sampleMemory samples the Go heap in use and the RSS until stop is
+// closed and returns the highest values seen.
+func sampleMemory(stop <-chan struct{}) <-chan memPeak {
+	out := make(chan memPeak, 1)
 	go func() {
-		var peak uint64
+		var peak memPeak
 		var ms runtime.MemStats
 		tick := time.NewTicker(5 * time.Millisecond)
 		defer tick.Stop()
 		for {
 			runtime.ReadMemStats(&ms)
-			peak = max(peak, ms.HeapInuse)
+			peak.heap = max(peak.heap, int64(ms.HeapInuse))
+			peak.rss = max(peak.rss, rss())
 			select {
 			case <-stop:
 				out <- peak
@@ -265,8 +286,8 @@ func peakHeap(stop <-chan struct{}) <-chan uint64 {
 
 // TestPasswordFloodMemoryBounded: 200 concurrent password posts against a
 // real 64 MiB argon2id hash, with a 128 MiB budget, are answered at once
-// with 503 + Retry-After beyond what fits, and the node's Go heap grows by
-// at most budget + 2×64 MiB (GC headroom) — without the budget it would
+// with 503 + Retry-After beyond what fits, and the node's Go heap in use
+// and the process RSS grow by at most budget + 2×64 MiB (GC headroom) — without the budget it would
 // need 200 × 64 MiB = 12.5 GiB (issue 11 item 2).
 func TestPasswordFloodMemoryBounded(t *testing.T) {
 	const budget = 128 << 20
@@ -280,13 +301,15 @@ func TestPasswordFloodMemoryBounded(t *testing.T) {
 	runtime.GC()
 	var before runtime.MemStats
 	runtime.ReadMemStats(&before)
+	rssBefore := rss()
 	stop := make(chan struct{})
-	peak := peakHeap(stop)
+	peak := sampleMemory(stop)
 	out := burst(t, b, n.URL+"/login/password", 200, func(i int) url.Values {
 		return withForm(p.Hidden, "username", "mona", "password", fmt.Sprintf("wrong-%d", i))
 	})
 	close(stop)
-	grew := int64(<-peak) - int64(before.HeapInuse)
+	pk := <-peak
+	grew, rssGrew := pk.heap-int64(before.HeapInuse), pk.rss-rssBefore
 
 	counts := map[int]int{}
 	for _, o := range out {
@@ -301,14 +324,19 @@ func TestPasswordFloodMemoryBounded(t *testing.T) {
 			t.Fatalf("unexpected status %d: %.200s", o.status, o.body)
 		}
 	}
-	t.Logf("200 concurrent 64 MiB verifications, budget 128 MiB: statuses %v, heap in use grew by %d MiB", counts, grew>>20)
+	t.Logf("200 concurrent 64 MiB verifications, budget 128 MiB: statuses %v; heap in use grew by %d MiB, RSS by %d MiB (peak %d MiB)",
+		counts, grew>>20, rssGrew>>20, pk.rss>>20)
 	if counts[http.StatusOK] > 10 {
 		t.Fatalf("%d verifications; the limit is 10", counts[http.StatusOK])
 	}
 	if counts[http.StatusServiceUnavailable] == 0 {
 		t.Fatal("the memory budget refused nothing")
 	}
-	if bound := int64(budget + 2*64<<20); grew > bound {
-		t.Fatalf("heap grew by %d MiB, bound %d MiB", grew>>20, bound>>20)
+	bound := int64(budget + 2*64<<20)
+	if grew > bound {
+		t.Fatalf("heap in use grew by %d MiB, bound %d MiB", grew>>20, bound>>20)
+	}
+	if rssGrew > bound {
+		t.Fatalf("RSS grew by %d MiB, bound %d MiB", rssGrew>>20, bound>>20)
 	}
 }
