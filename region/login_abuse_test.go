@@ -69,6 +69,13 @@ func (l *logBuffer) audit(t *testing.T, event string) []map[string]any {
 // startLoggedNode is startNode with the node's JSON log captured.
 func startLoggedNode(t *testing.T, id string, st store.Store) (*node, *logBuffer) {
 	t.Helper()
+	return startConfiguredNode(t, id, st, nil)
+}
+
+// startConfiguredNode is startLoggedNode with configure (when not nil)
+// adjusting the node's config, given the URL it will serve on.
+func startConfiguredNode(t *testing.T, id string, st store.Store, configure func(cfg *region.Config, url string)) (*node, *logBuffer) {
+	t.Helper()
 	logs := &logBuffer{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -76,10 +83,14 @@ func startLoggedNode(t *testing.T, id string, st store.Store) (*node, *logBuffer
 	}
 	u := "http://" + ln.Addr().String()
 	codec := newCodec(t)
-	p, err := region.New(context.Background(), region.Config{
+	cfg := region.Config{
 		Region: id, Issuer: "http://" + id + ".id.localhost", GlobalIssuer: u, RegionHosts: []string{id + ".id.localhost"},
 		CookieKey: bytes.Repeat([]byte{7}, 32),
-	}, st, codec, slog.New(slog.NewJSONHandler(logs, nil)))
+	}
+	if configure != nil {
+		configure(&cfg, u)
+	}
+	p, err := region.New(context.Background(), cfg, st, codec, slog.New(slog.NewJSONHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

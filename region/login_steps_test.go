@@ -14,6 +14,7 @@ import (
 
 	"github.com/meridian-id/meridian/internal/oidctest"
 	"github.com/meridian-id/meridian/region"
+	"github.com/meridian-id/meridian/region/federation"
 )
 
 // addTOTPUser creates a user enrolled in TOTP and returns the TOTP secret.
@@ -66,7 +67,16 @@ func consentPage(t *testing.T, b *oidctest.Browser, p oidctest.Page, secret stri
 // in particular the state the password step hands the TOTP page never
 // completes a login at /consent (issue 11 item 1).
 func TestLoginStateBoundToStep(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	// The region federates (hub topology), so its federated callback is
+	// live: a login state posted there must not complete anything either.
+	n, _ := startConfiguredNode(t, "eu", openSQLite(t), func(cfg *region.Config, base string) {
+		up, err := federation.NewUpstream(federation.UpstreamConfig{Region: "eu", Bases: []string{base}, Topology: federation.TopologyHub,
+			HubURL: "http://127.0.0.1:1", Codec: newCodec(t), CookieKey: cfg.CookieKey, HTTPClient: http.DefaultClient})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Upstream = up
+	})
 	// A third-party client, so that every login meets the consent step.
 	c := n.addClient(region.ClientSpec{Name: "third", RedirectURIs: []string{redirectURI}})
 	stop := oidctest.StopAt(redirectURI)
@@ -103,6 +113,9 @@ func TestLoginStateBoundToStep(t *testing.T) {
 					resp = b.Get(n.URL + dst + "?" + form.Encode())
 				}
 				resp = b.Follow(resp, stop)
+				if resp.StatusCode == http.StatusNotFound {
+					t.Fatalf("%s is not served", dst)
+				}
 				var advanced string
 				if loc, err := resp.Location(); err == nil && strings.HasPrefix(loc.String(), redirectURI) && loc.Query().Get("code") != "" {
 					advanced = "an authorization code"
