@@ -15,7 +15,6 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"os"
-	"path/filepath"
 	"runtime"
 	"strconv"
 	"strings"
@@ -28,7 +27,6 @@ import (
 	"github.com/meridian-id/meridian/internal/oidctest"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/store"
-	"github.com/meridian-id/meridian/region/store/sqlite"
 )
 
 // logBuffer collects a node's JSON log lines.
@@ -220,36 +218,27 @@ func TestConcurrentGuessesReservedBeforeVerify(t *testing.T) {
 // share the per-identifier limit: 10 failures spread over both exhaust it
 // at both (issue 11 item 2: limits hold region-wide, not per process).
 func TestLimitsSharedAcrossNodes(t *testing.T) {
-	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "region.db")
-	var nodes []*node
-	for range 2 {
-		s, err := sqlite.Open(ctx, path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := s.Migrate(ctx); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { s.Close() })
-		nodes = append(nodes, startNode(t, "eu", s))
-	}
-	addCheapUser(t, nodes[0], "nora", "nora-right-password")
-	c := nodes[0].addClient(region.ClientSpec{RedirectURIs: []string{redirectURI}, FirstParty: true})
-	for i := range 10 {
-		n := nodes[i%2]
-		b := newBrowser(t)
-		p := passwordPage(t, b, n, c.ID, "nora")
-		if got := oidctest.ReadPage(b.Submit(p, url.Values{"username": {"nora"}, "password": {"wrong"}})); got.Status != http.StatusOK {
-			t.Fatalf("failure %d at node %d: status %d", i+1, i%2, got.Status)
-		}
-	}
-	for i, n := range nodes {
-		b := newBrowser(t)
-		p := passwordPage(t, b, n, c.ID, "nora")
-		if got := oidctest.ReadPage(b.Submit(p, url.Values{"username": {"nora"}, "password": {"nora-right-password"}})); got.Status != http.StatusTooManyRequests {
-			t.Fatalf("node %d after 10 failures across the region: status %d, want 429", i, got.Status)
-		}
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			nodes := twoNodes(t, backend)
+			addCheapUser(t, nodes[0], "nora", "nora-right-password")
+			c := nodes[0].addClient(region.ClientSpec{RedirectURIs: []string{redirectURI}, FirstParty: true})
+			for i := range 10 {
+				n := nodes[i%2]
+				b := newBrowser(t)
+				p := passwordPage(t, b, n, c.ID, "nora")
+				if got := oidctest.ReadPage(b.Submit(p, url.Values{"username": {"nora"}, "password": {"wrong"}})); got.Status != http.StatusOK {
+					t.Fatalf("failure %d at node %d: status %d", i+1, i%2, got.Status)
+				}
+			}
+			for i, n := range nodes {
+				b := newBrowser(t)
+				p := passwordPage(t, b, n, c.ID, "nora")
+				if got := oidctest.ReadPage(b.Submit(p, url.Values{"username": {"nora"}, "password": {"nora-right-password"}})); got.Status != http.StatusTooManyRequests {
+					t.Fatalf("node %d after 10 failures across the region: status %d, want 429", i, got.Status)
+				}
+			}
+		})
 	}
 }
 
