@@ -251,6 +251,25 @@ type Store interface {
 	SaveFederatedClaims(ctx context.Context, c FederatedClaims) error
 	GetFederatedClaims(ctx context.Context, grantID string) (FederatedClaims, error)
 
+	// Login throttling and TOTP replay, shared by every node of a region.
+	//
+	// ReserveAttempt atomically counts one attempt against key in the fixed
+	// window that starts at window, unless that window already holds limit
+	// attempts, and reports whether it counted it. Of any number of
+	// concurrent reservations exactly as many succeed as the window had room
+	// for. The counter is kept until expires; DeleteExpired removes it.
+	ReserveAttempt(ctx context.Context, key string, window time.Time, limit int, expires time.Time) (bool, error)
+	// ReleaseAttempt takes back one reservation of key in window (an attempt
+	// that turned out not to count); the counter never goes below zero and
+	// an absent counter is not an error.
+	ReleaseAttempt(ctx context.Context, key string, window time.Time) error
+	// AcceptTOTPStep records step as the last accepted TOTP time step of
+	// userID if it is later than the one recorded (RFC 6238 §5.2), and
+	// reports whether it was: a code's step is accepted at most once per
+	// user. Exactly one of any number of concurrent calls with the same
+	// step wins. The record goes with the user (DeleteUser).
+	AcceptTOTPStep(ctx context.Context, userID string, step int64) (bool, error)
+
 	// Ping checks that the database answers (readiness).
 	Ping(ctx context.Context) error
 	Close() error

@@ -70,6 +70,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Concurrent/RotateRefreshToken", testConcurrentRotate},
 		{"Concurrent/CreateUsers", testConcurrentUsers},
 		{"Concurrent/Writers", testConcurrentWriters},
+		{"Attempts", testAttempts},
+		{"TOTPStep", testTOTPStep},
+		{"Concurrent/ReserveAttempt", testConcurrentAttempts},
+		{"Concurrent/AcceptTOTPStep", testConcurrentTOTPStep},
 		{"Ping", testPing},
 	}
 	for _, tc := range tests {
