@@ -308,23 +308,48 @@ func (s *storage) AuthRequestByID(ctx context.Context, id string) (op.AuthReques
 	return &authRequest{ar}, nil
 }
 
-// AuthRequestByCode implements op.AuthStorage. The code is redeemed here,
-// atomically: of any number of concurrent redemptions exactly one gets the
-// request, and a later one revokes every token the first obtained.
+// AuthRequestByCode implements op.AuthStorage. op calls it before it
+// authenticates the client and checks the PKCE verifier, so it only reads
+// the code: a leaked code presented without the client's credentials (or
+// without the verifier) changes nothing (RFC 6749 §4.1.3). The code is
+// redeemed by redeem, when op issues the tokens, i.e. after every check.
 func (s *storage) AuthRequestByCode(ctx context.Context, code string) (op.AuthRequest, error) {
 	if err := s.verify(code, routing.KindCode); err != nil {
 		return nil, err
 	}
-	ar, err := s.st.RedeemCode(ctx, store.Digest(code))
-	if errors.Is(err, store.ErrAlreadyUsed) {
-		s.log.WarnContext(ctx, "authorization code reused; grant revoked", "client_id", ar.ClientID)
-		return nil, errors.New("code already used")
-	}
+	ar, err := s.st.GetAuthRequestByCode(ctx, store.Digest(code))
 	if err != nil {
 		storeFailed(ctx, err)
 		return nil, err
 	}
-	return &authRequest{ar}, nil
+	return &codeRequest{authRequest: &authRequest{ar}, code: store.Digest(code)}, nil
+}
+
+// codeRequest is an authorization request read by its code and not yet
+// redeemed.
+type codeRequest struct {
+	*authRequest
+	code store.Hash
+}
+
+// redeem consumes the code behind req, atomically: of any number of
+// concurrent redemptions exactly one gets the request, and a later one
+// revokes every token the first obtained.
+func (s *storage) redeem(ctx context.Context, req *codeRequest) error {
+	ar, err := s.st.RedeemCode(ctx, req.code)
+	if errors.Is(err, store.ErrAlreadyUsed) {
+		s.log.WarnContext(ctx, "authorization code reused; grant revoked", "client_id", req.ClientID)
+		return oidc.ErrInvalidGrant().WithDescription("invalid code")
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return oidc.ErrInvalidGrant().WithDescription("invalid code")
+	}
+	if err != nil {
+		storeFailed(ctx, err)
+		return serverError(err)
+	}
+	req.AuthRequest = ar
+	return nil
 }
 
 // SaveAuthCode implements op.AuthStorage.
@@ -342,6 +367,8 @@ func (s *storage) DeleteAuthRequest(context.Context, string) error { return nil 
 // tokenFacts extracts who and what a token request is about.
 func (s *storage) tokenFacts(req op.TokenRequest) (clientID, grantID string, authTime time.Time, amr []string, err error) {
 	switch r := req.(type) {
+	case *codeRequest:
+		return r.ClientID, r.ID, r.AuthTime, r.AMR, nil
 	case *authRequest:
 		return r.ClientID, r.ID, r.AuthTime, r.AMR, nil
 	case *refreshRequest:
@@ -389,12 +416,17 @@ func (s *storage) newAccessToken(ctx context.Context, req op.TokenRequest) (stri
 
 // CreateAccessToken implements op.AuthStorage.
 func (s *storage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (string, time.Time, error) {
+	if cr, ok := req.(*codeRequest); ok {
+		if err := s.redeem(ctx, cr); err != nil {
+			return "", time.Time{}, err
+		}
+	}
 	id, at, err := s.newAccessToken(ctx, req)
 	if err != nil {
 		return "", time.Time{}, err
 	}
 	if err := s.st.CreateAccessToken(ctx, at); err != nil {
-		if _, ok := req.(*authRequest); ok && errors.Is(err, store.ErrRevoked) {
+		if _, ok := req.(*codeRequest); ok && errors.Is(err, store.ErrRevoked) {
 			return id, at.ExpiresAt, s.lostRace(ctx, at)
 		}
 		return "", time.Time{}, serverError(err)
@@ -406,6 +438,11 @@ func (s *storage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (s
 // grant, or a rotation (the presented refresh token is marked used and its
 // successor inserted in one transaction; a lost race is treated as reuse).
 func (s *storage) CreateAccessAndRefreshTokens(ctx context.Context, req op.TokenRequest, current string) (string, string, time.Time, error) {
+	if cr, ok := req.(*codeRequest); ok {
+		if err := s.redeem(ctx, cr); err != nil {
+			return "", "", time.Time{}, err
+		}
+	}
 	id, at, err := s.newAccessToken(ctx, req)
 	if err != nil {
 		return "", "", time.Time{}, err
@@ -587,6 +624,8 @@ func (s *storage) SetUserinfoFromScopes(context.Context, *oidc.UserInfo, string,
 func (s *storage) SetUserinfoFromRequest(ctx context.Context, info *oidc.UserInfo, req op.IDTokenRequest, scopes []string) error {
 	grant := ""
 	switch r := req.(type) {
+	case *codeRequest:
+		grant = r.ID
 	case *authRequest:
 		grant = r.ID
 	case *refreshRequest:

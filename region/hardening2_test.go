@@ -1,0 +1,101 @@
+package region_test
+
+import (
+	"net/http"
+	"net/url"
+	"testing"
+
+	"golang.org/x/oauth2"
+
+	"github.com/meridian-id/meridian/region"
+)
+
+// pkceCode logs grace in for client with a fresh S256 challenge and returns
+// the code and its verifier.
+func (e *negEnv) pkceCode(t *testing.T, clientID string) (code, verifier string) {
+	t.Helper()
+	verifier = oauth2.GenerateVerifier()
+	return e.code(t, clientID, url.Values{"code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}, "code_challenge_method": {"S256"}}), verifier
+}
+
+func codeForm(code, verifier string) url.Values {
+	f := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirectURI}}
+	if verifier != "" {
+		f.Set("code_verifier", verifier)
+	}
+	return f
+}
+
+// TestLeakedCodeWithoutClientCredentialsChangesNothing: the client is
+// authenticated (and the PKCE verifier checked) before the code is redeemed
+// (RFC 6749 §4.1.3), so an attacker holding a leaked code can neither burn
+// it nor revoke the tokens the legitimate client gets with it.
+func TestLeakedCodeWithoutClientCredentialsChangesNothing(t *testing.T) {
+	e := newNegEnv(t)
+	type attempt struct {
+		user, pass string
+		extra      url.Values
+		verifier   bool // send the right verifier
+	}
+	tests := []struct {
+		name   string
+		client func() region.RegisteredClient
+		try    attempt
+	}{
+		{"no credentials", func() region.RegisteredClient { return e.conf }, attempt{extra: url.Values{"client_id": {e.conf.ID}}, verifier: true}},
+		{"wrong secret", func() region.RegisteredClient { return e.conf }, attempt{user: e.conf.ID, pass: "not-the-secret", verifier: true}},
+		{"wrong secret in the body", func() region.RegisteredClient { return e.conf }, attempt{extra: url.Values{"client_id": {e.conf.ID}, "client_secret": {"nope"}}, verifier: true}},
+		{"another client's credentials", func() region.RegisteredClient { return e.conf }, attempt{user: e.other.ID, pass: e.other.Secret, verifier: true}},
+		{"public client, no verifier", func() region.RegisteredClient { return e.public }, attempt{extra: url.Values{"client_id": {e.public.ID}}}},
+		{"public client, wrong verifier", func() region.RegisteredClient { return e.public }, attempt{extra: url.Values{"client_id": {e.public.ID}, "code_verifier": {oauth2.GenerateVerifier()}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := tt.client()
+			code, verifier := e.pkceCode(t, c.ID)
+			form := codeForm(code, "")
+			if tt.try.verifier {
+				form.Set("code_verifier", verifier)
+			}
+			for k, v := range tt.try.extra {
+				form[k] = v
+			}
+			for range 3 {
+				if s, oe, m := postForm(t, e.n.URL+"/oauth/token", form, tt.try.user, tt.try.pass); s == 200 || m["access_token"] != nil {
+					t.Fatalf("attacker redeemed the code: %d %+v", s, oe)
+				}
+			}
+			legit := codeForm(code, verifier)
+			if c.Secret == "" {
+				legit.Set("client_id", c.ID)
+			}
+			s, oe, m := postForm(t, e.n.URL+"/oauth/token", legit, c.ID, c.Secret)
+			if s != 200 {
+				t.Fatalf("legitimate redemption after the attacker's attempts: %d %+v, want 200", s, oe)
+			}
+			if !userinfoOK(t, e.n.URL, m["access_token"].(string)) {
+				t.Fatal("the legitimate client's access token is not active")
+			}
+			// A replay by the legitimate client is still detected and revokes.
+			if s, _, _ := postForm(t, e.n.URL+"/oauth/token", legit, c.ID, c.Secret); s != 400 {
+				t.Fatalf("replay: %d, want 400", s)
+			}
+			if userinfoOK(t, e.n.URL, m["access_token"].(string)) {
+				t.Fatal("a replayed code left its tokens active")
+			}
+		})
+	}
+}
+
+// userinfoOK reports whether userinfo accepts the access token.
+func userinfoOK(t *testing.T, base, token string) bool {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, base+"/userinfo", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode == http.StatusOK
+}
