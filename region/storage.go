@@ -243,10 +243,10 @@ func (s *storage) ValidateJWTProfileScopes(context.Context, string, []string) ([
 // --- authorization requests and codes ---
 
 // CreateAuthRequest implements op.AuthStorage. It enforces what the library
-// leaves open: PKCE is S256 only (RFC 9700 §2.1.1) and required for public
-// clients, and only the code flow exists.
+// leaves open: PKCE is S256 only and required for every client (RFC 9700
+// §2.1.1), and only the code flow exists.
 func (s *storage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, _ string) (op.AuthRequest, error) {
-	c, err := s.client(ctx, req.ClientID)
+	_, err := s.client(ctx, req.ClientID)
 	if err != nil {
 		return nil, err
 	}
@@ -256,8 +256,10 @@ func (s *storage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, 
 	if req.CodeChallenge != "" && req.CodeChallengeMethod != oidc.CodeChallengeMethodS256 {
 		return nil, oidc.ErrInvalidRequest().WithDescription("code_challenge_method must be S256")
 	}
-	if req.CodeChallenge == "" && c.Client.AuthMethod == AuthNone {
-		return nil, oidc.ErrInvalidRequest().WithDescription("PKCE (code_challenge with S256) is required for public clients")
+	// Every client, confidential ones too (OAuth 2.1, RFC 9700 §2.1.1):
+	// PKCE also stops code injection, which a client secret does not.
+	if req.CodeChallenge == "" {
+		return nil, oidc.ErrInvalidRequest().WithDescription("PKCE (code_challenge with code_challenge_method=S256) is required")
 	}
 	if req.ResponseMode != "" && req.ResponseMode != oidc.ResponseModeQuery {
 		return nil, oidc.ErrInvalidRequest().WithDescription("only response_mode=query is supported")
