@@ -1,6 +1,7 @@
 package region_test
 
 import (
+	jose "github.com/go-jose/go-jose/v4"
 	"net/http"
 	"net/url"
 	"testing"
@@ -98,4 +99,53 @@ func userinfoOK(t *testing.T, base, token string) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
+}
+
+// TestJWTAccessTokenTypeAndIDTokenConfusion: JWT access tokens carry typ
+// at+jwt (RFC 9068 §2.1), and userinfo, introspection and dereference
+// refuse an ID token presented as an access token.
+func TestJWTAccessTokenTypeAndIDTokenConfusion(t *testing.T) {
+	n := startNode(t, "eu", openSQLite(t))
+	n.addUser("jo", "jo-password-123", nil)
+	c := n.addClient(region.ClientSpec{RedirectURIs: []string{redirectURI}, FirstParty: true, AccessTokenFormat: region.FormatJWT})
+	rs := n.addClient(region.ClientSpec{Name: "rs", GrantTypes: []string{region.GrantClientCredentials},
+		Scopes: []string{region.ScopeIntrospect, region.ScopeDereference}})
+	loc := newBrowser(t).Login(authURL(n, c.ID), redirectURI, "jo", "jo-password-123")
+	m := exchange(t, n, c, loc.Query().Get("code"))
+	at, idt := m["access_token"].(string), m["id_token"].(string)
+
+	for name, tok := range map[string]string{"access token": at, "ID token": idt} {
+		sig, err := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256})
+		if err != nil {
+			t.Fatalf("%s is not a JWS: %v", name, err)
+		}
+		typ, _ := sig.Signatures[0].Protected.ExtraHeaders[jose.HeaderType].(string)
+		if want := map[string]string{"access token": "at+jwt", "ID token": "JWT"}[name]; typ != want {
+			t.Fatalf("%s typ = %q, want %q", name, typ, want)
+		}
+	}
+	if !userinfoOK(t, n.URL, at) {
+		t.Fatal("userinfo refuses the at+jwt access token")
+	}
+	if s, _, m := postForm(t, n.URL+"/oauth/introspect", url.Values{"token": {at}}, rs.ID, rs.Secret); s != 200 || m["active"] != true {
+		t.Fatalf("introspection of the at+jwt access token: %d %v", s, m)
+	}
+
+	t.Run("userinfo", func(t *testing.T) {
+		if userinfoOK(t, n.URL, idt) {
+			t.Fatal("userinfo accepted an ID token as access token")
+		}
+	})
+	t.Run("introspection", func(t *testing.T) {
+		for _, caller := range []region.RegisteredClient{rs, c} {
+			if s, _, m := postForm(t, n.URL+"/oauth/introspect", url.Values{"token": {idt}}, caller.ID, caller.Secret); s != 200 || m["active"] != false {
+				t.Fatalf("introspection of an ID token: %d %v, want active=false", s, m)
+			}
+		}
+	})
+	t.Run("dereference", func(t *testing.T) {
+		if s, _, m := postForm(t, n.URL+"/dereference", url.Values{"token": {idt}}, rs.ID, rs.Secret); s != 400 || m["access_token"] != nil {
+			t.Fatalf("dereference of an ID token: %d %v, want 400", s, m)
+		}
+	})
 }

@@ -97,7 +97,7 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 	}
 	p.storage = &storage{
 		region: cfg.Region, codec: codec, st: st, keys: p.keys, ttl: cfg.Lifetimes, log: log,
-		clients: map[string]cachedClient{},
+		clients: map[string]cachedClient{}, jwts: newJWTAccessTokens(p.keys, codec, cfg.Region),
 	}
 	if cfg.Peers != nil {
 		p.remote = newRemote(cfg.Peers)
@@ -117,7 +117,7 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 	}
 	var err error
 	p.op, err = op.NewProvider(opCfg, p.storage, p.issuerFunc,
-		op.WithCrypto(tokenCrypto{codec: codec, region: cfg.Region}),
+		op.WithCrypto(tokenCrypto{codec: codec, region: cfg.Region, jwts: p.storage.jwts}),
 		op.WithAllowInsecure(),
 		op.WithHttpInterceptors(p.intercept),
 		op.WithCORSOptions(&cors.Options{

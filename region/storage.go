@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 	"golang.org/x/text/language"
@@ -37,6 +39,7 @@ type storage struct {
 	ttl    Lifetimes
 	log    *slog.Logger
 	fedKey func(ctx context.Context) ([]op.Key, error) // federation key set, nil: own keys only
+	jwts   *jwtAccessTokens                            // signs RFC 9068 access tokens for JWT clients
 	remote *remote                                     // peers; nil for a lone region
 
 	mu      sync.Mutex
@@ -401,6 +404,21 @@ func (s *storage) newAccessToken(ctx context.Context, req op.TokenRequest) (stri
 		return "", store.AccessToken{}, err
 	}
 	now := time.Now().UTC()
+	if format == FormatJWT {
+		c := atClaims{
+			Claims: jwt.Claims{
+				Issuer: op.IssuerFromContext(ctx), Subject: req.GetSubject(), Audience: jwt.Audience(req.GetAudience()),
+				Expiry: jwt.NewNumericDate(now.Add(s.ttl.AccessToken)), IssuedAt: jwt.NewNumericDate(now), ID: id,
+			},
+			ClientID: clientID, Scope: strings.Join(req.GetScopes(), " "),
+		}
+		if !authTime.IsZero() {
+			c.AuthTime = authTime.Unix()
+		}
+		if err := s.jwts.park(ctx, c); err != nil {
+			return "", store.AccessToken{}, serverError(err)
+		}
+	}
 	return id, store.AccessToken{
 		Hash:      store.Digest(id),
 		ClientID:  clientID,
