@@ -1,9 +1,11 @@
 package region_test
 
 import (
+	"encoding/json"
 	jose "github.com/go-jose/go-jose/v4"
 	"net/http"
 	"net/url"
+	"slices"
 	"testing"
 
 	"golang.org/x/oauth2"
@@ -146,6 +148,100 @@ func TestJWTAccessTokenTypeAndIDTokenConfusion(t *testing.T) {
 	t.Run("dereference", func(t *testing.T) {
 		if s, _, m := postForm(t, n.URL+"/dereference", url.Values{"token": {idt}}, rs.ID, rs.Secret); s != 400 || m["access_token"] != nil {
 			t.Fatalf("dereference of an ID token: %d %v, want 400", s, m)
+		}
+	})
+}
+
+// TestRegisteredTokenEndpointAuthMethod: the token endpoint accepts a
+// client's secret only by the method it registered; introspection and
+// revocation accept every method discovery advertises for them.
+func TestRegisteredTokenEndpointAuthMethod(t *testing.T) {
+	n := startNode(t, "eu", openSQLite(t))
+	basic := n.addClient(region.ClientSpec{GrantTypes: []string{region.GrantClientCredentials}, AuthMethod: region.AuthSecretBasic})
+	post := n.addClient(region.ClientSpec{GrantTypes: []string{region.GrantClientCredentials}, AuthMethod: region.AuthSecretPost})
+	cc := url.Values{"grant_type": {"client_credentials"}}
+	inBody := func(form url.Values, c region.RegisteredClient) url.Values {
+		f := url.Values{"client_id": {c.ID}, "client_secret": {c.Secret}}
+		for k, v := range form {
+			f[k] = v
+		}
+		return f
+	}
+	t.Run("token endpoint", func(t *testing.T) {
+		for _, tt := range []struct {
+			name       string
+			form       url.Values
+			user, pass string
+			want       int
+		}{
+			{"basic client by basic", cc, basic.ID, basic.Secret, 200},
+			{"basic client by post", inBody(cc, basic), "", "", 401},
+			{"post client by post", inBody(cc, post), "", "", 200},
+			{"post client by basic", cc, post.ID, post.Secret, 401},
+			{"two methods at once", inBody(cc, basic), basic.ID, basic.Secret, 401},
+		} {
+			t.Run(tt.name, func(t *testing.T) {
+				s, oe, m := postForm(t, n.URL+"/oauth/token", tt.form, tt.user, tt.pass)
+				if s != tt.want || (tt.want == 401 && (oe.Error != "invalid_client" || m["access_token"] != nil)) {
+					t.Fatalf("%d %+v, want %d", s, oe, tt.want)
+				}
+			})
+		}
+	})
+	_, _, m := postForm(t, n.URL+"/oauth/token", inBody(cc, post), "", "")
+	postToken := m["access_token"].(string)
+	_, _, m = postForm(t, n.URL+"/oauth/token", cc, basic.ID, basic.Secret)
+	basicToken := m["access_token"].(string)
+
+	resp, err := http.Get(n.URL + "/.well-known/openid-configuration")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&doc)
+	resp.Body.Close()
+	advertised := func(key string) []string {
+		var out []string
+		for _, v := range doc[key].([]any) {
+			out = append(out, v.(string))
+		}
+		return out
+	}
+	t.Run("introspection", func(t *testing.T) {
+		methods := advertised("introspection_endpoint_auth_methods_supported")
+		for _, tt := range []struct {
+			method     string
+			c          region.RegisteredClient
+			token      string
+			form       url.Values
+			user, pass string
+		}{
+			{region.AuthSecretPost, post, postToken, inBody(url.Values{"token": {postToken}}, post), "", ""},
+			{region.AuthSecretBasic, post, postToken, url.Values{"token": {postToken}}, post.ID, post.Secret},
+			{region.AuthSecretPost, basic, basicToken, inBody(url.Values{"token": {basicToken}}, basic), "", ""},
+			{region.AuthSecretBasic, basic, basicToken, url.Values{"token": {basicToken}}, basic.ID, basic.Secret},
+		} {
+			if !slices.Contains(methods, tt.method) {
+				t.Fatalf("discovery does not advertise %s for introspection: %v", tt.method, methods)
+			}
+			if s, oe, m := postForm(t, n.URL+"/oauth/introspect", tt.form, tt.user, tt.pass); s != 200 || m["active"] != true {
+				t.Fatalf("%s client introspecting its own token by %s: %d %+v %v", tt.c.AuthMethod, tt.method, s, oe, m)
+			}
+		}
+		wrong := url.Values{"token": {postToken}, "client_id": {post.ID}, "client_secret": {"wrong"}}
+		if s, oe, _ := postForm(t, n.URL+"/oauth/introspect", wrong, "", ""); s != 401 || oe.Error != "invalid_client" {
+			t.Fatalf("wrong secret by post: %d %+v", s, oe)
+		}
+	})
+	t.Run("revocation", func(t *testing.T) {
+		if !slices.Contains(advertised("revocation_endpoint_auth_methods_supported"), region.AuthSecretPost) {
+			t.Fatal("discovery does not advertise client_secret_post for revocation")
+		}
+		if s, oe, _ := postForm(t, n.URL+"/revoke", inBody(url.Values{"token": {postToken}}, post), "", ""); s != 200 {
+			t.Fatalf("revocation by post: %d %+v", s, oe)
+		}
+		if _, _, m := postForm(t, n.URL+"/oauth/introspect", url.Values{"token": {postToken}}, post.ID, post.Secret); m["active"] != false {
+			t.Fatal("revoked token still active")
 		}
 	})
 }

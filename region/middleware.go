@@ -53,9 +53,9 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 	mux.Handle("/end_session", p.browser(p.endSession(next)))
 	mux.Handle("/device_authorization", http.NotFoundHandler())
 	mux.Handle("/ready", http.NotFoundHandler())
-	for _, path := range []string{"/oauth/token", "/oauth/introspect", "/revoke"} {
-		mux.Handle(path, noStore(apiErrors(false, next)))
-	}
+	mux.Handle("/oauth/token", noStore(apiErrors(false, p.tokenClientAuth(next))))
+	mux.Handle("/oauth/introspect", noStore(apiErrors(false, introspectionClientAuth(next))))
+	mux.Handle("/revoke", noStore(apiErrors(false, next)))
 	mux.Handle("/userinfo", noStore(apiErrors(true, next)))
 	mux.Handle("/", next)
 	return p.regionHeader(securityHeaders(mux))
@@ -293,6 +293,9 @@ func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 	m["request_parameter_supported"] = false
 	m["request_uri_parameter_supported"] = false
 	m["subject_types_supported"] = []string{"public"}
+	// What introspectionClientAuth and op's revocation accept.
+	m["introspection_endpoint_auth_methods_supported"] = []string{AuthSecretBasic, AuthSecretPost, AuthPrivateKey}
+	m["revocation_endpoint_auth_methods_supported"] = []string{AuthNone, AuthSecretBasic, AuthSecretPost, AuthPrivateKey}
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	writeJSON(w, http.StatusOK, m)
 }

@@ -222,7 +222,7 @@ func (s *storage) GetKeyByIDAndClientID(ctx context.Context, keyID, clientID str
 	if err != nil {
 		return nil, err
 	}
-	if c.JWKS == "" {
+	if c.JWKS == "" || c.Client.AuthMethod != AuthPrivateKey {
 		return nil, notFoundError{"client key"}
 	}
 	var set jose.JSONWebKeySet
