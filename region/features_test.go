@@ -223,7 +223,10 @@ func TestKeyRotationKeepsOldTokensValid(t *testing.T) {
 func TestDynamicRegistration(t *testing.T) {
 	n := startNode(t, "eu", openSQLite(t))
 	reg := func(body string) (int, map[string]any) {
-		resp, err := http.Post(n.URL+"/register", "application/json", strings.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, n.URL+"/register", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+testRegistrationToken)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
