@@ -80,7 +80,7 @@ type Provider struct {
 
 	registration *registrationGate
 	logoutPage   *template.Template
-	handler http.Handler
+	handler      http.Handler
 }
 
 // ErrConfig is wrapped by configuration errors from New.
