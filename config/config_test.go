@@ -50,6 +50,7 @@ func TestLoadRejects(t *testing.T) {
 		{"bad default region", "default_region: eu", "default_region: mars", "dns.default_region"},
 		{"bad redis url", `redis: ""`, `redis: "http://x"`, "hub.redis"},
 		{"bad timeout", "request_timeout: 10s", "request_timeout: soon", "request_timeout"},
+		{"negative registration rate", "proximity: [us, ap]", "proximity: [us, ap]\n    registrations_per_minute: -1", "regions[0].registrations_per_minute"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

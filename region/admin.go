@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
@@ -156,6 +157,14 @@ func validRedirectURI(raw string) error {
 		return fmt.Errorf("%w: %q: scheme %q not allowed (use https, loopback http or a reverse-domain private-use scheme)", ErrInvalidRedirectURI, raw, u.Scheme)
 	}
 	return nil
+}
+
+// RecordAdminChange emits one admin.change audit event (a JSON-able log
+// record with the region and action) for a change an operator made outside
+// the provider, e.g. with the regional command. attrs must not carry
+// secrets.
+func RecordAdminChange(ctx context.Context, log *slog.Logger, region, action string, attrs ...slog.Attr) {
+	newAuditor(log, region, nil).record(ctx, AuditAdminChange, append([]slog.Attr{slog.String("action", action)}, attrs...)...)
 }
 
 // UserSpec describes a user to create.
