@@ -71,7 +71,24 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 	mux.Handle("/revoke", js(noStore(apiErrors(false, next))))
 	mux.Handle("/userinfo", js(noStore(apiErrors(true, next))))
 	mux.Handle("/", next)
-	return p.regionHeader(securityHeaders(mux))
+	return p.regionHeader(securityHeaders(varyOrigin(mux)))
+}
+
+// corsPaths are the endpoints that answer CORS (see intercept).
+var corsPaths = map[string]bool{"/oauth/token": true, "/userinfo": true, "/keys": true,
+	"/.well-known/openid-configuration": true, "/revoke": true}
+
+// varyOrigin sets "Vary: Origin" on the answers without CORS too (the CORS
+// handler sets it on its own). The hub's pages carry it, and a page the
+// resident region serves must have the same header shape as the hub's
+// answer for an unknown user (hub TestUnknownUserIndistinguishable).
+func varyOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !corsPaths[r.URL.Path] {
+			w.Header().Set("Vary", "Origin")
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // regionHeader names the region that answered, for operators and demos;
