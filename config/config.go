@@ -67,6 +67,13 @@ type Region struct {
 	Database  string   `mapstructure:"database"`
 	Proximity []string `mapstructure:"proximity"`
 	DR        *Site    `mapstructure:"dr"`
+	// RegistrationTokenFile holds the initial access token (RFC 7591 §3,
+	// at least 32 characters) that opens dynamic client registration in
+	// this region; empty keeps /register closed.
+	RegistrationTokenFile string `mapstructure:"registration_token_file"`
+	// RegistrationsPerMinute bounds registration attempts per client
+	// address; zero takes the region package's default.
+	RegistrationsPerMinute int `mapstructure:"registrations_per_minute"`
 }
 
 // Hub is the federation hub.
@@ -259,6 +266,9 @@ func (c *Config) Validate() error {
 			if err := checkSite(key+".dr", *r.DR, false); err != nil {
 				return err
 			}
+		}
+		if r.RegistrationsPerMinute < 0 {
+			return invalid(key+".registrations_per_minute", "must not be negative")
 		}
 	}
 	for i, r := range c.Regions {

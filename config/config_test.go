@@ -50,6 +50,7 @@ func TestLoadRejects(t *testing.T) {
 		{"proximity listed twice", "proximity: [us, ap]", "proximity: [us, us]", "regions[0].proximity[1]"},
 		{"bad redis url", `redis: ""`, `redis: "http://x"`, "hub.redis"},
 		{"bad timeout", "request_timeout: 10s", "request_timeout: soon", "request_timeout"},
+		{"negative registration rate", "proximity: [us, ap]", "proximity: [us, ap]\n    registrations_per_minute: -1", "regions[0].registrations_per_minute"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -201,6 +201,12 @@ type Store interface {
 	// refresh token of the request's grant (RFC 6749 §4.1.2). Exactly one of
 	// any number of concurrent redemptions succeeds.
 	RedeemCode(ctx context.Context, code Hash) (AuthRequest, error)
+	// GetAuthRequestByCode returns the unexpired request holding the code
+	// digest, redeemed or not, and changes nothing: the token endpoint reads
+	// a code with it before the client is authenticated and redeems it only
+	// afterwards (RFC 6749 §4.1.3). ErrNotFound for unknown codes and
+	// expired requests.
+	GetAuthRequestByCode(ctx context.Context, code Hash) (AuthRequest, error)
 	DeleteAuthRequest(ctx context.Context, id string) error
 
 	// Access tokens.
