@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meridian-id/meridian/region/federation"
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/routing"
 )
 

@@ -28,9 +28,11 @@ import (
 	"golang.org/x/text/language"
 
 	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/federation/setup"
+	"github.com/meridian-id/meridian/loginpage"
 	"github.com/meridian-id/meridian/lookup"
-	"github.com/meridian-id/meridian/region"
-	"github.com/meridian-id/meridian/region/federation"
+	"github.com/meridian-id/meridian/password"
 	"github.com/meridian-id/meridian/routing"
 )
 
@@ -51,7 +53,7 @@ func RegionsFromConfig(cfg *config.Config) []Region {
 	out := make([]Region, 0, len(cfg.Regions))
 	for i := range cfg.Regions {
 		r := &cfg.Regions[i]
-		out = append(out, Region{ID: r.ID, Issuer: cfg.Issuer(r), Bases: federation.RegionBases(cfg, r)})
+		out = append(out, Region{ID: r.ID, Issuer: cfg.Issuer(r), Bases: setup.RegionBases(cfg, r)})
 	}
 	return out
 }
@@ -187,7 +189,7 @@ func New(cfg Config) (*Broker, error) {
 	}
 	var pw [32]byte
 	_, _ = rand.Read(pw[:])
-	if b.dummy, err = region.HashPassword(base64.RawURLEncoding.EncodeToString(pw[:])); err != nil {
+	if b.dummy, err = password.Hash(base64.RawURLEncoding.EncodeToString(pw[:])); err != nil {
 		return nil, err
 	}
 	var ck [32]byte
@@ -302,7 +304,7 @@ func (b *Broker) routes() http.Handler {
 		h.Set("X-Meridian-Region", "hub")
 		h.Set("X-Meridian-Entry", "hub")
 		h.Set("Vary", "Origin")
-		federation.SetPageHeaders(h)
+		loginpage.SetHeaders(h)
 		mux.ServeHTTP(w, r)
 	})
 }
@@ -552,7 +554,7 @@ func (b *Broker) password(w http.ResponseWriter, r *http.Request) {
 	}
 	// The hub holds no password: verifying against a dummy hash only pays
 	// the argon2id cost a region pays for a wrong password.
-	_ = region.VerifyPassword(b.dummy, r.PostFormValue("password"))
+	_ = password.Verify(b.dummy, r.PostFormValue("password"))
 	pg.Error = federation.InvalidCredentials
 	b.pages.Render(w, http.StatusOK, "password", pg)
 }
@@ -599,7 +601,7 @@ func (b *Broker) callback(w http.ResponseWriter, r *http.Request) {
 		b.redirect(w, r, ar, url.Values{"error": {relayedError(ae.Code)},
 			"error_description": {"the home region answered " + relayedError(ae.Code)}})
 		return
-	case errors.Is(err, region.ErrFederationUnavailable):
+	case errors.Is(err, federation.ErrUnavailable):
 		b.log.WarnContext(ctx, "resident region failed during login", "home", reg, "err", err)
 		b.count(ctx, "region_unavailable", reg)
 		b.errorPage(w, http.StatusServiceUnavailable, federation.UnavailableMessage)
@@ -704,7 +706,7 @@ func (w *issWriter) Write(p []byte) (int, error) {
 // browser turns op's plain-text error answers at /authorize into the HTML
 // error page.
 func (b *Broker) browser(next http.Handler) http.Handler {
-	return region.HTMLErrors(next, func(w http.ResponseWriter, status int, msg string) {
+	return loginpage.HTMLErrors(next, func(w http.ResponseWriter, status int, msg string) {
 		b.errorPage(w, status, "The region sent an invalid sign-in request: "+msg)
 	})
 }

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/lookup"
-	"github.com/meridian-id/meridian/region/federation"
 )
 
 var (

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/region/store"
 )
 
@@ -33,7 +34,7 @@ type FederatedIdentity struct {
 
 // ErrFederationUnavailable is returned by Finish when the hub or resident
 // region cannot be reached; the user sees a clear error page.
-var ErrFederationUnavailable = errors.New("region: federation unavailable")
+var ErrFederationUnavailable = federation.ErrUnavailable
 
 // federatedCallback is GET /login/federated/callback.
 func (l *loginUI) federatedCallback(w http.ResponseWriter, r *http.Request) {
@@ -43,7 +44,7 @@ func (l *loginUI) federatedCallback(w http.ResponseWriter, r *http.Request) {
 	}
 	arID, id, err := l.p.cfg.Upstream.Finish(w, r)
 	if errors.Is(err, ErrFederationUnavailable) {
-		l.errorPage(w, http.StatusServiceUnavailable, "Sign-in through your home region is temporarily unavailable. Please try again in a few minutes.")
+		l.errorPage(w, http.StatusServiceUnavailable, federation.UnavailableMessage)
 		return
 	}
 	if err != nil {

@@ -5,7 +5,6 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
-	"embed"
 	"encoding/base64"
 	"errors"
 	"html/template"
@@ -21,12 +20,12 @@ import (
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
+	"github.com/meridian-id/meridian/loginpage"
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/routing"
 )
 
-//go:embed templates/*.html
-var templateFS embed.FS
+var templateFS = loginpage.Templates()
 
 // PageTemplates are the login page templates ("username", "password",
 // "totp", "consent", "error"), shared with the hub and the federation

@@ -17,8 +17,6 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
-
-	"github.com/meridian-id/meridian/region"
 )
 
 // Flow is the per-login secret state of an authorization request the RP
@@ -67,7 +65,7 @@ func (e *AuthError) Error() string {
 }
 
 // Errors of RP.Complete other than unavailability (which wraps
-// region.ErrFederationUnavailable) and *AuthError.
+// ErrUnavailable) and *AuthError.
 var (
 	ErrIssuerMismatch = errors.New("federation: authorization response iss does not name the expected issuer")
 	ErrNoCode         = errors.New("federation: authorization response has no code")
@@ -75,9 +73,9 @@ var (
 	ErrSubject        = errors.New("federation: userinfo subject differs from the ID token subject")
 )
 
-// unavailable wraps err as region.ErrFederationUnavailable.
+// unavailable wraps err as ErrUnavailable.
 func unavailable(what string, err error) error {
-	return fmt.Errorf("%w: %s: %v", region.ErrFederationUnavailable, what, err)
+	return fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
 }
 
 // profileClaims are the claims copied from upstream tokens.
@@ -151,7 +149,7 @@ func (rp *RP) ctx(ctx context.Context) context.Context {
 
 // Ready checks that the provider answers, probing its discovery document
 // (bounded by ProbeTimeout) unless a probe succeeded within HealthTTL. The
-// error wraps region.ErrFederationUnavailable.
+// error wraps ErrUnavailable.
 func (rp *RP) Ready(ctx context.Context) error {
 	rp.mu.Lock()
 	p, fresh := rp.provider, rp.healthy && time.Since(rp.checked) < rp.opts.HealthTTL
@@ -261,7 +259,7 @@ func (rp *RP) AuthCodeURL(ctx context.Context, f Flow, redirectURI, loginHint st
 // Complete checks an authorization response q (the callback's query) that
 // belongs to flow f (the caller matched q's state to f, in constant time),
 // redeems the code and returns the verified identity. Unreachable
-// providers give errors wrapping region.ErrFederationUnavailable; an OAuth
+// providers give errors wrapping ErrUnavailable; an OAuth
 // error answer gives *AuthError.
 func (rp *RP) Complete(ctx context.Context, q url.Values, f Flow, redirectURI string) (Identity, error) {
 	// RFC 9207: the response must name the issuer we sent the user to, or

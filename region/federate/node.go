@@ -1,6 +1,9 @@
-package federation
+package federate
 
 import (
+	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/federation/setup"
+
 	"context"
 	"errors"
 	"fmt"
@@ -69,15 +72,14 @@ func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hub.key_file: %w", err)
 	}
-	client := NewHTTPClient(RoutesFromConfig(cfg), ClientOptions{ConnectTimeout: cfg.Federation.ConnectTimeout,
-		RequestTimeout: cfg.Federation.RequestTimeout, Wrap: nc.Wrap})
+	client := setup.HTTPClient(cfg, nc.Wrap)
 	hubURL := cfg.Federation.URL(cfg.Hub.Host)
 	n := &Node{}
-	ucfg := UpstreamConfig{Region: nc.Region, Bases: RegionBases(cfg, r), Topology: cfg.Federation.Topology, HubURL: hubURL,
+	ucfg := UpstreamConfig{Region: nc.Region, Bases: setup.RegionBases(cfg, r), Topology: cfg.Federation.Topology, HubURL: hubURL,
 		Codec: nc.Codec, CookieKey: nc.CookieKey, SecureCookies: cfg.Federation.Scheme == "https", HTTPClient: client, Log: nc.Log}
 	var sink KeySink
 	switch cfg.Federation.Topology {
-	case TopologyMesh:
+	case federation.TopologyMesh:
 		lk := nc.Lookup
 		if lk == nil {
 			if cfg.Hub.Redis == "" {
@@ -103,7 +105,7 @@ func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 		for i := range cfg.Regions {
 			p := &cfg.Regions[i]
 			ucfg.Peers[p.ID] = cfg.Issuer(p)
-			entries[p.ID] = RegionBases(cfg, p)
+			entries[p.ID] = setup.RegionBases(cfg, p)
 		}
 		if err := EnsurePeerClients(ctx, nc.Store, nc.Codec, nc.Region, entries); err != nil {
 			n.Close()
@@ -137,7 +139,7 @@ func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 // Handler serves UserKeysPath and passes everything else to provider.
 func (n *Node) Handler(provider http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(UserKeysPath, n.UserKeys)
+	mux.Handle(federation.UserKeysPath, n.UserKeys)
 	mux.Handle("/", provider)
 	return mux
 }

@@ -1,4 +1,4 @@
-package federation
+package federate
 
 import (
 	"context"
@@ -18,14 +18,11 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/routing"
 )
-
-// UnavailableMessage is what a user sees when the hub or their resident
-// region cannot be reached.
-const UnavailableMessage = "Sign-in through your home region is temporarily unavailable. Please try again in a few minutes."
 
 // flowTTL bounds a federated login from Begin to Finish.
 const flowTTL = 10 * time.Minute
@@ -60,7 +57,7 @@ type UpstreamConfig struct {
 	// Log receives warnings; usernames are never logged.
 	Log *slog.Logger
 	// RP tunes the relying parties (health probing).
-	RP RPOptions
+	RP federation.RPOptions
 }
 
 // Upstream implements region.Upstream as an OpenID Connect relying party
@@ -78,10 +75,10 @@ type UpstreamConfig struct {
 // verifier and nonce must not be readable from the cookie.
 type Upstream struct {
 	cfg   UpstreamConfig
-	hub   *RP
-	peers map[string]*RP
+	hub   *federation.RP
+	peers map[string]*federation.RP
 	aead  cipher.AEAD
-	pages *Pages
+	pages *federation.Pages
 	log   *slog.Logger
 }
 
@@ -116,18 +113,18 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 	if err != nil {
 		return nil, err
 	}
-	pages, err := NewPages()
+	pages, err := federation.NewPages()
 	if err != nil {
 		return nil, err
 	}
-	u := &Upstream{cfg: cfg, aead: aead, pages: pages, log: cfg.Log, peers: map[string]*RP{}}
+	u := &Upstream{cfg: cfg, aead: aead, pages: pages, log: cfg.Log, peers: map[string]*federation.RP{}}
 	switch cfg.Topology {
-	case TopologyHub:
-		u.hub, err = NewRP(cfg.HubURL, RegionCredentials(cfg.Codec, cfg.Region, cfg.Bases...), cfg.HTTPClient, cfg.RP)
+	case federation.TopologyHub:
+		u.hub, err = federation.NewRP(cfg.HubURL, federation.RegionCredentials(cfg.Codec, cfg.Region, cfg.Bases...), cfg.HTTPClient, cfg.RP)
 		if err != nil {
 			return nil, err
 		}
-	case TopologyMesh:
+	case federation.TopologyMesh:
 		if cfg.Table == nil {
 			return nil, errors.New("federation: mesh topology needs the lookup table")
 		}
@@ -135,16 +132,16 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 			if id == cfg.Region {
 				continue
 			}
-			creds, err := PeerCredentials(cfg.Codec, cfg.Region, id, cfg.Bases...)
+			creds, err := federation.PeerCredentials(cfg.Codec, cfg.Region, id, cfg.Bases...)
 			if err != nil {
 				return nil, err
 			}
-			if u.peers[id], err = NewRP(issuer, creds, cfg.HTTPClient, cfg.RP); err != nil {
+			if u.peers[id], err = federation.NewRP(issuer, creds, cfg.HTTPClient, cfg.RP); err != nil {
 				return nil, err
 			}
 		}
 	default:
-		return nil, fmt.Errorf("federation: topology must be %q or %q, got %q", TopologyHub, TopologyMesh, cfg.Topology)
+		return nil, fmt.Errorf("federation: topology must be %q or %q, got %q", federation.TopologyHub, federation.TopologyMesh, cfg.Topology)
 	}
 	return u, nil
 }
@@ -153,7 +150,7 @@ var errUnknownUser = errors.New("federation: user unknown to the federation")
 
 // target returns the provider to federate with: the hub, or in mesh the
 // resident region ("" for the hub).
-func (u *Upstream) target(ctx context.Context, username string) (string, *RP, error) {
+func (u *Upstream) target(ctx context.Context, username string) (string, *federation.RP, error) {
 	if u.hub != nil {
 		return "", u.hub, nil
 	}
@@ -186,7 +183,7 @@ func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, arID, username 
 		// for a wrong password (same page, same argon2id cost). The CSRF
 		// token binds the request id and browser, not the step, so the
 		// username form's token is valid there.
-		u.pages.Render(w, http.StatusOK, "password", Page{Title: TitlePassword, Region: u.cfg.Region, ID: arID,
+		u.pages.Render(w, http.StatusOK, "password", federation.Page{Title: federation.TitlePassword, Region: u.cfg.Region, ID: arID,
 			CSRF: r.PostFormValue("csrf"), Username: username})
 		return
 	}
@@ -195,10 +192,10 @@ func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, arID, username 
 	}
 	if err != nil {
 		u.log.WarnContext(ctx, "federated login unavailable", "target", targetName(target), "err", err)
-		u.pages.Error(w, http.StatusServiceUnavailable, u.cfg.Region, UnavailableMessage)
+		u.pages.Error(w, http.StatusServiceUnavailable, u.cfg.Region, federation.UnavailableMessage)
 		return
 	}
-	f, err := NewFlow()
+	f, err := federation.NewFlow()
 	if err == nil {
 		// The state is a region-tagged artifact (128 random bits and a
 		// MAC): when the answer comes back on the global host and GeoDNS
@@ -213,7 +210,7 @@ func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, arID, username 
 	redirect := rp.RedirectURI(r.Host)
 	authURL, err := rp.AuthCodeURL(ctx, f, redirect, username, nil)
 	if err != nil {
-		u.pages.Error(w, http.StatusServiceUnavailable, u.cfg.Region, UnavailableMessage)
+		u.pages.Error(w, http.StatusServiceUnavailable, u.cfg.Region, federation.UnavailableMessage)
 		return
 	}
 	st := inFlight{ARID: arID, Target: target, State: f.State, Nonce: f.Nonce, Verifier: f.Verifier,
@@ -254,7 +251,7 @@ func (u *Upstream) Finish(w http.ResponseWriter, r *http.Request) (string, regio
 	if rp == nil {
 		return "", region.FederatedIdentity{}, errors.New("federation: login state names an unknown provider")
 	}
-	id, err := rp.Complete(r.Context(), q, Flow{State: st.State, Nonce: st.Nonce, Verifier: st.Verifier}, st.Redirect)
+	id, err := rp.Complete(r.Context(), q, federation.Flow{State: st.State, Nonce: st.Nonce, Verifier: st.Verifier}, st.Redirect)
 	if err != nil {
 		return "", region.FederatedIdentity{}, err
 	}
