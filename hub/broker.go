@@ -2,8 +2,6 @@ package hub
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
@@ -34,6 +32,7 @@ import (
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/password"
 	"github.com/meridian-id/meridian/routing"
+	"github.com/meridian-id/meridian/seal"
 )
 
 // Region is a region as the hub knows it.
@@ -74,6 +73,9 @@ type Config struct {
 	// token signing key, the state sealing key and the CSRF key. It must
 	// not be k_hub or the routing key, which regions hold too.
 	Secret []byte
+	// PreviousSecrets, after a rotation of Secret, still open the state
+	// sealed before it (logins in flight survive the rotation).
+	PreviousSecrets [][]byte
 	// HTTPClient is the back-channel client (federation.NewHTTPClient).
 	HTTPClient *http.Client
 	// SecureCookies sets Secure and the __Host- prefix (https).
@@ -142,19 +144,11 @@ func New(cfg Config) (*Broker, error) {
 	if b.table, err = lookup.NewTable(cfg.Hasher, cfg.Lookup); err != nil {
 		return nil, err
 	}
-	stateKey, err := hkdf.Key(sha256.New, cfg.Secret, nil, "meridian hub state v1", 32)
+	box, err := seal.New("meridian hub state v1", cfg.Secret, cfg.PreviousSecrets...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("hub: secret: %w", err)
 	}
-	block, err := aes.NewCipher(stateKey)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
-	}
-	b.state = &sealedState{s: cfg.State, aead: aead}
+	b.state = &sealedState{s: cfg.State, box: box}
 	if b.csrfKey, err = hkdf.Key(sha256.New, cfg.Secret, nil, "meridian hub csrf v1", 32); err != nil {
 		return nil, err
 	}

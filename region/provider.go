@@ -25,6 +25,7 @@ import (
 
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/routing"
+	"github.com/meridian-id/meridian/seal"
 )
 
 // Config configures one regional node.
@@ -47,6 +48,9 @@ type Config struct {
 	SecureCookies bool
 	// CookieKey (>= 32 bytes) MACs CSRF tokens and login state.
 	CookieKey []byte
+	// PreviousCookieKeys, after a rotation of CookieKey, still open the
+	// sealed cookies (federated-login hint) made before it.
+	PreviousCookieKeys [][]byte
 	// Lifetimes of issued artifacts; zero fields take DefaultLifetimes.
 	Lifetimes Lifetimes
 	// Upstream, when set, signs in users who are not resident here.
@@ -69,6 +73,7 @@ type Provider struct {
 	op      *op.Provider
 	log     *slog.Logger
 	login   *loginUI
+	fedHint *seal.Box // seals the federated-login hint cookie
 	audit   *auditor
 	remote  *remote
 	handler http.Handler
@@ -131,6 +136,9 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 	)
 	if err != nil {
 		return nil, err
+	}
+	if p.fedHint, err = seal.New("meridian federated-login hint v2", cfg.CookieKey, cfg.PreviousCookieKeys...); err != nil {
+		return nil, fmt.Errorf("%w: cookie key: %v", ErrConfig, err)
 	}
 	p.login, err = newLoginUI(p)
 	if err != nil {

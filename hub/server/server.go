@@ -129,12 +129,20 @@ func New(ctx context.Context, cfg *config.Config, opts Options, tel *telemetry.T
 	if err != nil {
 		return nil, err
 	}
+	var previous [][]byte
+	if p := os.Getenv("MERIDIAN_PREVIOUS_HUB_SECRET_FILE"); p != "" {
+		prev, err := config.LoadSecret("previous hub secret (MERIDIAN_PREVIOUS_HUB_SECRET_FILE)", p, "", log)
+		if err != nil {
+			return nil, err
+		}
+		previous = append(previous, prev)
+	}
 	stores, err := OpenStores(ctx, cfg, opts)
 	if err != nil {
 		return nil, err
 	}
 	b, err := hub.New(hub.Config{Issuer: cfg.Federation.URL(cfg.Hub.Host), Regions: hub.RegionsFromConfig(cfg),
-		Codec: codec, Hasher: h, Lookup: stores.Lookup, State: stores.State, Secret: secret,
+		Codec: codec, Hasher: h, Lookup: stores.Lookup, State: stores.State, Secret: secret, PreviousSecrets: previous,
 		HTTPClient: setup.HTTPClient(cfg, tel.Transport), SecureCookies: cfg.Federation.Scheme == "https",
 		Log: log, Meter: tel.Meter.Meter("meridian/hub")})
 	if err != nil {

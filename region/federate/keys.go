@@ -2,24 +2,19 @@ package federate
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/hkdf"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/routing"
+	"github.com/meridian-id/meridian/seal"
 )
 
 // UserLister is the part of the region store the listing needs.
@@ -38,11 +33,13 @@ type UserKeysConfig struct {
 	// CursorKey (>= 32 bytes) encrypts the paging cursor, which is the last
 	// username of a page: the hub only ever sees it sealed.
 	CursorKey []byte
+	// PreviousCursorKeys open cursors sealed before a key rotation.
+	PreviousCursorKeys [][]byte
 }
 
 type userKeys struct {
-	cfg  UserKeysConfig
-	aead cipher.AEAD
+	cfg UserKeysConfig
+	box *seal.Box
 }
 
 // NewUserKeysHandler returns the handler of GET UserKeysPath?after=&limit=:
@@ -53,26 +50,11 @@ func NewUserKeysHandler(cfg UserKeysConfig) (http.Handler, error) {
 	if cfg.Codec == nil || cfg.Hasher == nil || cfg.Users == nil {
 		return nil, errors.New("federation: user keys handler needs codec, hasher and users")
 	}
-	aead, err := newAEAD(cfg.CursorKey, "meridian user-keys cursor v1")
+	box, err := seal.New("meridian user-keys cursor v1", cfg.CursorKey, cfg.PreviousCursorKeys...)
 	if err != nil {
 		return nil, err
 	}
-	return &userKeys{cfg: cfg, aead: aead}, nil
-}
-
-func newAEAD(secret []byte, label string) (cipher.AEAD, error) {
-	if len(secret) < 32 {
-		return nil, errors.New("federation: key must be at least 32 bytes")
-	}
-	key, err := hkdf.Key(sha256.New, secret, nil, label, 32)
-	if err != nil {
-		return nil, err
-	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(block)
+	return &userKeys{cfg: cfg, box: box}, nil
 }
 
 func (h *userKeys) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -134,22 +116,16 @@ func (h *userKeys) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *userKeys) sealCursor(username string) (string, error) {
-	nonce := make([]byte, h.aead.NonceSize())
-	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(h.aead.Seal(nonce, nonce, []byte(username), []byte("cursor|"+h.cfg.Region))), nil
+	return h.box.SealString([]byte(username), "cursor|"+h.cfg.Region, time.Now().Add(cursorTTL))
 }
 
 func (h *userKeys) openCursor(c string) (string, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(c)
-	ns := h.aead.NonceSize()
-	if err != nil || len(raw) < ns || len(c) > 2048 {
-		return "", errors.New("bad cursor")
-	}
-	p, err := h.aead.Open(nil, raw[:ns], raw[ns:], []byte("cursor|"+h.cfg.Region))
+	p, err := h.box.OpenString(c, "cursor|"+h.cfg.Region, time.Now(), 2048)
 	return string(p), err
 }
+
+// cursorTTL bounds how long a reconciliation may pause between pages.
+const cursorTTL = time.Hour
 
 // basicAuth reads HTTP Basic credentials, form-urlencoded per RFC 6749
 // §2.3.1 (what x/oauth2 sends) or raw.

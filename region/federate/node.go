@@ -32,6 +32,9 @@ type NodeConfig struct {
 	// CookieKey is the region's cookie key (>= 32 bytes, shared by the
 	// region's nodes); it also seals the login cookie and paging cursors.
 	CookieKey []byte
+	// PreviousCookieKeys are cookie keys retired by a rotation: what they
+	// sealed still opens.
+	PreviousCookieKeys [][]byte
 	// HubKey is k_hub (hub.key_file): lookup keys are computed in the
 	// region so that usernames never travel to the hub.
 	HubKey []byte
@@ -76,7 +79,7 @@ func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 	hubURL := cfg.Federation.URL(cfg.Hub.Host)
 	n := &Node{}
 	ucfg := UpstreamConfig{Region: nc.Region, Bases: setup.RegionBases(cfg, r), Topology: cfg.Federation.Topology, HubURL: hubURL,
-		Codec: nc.Codec, CookieKey: nc.CookieKey, SecureCookies: cfg.Federation.Scheme == "https", HTTPClient: client, Log: nc.Log}
+		Codec: nc.Codec, CookieKey: nc.CookieKey, PreviousCookieKeys: nc.PreviousCookieKeys, SecureCookies: cfg.Federation.Scheme == "https", HTTPClient: client, Log: nc.Log}
 	var sink KeySink
 	switch cfg.Federation.Topology {
 	case federation.TopologyMesh:
@@ -129,7 +132,7 @@ func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 		return nil, err
 	}
 	if n.UserKeys, err = NewUserKeysHandler(UserKeysConfig{Region: nc.Region, Codec: nc.Codec, Hasher: hasher,
-		Users: nc.Store, CursorKey: nc.CookieKey}); err != nil {
+		Users: nc.Store, CursorKey: nc.CookieKey, PreviousCursorKeys: nc.PreviousCookieKeys}); err != nil {
 		n.Close()
 		return nil, err
 	}

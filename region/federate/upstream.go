@@ -2,18 +2,12 @@ package federate
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/hkdf"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"time"
@@ -22,6 +16,7 @@ import (
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/routing"
+	"github.com/meridian-id/meridian/seal"
 )
 
 // flowTTL bounds a federated login from Begin to Finish.
@@ -50,6 +45,8 @@ type UpstreamConfig struct {
 	// CookieKey (>= 32 bytes) encrypts the in-flight login cookie; every
 	// node of the region must share it.
 	CookieKey []byte
+	// PreviousCookieKeys open cookies sealed before a key rotation.
+	PreviousCookieKeys [][]byte
 	// SecureCookies sets Secure and the __Host- prefix (https).
 	SecureCookies bool
 	// HTTPClient is the back-channel client (NewHTTPClient).
@@ -77,7 +74,7 @@ type Upstream struct {
 	cfg   UpstreamConfig
 	hub   *federation.RP
 	peers map[string]*federation.RP
-	aead  cipher.AEAD
+	box   *seal.Box
 	pages *federation.Pages
 	log   *slog.Logger
 }
@@ -101,23 +98,15 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	key, err := hkdf.Key(sha256.New, cfg.CookieKey, nil, "meridian federation login state v1", 32)
+	box, err := seal.New("meridian federation login state v1", cfg.CookieKey, cfg.PreviousCookieKeys...)
 	if err != nil {
-		return nil, err
-	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("federation: cookie key: %w", err)
 	}
 	pages, err := federation.NewPages()
 	if err != nil {
 		return nil, err
 	}
-	u := &Upstream{cfg: cfg, aead: aead, pages: pages, log: cfg.Log, peers: map[string]*federation.RP{}}
+	u := &Upstream{cfg: cfg, box: box, pages: pages, log: cfg.Log, peers: map[string]*federation.RP{}}
 	switch cfg.Topology {
 	case federation.TopologyHub:
 		u.hub, err = federation.NewRP(cfg.HubURL, federation.RegionCredentials(cfg.Codec, cfg.Region, cfg.Bases...), cfg.HTTPClient, cfg.RP)
@@ -214,7 +203,7 @@ func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, arID, username 
 		return
 	}
 	st := inFlight{ARID: arID, Target: target, State: f.State, Nonce: f.Nonce, Verifier: f.Verifier,
-		Redirect: redirect, Exp: time.Now().Add(flowTTL).Unix()}
+		Redirect: redirect}
 	name := u.cookieName(f.State)
 	val, err := u.seal(name, st)
 	if err != nil {
@@ -274,7 +263,6 @@ type inFlight struct {
 	Nonce    string `json:"n"`
 	Verifier string `json:"v"`
 	Redirect string `json:"r"`
-	Exp      int64  `json:"e"`
 }
 
 // Errors of Finish for a callback that does not belong to a login of this browser.
@@ -297,11 +285,7 @@ func (u *Upstream) seal(name string, st inFlight) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	nonce := make([]byte, u.aead.NonceSize(), u.aead.NonceSize()+len(plain)+u.aead.Overhead())
-	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(u.aead.Seal(nonce, nonce, plain, []byte(name))), nil
+	return u.box.SealString(plain, name, time.Now().Add(flowTTL))
 }
 
 // open reads, deletes and checks the login cookie of state.
@@ -316,12 +300,10 @@ func (u *Upstream) open(w http.ResponseWriter, r *http.Request, state string) (i
 	}
 	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
 		Secure: u.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
-	raw, err := base64.RawURLEncoding.DecodeString(c.Value)
-	ns := u.aead.NonceSize()
-	if err != nil || len(raw) < ns {
-		return inFlight{}, ErrNoLoginState
+	plain, err := u.box.OpenString(c.Value, name, time.Now(), 4096)
+	if errors.Is(err, seal.ErrExpired) {
+		return inFlight{}, ErrLoginExpired
 	}
-	plain, err := u.aead.Open(nil, raw[:ns], raw[ns:], []byte(name))
 	if err != nil {
 		return inFlight{}, ErrNoLoginState
 	}
@@ -331,9 +313,6 @@ func (u *Upstream) open(w http.ResponseWriter, r *http.Request, state string) (i
 	}
 	if subtle.ConstantTimeCompare([]byte(st.State), []byte(state)) != 1 {
 		return inFlight{}, ErrNoLoginState
-	}
-	if time.Now().Unix() > st.Exp {
-		return inFlight{}, ErrLoginExpired
 	}
 	return st, nil
 }

@@ -107,6 +107,10 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	if err != nil {
 		return nil, err
 	}
+	prevCookieKeys, err := previousSecret("previous cookie key (MERIDIAN_PREVIOUS_COOKIE_KEY_FILE)", os.Getenv("MERIDIAN_PREVIOUS_COOKIE_KEY_FILE"), log)
+	if err != nil {
+		return nil, err
+	}
 	st, err := OpenStore(ctx, r, dataDir)
 	if err != nil {
 		return nil, err
@@ -124,7 +128,7 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 			return nil, err
 		}
 		fed, err = federate.NewNode(ctx, federate.NodeConfig{Config: cfg, Region: id, Store: st, Codec: codec,
-			CookieKey: cookieKey, HubKey: hubKey, Wrap: tel.Transport, Log: log})
+			CookieKey: cookieKey, PreviousCookieKeys: prevCookieKeys, HubKey: hubKey, Wrap: tel.Transport, Log: log})
 		if err != nil {
 			st.Close()
 			return nil, err
@@ -151,13 +155,27 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	n.Provider, err = region.New(ctx, region.Config{
 		Region: id, Issuer: cfg.Issuer(r), GlobalIssuer: cfg.GlobalIssuer(), RegionHosts: hosts,
 		CookieDomain: cfg.Federation.CookieDomain, SecureCookies: cfg.Federation.Scheme == "https", CookieKey: cookieKey,
-		Peers: n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"),
+		PreviousCookieKeys: prevCookieKeys,
+		Peers:              n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"),
 	}, st, codec, log)
 	if err != nil {
 		n.Close()
 		return nil, err
 	}
 	return n, nil
+}
+
+// previousSecret loads the secret retired by a rotation, when path is set:
+// it still opens what it sealed, and seals nothing new.
+func previousSecret(what, path string, log *slog.Logger) ([][]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	k, err := config.LoadSecret(what, path, "", log)
+	if err != nil {
+		return nil, err
+	}
+	return [][]byte{k}, nil
 }
 
 // RouterConfig derives region id's router configuration from the
