@@ -569,18 +569,27 @@ func (b *Broker) callback(w http.ResponseWriter, r *http.Request) {
 		b.errorPage(w, http.StatusBadRequest, msgFailed)
 		return
 	}
-	if err := b.state.take(ctx, kindLogin, state, &lg); err != nil {
-		if !errors.Is(err, ErrStateNotFound) {
-			b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)
+	// Check the binding (region and browser) before consuming the state:
+	// a callback carried into another browser is refused and leaves the
+	// victim's login intact. take then spends it exactly once.
+	bound := func(lg pendingLogin) bool {
+		nonce := b.existingNonce(r)
+		return lg.Region == reg && nonce != "" && subtle.ConstantTimeCompare([]byte(lg.Browser), []byte(b.mac("browser", nonce))) == 1
+	}
+	for _, load := range []func(context.Context, string, string, any) error{b.state.get, b.state.take} {
+		if err := load(ctx, kindLogin, state, &lg); err != nil {
+			if !errors.Is(err, ErrStateNotFound) {
+				b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)
+				return
+			}
+			b.errorPage(w, http.StatusBadRequest, msgFailed)
 			return
 		}
-		b.errorPage(w, http.StatusBadRequest, msgFailed)
-		return
-	}
-	nonce := b.existingNonce(r)
-	if lg.Region != reg || nonce == "" || subtle.ConstantTimeCompare([]byte(lg.Browser), []byte(b.mac("browser", nonce))) != 1 {
-		b.errorPage(w, http.StatusBadRequest, msgFailed)
-		return
+		if !bound(lg) {
+			b.log.WarnContext(ctx, "federated callback refused: not the browser or region the login was sent from", "region", reg)
+			b.errorPage(w, http.StatusBadRequest, msgFailed)
+			return
+		}
 	}
 	ar, err := b.storage.authRequest(ctx, lg.ARID)
 	if err != nil || ar.IsDone {
