@@ -133,9 +133,9 @@ func TestHubAuthorizeRejectsBadRequests(t *testing.T) {
 		return b.visit(hubURL + "/authorize?" + v.Encode())
 	}
 	for name, mod := range map[string]func(url.Values){
-		"unknown client":    func(v url.Values) { v.Set("client_id", "region-xx") },
-		"foreign redirect":  func(v url.Values) { v.Set("redirect_uri", "http://evil.example/cb") },
-		"other region's cb": func(v url.Values) { v.Set("redirect_uri", regionIssuer("us")+federation.CallbackPath) },
+		"unknown client":   func(v url.Values) { v.Set("client_id", "region-xx") },
+		"foreign redirect": func(v url.Values) { v.Set("redirect_uri", "http://evil.example/cb") },
+		"not the callback": func(v url.Values) { v.Set("redirect_uri", regionIssuer("eu")+"/authorize/callback") },
 	} {
 		p := try(mod)
 		if p.out != nil || p.status < 400 || !strings.HasPrefix(p.header.Get("Content-Type"), "text/html") {

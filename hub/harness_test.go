@@ -210,10 +210,16 @@ func newFed(t *testing.T, o options) *fed {
 }
 
 func (f *fed) bases(id string) []string {
+	out := []string{regionIssuer(id)}
 	if id == "eu" {
-		return []string{regionIssuer(id), globalURL}
+		out = append(out, globalURL)
 	}
-	return []string{regionIssuer(id)}
+	for _, o := range regionIDs {
+		if o != id {
+			out = append(out, regionIssuer(o))
+		}
+	}
+	return out
 }
 
 // startRegion runs region id as a node does: its router (cross-region
@@ -271,8 +277,14 @@ func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	peerHosts := map[string]string{}
+	for _, o := range regionIDs {
+		if o != id {
+			peerHosts[regionHost(o)] = regionIssuer(o)
+		}
+	}
 	p, err := region.New(ctx, region.Config{Region: id, Issuer: regionIssuer(id), GlobalIssuer: globalURL,
-		RegionHosts: []string{regionHost(id)}, CookieKey: cookieKey, Upstream: up, Peers: rt}, st, f.codec, discard())
+		RegionHosts: []string{regionHost(id)}, PeerHosts: peerHosts, CookieKey: cookieKey, Upstream: up, Peers: rt}, st, f.codec, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -411,10 +423,11 @@ func (a *app) finish(fl authFlow, loc *url.URL) signedIn {
 	t := a.f.t
 	t.Helper()
 	q := loc.Query()
-	// Regions name the global issuer in authorization responses to
-	// applications, whatever host served them.
-	if q.Get("state") != fl.state || q.Get("iss") != globalURL || q.Get("code") == "" {
-		t.Fatalf("authorization response %s: want state, iss=%s and a code", loc, globalURL)
+	// The authorization response names the issuer the application
+	// discovered (RFC 9207), which its ID token names too (checked by the
+	// verifier below).
+	if q.Get("state") != fl.state || q.Get("iss") != a.issuer || q.Get("code") == "" {
+		t.Fatalf("authorization response %s: want state, iss=%s and a code", loc, a.issuer)
 	}
 	ctx := context.WithValue(oidc.ClientContext(a.f.ctx, a.f.client), oauth2.HTTPClient, a.f.client)
 	tok, err := a.conf.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(fl.verifier))

@@ -160,7 +160,9 @@ func (p *Provider) addIss(ctx context.Context, loc string, r *http.Request) stri
 }
 
 // responseIssuer is the issuer the client knows: the region issuer for
-// federation clients, the global issuer for applications.
+// federation clients, else the issuer of the host the request came
+// through, which is what that host's discovery document and ID tokens say
+// (RFC 9207).
 func (p *Provider) responseIssuer(ctx context.Context, r *http.Request) string {
 	id := r.URL.Query().Get("client_id")
 	if id == "" {
@@ -171,7 +173,7 @@ func (p *Provider) responseIssuer(ctx context.Context, r *http.Request) string {
 	if c, err := p.storage.client(ctx, id); err == nil && slices.Contains(c.Scopes, ScopeFederation) {
 		return p.cfg.Issuer
 	}
-	return p.cfg.GlobalIssuer
+	return p.hostIssuer(r)
 }
 
 // checkCallback lets only the browser that logged in collect the code.

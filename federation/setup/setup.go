@@ -57,11 +57,24 @@ func HTTPClient(cfg *config.Config, wrap func(http.RoundTripper) http.RoundTripp
 }
 
 // RegionBases returns the base URLs a region's login pages are served on:
-// its issuer, its DR site and the global host, in that order.
+// its issuer, its DR site, the global host, then the other regions' hosts
+// (their routers forward a login for this region's clients with the Host
+// kept, so that the browser stays on the host its client discovered).
 func RegionBases(cfg *config.Config, r *config.Region) []string {
 	bases := []string{cfg.Issuer(r)}
 	if r.DR != nil {
 		bases = append(bases, cfg.Federation.URL(r.DR.Host))
 	}
-	return append(bases, cfg.GlobalIssuer())
+	bases = append(bases, cfg.GlobalIssuer())
+	for i := range cfg.Regions {
+		o := &cfg.Regions[i]
+		if o.ID == r.ID {
+			continue
+		}
+		bases = append(bases, cfg.Issuer(o))
+		if o.DR != nil {
+			bases = append(bases, cfg.Federation.URL(o.DR.Host))
+		}
+	}
+	return bases
 }

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/meridian-id/meridian/config"
@@ -119,6 +120,17 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	if r.DR != nil {
 		hosts = append(hosts, r.DR.Host)
 	}
+	peerHosts := map[string]string{}
+	for i := range cfg.Regions {
+		o := &cfg.Regions[i]
+		if o.ID == id {
+			continue
+		}
+		peerHosts[strings.ToLower(o.Host)] = cfg.Issuer(o)
+		if o.DR != nil {
+			peerHosts[strings.ToLower(o.DR.Host)] = cfg.Issuer(o)
+		}
+	}
 	upstream := opts.Upstream
 	var fed *federate.Node
 	if upstream == nil {
@@ -153,7 +165,7 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		return nil, err
 	}
 	n.Provider, err = region.New(ctx, region.Config{
-		Region: id, Issuer: cfg.Issuer(r), GlobalIssuer: cfg.GlobalIssuer(), RegionHosts: hosts,
+		Region: id, Issuer: cfg.Issuer(r), GlobalIssuer: cfg.GlobalIssuer(), RegionHosts: hosts, PeerHosts: peerHosts,
 		CookieDomain: cfg.Federation.CookieDomain, SecureCookies: cfg.Federation.Scheme == "https", CookieKey: cookieKey,
 		PreviousCookieKeys: prevCookieKeys,
 		Peers:              n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"),
