@@ -1,6 +1,7 @@
 package federate
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/subtle"
@@ -10,6 +11,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/meridian-id/meridian/federation"
@@ -203,13 +206,14 @@ func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, arID, username 
 		return
 	}
 	st := inFlight{ARID: arID, Target: target, State: f.State, Nonce: f.Nonce, Verifier: f.Verifier,
-		Redirect: redirect}
+		Redirect: redirect, Created: time.Now().UnixNano()}
 	name := u.cookieName(f.State)
 	val, err := u.seal(name, st)
 	if err != nil {
 		u.pages.Error(w, http.StatusInternalServerError, u.cfg.Region, "The sign-in service failed. Please try again.")
 		return
 	}
+	u.evictPending(w, r)
 	http.SetCookie(w, &http.Cookie{Name: name, Value: val, Path: "/", MaxAge: int(flowTTL / time.Second),
 		HttpOnly: true, Secure: u.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
 	http.Redirect(w, r, authURL, http.StatusSeeOther)
@@ -263,6 +267,51 @@ type inFlight struct {
 	Nonce    string `json:"n"`
 	Verifier string `json:"v"`
 	Redirect string `json:"r"`
+	Created  int64  `json:"c"` // unix nanoseconds, orders logins for eviction
+}
+
+// MaxPendingLogins caps the federated logins a browser may have in flight
+// at one entry region: each holds a cookie until its answer comes back, so
+// abandoned logins would otherwise grow the Cookie header until requests
+// fail (431). Beginning one more evicts the oldest.
+const MaxPendingLogins = 4
+
+// loginCookiePrefix starts the name of every in-flight login cookie (after
+// the __Host- prefix with https).
+const loginCookiePrefix = "mrd_fl_"
+
+// evictPending expires unreadable in-flight login cookies and the oldest
+// readable ones, so that with the one about to be set at most
+// MaxPendingLogins remain.
+func (u *Upstream) evictPending(w http.ResponseWriter, r *http.Request) {
+	type pending struct {
+		name    string
+		created int64
+	}
+	var live []pending
+	now := time.Now()
+	for _, c := range r.Cookies() {
+		if !strings.HasPrefix(strings.TrimPrefix(c.Name, "__Host-"), loginCookiePrefix) {
+			continue
+		}
+		var st inFlight
+		plain, err := u.box.OpenString(c.Value, c.Name, now, 4096)
+		if err == nil && json.Unmarshal(plain, &st) == nil {
+			live = append(live, pending{c.Name, st.Created})
+			continue
+		}
+		u.expireCookie(w, c.Name)
+	}
+	slices.SortFunc(live, func(a, b pending) int { return cmp.Compare(a.created, b.created) })
+	for len(live) >= MaxPendingLogins {
+		u.expireCookie(w, live[0].name)
+		live = live[1:]
+	}
+}
+
+func (u *Upstream) expireCookie(w http.ResponseWriter, name string) {
+	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		Secure: u.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
 }
 
 // Errors of Finish for a callback that does not belong to a login of this browser.
@@ -273,7 +322,7 @@ var (
 
 func (u *Upstream) cookieName(state string) string {
 	sum := sha256.Sum256([]byte(state))
-	base := "mrd_fed_" + hex.EncodeToString(sum[:8])
+	base := loginCookiePrefix + hex.EncodeToString(sum[:8])
 	if u.cfg.SecureCookies {
 		return "__Host-" + base
 	}
@@ -298,8 +347,7 @@ func (u *Upstream) open(w http.ResponseWriter, r *http.Request, state string) (i
 	if err != nil {
 		return inFlight{}, ErrNoLoginState
 	}
-	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
-		Secure: u.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
+	u.expireCookie(w, name)
 	plain, err := u.box.OpenString(c.Value, name, time.Now(), 4096)
 	if errors.Is(err, seal.ErrExpired) {
 		return inFlight{}, ErrLoginExpired
