@@ -364,3 +364,39 @@ func copyClaims(dst map[string]string, src map[string]any) {
 		}
 	}
 }
+
+// LoginParams are the authorization request parameters a federated login
+// carries from the entry region through the hub to the resident region,
+// which enforces them (OIDC Core §3.1.2.1): prompt (only login and none
+// travel; consent stays with the application's own region), max_age,
+// ui_locales and acr_values.
+type LoginParams struct {
+	Prompt    []string
+	MaxAge    *uint
+	UILocales []string
+	ACRValues []string
+}
+
+// Values returns the parameters to add to the authorization request.
+func (p LoginParams) Values() url.Values {
+	v := url.Values{}
+	var prompt []string
+	for _, x := range p.Prompt {
+		if x == "login" || x == "none" {
+			prompt = append(prompt, x)
+		}
+	}
+	if len(prompt) > 0 {
+		v.Set("prompt", strings.Join(prompt, " "))
+	}
+	if p.MaxAge != nil {
+		v.Set("max_age", strconv.FormatUint(uint64(*p.MaxAge), 10))
+	}
+	if len(p.UILocales) > 0 {
+		v.Set("ui_locales", strings.Join(p.UILocales, " "))
+	}
+	if len(p.ACRValues) > 0 {
+		v.Set("acr_values", strings.Join(p.ACRValues, " "))
+	}
+	return v
+}

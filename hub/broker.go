@@ -16,7 +16,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -438,7 +437,7 @@ func (b *Broker) login(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case errors.Is(err, lookup.ErrNotFound), errors.Is(err, lookup.ErrInvalidUsername):
 		b.count(ctx, "unknown", "")
-		b.unknown(w, ar, nonce)
+		b.unknown(w, r, ar, nonce)
 		return
 	case err != nil:
 		b.count(ctx, "lookup_unavailable", "")
@@ -452,7 +451,7 @@ func (b *Broker) login(w http.ResponseWriter, r *http.Request) {
 		// there) or a region this hub does not know: never loop.
 		b.log.WarnContext(ctx, "lookup entry does not lead to a usable region; run hub reconcile", "home", home, "entry", entry)
 		b.count(ctx, "stale_entry", home)
-		b.unknown(w, ar, nonce)
+		b.unknown(w, r, ar, nonce)
 		return
 	}
 	if err := rp.Ready(ctx); err != nil {
@@ -472,14 +471,9 @@ func (b *Broker) login(w http.ResponseWriter, r *http.Request) {
 		b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)
 		return
 	}
-	extra := url.Values{}
-	if len(ar.Prompt) > 0 {
-		extra.Set("prompt", strings.Join(ar.Prompt, " "))
-	}
-	if ar.MaxAge != nil {
-		extra.Set("max_age", strconv.FormatUint(uint64(*ar.MaxAge), 10))
-	}
-	u, err := rp.AuthCodeURL(ctx, f, rp.RedirectURI(""), ar.LoginHint, extra)
+	// The resident region enforces what the application asked for.
+	params := federation.LoginParams{Prompt: ar.Prompt, MaxAge: ar.MaxAge, UILocales: ar.UILocales, ACRValues: ar.ACRValues}
+	u, err := rp.AuthCodeURL(ctx, f, rp.RedirectURI(""), ar.LoginHint, params.Values())
 	if err != nil {
 		b.errorPage(w, http.StatusServiceUnavailable, federation.UnavailableMessage)
 		return
@@ -507,7 +501,12 @@ func lookLike(w http.ResponseWriter, region string) {
 
 // unknown renders the password page a region shows, for a username no
 // region has.
-func (b *Broker) unknown(w http.ResponseWriter, ar *authReq, nonce string) {
+func (b *Broker) unknown(w http.ResponseWriter, r *http.Request, ar *authReq, nonce string) {
+	if slices.Contains(ar.Prompt, oidc.PromptNone) {
+		// What the resident region answers prompt=none without a session.
+		b.redirect(w, r, ar, url.Values{"error": {"login_required"}, "error_description": {"the home region answered login_required"}})
+		return
+	}
 	decoy := b.decoy(ar.LoginHint)
 	lookLike(w, decoy)
 	b.pages.Render(w, http.StatusOK, "password", federation.Page{Title: federation.TitlePassword,

@@ -222,14 +222,16 @@ func (l *loginUI) start(w http.ResponseWriter, r *http.Request) {
 		l.authenticated(w, r, ar, nonce, loginState{id: ar.ID, userID: sess.UserID, amr: strings.Join(sess.AMR, " "), authTime: sess.AuthTime}, false)
 		return
 	}
-	if hasPrompt(ar, oidc.PromptNone) {
+	if hasPrompt(ar, oidc.PromptNone) && !l.federateSilently(w, r, ar) {
 		l.redirectError(w, r, ar, oidc.ErrLoginRequired())
+	}
+	if hasPrompt(ar, oidc.PromptNone) {
 		return
 	}
 	// A user resident elsewhere who signed in through this browser before:
 	// back to the hub, whose resident region's SSO session answers.
 	if name, ok := l.fedHint(r); ok && l.p.cfg.Upstream != nil && !hasPrompt(ar, oidc.PromptLogin) && !l.federationClient(r.Context(), ar.ClientID) {
-		l.p.cfg.Upstream.Begin(w, r, ar.ID, name)
+		l.p.cfg.Upstream.Begin(w, r, federatedLogin(ar, name))
 		return
 	}
 	// The hub (or a peer region) already asked for the username: go
@@ -266,7 +268,7 @@ func (l *loginUI) identify(w http.ResponseWriter, r *http.Request) {
 		if err == nil && errors.Is(lerr, store.ErrNotFound) {
 			// Not resident here: the hub (or, in mesh, the resident region)
 			// takes over; only the resident region will see the password.
-			l.p.cfg.Upstream.Begin(w, r, ar.ID, username)
+			l.p.cfg.Upstream.Begin(w, r, federatedLogin(ar, username))
 			return
 		}
 	}

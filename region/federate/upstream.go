@@ -166,8 +166,9 @@ func (u *Upstream) target(ctx context.Context, username string) (string, *federa
 }
 
 // Begin implements region.Upstream.
-func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, arID, username string) {
+func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, login region.FederatedLogin) {
 	ctx := r.Context()
+	arID, username := login.ARID, login.Username
 	target, rp, err := u.target(ctx, username)
 	if errors.Is(err, errUnknownUser) {
 		// Mesh: nobody has this user. Show the region's own password page;
@@ -200,7 +201,8 @@ func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, arID, username 
 		return
 	}
 	redirect := rp.RedirectURI(r.Host)
-	authURL, err := rp.AuthCodeURL(ctx, f, redirect, username, nil)
+	params := federation.LoginParams{Prompt: login.Prompt, MaxAge: login.MaxAge, UILocales: login.UILocales}
+	authURL, err := rp.AuthCodeURL(ctx, f, redirect, username, params.Values())
 	if err != nil {
 		u.pages.Error(w, http.StatusServiceUnavailable, u.cfg.Region, federation.UnavailableMessage)
 		return
@@ -246,6 +248,12 @@ func (u *Upstream) Finish(w http.ResponseWriter, r *http.Request) (string, regio
 	}
 	id, err := rp.Complete(r.Context(), q, federation.Flow{State: st.State, Nonce: st.Nonce, Verifier: st.Verifier}, st.Redirect)
 	if err != nil {
+		var ae *federation.AuthError
+		if errors.As(err, &ae) {
+			// The answer belongs to this browser's login (state and
+			// cookie matched): the caller may relay the error.
+			return st.ARID, region.FederatedIdentity{}, err
+		}
 		return "", region.FederatedIdentity{}, err
 	}
 	home := st.Target
