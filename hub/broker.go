@@ -402,6 +402,26 @@ func (b *Broker) decoy(username string) string {
 	return b.ids[int(k[0])%len(b.ids)]
 }
 
+// decoyFor is the region an unknown username is sent to from entry: never
+// entry itself (a known user is never sent back where the login began),
+// fixed per username and entry, so retries look consistent.
+func (b *Broker) decoyFor(username, entry string) string {
+	others := make([]string, 0, len(b.ids))
+	for _, id := range b.ids {
+		if id != entry {
+			others = append(others, id)
+		}
+	}
+	if len(others) == 0 {
+		return entry
+	}
+	k, err := b.cfg.Hasher.Key(username)
+	if err != nil {
+		return others[0]
+	}
+	return others[int(k[0])%len(others)]
+}
+
 // Messages of the hub's pages.
 const (
 	msgExpired     = "This sign-in request has expired or was already used."
@@ -436,9 +456,11 @@ func (b *Broker) login(w http.ResponseWriter, r *http.Request) {
 	b.countLookup(ctx, err)
 	switch {
 	case errors.Is(err, lookup.ErrNotFound), errors.Is(err, lookup.ErrInvalidUsername):
+		// Unknown usernames take the known path to a decoy region, whose
+		// own login answers them exactly as a wrong password: same
+		// status, host sequence and pages (see docs/architecture.md).
 		b.count(ctx, "unknown", "")
-		b.unknown(w, r, ar, nonce)
-		return
+		home = b.decoyFor(ar.LoginHint, entry)
 	case err != nil:
 		b.count(ctx, "lookup_unavailable", "")
 		b.log.ErrorContext(ctx, "lookup table unavailable", "err", err)
@@ -451,8 +473,11 @@ func (b *Broker) login(w http.ResponseWriter, r *http.Request) {
 		// there) or a region this hub does not know: never loop.
 		b.log.WarnContext(ctx, "lookup entry does not lead to a usable region; run hub reconcile", "home", home, "entry", entry)
 		b.count(ctx, "stale_entry", home)
-		b.unknown(w, r, ar, nonce)
-		return
+		home = b.decoyFor(ar.LoginHint, entry)
+		if rp, ok = b.rps[home]; !ok || home == entry {
+			b.unknown(w, r, ar, nonce) // a federation of one region
+			return
+		}
 	}
 	if err := rp.Ready(ctx); err != nil {
 		b.log.WarnContext(ctx, "resident region unreachable", "home", home, "err", err)
