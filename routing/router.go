@@ -245,6 +245,9 @@ func (rt *Router) Decide(r *http.Request, form url.Values) Decision {
 	safe := false
 	switch r.URL.Path {
 	case "/authorize":
+		// Proxied, not redirected: the browser stays on the host whose
+		// discovery document the client read, so the authorization
+		// response and the ID token name that host's issuer (RFC 9207).
 		return rt.redirectBy(form.Get("client_id"))
 	case "/end_session":
 		// Proxied, not redirected: the session lives in the client's region,
@@ -295,7 +298,7 @@ func (rt *Router) redirectBy(clientID string) Decision {
 	if err != nil || t.Region == rt.cfg.Local || rt.ups[t.Region] == nil {
 		return Decision{Action: Local, Region: rt.cfg.Local}
 	}
-	return Decision{Action: Redirect, Region: t.Region}
+	return Decision{Action: Proxy, Region: t.Region}
 }
 
 // owner returns the region that issued an artifact: from its verified tag,

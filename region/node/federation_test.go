@@ -83,7 +83,8 @@ func startFederation(t testing.TB) *federation {
 	cfg := &config.Config{
 		DataDir: t.TempDir(),
 		Federation: config.Federation{GlobalHost: "id.localhost", Scheme: "http", Port: port, CookieDomain: "id.localhost",
-			Topology: "hub", ConnectTimeout: 500 * time.Millisecond, RequestTimeout: 2 * time.Second},
+			// The request timeout bounds a proxied login step, argon2id included.
+			Topology: "hub", ConnectTimeout: 500 * time.Millisecond, RequestTimeout: 5 * time.Second},
 		Hub:       config.Hub{Site: config.Site{Host: "hub.id.localhost", Listen: "127.0.0.10:" + strconv.Itoa(port), Addresses: []string{"127.0.0.10"}}},
 		Telemetry: config.Telemetry{LogLevel: "info"},
 	}
