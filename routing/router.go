@@ -527,8 +527,15 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 			return resp, nil
 		}
 		cancel()
-		b.done(false, f.rt.now())
 		lastErr = err
+		if callerGone(req.Context()) {
+			// The downstream client (or internal caller) cancelled: that is
+			// no fault of the upstream and must never count against it, or
+			// anyone could open the breaker by abandoning requests.
+			b.abandon()
+			break
+		}
+		b.done(false, f.rt.now())
 		if req.Context().Err() != nil {
 			break
 		}
@@ -537,6 +544,14 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	return nil, lastErr
+}
+
+// callerGone reports whether the call's context was cancelled by its caller
+// rather than by the router's own deadline: the proxied request's context
+// derives from the downstream connection's, which is cancelled when the
+// client closes it early.
+func callerGone(ctx context.Context) bool {
+	return errors.Is(ctx.Err(), context.Canceled)
 }
 
 // neverSent reports whether err happened before any byte of the request
