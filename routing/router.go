@@ -17,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -214,6 +215,13 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 func (rt *Router) count(ctx context.Context, a Action, region, reason string) {
+	// The HTTP server metrics of this request (when served behind otelhttp)
+	// carry the decision and the owning region: both from closed sets (a
+	// region is named only after its tag verified against the configured
+	// ones).
+	if l, ok := otelhttp.LabelerFromContext(ctx); ok {
+		l.Add(attribute.String("meridian.region", region), attribute.String("meridian.routing", a.String()))
+	}
 	if rt.decisions == nil {
 		return
 	}

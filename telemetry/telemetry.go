@@ -12,10 +12,12 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	promexporter "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
@@ -74,7 +76,9 @@ func New(ctx context.Context, cfg Config, logOut io.Writer) (*Telemetry, error) 
 	if err != nil {
 		return nil, err
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(exp))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(exp),
+		sdkmetric.WithView(sdkmetric.NewView(sdkmetric.Instrument{Name: "http.server.*"},
+			sdkmetric.Stream{AttributeFilter: attribute.NewAllowKeysFilter(ServerMetricKeys...)})))
 	t.Meter = mp
 	t.shutdown = append(t.shutdown, mp.Shutdown)
 
@@ -101,12 +105,58 @@ func (t *Telemetry) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
 }
 
+// ServerMetricKeys are the only attributes HTTP server metrics carry, each
+// from a closed set: the method (unknown ones become _OTHER), scheme,
+// protocol version, status code, route pattern (one of the routes given to
+// Handler, else "other") and what the router added (region and outcome; see
+// routing). Everything the client chooses freely, the Host header above
+// all (server.address, server.port), is dropped, so no request can add a
+// metric series.
+var ServerMetricKeys = []attribute.Key{
+	"http.request.method", "url.scheme", "network.protocol.version", "http.response.status_code", "http.route",
+	"meridian.region", "meridian.routing",
+}
+
 // Handler wraps a server handler with spans, W3C propagation and HTTP
-// metrics; operation names the server in span names.
-func (t *Telemetry) Handler(h http.Handler, operation string) http.Handler {
+// metrics; operation names the server in span names. routes, when given,
+// are the paths reported as http.route (an entry ending in "/" matches
+// every path under it); any other path is reported as "other".
+func (t *Telemetry) Handler(h http.Handler, operation string, routes ...string) http.Handler {
+	if len(routes) > 0 {
+		h = routeLabel(h, routes)
+	}
 	return otelhttp.NewHandler(h, operation,
 		otelhttp.WithTracerProvider(t.Tracer), otelhttp.WithMeterProvider(t.Meter), otelhttp.WithPropagators(t.Propagator),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }))
+}
+
+// routeLabel labels the request's metrics with its route from a closed set.
+func routeLabel(h http.Handler, routes []string) http.Handler {
+	exact := map[string]attribute.KeyValue{}
+	var prefixes []string
+	for _, r := range routes {
+		exact[r] = attribute.String("http.route", r)
+		if strings.HasSuffix(r, "/") && r != "/" {
+			prefixes = append(prefixes, r)
+		}
+	}
+	other := attribute.String("http.route", "other")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if l, ok := otelhttp.LabelerFromContext(r.Context()); ok {
+			kv, found := exact[r.URL.Path]
+			if !found {
+				kv = other
+				for _, p := range prefixes {
+					if strings.HasPrefix(r.URL.Path, p) {
+						kv = exact[p]
+						break
+					}
+				}
+			}
+			l.Add(kv)
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Transport wraps a client transport so outgoing calls carry the trace.

@@ -192,6 +192,14 @@ func RouterConfig(cfg *config.Config, id string, wrap func(http.RoundTripper) ht
 	return rc
 }
 
+// Routes are the regional node's public endpoints as its HTTP metrics name
+// them (http.route); any other path is counted as "other".
+var Routes = []string{
+	"/authorize", "/authorize/callback", "/oauth/token", "/oauth/introspect", "/revoke", "/userinfo", "/dereference",
+	"/end_session", "/logged-out", "/login", "/login/password", "/login/totp", "/consent", "/login/federated/callback",
+	"/register", "/keys", "/.well-known/openid-configuration", "/healthz", "/readyz", "/internal/",
+}
+
 // Close releases the store.
 func (n *Node) Close() error {
 	if n.fed != nil {
@@ -232,7 +240,7 @@ func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error 
 	if n.fed != nil {
 		go func() { _ = n.fed.Pusher.Run(ctx) }()
 	}
-	srv := &http.Server{Handler: n.tel.Handler(n.Router, "regional"), ReadHeaderTimeout: 10 * time.Second,
+	srv := &http.Server{Handler: n.tel.Handler(n.Router, "regional", Routes...), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
 	servers := []*http.Server{srv}
 	errc := make(chan error, 2)
