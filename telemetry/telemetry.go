@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	promexporter "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
@@ -45,6 +46,7 @@ type Telemetry struct {
 	Propagator propagation.TextMapPropagator
 	Log        *slog.Logger
 	registry   *prometheus.Registry
+	exporting  bool // spans are recorded and exported
 	shutdown   []func(context.Context) error
 }
 
@@ -67,6 +69,7 @@ func New(ctx context.Context, cfg Config, logOut io.Writer) (*Telemetry, error) 
 			return nil, err
 		}
 		topts = append(topts, sdktrace.WithBatcher(exp))
+		t.exporting = true
 	}
 	tp := sdktrace.NewTracerProvider(topts...)
 	t.Tracer = tp
@@ -160,8 +163,30 @@ func routeLabel(h http.Handler, routes []string) http.Handler {
 }
 
 // Transport wraps a client transport so outgoing calls carry the trace.
+// Without a trace exporter no span would be recorded, so the calls only
+// carry the W3C trace context (and baggage) of the request that made them,
+// without otelhttp's per-call span and client metrics.
 func (t *Telemetry) Transport(base http.RoundTripper) http.RoundTripper {
+	if !t.exporting {
+		return propagating{base: base, prop: t.Propagator}
+	}
 	return otelhttp.NewTransport(base, otelhttp.WithTracerProvider(t.Tracer), otelhttp.WithMeterProvider(t.Meter), otelhttp.WithPropagators(t.Propagator))
+}
+
+// propagating injects the caller's trace context into outgoing calls.
+type propagating struct {
+	base http.RoundTripper
+	prop propagation.TextMapPropagator
+}
+
+func (p propagating) RoundTrip(r *http.Request) (*http.Response, error) {
+	ctx := r.Context()
+	if !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
+		return p.base.RoundTrip(r) // nothing to carry
+	}
+	r = r.Clone(ctx) // a RoundTripper must not modify its request
+	p.prop.Inject(ctx, propagation.HeaderCarrier(r.Header))
+	return p.base.RoundTrip(r)
 }
 
 // traceHandler adds trace_id and span_id of the context's span to records.

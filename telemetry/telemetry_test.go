@@ -103,3 +103,45 @@ func TestClientChosenValuesDoNotGrowMetrics(t *testing.T) {
 		}
 	}
 }
+
+// TestTransportPropagatesWithoutExporter: with no trace exporter, outgoing
+// calls still carry the incoming W3C trace id.
+func TestTransportPropagatesWithoutExporter(t *testing.T) {
+	tel, err := telemetry.New(context.Background(), telemetry.Config{Service: "test", Instance: "t"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := make(chan string, 1)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { got <- r.Header.Get("Traceparent") }))
+	t.Cleanup(up.Close)
+	client := &http.Client{Transport: tel.Transport(http.DefaultTransport)}
+	front := httptest.NewServer(tel.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		req, _ := http.NewRequestWithContext(r.Context(), http.MethodGet, up.URL, nil)
+		resp, err := client.Do(req)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		resp.Body.Close()
+	}), "test"))
+	t.Cleanup(front.Close)
+	const traceID = "4bf92f3577b34da6a3ce929d0e0e4736"
+	for _, tc := range []struct{ in, wantPrefix string }{
+		{"00-" + traceID + "-00f067aa0ba902b7-01", "00-" + traceID + "-"},
+		{"00-" + traceID + "-00f067aa0ba902b7-00", "00-" + traceID + "-"},
+	} {
+		req, _ := http.NewRequest(http.MethodGet, front.URL, nil)
+		if tc.in != "" {
+			req.Header.Set("Traceparent", tc.in)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		out := <-got
+		if !strings.HasPrefix(out, tc.wantPrefix) {
+			t.Errorf("incoming traceparent %q: upstream saw %q", tc.in, out)
+		}
+	}
+}
