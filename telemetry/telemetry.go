@@ -46,7 +46,7 @@ type Telemetry struct {
 	Propagator propagation.TextMapPropagator
 	Log        *slog.Logger
 	registry   *prometheus.Registry
-	exporting  bool // spans are recorded and exported
+	noSpans    bool // New without an exporter: no span is ever recorded
 	shutdown   []func(context.Context) error
 }
 
@@ -69,7 +69,8 @@ func New(ctx context.Context, cfg Config, logOut io.Writer) (*Telemetry, error) 
 			return nil, err
 		}
 		topts = append(topts, sdktrace.WithBatcher(exp))
-		t.exporting = true
+	} else {
+		t.noSpans = true
 	}
 	tp := sdktrace.NewTracerProvider(topts...)
 	t.Tracer = tp
@@ -167,7 +168,7 @@ func routeLabel(h http.Handler, routes []string) http.Handler {
 // carry the W3C trace context (and baggage) of the request that made them,
 // without otelhttp's per-call span and client metrics.
 func (t *Telemetry) Transport(base http.RoundTripper) http.RoundTripper {
-	if !t.exporting {
+	if t.noSpans {
 		return propagating{base: base, prop: t.Propagator}
 	}
 	return otelhttp.NewTransport(base, otelhttp.WithTracerProvider(t.Tracer), otelhttp.WithMeterProvider(t.Meter), otelhttp.WithPropagators(t.Propagator))
