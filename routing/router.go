@@ -163,21 +163,9 @@ func NewRouter(cfg RouterConfig, codec *Codec, local http.Handler, log *slog.Log
 		}
 		rt.ups[u.Region] = up
 	}
-	// Persistent connections to every upstream: enough idle ones per host
-	// that a busy router never dials per call; responses are passed through
-	// as they are (no transparent gzip).
-	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
-	var base http.RoundTripper = &http.Transport{
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       cfg.TLSConfig,
-		MaxIdleConns:          1024,
-		MaxIdleConnsPerHost:   256,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   cfg.ConnectTimeout,
-		ResponseHeaderTimeout: cfg.RequestTimeout,
-		ForceAttemptHTTP2:     true,
-		DisableCompression:    true,
-	}
+	// Persistent connections to every upstream, each call on the
+	// goroutine that serves it (see connTransport).
+	var base http.RoundTripper = newConnTransport(cfg.ConnectTimeout, cfg.TLSConfig)
 	if cfg.WrapTransport != nil {
 		base = cfg.WrapTransport(base)
 	}
@@ -415,6 +403,7 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, ci *callInfo) 
 	for _, k := range forwarding {
 		delete(h, k)
 	}
+	delete(h, "Expect") // the body is sent at once
 	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
 		h["X-Forwarded-For"] = []string{ip}
 	}
