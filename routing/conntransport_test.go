@@ -73,3 +73,54 @@ func TestHopConnections(t *testing.T) {
 		t.Fatal("breaker open after the upstream closed idle connections")
 	}
 }
+
+// TestHopTLS: an upstream reached over TLS is verified against the
+// configured roots, and one connection serves many calls.
+func TestHopTLS(t *testing.T) {
+	var conns atomic.Int64
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write([]byte("eu"))
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	tests := []struct {
+		name   string
+		trust  bool
+		status int
+	}{
+		{"trusted upstream", true, 200},
+		{"untrusted certificate", false, http.StatusServiceUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, func(c *RouterConfig) {
+				c.Upstreams[0].Addr, c.Upstreams[0].TLS = up.Listener.Addr().String(), true
+				if tt.trust {
+					c.TLSConfig = up.Client().Transport.(*http.Transport).TLSClientConfig
+				}
+			})
+			srv, _ := routerServer(t, f.router)
+			tok := f.mint(t, KindAccess, "eu")
+			before := conns.Load()
+			for i := 0; i < 5; i++ {
+				resp, err := introspect(context.Background(), srv.URL, tok, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != tt.status {
+					t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+				}
+			}
+			if tt.trust && conns.Load()-before != 1 {
+				t.Fatalf("5 calls opened %d TLS connections, want 1", conns.Load()-before)
+			}
+		})
+	}
+}
