@@ -224,6 +224,14 @@ func RouterConfig(cfg *config.Config, id string, wrap func(http.RoundTripper) ht
 	return rc
 }
 
+// Routes are the regional node's public endpoints as its HTTP metrics name
+// them (http.route); any other path is counted as "other".
+var Routes = []string{
+	"/authorize", "/authorize/callback", "/oauth/token", "/oauth/introspect", "/revoke", "/userinfo", "/dereference",
+	"/end_session", "/logged-out", "/login", "/login/password", "/login/totp", "/consent", "/login/federated/callback",
+	"/register", "/keys", "/.well-known/openid-configuration", "/healthz", "/readyz", "/internal/",
+}
+
 // Close releases the store.
 func (n *Node) Close() error {
 	if n.fed != nil {
@@ -264,7 +272,7 @@ func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error 
 	if n.fed != nil {
 		go func() { _ = n.fed.Pusher.Run(ctx) }()
 	}
-	ls := []serve.Listener{{Server: serve.Public(n.tel.Handler(n.Router, "regional")), Listener: pub,
+	ls := []serve.Listener{{Server: serve.Public(n.tel.Handler(n.Router, "regional", Routes...)), Listener: pub,
 		CertFile: site.TLS.CertFile, KeyFile: site.TLS.KeyFile}}
 	if adm != nil {
 		ls = append(ls, serve.Listener{Server: serve.Admin(n.tel.MetricsHandler(), n.Provider.Ready, "database unreachable"), Listener: adm})
