@@ -20,9 +20,7 @@ import (
 // client returns a client for the shared test Redis, closed at cleanup.
 func client(tb testing.TB) redis.UniversalClient {
 	tb.Helper()
-	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{testenv.RedisAddr(tb)}})
-	tb.Cleanup(func() { _ = c.Close() })
-	return c
+	return testenv.RedisClient(tb)
 }
 
 // prefix returns a key prefix no other test uses.
@@ -119,10 +117,22 @@ func TestLayoutMismatch(t *testing.T) {
 	if _, err := redisstore.New(ctx, c, redisstore.Options{Prefix: p, BucketBits: 10}); err != nil {
 		t.Fatalf("New with same BucketBits: %v", err)
 	}
+	// Sized from configuration, an existing table keeps its size and says
+	// that it wants another one.
+	o, err := redisstore.New(ctx, c, redisstore.Options{Prefix: p, ExpectedUsers: 10_000_000})
+	if err != nil {
+		t.Fatalf("New with ExpectedUsers: %v", err)
+	}
+	if got, want := o.Layout(), (redisstore.Layout{BucketBits: 10, WantBits: 17}); got != want {
+		t.Fatalf("Layout = %+v, want %+v", got, want)
+	}
 }
 
 func TestBucketBitsFor(t *testing.T) {
-	for _, tc := range []struct{ users, bits int }{
+	for _, tc := range []struct {
+		users int64
+		bits  int
+	}{
 		{0, 8}, {1000, 8}, {20480, 8}, {20481, 9},
 		{1_000_000, 14}, {1_310_720, 14}, {10_000_000, 17}, {1 << 40, 24},
 	} {
@@ -224,7 +234,7 @@ func TestListpackLayout(t *testing.T) {
 		if n, err := c.HLen(ctx, bucketKey).Result(); err != nil || n != int64(len(entries)) {
 			t.Fatalf("bits %d: HLEN %s = %d, %v; want %d", bits, bucketKey, n, err, len(entries))
 		}
-		if want := fmt.Sprintf("{b:%x}", uint32(0xabcd00)>>(24-bits)); !strings.HasSuffix(bucketKey, want) {
+		if want := fmt.Sprintf("{b%d:%x}", bits, uint32(0xabcd00)>>(24-bits)); !strings.HasSuffix(bucketKey, want) {
 			t.Fatalf("bits %d: bucket key %q, want suffix %q", bits, bucketKey, want)
 		}
 		enc, err := c.ObjectEncoding(ctx, bucketKey).Result()
