@@ -848,6 +848,9 @@ func (s *Store) MetaKey() string { return s.meta }
 // current layout and of a rehash target, and the meta hash. The Store must
 // not be used afterwards. Meant for tests and for discarding a prefix.
 func (s *Store) Drop(ctx context.Context) error {
+	if err := s.loadMeta(ctx); err != nil {
+		return fmt.Errorf("redisstore: drop: %w", err)
+	}
 	l := s.lay.Load()
 	geos := []*geometry{&l.cur}
 	if l.next != nil {

@@ -123,8 +123,8 @@ func TestLayoutMismatch(t *testing.T) {
 	if err != nil {
 		t.Fatalf("New with ExpectedUsers: %v", err)
 	}
-	if got, want := o.Layout(), (redisstore.Layout{BucketBits: 10, WantBits: 17}); got != want {
-		t.Fatalf("Layout = %+v, want %+v", got, want)
+	if got, err := o.Layout(ctx); err != nil || got != (redisstore.Layout{BucketBits: 10, WantBits: 17}) {
+		t.Fatalf("Layout = %+v, %v; want 10 bits stored, 17 wanted", got, err)
 	}
 }
 

@@ -21,14 +21,17 @@ type Layout struct {
 	WantBits int
 }
 
-// Layout returns the layout as last read from Redis.
-func (s *Store) Layout() Layout {
+// Layout reads the layout from Redis.
+func (s *Store) Layout(ctx context.Context) (Layout, error) {
+	if err := s.loadMeta(ctx); err != nil {
+		return Layout{}, err
+	}
 	l := s.lay.Load()
 	out := Layout{BucketBits: int(l.cur.bits), WantBits: s.want}
 	if l.next != nil {
 		out.RehashBits = int(l.next.bits)
 	}
-	return out
+	return out, nil
 }
 
 // RehashProgress reports where a rehash is.
