@@ -456,45 +456,67 @@ func (s *Store) get(ctx context.Context, l *layout, k *lookup.Key) (string, erro
 }
 
 // GetMany implements lookup.Store with one pipeline of HGETs per BatchSize
-// keys (two per key during a rehash). Keys that miss are looked up again
-// with Get, which re-reads the layout if another process changed it.
+// keys (two per key during a rehash). Bucket keys and fields of a batch are
+// cut from one buffer, so the per-key allocations are only go-redis's own
+// (as many as for a plain GET). A Lua script answering a whole batch in one
+// command was measured slower (docs/benchmarks.md). Keys that miss are
+// looked up again with Get when another process changed the layout.
 func (s *Store) GetMany(ctx context.Context, keys []lookup.Key) ([]string, error) {
 	out := make([]string, len(keys))
 	l := s.lay.Load()
 	per := 1
+	geos := []*geometry{&l.cur}
 	if l.next != nil {
 		per = 2
+		geos = []*geometry{l.next, &l.cur}
 	}
-	cmds := make([]*redis.StringCmd, 0, per*min(len(keys), s.batch))
-	var misses []int
 	var buf []byte
+	var misses []int
+	var cmds []*redis.StringCmd
 	for start := 0; start < len(keys); start += s.batch {
 		chunk := keys[start:min(start+s.batch, len(keys))]
-		cmds = cmds[:0]
-		p := s.c.Pipeline()
+		// One buffer holds every bucket key and field of the batch.
+		buf = buf[:0]
+		ends := make([]int, 0, 2*per*len(chunk))
 		for i := range chunk {
-			k := &chunk[i]
-			if l.next != nil {
-				buf = l.next.appendBucketKey(buf[:0], s.prefix, l.next.bucketOf(k))
-				cmds = append(cmds, p.HGet(ctx, string(buf), string(k[l.next.skip:])))
+			for _, g := range geos {
+				buf = g.appendBucketKey(buf, s.prefix, g.bucketOf(&chunk[i]))
+				ends = append(ends, len(buf))
+				buf = append(buf, chunk[i][g.skip:]...)
+				ends = append(ends, len(buf))
 			}
-			buf = l.cur.appendBucketKey(buf[:0], s.prefix, l.cur.bucketOf(k))
-			cmds = append(cmds, p.HGet(ctx, string(buf), string(k[l.cur.skip:])))
 		}
-		_, _ = p.Exec(ctx) // errors are checked per command below
-		for i := range chunk {
-			code := ""
-			for _, cmd := range cmds[i*per : (i+1)*per] {
-				v, err := cmd.Result()
-				if errors.Is(err, redis.Nil) {
-					continue
-				}
-				if err != nil {
-					return nil, fmt.Errorf("redisstore: get many: %w", err)
-				}
-				code = v
-				break
+		arena := string(buf)
+		part := func(j int) string {
+			from := 0
+			if j > 0 {
+				from = ends[j-1]
 			}
+			return arena[from:ends[j]]
+		}
+		codes := make([]string, len(chunk))
+		{
+			cmds = cmds[:0]
+			p := s.c.Pipeline()
+			for j := 0; j < len(ends); j += 2 {
+				cmds = append(cmds, p.HGet(ctx, part(j), part(j+1)))
+			}
+			_, _ = p.Exec(ctx) // errors are checked per command below
+			for i := range chunk {
+				for _, cmd := range cmds[i*per : (i+1)*per] {
+					v, err := cmd.Result()
+					if errors.Is(err, redis.Nil) {
+						continue
+					}
+					if err != nil {
+						return nil, fmt.Errorf("redisstore: get many: %w", err)
+					}
+					codes[i] = v
+					break
+				}
+			}
+		}
+		for i, code := range codes {
 			if code == "" || code == tombstone {
 				misses = append(misses, start+i)
 				continue
