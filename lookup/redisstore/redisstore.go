@@ -236,7 +236,7 @@ return 1
 func (s *Store) loadMeta(ctx context.Context) error {
 	m, err := s.c.HGetAll(ctx, s.meta).Result()
 	if err != nil {
-		return fmt.Errorf("redisstore: read meta: %w", err)
+		return s.unavailable("read meta", err)
 	}
 	l, err := parseLayout(m)
 	if err != nil {
@@ -407,7 +407,7 @@ func (s *Store) Get(ctx context.Context, k lookup.Key) (string, error) {
 		l := s.lay.Load()
 		code, err := s.get(ctx, l, &k)
 		if err != nil {
-			return "", fmt.Errorf("redisstore: get: %w", err)
+			return "", s.unavailable("get", err)
 		}
 		if code != "" {
 			return s.regionFor(ctx, code)
@@ -416,7 +416,7 @@ func (s *Store) Get(ctx context.Context, k lookup.Key) (string, error) {
 			return "", fmt.Errorf("redisstore: get %s: %w", k, lookup.ErrNotFound)
 		}
 		if changed, err := s.refresh(ctx); err != nil {
-			return "", fmt.Errorf("redisstore: get: %w", err)
+			return "", s.unavailable("get", err)
 		} else if !changed {
 			return "", fmt.Errorf("redisstore: get %s: %w", k, lookup.ErrNotFound)
 		}
@@ -509,7 +509,7 @@ func (s *Store) GetMany(ctx context.Context, keys []lookup.Key) ([]string, error
 						continue
 					}
 					if err != nil {
-						return nil, fmt.Errorf("redisstore: get many: %w", err)
+						return nil, s.unavailable("get many", err)
 					}
 					codes[i] = v
 					break
@@ -530,7 +530,7 @@ func (s *Store) GetMany(ctx context.Context, keys []lookup.Key) ([]string, error
 	}
 	if len(misses) > 0 {
 		if changed, err := s.refresh(ctx); err != nil {
-			return nil, fmt.Errorf("redisstore: get many: %w", err)
+			return nil, s.unavailable("get many", err)
 		} else if changed {
 			for _, i := range misses {
 				r, err := s.Get(ctx, keys[i])
@@ -542,6 +542,21 @@ func (s *Store) GetMany(ctx context.Context, keys []lookup.Key) ([]string, error
 		}
 	}
 	return out, nil
+}
+
+// unavailable wraps an error of the Redis client so that it matches
+// lookup.ErrUnavailable (unless it is a context error). On a Redis Cluster
+// it also asks the client to reload the slot map: go-redis reloads it only
+// on MOVED replies or periodically, so after a failover it would keep
+// dialling the dead master for a while.
+func (s *Store) unavailable(op string, err error) error {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("redisstore: %s: %w", op, err)
+	}
+	if cc, ok := s.c.(*redis.ClusterClient); ok {
+		cc.ReloadState(context.Background())
+	}
+	return fmt.Errorf("redisstore: %s: %w: %w", op, lookup.ErrUnavailable, err)
 }
 
 // write applies fn under the current layout, then checks that the layout
@@ -594,7 +609,7 @@ func (s *Store) queueDelete(ctx context.Context, p redis.Pipeliner, l *layout, k
 // Put implements lookup.Store.
 func (s *Store) Put(ctx context.Context, k lookup.Key, region string) error {
 	if err := lookup.ValidateRegion(region); err != nil {
-		return fmt.Errorf("redisstore: put: %w", err)
+		return s.unavailable("put", err)
 	}
 	code, err := s.codeFor(ctx, region)
 	if err != nil {
@@ -607,7 +622,7 @@ func (s *Store) Put(ctx context.Context, k lookup.Key, region string) error {
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("redisstore: put: %w", err)
+		return s.unavailable("put", err)
 	}
 	return nil
 }
@@ -621,7 +636,7 @@ func (s *Store) PutMany(ctx context.Context, entries []lookup.Entry) error {
 			continue
 		}
 		if err := lookup.ValidateRegion(e.Region); err != nil {
-			return fmt.Errorf("redisstore: put many: %w", err)
+			return s.unavailable("put many", err)
 		}
 		codes[e.Region] = ""
 	}
@@ -633,7 +648,7 @@ func (s *Store) PutMany(ctx context.Context, entries []lookup.Entry) error {
 		codes[r] = c
 	}
 	if err := ctx.Err(); err != nil {
-		return fmt.Errorf("redisstore: put many: %w", err)
+		return s.unavailable("put many", err)
 	}
 	err := s.write(ctx, func(l *layout) error {
 		for start := 0; start < len(entries); start += s.batch {
@@ -649,7 +664,7 @@ func (s *Store) PutMany(ctx context.Context, entries []lookup.Entry) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("redisstore: put many: %w", err)
+		return s.unavailable("put many", err)
 	}
 	return nil
 }
@@ -672,7 +687,7 @@ func (s *Store) Delete(ctx context.Context, k lookup.Key) error {
 		return nil
 	})
 	if err != nil {
-		return fmt.Errorf("redisstore: delete: %w", err)
+		return s.unavailable("delete", err)
 	}
 	if !found {
 		return fmt.Errorf("redisstore: delete %s: %w", k, lookup.ErrNotFound)
@@ -697,7 +712,7 @@ func (s *Store) DeleteMany(ctx context.Context, keys []lookup.Key) error {
 		return ctx.Err()
 	})
 	if err != nil {
-		return fmt.Errorf("redisstore: delete many: %w", err)
+		return s.unavailable("delete many", err)
 	}
 	return nil
 }

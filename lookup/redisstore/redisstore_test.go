@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -69,6 +70,18 @@ func assertNoKeys(tb testing.TB, c redis.UniversalClient, prefix string) {
 // scanKeys lists the keys under prefix (which must contain no glob
 // metacharacters).
 func scanKeys(ctx context.Context, c redis.UniversalClient, prefix string) ([]string, error) {
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		var mu sync.Mutex
+		var keys []string
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+			k, err := scanKeys(ctx, n, prefix)
+			mu.Lock()
+			keys = append(keys, k...)
+			mu.Unlock()
+			return err
+		})
+		return keys, err
+	}
 	var keys []string
 	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 	for iter.Next(ctx) {

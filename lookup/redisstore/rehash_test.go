@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/lookup/redisstore"
 )
@@ -32,14 +34,13 @@ func TestRehash(t *testing.T) {
 		{"legacy-grow", true, 8, 9},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			testRehash(t, tc.legacy, tc.from, tc.to)
+			testRehash(t, client(t), tc.legacy, tc.from, tc.to)
 		})
 	}
 }
 
-func testRehash(t *testing.T, legacy bool, from, to int) {
+func testRehash(t *testing.T, c redis.UniversalClient, legacy bool, from, to int) {
 	ctx := context.Background()
-	c := client(t)
 	p := prefix(t)
 	if legacy {
 		if err := c.HSet(ctx, p+"meta", "bucket_bits", from, "layout", "1").Err(); err != nil {
