@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"strconv"
 
 	"github.com/redis/go-redis/v9"
@@ -245,5 +246,42 @@ func (s *Store) finishRehash(ctx context.Context, l *layout, target string) erro
 	if err != nil {
 		return fmt.Errorf("redisstore: rehash: purge tombstones: %w", err)
 	}
+	return nil
+}
+
+// Resize is the operator's step (`hub table-rehash`): it reads the layout
+// and, when the table's bucket count differs from the one the options ask
+// for (hub.expected_users), rehashes to it, printing progress to w. It is
+// safe to interrupt and to run again: it resumes where it stopped, and it
+// does nothing when the table already has the wanted size.
+func (s *Store) Resize(ctx context.Context, w io.Writer) error {
+	l, err := s.Layout(ctx)
+	if err != nil {
+		return err
+	}
+	target := l.WantBits
+	if l.RehashBits != 0 {
+		target = l.RehashBits // finish the rehash in progress first
+	}
+	if target == l.BucketBits {
+		fmt.Fprintf(w, "table has %d bucket bits (%d buckets), as configured; nothing to do\n", l.BucketBits, 1<<l.BucketBits)
+		return nil
+	}
+	fmt.Fprintf(w, "rehashing from %d to %d bucket bits\n", l.BucketBits, target)
+	last := ""
+	err = s.Rehash(ctx, target, 0, func(p RehashProgress) {
+		if pct := fmt.Sprintf("%s %d%%", p.Phase, uint64(p.Done)*100/uint64(p.Total)); pct != last && (p.Done == p.Total || p.Done%(p.Total/10+1) < scanBatch) {
+			fmt.Fprintf(w, "  %s (%d of %d old buckets)\n", pct, p.Done, p.Total)
+			last = pct
+		}
+	})
+	if err != nil {
+		return err
+	}
+	st, err := s.Stats(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "done: %d bucket bits, %d entries, largest bucket %d, %d over %d entries\n", target, st.Entries, st.MaxBucket, st.Overfull, ListpackEntries)
 	return nil
 }
