@@ -34,9 +34,9 @@ func TestSizingProcedure(t *testing.T) {
 	ctx := context.Background()
 	c := client(t)
 	p := prefix(t)
-	// A table created with too few buckets for its users (mean 78 per bucket,
-	// the limit of the sizing rule).
-	old := newStore(t, c, redisstore.Options{Prefix: p, BucketBits: 8})
+	// A table created with too few buckets for its users (here 1,024 buckets, sized for 80,000 users,
+	// where 300,000 are expected).
+	old := newStore(t, c, redisstore.Options{Prefix: p, BucketBits: 10})
 	entries := randomEntriesT(t, 20_000)
 	if err := old.PutMany(ctx, entries); err != nil {
 		t.Fatal(err)
@@ -52,7 +52,7 @@ func TestSizingProcedure(t *testing.T) {
 		t.Fatal(err)
 	}
 	path := filepath.Join(t.TempDir(), "regions.yaml")
-	body := strings.Replace(string(example), `redis: ""`, "redis: \"\"\n  expected_users: 60000", 1)
+	body := strings.Replace(string(example), `redis: ""`, "redis: \"\"\n  expected_users: 300000", 1)
 	if err := os.WriteFile(path, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -67,8 +67,8 @@ func TestSizingProcedure(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if l, err := hub.Layout(ctx); err != nil || l.BucketBits != 8 || l.WantBits != 10 || l.RehashBits != 0 {
-		t.Fatalf("Layout = %+v, %v; want 8 stored, 10 wanted", l, err)
+	if l, err := hub.Layout(ctx); err != nil || l.BucketBits != 10 || l.WantBits != 12 || l.RehashBits != 0 {
+		t.Fatalf("Layout = %+v, %v; want 10 stored, 12 wanted", l, err)
 	}
 	checkAll(t, "before the rehash", hub, want)
 
@@ -78,7 +78,7 @@ func TestSizingProcedure(t *testing.T) {
 	if err := hub.Resize(ictx, w); !errors.Is(err, context.Canceled) {
 		t.Fatalf("interrupted Resize = %v; output:\n%s", err, w.String())
 	}
-	if l, err := hub.Layout(ctx); err != nil || l.RehashBits != 10 {
+	if l, err := hub.Layout(ctx); err != nil || l.RehashBits != 12 {
 		t.Fatalf("Layout after interruption = %+v, %v", l, err)
 	}
 	checkAll(t, "interrupted", old, want)
@@ -87,7 +87,7 @@ func TestSizingProcedure(t *testing.T) {
 		t.Fatalf("Resize: %v\n%s", err, out.String())
 	}
 	// Step 4: check the result.
-	if !strings.Contains(out.String(), "done: 10 bucket bits, 20000 entries") || !strings.Contains(out.String(), " 0 over 128 entries") {
+	if !strings.Contains(out.String(), "done: 12 bucket bits, 20000 entries") || !strings.Contains(out.String(), " 0 over 128 entries") {
 		t.Fatalf("Resize output:\n%s", out.String())
 	}
 	checkAll(t, "after the rehash", old, want)
