@@ -470,14 +470,16 @@ func (s *Store) GetMany(ctx context.Context, keys []lookup.Key) ([]string, error
 		per = 2
 		geos = []*geometry{l.next, &l.cur}
 	}
-	var buf []byte
+	n := min(len(keys), s.batch)
+	// One buffer holds every bucket key and field of a batch; one string
+	// copy of it is cut into the command arguments.
+	buf := make([]byte, 0, n*per*(len(s.prefix)+14+lookup.KeySize))
+	ends := make([]int, 0, 2*per*n)
 	var misses []int
-	var cmds []*redis.StringCmd
+	cmds := make([]*redis.StringCmd, 0, per*n)
 	for start := 0; start < len(keys); start += s.batch {
 		chunk := keys[start:min(start+s.batch, len(keys))]
-		// One buffer holds every bucket key and field of the batch.
-		buf = buf[:0]
-		ends := make([]int, 0, 2*per*len(chunk))
+		buf, ends = buf[:0], ends[:0]
 		for i := range chunk {
 			for _, g := range geos {
 				buf = g.appendBucketKey(buf, s.prefix, g.bucketOf(&chunk[i]))
@@ -494,29 +496,25 @@ func (s *Store) GetMany(ctx context.Context, keys []lookup.Key) ([]string, error
 			}
 			return arena[from:ends[j]]
 		}
-		codes := make([]string, len(chunk))
-		{
-			cmds = cmds[:0]
-			p := s.c.Pipeline()
-			for j := 0; j < len(ends); j += 2 {
-				cmds = append(cmds, p.HGet(ctx, part(j), part(j+1)))
-			}
-			_, _ = p.Exec(ctx) // errors are checked per command below
-			for i := range chunk {
-				for _, cmd := range cmds[i*per : (i+1)*per] {
-					v, err := cmd.Result()
-					if errors.Is(err, redis.Nil) {
-						continue
-					}
-					if err != nil {
-						return nil, s.unavailable("get many", err)
-					}
-					codes[i] = v
-					break
-				}
-			}
+		cmds = cmds[:0]
+		p := s.c.Pipeline()
+		for j := 0; j < len(ends); j += 2 {
+			cmds = append(cmds, p.HGet(ctx, part(j), part(j+1)))
 		}
-		for i, code := range codes {
+		_, _ = p.Exec(ctx) // errors are checked per command below
+		for i := range chunk {
+			code := ""
+			for _, cmd := range cmds[i*per : (i+1)*per] {
+				v, err := cmd.Result()
+				if errors.Is(err, redis.Nil) {
+					continue
+				}
+				if err != nil {
+					return nil, s.unavailable("get many", err)
+				}
+				code = v
+				break
+			}
 			if code == "" || code == tombstone {
 				misses = append(misses, start+i)
 				continue
