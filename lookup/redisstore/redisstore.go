@@ -93,6 +93,10 @@ const (
 // unknown layout version).
 var ErrLayoutMismatch = errors.New("redisstore: stored layout differs from options")
 
+// ErrLayoutChanged is returned (wrapped) by Scan when a rehash began or
+// changed target while it ran; running Scan again gives a complete result.
+var ErrLayoutChanged = errors.New("redisstore: table layout changed during the operation; retry it")
+
 // Options configures a Store.
 type Options struct {
 	// Prefix namespaces every key of the table, for example
@@ -747,7 +751,14 @@ func span(g *geometry, gbits uint, x uint32) (first, last uint32) {
 // and then the new ones (the mover copies before it deletes, so an entry is
 // always seen in one of them), and visits each Key once, the new bucket
 // winning.
+//
+// A Scan that started before a rehash began, or while a rehash to another
+// size ran, could miss entries the mover carried past it: it then returns an
+// error matching ErrLayoutChanged, and the caller runs it again.
 func (s *Store) Scan(ctx context.Context, fn func(lookup.Entry) error) error {
+	if _, err := s.refresh(ctx); err != nil {
+		return s.unavailable("scan", err)
+	}
 	l := s.lay.Load()
 	gbits := l.cur.bits
 	geos := []*geometry{&l.cur}
@@ -803,6 +814,16 @@ func (s *Store) Scan(ctx context.Context, fn func(lookup.Entry) error) error {
 			if err := fn(lookup.Entry{Key: k, Region: r}); err != nil {
 				return fmt.Errorf("redisstore: scan: %w", err)
 			}
+		}
+	}
+	if changed, err := s.checkGen(ctx, l.gen); err != nil {
+		return s.unavailable("scan", err)
+	} else if changed {
+		// A finished rehash (the target scanned is now the layout) is fine:
+		// every group was read old-then-new. Anything else may have missed
+		// entries.
+		if nl := s.lay.Load(); l.next == nil || nl.next != nil || nl.cur.bits != l.next.bits {
+			return fmt.Errorf("redisstore: scan: %w", ErrLayoutChanged)
 		}
 	}
 	return nil

@@ -228,3 +228,35 @@ func checkScan(t *testing.T, when string, s *redisstore.Store, want map[lookup.K
 		t.Fatalf("%s: Scan: %v; visited %d of %d", when, err, len(seen), len(want))
 	}
 }
+
+// TestScanDuringRehashStart checks that a Scan overtaken by the start of a
+// rehash says so instead of silently missing moved entries.
+func TestScanDuringRehashStart(t *testing.T) {
+	ctx := context.Background()
+	c := client(t)
+	s := newStore(t, c, redisstore.Options{BucketBits: 8})
+	if err := s.PutMany(ctx, randomEntriesT(t, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	other, err := redisstore.New(ctx, c, redisstore.Options{Prefix: strings.TrimSuffix(s.MetaKey(), "meta")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	started := false
+	err = s.Scan(ctx, func(lookup.Entry) error {
+		if !started {
+			started = true
+			if err := other.Rehash(ctx, 9, 200, nil); !errors.Is(err, redisstore.ErrRehashStopped) {
+				return err
+			}
+		}
+		return nil
+	})
+	if !errors.Is(err, redisstore.ErrLayoutChanged) {
+		t.Fatalf("Scan overtaken by a rehash = %v, want ErrLayoutChanged", err)
+	}
+	n := 0
+	if err := s.Scan(ctx, func(lookup.Entry) error { n++; return nil }); err != nil || n != 3000 {
+		t.Fatalf("Scan again = %v, %d entries; want 3000", err, n)
+	}
+}
