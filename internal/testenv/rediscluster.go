@@ -61,10 +61,7 @@ func StartRedisCluster(t testing.TB, masters, replicas int) *RedisCluster {
 	for i := range n {
 		c.waitPing(i)
 	}
-	args := []string{"--cluster", "create"}
-	for _, a := range c.Addrs() {
-		args = append(args, a)
-	}
+	args := append([]string{"--cluster", "create"}, c.Addrs()...)
 	args = append(args, "--cluster-replicas", strconv.Itoa(replicas), "--cluster-yes")
 	if out, err := exec.Command(cli, args...).CombinedOutput(); err != nil {
 		t.Fatalf("redis-cli --cluster create: %v\n%s", err, out)
@@ -212,16 +209,24 @@ func (c *RedisCluster) MasterFor(key string) int {
 			_ = cl.Close()
 			continue
 		}
-		slots, err := cl.ClusterSlots(context.Background()).Result()
+		shards, err := cl.ClusterShards(context.Background()).Result()
 		_ = cl.Close()
 		if err != nil {
 			continue
 		}
-		for _, s := range slots {
-			if int64(s.Start) <= slot && slot <= int64(s.End) {
-				for j, b := range c.Addrs() {
-					if b == s.Nodes[0].Addr {
-						return j
+		for _, sh := range shards {
+			for _, r := range sh.Slots {
+				if r.Start > slot || slot > r.End {
+					continue
+				}
+				for _, n := range sh.Nodes {
+					if n.Role != "master" || n.Health != "online" {
+						continue
+					}
+					for j, p := range c.ports {
+						if int64(p) == n.Port {
+							return j
+						}
 					}
 				}
 			}
