@@ -110,7 +110,7 @@ func (c *RedisCluster) start(i int) {
 	cmd := exec.Command(c.bin,
 		"--port", p, "--bind", "127.0.0.1", "--daemonize", "no",
 		"--cluster-enabled", "yes", "--cluster-config-file", "nodes-"+p+".conf",
-		"--cluster-node-timeout", "1000", "--cluster-require-full-coverage", "no",
+		"--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no",
 		"--dir", c.dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always",
 		"--appenddirname", "aof-"+p, "--logfile", filepath.Join(c.dir, p+".log"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
