@@ -27,8 +27,8 @@ type RedisCluster struct {
 }
 
 // StartRedisCluster starts masters (at least 3) redis-server processes in
-// cluster mode, plus replicas per master, on free loopback ports in a temp
-// dir, joins them with `redis-cli --cluster create`, waits until every node
+// cluster mode, plus replicas per master, on free loopback ports, each in a
+// temp dir of its own, joins them with `redis-cli --cluster create`, waits until every node
 // reports cluster_state:ok and stops them when the test ends. Nodes keep an
 // append-only file fsynced on every write (appendfsync always), so a node
 // killed with SIGKILL and restarted has every write it acknowledged, and
@@ -107,12 +107,19 @@ func containsInt(xs []int, x int) bool {
 func (c *RedisCluster) start(i int) {
 	c.t.Helper()
 	p := strconv.Itoa(c.ports[i])
+	// Each node needs a directory of its own: a replica's full sync renames
+	// the received RDB to dump.rdb in its dir, and two replicas sharing a
+	// dir can load each other's dataset.
+	dir := filepath.Join(c.dir, p)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		c.t.Fatal(err)
+	}
 	cmd := exec.Command(c.bin,
 		"--port", p, "--bind", "127.0.0.1", "--daemonize", "no",
 		"--cluster-enabled", "yes", "--cluster-config-file", "nodes-"+p+".conf",
 		"--cluster-node-timeout", "2000", "--cluster-require-full-coverage", "no",
-		"--dir", c.dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always",
-		"--appenddirname", "aof-"+p, "--logfile", filepath.Join(c.dir, p+".log"))
+		"--dir", dir, "--save", "", "--appendonly", "yes", "--appendfsync", "always",
+		"--logfile", filepath.Join(dir, "redis.log"))
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("start redis-server on %s: %v", p, err)
@@ -131,7 +138,7 @@ func (c *RedisCluster) waitPing(i int) {
 			return
 		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(c.dir, strconv.Itoa(c.ports[i])+".log"))
+			log, _ := os.ReadFile(filepath.Join(c.dir, strconv.Itoa(c.ports[i]), "redis.log"))
 			c.t.Fatalf("redis-server on %s not answering: %v\n%s", c.Addrs()[i], err, log)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -234,6 +241,23 @@ func (c *RedisCluster) MasterFor(key string) int {
 	}
 	c.t.Fatalf("no master found for %q", key)
 	return -1
+}
+
+// Nodes returns CLUSTER NODES as seen by the first running node, for
+// failure reports.
+func (c *RedisCluster) Nodes() string {
+	for i, a := range c.Addrs() {
+		if c.procs[i] == nil {
+			continue
+		}
+		cl := redis.NewClient(&redis.Options{Addr: a, MaxRetries: -1})
+		out, err := cl.ClusterNodes(context.Background()).Result()
+		_ = cl.Close()
+		if err == nil {
+			return out
+		}
+	}
+	return "(no node answers)"
 }
 
 // Kill stops node i with SIGKILL, like a crash.

@@ -51,6 +51,7 @@ type loadState struct {
 	acked       map[lookup.Key]string // writes whose PutMany returned nil
 	unavailable atomic.Int64          // errors matching lookup.ErrUnavailable
 	lookups     atomic.Int64          // successful GetMany calls
+	lastErr     atomic.Value          // the last unavailable error, for failure reports
 }
 
 func (ls *loadState) ackedKeys(n int, r *rand.Rand) []lookup.Key {
@@ -188,6 +189,7 @@ func killMasterMidLoad(t *testing.T, cl *testenv.RedisCluster, c *redis.ClusterC
 				return
 			case errors.Is(err, lookup.ErrUnavailable):
 				ls.unavailable.Add(1)
+				ls.lastErr.Store(err.Error())
 			default:
 				t.Errorf("GetMany during the outage: %v (want ErrUnavailable)", err)
 				return
@@ -207,6 +209,7 @@ func killMasterMidLoad(t *testing.T, cl *testenv.RedisCluster, c *redis.ClusterC
 	waitFor(t, 10*time.Second, "lookups before the kill", func() bool { return ls.lookups.Load() >= 3 })
 	victim := cl.MasterFor(s.BucketKeys()[0])
 	cl.Kill(victim)
+	killed := time.Now()
 	if !replicas {
 		waitFor(t, 15*time.Second, "an unavailable error while the master is down", func() bool { return ls.unavailable.Load() > 0 })
 		if _, err := s.Get(ctx, pre[0].Key); err != nil && errors.Is(err, lookup.ErrNotFound) {
@@ -217,7 +220,21 @@ func killMasterMidLoad(t *testing.T, cl *testenv.RedisCluster, c *redis.ClusterC
 	cl.WaitOK(20 * time.Second)
 	// Lookups work again: every key acknowledged so far is found.
 	after := ls.lookups.Load()
-	waitFor(t, 15*time.Second, "lookups after recovery", func() bool { return ls.lookups.Load() >= after+3 })
+	waitFor(t, 15*time.Second, "lookups after recovery", func() bool {
+		ok := ls.lookups.Load() >= after+3
+		if !ok && time.Since(killed) > 14*time.Second {
+			t.Logf("last error: %v\n%s", ls.lastErr.Load(), cl.Nodes())
+			for _, a := range cl.Addrs() {
+				n := redis.NewClient(&redis.Options{Addr: a, MaxRetries: -1})
+				m, err := n.Do(ctx, "HGETALL", s.MetaKey()).Result()
+				slot, _ := n.ClusterKeySlot(ctx, s.MetaKey()).Result()
+				dbsize, _ := n.DBSize(ctx).Result()
+				t.Logf("node %s: meta slot %d, HGETALL meta = %v %v, dbsize %d", a, slot, m, err, dbsize)
+				_ = n.Close()
+			}
+		}
+		return ok
+	})
 	close(stop)
 	wg.Wait()
 
