@@ -5,9 +5,13 @@
 //
 // Entries are spread over 2^BucketBits Redis hashes ("buckets"):
 //
-//	<prefix>{b:<bucket hex>}   hash: field = key bytes after the bucket, value = region code
-//	<prefix>meta               hash: bucket_bits, layout, next_code,
-//	                                 region:<id> -> code, code:<n> -> id
+//	<prefix>{b<bits>:<bucket hex>}  hash: field = key bytes after the bucket, value = region code
+//	<prefix>meta                    hash: bucket_bits, layout, gen, next_code,
+//	                                      region:<id> -> code, code:<n> -> id
+//	                                      (during a rehash: rehash_bits, rehash_phase, rehash_next)
+//
+// Tables of layout "1" name their buckets <prefix>{b:<bucket hex>}; their
+// first Rehash moves them to the naming above.
 //
 // The bucket is the leading BucketBits bits of the lookup.Key. The field is
 // the raw binary Key minus the whole bytes the bucket already determines
@@ -39,9 +43,10 @@
 //
 // Size for the expected peak user count: the table tolerates about 1.2x more
 // users before buckets start to overflow (then memory grows, nothing breaks;
-// Stats reports Overfull). BucketBits is recorded in the meta hash and New
-// refuses to open a prefix with a different value; changing it means
-// importing into a new prefix.
+// Stats reports Overfull). Options.ExpectedUsers (hub.expected_users)
+// sizes a new table; BucketBits is recorded in the meta hash and an existing
+// table keeps it until Rehash (or Resize) moves it, online and resumably, to
+// another size (see Rehash).
 package redisstore
 
 import (
