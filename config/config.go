@@ -81,7 +81,15 @@ type Hub struct {
 	Site    `mapstructure:",squash"`
 	KeyFile string `mapstructure:"key_file"`
 	Redis   string `mapstructure:"redis"`
+	// ExpectedUsers is the peak number of users the hub's lookup table is
+	// sized for (its bucket count, see lookup/redisstore.BucketBitsFor);
+	// 0 means the store's default. Changing it for an existing table takes a
+	// rehash (docs/operations.md, "Sizing and rehashing the hub table").
+	ExpectedUsers int64 `mapstructure:"expected_users"`
 }
+
+// MaxExpectedUsers bounds hub.expected_users (2^24 buckets of 80 users).
+const MaxExpectedUsers = 80 << 24
 
 // DNS configures the authoritative GeoDNS server.
 type DNS struct {
@@ -165,6 +173,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("federation.topology", "hub")
 	v.SetDefault("federation.connect_timeout", 2*time.Second)
 	v.SetDefault("federation.request_timeout", 10*time.Second)
+	v.SetDefault("hub.expected_users", 0)
 	v.SetDefault("dns.ttl", 30)
 	v.SetDefault("dns.health.interval", 5*time.Second)
 	v.SetDefault("dns.health.timeout", 2*time.Second)
@@ -283,6 +292,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.Hub.Redis); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 			return invalid("hub.redis", "must be a redis:// or rediss:// URL or empty for the embedded store")
 		}
+	}
+	if n := c.Hub.ExpectedUsers; n < 0 || n > MaxExpectedUsers {
+		return invalid("hub.expected_users", "must be 0 (default sizing) or a user count up to %d, got %d", int64(MaxExpectedUsers), n)
 	}
 	if c.DNS.Listen != "" {
 		// The rest of the dns block is validated in one place,

@@ -49,6 +49,8 @@ func TestLoadRejects(t *testing.T) {
 		{"region id with leading dash", "  - id: ap", "  - id: -ap", "regions[2].id"},
 		{"proximity listed twice", "proximity: [us, ap]", "proximity: [us, us]", "regions[0].proximity[1]"},
 		{"bad redis url", `redis: ""`, `redis: "http://x"`, "hub.redis"},
+		{"negative expected users", `redis: ""`, "redis: \"\"\n  expected_users: -5", "hub.expected_users"},
+		{"expected users not a number", `redis: ""`, "redis: \"\"\n  expected_users: lots", "expected_users"},
 		{"bad timeout", "request_timeout: 10s", "request_timeout: soon", "request_timeout"},
 		{"negative registration rate", "proximity: [us, ap]", "proximity: [us, ap]\n    registrations_per_minute: -1", "regions[0].registrations_per_minute"},
 	}
@@ -88,5 +90,27 @@ func TestEnvOverride(t *testing.T) {
 	}
 	if c.Federation.Topology != "mesh" {
 		t.Fatalf("topology = %s", c.Federation.Topology)
+	}
+}
+
+// TestHubExpectedUsers checks hub.expected_users from the file and from its
+// environment override.
+func TestHubExpectedUsers(t *testing.T) {
+	example, err := os.ReadFile("../configs/regions.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "regions.yaml")
+	body := strings.Replace(string(example), `redis: ""`, "redis: \"\"\n  expected_users: 10000000", 1)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil || c.Hub.ExpectedUsers != 10_000_000 {
+		t.Fatalf("Load = %v, expected_users %d", err, c.Hub.ExpectedUsers)
+	}
+	t.Setenv("MERIDIAN_HUB_EXPECTED_USERS", "2000000")
+	if c, err = Load("../configs/regions.yaml"); err != nil || c.Hub.ExpectedUsers != 2_000_000 {
+		t.Fatalf("env override: %v, expected_users %d", err, c.Hub.ExpectedUsers)
 	}
 }
