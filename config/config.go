@@ -44,6 +44,12 @@ type Federation struct {
 	Topology               string        `mapstructure:"topology"`
 	ConnectTimeout         time.Duration `mapstructure:"connect_timeout"`
 	RequestTimeout         time.Duration `mapstructure:"request_timeout"`
+	// SigningKeyPublishDelay is how long a rotated signing key is published
+	// before it signs (at least the key caches' refresh bound, see
+	// docs/operations.md); SigningKeyOverlap is how long a retired key stays
+	// published after it stopped signing (at least the longest token lifetime).
+	SigningKeyPublishDelay time.Duration `mapstructure:"signing_key_publish_delay"`
+	SigningKeyOverlap      time.Duration `mapstructure:"signing_key_overlap"`
 }
 
 // Site is one deployment of a region: its public host name, where it
@@ -69,6 +75,14 @@ type Region struct {
 	Database  string   `mapstructure:"database"`
 	Proximity []string `mapstructure:"proximity"`
 	DR        *Site    `mapstructure:"dr"`
+	// KeyEncryptionKeyFile seals the region's private signing keys at rest;
+	// keep it out of the database and its backups. Empty: a development key
+	// under data_dir/secrets. The environment variable
+	// MERIDIAN_KEY_ENCRYPTION_KEY_FILE overrides it for the node being started.
+	KeyEncryptionKeyFile string `mapstructure:"key_encryption_key_file"`
+	// PreviousKeyEncryptionKeyFile, during a KEK rotation, still opens keys
+	// sealed by the old KEK (MERIDIAN_PREVIOUS_KEY_ENCRYPTION_KEY_FILE overrides it).
+	PreviousKeyEncryptionKeyFile string `mapstructure:"previous_key_encryption_key_file"`
 }
 
 // Hub is the federation hub.
@@ -160,6 +174,8 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("federation.topology", "hub")
 	v.SetDefault("federation.connect_timeout", 2*time.Second)
 	v.SetDefault("federation.request_timeout", 10*time.Second)
+	v.SetDefault("federation.signing_key_publish_delay", 10*time.Minute)
+	v.SetDefault("federation.signing_key_overlap", 24*time.Hour)
 	v.SetDefault("dns.ttl", 30)
 	v.SetDefault("dns.health.interval", 5*time.Second)
 	v.SetDefault("dns.health.timeout", 2*time.Second)
@@ -193,6 +209,12 @@ func (c *Config) Validate() error {
 	}
 	if f.ConnectTimeout <= 0 || f.RequestTimeout <= 0 {
 		return invalid("federation.request_timeout", "connect_timeout and request_timeout must be positive")
+	}
+	if f.SigningKeyPublishDelay < 0 {
+		return invalid("federation.signing_key_publish_delay", "must not be negative (zero takes the default)")
+	}
+	if f.SigningKeyOverlap < 0 {
+		return invalid("federation.signing_key_overlap", "must not be negative (zero takes the default)")
 	}
 	if len(c.Regions) == 0 {
 		return invalid("regions", "at least one region is required")
