@@ -48,6 +48,8 @@ type federation struct {
 	spans    *tracetest.InMemoryExporter
 	dials    atomic.Int64
 	port     int
+	// keyTimings shorten signing-key rotation (node.Options.KeyTimings).
+	keyTimings region.KeyOptions
 }
 
 // freePort finds a port free on every region address.
@@ -76,10 +78,13 @@ func freePort(t testing.TB) int {
 	return 0
 }
 
-func startFederation(t testing.TB) *federation {
+func startFederation(t testing.TB, opts ...func(*federation)) *federation {
 	port := freePort(t)
 	f := &federation{t: t, nodes: map[string]*node.Node{}, stop: map[string]context.CancelFunc{}, done: map[string]chan struct{}{},
 		spans: tracetest.NewInMemoryExporter(), port: port}
+	for _, o := range opts {
+		o(f)
+	}
 	cfg := &config.Config{
 		DataDir: t.TempDir(),
 		Federation: config.Federation{GlobalHost: "id.localhost", Scheme: "http", Port: port, CookieDomain: "id.localhost",
@@ -120,7 +125,7 @@ func (f *federation) start(id string) {
 	ctx := context.Background()
 	n, err := node.New(ctx, f.cfg, id, node.Options{WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) { f.dials.Add(1); return rt.RoundTrip(r) })
-	}}, f.telemetry(id))
+	}, KeyTimings: f.keyTimings}, f.telemetry(id))
 	if err != nil {
 		t.Fatal(err)
 	}
