@@ -360,15 +360,17 @@ func (k *Keys) List(ctx context.Context) ([]KeyInfo, error) {
 		return nil, err
 	}
 	k.invalidate()
-	signing, err := k.signingKey(ctx)
-	if err != nil {
+	signing := ""
+	if sk, err := k.signingKey(ctx); err == nil {
+		signing = sk.ID()
+	} else if !errors.Is(err, errNoActiveKey) {
 		return nil, err
 	}
 	out := make([]KeyInfo, 0, len(rows))
 	for _, r := range rows {
 		state := "retired"
 		switch {
-		case r.ID == signing.ID():
+		case r.ID == signing:
 			state = "signing"
 		case r.Active:
 			state = "published"
