@@ -369,6 +369,15 @@ func TestPlaintextSigningKeyMigratesInPlace(t *testing.T) {
 			if got := rows(); got[0].kek != next.ID() {
 				t.Fatalf("after KEK rotation sealed by %s, want %s", got[0].kek, next.ID())
 			}
+			// Mid-rollout, a node still on the old KEK with the new one as
+			// previous (procedure step 1) reads the resealed key.
+			if _, _, err := startKeyNode(t, st, region.KeyOptions{Wrapper: kek, Previous: []region.KeyWrapper{next}}); err != nil {
+				t.Fatalf("step-1 node after the reseal: %v", err)
+			}
+			keys, _ = region.NewKeys("eu", st, region.KeyOptions{Wrapper: next, Previous: []region.KeyWrapper{kek}})
+			if _, err := keys.Migrate(t.Context()); err != nil {
+				t.Fatal(err)
+			}
 			if _, _, err := startKeyNode(t, st, region.KeyOptions{Wrapper: kek}); !errors.Is(err, region.ErrWrongKEK) {
 				t.Fatalf("start with the retired KEK: %v, want ErrWrongKEK", err)
 			}
