@@ -40,16 +40,28 @@ type Federation struct {
 	RoutingKeyFile string `mapstructure:"routing_key_file"`
 	// PreviousRoutingKeyFile, during a routing key rotation, still verifies
 	// artifacts minted with the old key (new ones use RoutingKeyFile).
-	PreviousRoutingKeyFile string        `mapstructure:"previous_routing_key_file"`
-	Topology               string        `mapstructure:"topology"`
-	ConnectTimeout         time.Duration `mapstructure:"connect_timeout"`
-	RequestTimeout         time.Duration `mapstructure:"request_timeout"`
+	PreviousRoutingKeyFile string `mapstructure:"previous_routing_key_file"`
+	// RoutingKeys, when set, replaces the two files above with a key ring
+	// whose artifacts name their key (docs/operations.md, routing key rotation).
+	RoutingKeys    []RoutingKey  `mapstructure:"routing_keys"`
+	Topology       string        `mapstructure:"topology"`
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+	RequestTimeout time.Duration `mapstructure:"request_timeout"`
 	// SigningKeyPublishDelay is how long a rotated signing key is published
 	// before it signs (at least the key caches' refresh bound, see
 	// docs/operations.md); SigningKeyOverlap is how long a retired key stays
 	// published after it stopped signing (at least the longest token lifetime).
 	SigningKeyPublishDelay time.Duration `mapstructure:"signing_key_publish_delay"`
 	SigningKeyOverlap      time.Duration `mapstructure:"signing_key_overlap"`
+}
+
+// RoutingKey is one key of the federation's routing key ring: a secret
+// file and what the key does (sign: mints new artifacts, exactly one;
+// verify: accepted for every artifact; clients: retired, accepted for
+// client_ids only).
+type RoutingKey struct {
+	File string `mapstructure:"file"`
+	Use  string `mapstructure:"use"`
 }
 
 // Site is one deployment of a region: its public host name, where it
@@ -209,6 +221,28 @@ func (c *Config) Validate() error {
 	}
 	if f.ConnectTimeout <= 0 || f.RequestTimeout <= 0 {
 		return invalid("federation.request_timeout", "connect_timeout and request_timeout must be positive")
+	}
+	if len(f.RoutingKeys) > 0 {
+		if f.RoutingKeyFile != "" || f.PreviousRoutingKeyFile != "" {
+			return invalid("federation.routing_keys", "replaces routing_key_file and previous_routing_key_file; set one or the other")
+		}
+		signers := 0
+		for i, k := range f.RoutingKeys {
+			key := fmt.Sprintf("federation.routing_keys[%d]", i)
+			if k.File == "" {
+				return invalid(key+".file", "a key file is required")
+			}
+			switch k.Use {
+			case "sign":
+				signers++
+			case "verify", "clients":
+			default:
+				return invalid(key+".use", "must be sign, verify or clients, got %q", k.Use)
+			}
+		}
+		if signers != 1 {
+			return invalid("federation.routing_keys", "exactly one key must have use: sign, got %d", signers)
+		}
 	}
 	if f.SigningKeyPublishDelay < 0 {
 		return invalid("federation.signing_key_publish_delay", "must not be negative (zero takes the default)")
