@@ -50,6 +50,9 @@ type federation struct {
 	port     int
 	// keyTimings shorten signing-key rotation (node.Options.KeyTimings).
 	keyTimings region.KeyOptions
+	// cfgOf, when it has a region's entry, is that node's own copy of the
+	// config (a rolling change reaches nodes one at a time).
+	cfgOf map[string]*config.Config
 }
 
 // freePort finds a port free on every region address.
@@ -82,9 +85,6 @@ func startFederation(t testing.TB, opts ...func(*federation)) *federation {
 	port := freePort(t)
 	f := &federation{t: t, nodes: map[string]*node.Node{}, stop: map[string]context.CancelFunc{}, done: map[string]chan struct{}{},
 		spans: tracetest.NewInMemoryExporter(), port: port}
-	for _, o := range opts {
-		o(f)
-	}
 	cfg := &config.Config{
 		DataDir: t.TempDir(),
 		Federation: config.Federation{GlobalHost: "id.localhost", Scheme: "http", Port: port, CookieDomain: "id.localhost",
@@ -103,6 +103,9 @@ func startFederation(t testing.TB, opts ...func(*federation)) *federation {
 		t.Fatal(err)
 	}
 	f.cfg = cfg
+	for _, o := range opts {
+		o(f)
+	}
 	f.resolver = oidctest.NewResolver(hosts)
 	for _, id := range []string{"eu", "us", "ap"} {
 		f.start(id)
@@ -123,7 +126,11 @@ func (f *federation) telemetry(id string) *telemetry.Telemetry {
 func (f *federation) start(id string) {
 	t := f.t
 	ctx := context.Background()
-	n, err := node.New(ctx, f.cfg, id, node.Options{WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
+	cfg := f.cfg
+	if c, ok := f.cfgOf[id]; ok {
+		cfg = c
+	}
+	n, err := node.New(ctx, cfg, id, node.Options{WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) { f.dials.Add(1); return rt.RoundTrip(r) })
 	}, KeyTimings: f.keyTimings}, f.telemetry(id))
 	if err != nil {
