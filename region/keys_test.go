@@ -246,7 +246,10 @@ func assertSealed(t *testing.T, kek region.KeyWrapper, rows []rawKeyRow, dump []
 		if err != nil {
 			t.Fatal(err)
 		}
-		d := priv.(*ecdsa.PrivateKey).D.FillBytes(make([]byte, 32))
+		d, err := priv.(*ecdsa.PrivateKey).Bytes() // the scalar D, 32 bytes big-endian
+		if err != nil {
+			t.Fatal(err)
+		}
 		for form, needle := range map[string][]byte{
 			"raw": d, "hex": []byte(hex.EncodeToString(d)), "base64url": []byte(base64.RawURLEncoding.EncodeToString(d)),
 			"base64": []byte(base64.StdEncoding.EncodeToString(d)[:40]), "pkcs8": der,

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/meridian-id/meridian/internal/oidctest"
@@ -103,6 +104,10 @@ func TestSigningKeyRotationNoUnknownKid(t *testing.T) {
 		c, base := f.at(id)
 		verifiers = append(verifiers, &cachingVerifier{name: "global JWKS at " + id, client: c, url: base + "/keys", ttl: verifierTTL})
 	}
+	// And what the hub and the federation RPs use: go-oidc's remote key
+	// set, which refetches on an unknown kid (at most once per token).
+	oc, obase := f.at("ap")
+	remote := oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), oc), obase+"/keys")
 	kidOf := func(tok string) string {
 		sig, _ := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256})
 		return sig.Signatures[0].Header.KeyID
@@ -147,6 +152,9 @@ func TestSigningKeyRotationNoUnknownKid(t *testing.T) {
 		}
 		tok := mint(i)
 		seen[kidOf(tok)]++
+		if _, err := remote.VerifySignature(t.Context(), tok); err != nil {
+			failures = append(failures, fmt.Errorf("go-oidc remote key set: %w", err))
+		}
 		for _, v := range verifiers {
 			if err := v.verify(t, tok); err != nil {
 				failures = append(failures, err)
