@@ -18,14 +18,14 @@ import (
 	"github.com/meridian-id/meridian/region/store"
 )
 
-// Default timings of signing-key rotation. A node reuses its region's key
-// list for up to KeyCacheTTL and a peer region's published keys for up to
-// PeerKeyCacheTTL, so a key added to the database is in every node's own
-// JWKS within KeyCacheTTL and in every region's federation (global) JWKS
-// within KeyCacheTTL + PeerKeyCacheTTL: the propagation bound. A rotated
-// key signs only PublishDelay after it was created, and PublishDelay must
-// be at least that bound, so no node signs with a kid some region does not
-// publish yet.
+// Default timings of signing-key rotation (KeyOptions). A node reuses its
+// region's key list for up to CacheTTL and a peer region's published keys
+// for up to PeerCacheTTL, so a key added to the database is in every node's
+// own JWKS within CacheTTL and in every region's federation (global) JWKS
+// within CacheTTL + PeerCacheTTL: the propagation bound. A rotated key
+// signs only PublishDelay after it was created, and PublishDelay must be at
+// least that bound, so no node signs with a kid some region does not
+// publish yet. Every region must run the same PeerCacheTTL (the default).
 const (
 	DefaultKeyCacheTTL     = 30 * time.Second
 	DefaultPeerKeyCacheTTL = time.Minute
