@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoadExample(t *testing.T) {
@@ -53,6 +54,12 @@ func TestLoadRejects(t *testing.T) {
 		{"expected users not a number", `redis: ""`, "redis: \"\"\n  expected_users: lots", "expected_users"},
 		{"bad timeout", "request_timeout: 10s", "request_timeout: soon", "request_timeout"},
 		{"negative registration rate", "proximity: [us, ap]", "proximity: [us, ap]\n    registrations_per_minute: -1", "regions[0].registrations_per_minute"},
+		{"routing ring without signer", "  previous_routing_key_file: \"\"", "  routing_keys: [{file: /k1, use: verify}]", "federation.routing_keys"},
+		{"routing ring with two signers", "  previous_routing_key_file: \"\"", "  routing_keys: [{file: /k1, use: sign}, {file: /k2, use: sign}]", "federation.routing_keys"},
+		{"routing ring bad use", "  previous_routing_key_file: \"\"", "  routing_keys: [{file: /k1, use: sign}, {file: /k2, use: maybe}]", "federation.routing_keys[1].use"},
+		{"routing ring without file", "  previous_routing_key_file: \"\"", "  routing_keys: [{use: sign}]", "federation.routing_keys[0].file"},
+		{"routing ring and key file", "  routing_key_file: \"\"", "  routing_key_file: /k0\n  routing_keys: [{file: /k1, use: sign}]", "federation.routing_keys"},
+		{"negative publish delay", "  topology: hub", "  topology: hub\n  signing_key_publish_delay: -1m", "federation.signing_key_publish_delay"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,6 +86,33 @@ func TestValidateNamesKey(t *testing.T) {
 	c.Regions[0].Proximity = []string{"eu"}
 	if err := c.Validate(); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "regions[0].proximity[0]") {
 		t.Fatalf("self in proximity: %v", err)
+	}
+}
+
+func TestRoutingKeyRingLoads(t *testing.T) {
+	example, err := os.ReadFile("../configs/regions.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "regions.yaml")
+	body := strings.Replace(string(example), "  previous_routing_key_file: \"\"",
+		"  routing_keys:\n    - {file: /etc/new.key, use: sign}\n    - {file: /etc/old.key, use: clients}", 1)
+	body = strings.Replace(body, "  - id: eu\n", "  - id: eu\n    key_encryption_key_file: /etc/eu.kek\n", 1)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Federation.RoutingKeys; len(r) != 2 || r[0] != (RoutingKey{File: "/etc/new.key", Use: "sign"}) || r[1].Use != "clients" {
+		t.Fatalf("routing_keys = %+v", r)
+	}
+	if eu, _ := c.Region("eu"); eu.KeyEncryptionKeyFile != "/etc/eu.kek" {
+		t.Fatalf("key_encryption_key_file = %q", eu.KeyEncryptionKeyFile)
+	}
+	if c.Federation.SigningKeyPublishDelay != 10*time.Minute || c.Federation.SigningKeyOverlap != 24*time.Hour {
+		t.Fatalf("signing key defaults %v %v", c.Federation.SigningKeyPublishDelay, c.Federation.SigningKeyOverlap)
 	}
 }
 

@@ -72,6 +72,9 @@ type Config struct {
 	// RegistrationsPerMinute bounds registration attempts per client address
 	// (zero: 10); a node admits six times as many authorized ones in total.
 	RegistrationsPerMinute int
+	// Keys configure signing-key sealing and rotation; a zero MinOverlap
+	// becomes the longest ID / access token lifetime.
+	Keys KeyOptions
 }
 
 // Provider is a regional OpenID provider. It is an http.Handler.
@@ -111,7 +114,16 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 	fillLifetimes(&cfg.Lifetimes)
 	p := &Provider{cfg: cfg, st: st, codec: codec, log: log, audit: newAuditor(log, cfg.Region, cfg.Meter),
 		registration: newRegistrationGate(cfg.RegistrationToken, cfg.RegistrationsPerMinute)}
-	p.keys = NewKeys(cfg.Region, st)
+	if cfg.Keys.MinOverlap == 0 {
+		cfg.Keys.MinOverlap = max(cfg.Lifetimes.IDToken, cfg.Lifetimes.AccessToken)
+	}
+	if cfg.Keys.Wrapper == nil {
+		log.Warn("signing keys are stored unencrypted: no key-encryption key configured", "region", cfg.Region)
+	}
+	var err error
+	if p.keys, err = NewKeys(cfg.Region, st, cfg.Keys); err != nil {
+		return nil, err
+	}
 	if err := p.keys.EnsureActive(ctx); err != nil {
 		return nil, err
 	}
@@ -120,7 +132,7 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 		clients: map[string]cachedClient{}, jwts: newJWTAccessTokens(p.keys, codec, cfg.Region),
 	}
 	if cfg.Peers != nil {
-		p.remote = newRemote(cfg.Peers)
+		p.remote = newRemote(cfg.Peers, p.keys.opts.PeerCacheTTL)
 		p.storage.remote = p.remote
 		p.storage.fedKey = p.federationKeys
 	}
@@ -135,7 +147,6 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 		SupportedClaims:          supportedClaims,
 		DefaultLogoutRedirectURI: "/logged-out",
 	}
-	var err error
 	p.op, err = op.NewProvider(opCfg, p.storage, p.issuerFunc,
 		op.WithCrypto(tokenCrypto{codec: codec, region: cfg.Region, jwts: p.storage.jwts}),
 		op.WithAllowInsecure(),

@@ -6,6 +6,7 @@
 package setup
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -15,9 +16,26 @@ import (
 	"github.com/meridian-id/meridian/routing"
 )
 
-// Codec loads the federation routing key (and the previous one during a
-// rotation) and returns the region-tag codec.
+// Codec loads the federation routing key(s) and returns the region-tag
+// codec: a key ring writing m2 artifacts (they name their key) when
+// federation.routing_keys is set, else the routing key plus the previous
+// one during a rotation, writing m1.
 func Codec(cfg *config.Config, dataDir string, log *slog.Logger) (*routing.Codec, error) {
+	if ring := cfg.Federation.RoutingKeys; len(ring) > 0 {
+		keys := make([]routing.RoutingKey, len(ring))
+		for i, k := range ring {
+			secret, err := config.LoadSecret(fmt.Sprintf("federation.routing_keys[%d].file", i), k.File, "", log)
+			if err != nil {
+				return nil, err
+			}
+			keys[i] = routing.RoutingKey{Secret: secret, Use: routing.KeyUse(k.Use)}
+		}
+		c, err := routing.NewKeyRing(cfg.RegionIDs(), keys)
+		if err != nil {
+			return nil, fmt.Errorf("federation.routing_keys: %w", err)
+		}
+		return c, nil
+	}
 	key, err := config.LoadSecret("federation.routing_key_file", cfg.Federation.RoutingKeyFile,
 		filepath.Join(dataDir, "secrets", "routing.key"), log)
 	if err != nil {

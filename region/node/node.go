@@ -61,6 +61,44 @@ func Codec(cfg *config.Config, dataDir string, log *slog.Logger) (*routing.Codec
 	return setup.Codec(cfg, dataDir, log)
 }
 
+// KeyOptions loads region r's key-encryption key(s) and returns its
+// signing-key options: the KEK from regions[].key_encryption_key_file
+// (MERIDIAN_KEY_ENCRYPTION_KEY_FILE overrides it; a development key under
+// dataDir/secrets when both are empty), the previous KEK during a KEK
+// rotation, and the federation's publish delay. A KEK that does not open
+// the region's keys is reported when the keys are loaded, never replaced.
+func KeyOptions(cfg *config.Config, r *config.Region, dataDir string, log *slog.Logger) (region.KeyOptions, error) {
+	path := r.KeyEncryptionKeyFile
+	if env := os.Getenv("MERIDIAN_KEY_ENCRYPTION_KEY_FILE"); env != "" {
+		path = env
+	}
+	secret, err := config.LoadSecret("regions["+r.ID+"].key_encryption_key_file", path,
+		filepath.Join(dataDir, "secrets", "kek-"+r.ID+".key"), log)
+	if err != nil {
+		return region.KeyOptions{}, err
+	}
+	opts := region.KeyOptions{PublishDelay: cfg.Federation.SigningKeyPublishDelay}
+	if opts.Wrapper, err = region.NewFileKEK(secret); err != nil {
+		return region.KeyOptions{}, err
+	}
+	prev := r.PreviousKeyEncryptionKeyFile
+	if env := os.Getenv("MERIDIAN_PREVIOUS_KEY_ENCRYPTION_KEY_FILE"); env != "" {
+		prev = env
+	}
+	if prev != "" {
+		old, err := config.LoadSecret("regions["+r.ID+"].previous_key_encryption_key_file", prev, "", log)
+		if err != nil {
+			return region.KeyOptions{}, err
+		}
+		w, err := region.NewFileKEK(old)
+		if err != nil {
+			return region.KeyOptions{}, err
+		}
+		opts.Previous = []region.KeyWrapper{w}
+	}
+	return opts, nil
+}
+
 // Node is one running regional node.
 type Node struct {
 	Provider *region.Provider
@@ -83,6 +121,9 @@ type Options struct {
 	Upstream region.Upstream
 	// WrapTransport wraps the router's transport to other regions.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// KeyTimings, when its fields are set, override the signing-key cache
+	// TTLs and publish delay (tests shorten a rotation to seconds).
+	KeyTimings region.KeyOptions
 }
 
 // New builds the node of region id.
@@ -111,6 +152,13 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	prevCookieKeys, err := previousSecret("previous cookie key (MERIDIAN_PREVIOUS_COOKIE_KEY_FILE)", os.Getenv("MERIDIAN_PREVIOUS_COOKIE_KEY_FILE"), log)
 	if err != nil {
 		return nil, err
+	}
+	keyOpts, err := KeyOptions(cfg, r, dataDir, log)
+	if err != nil {
+		return nil, err
+	}
+	if t := opts.KeyTimings; t.PublishDelay > 0 || t.CacheTTL > 0 || t.PeerCacheTTL > 0 {
+		keyOpts.PublishDelay, keyOpts.CacheTTL, keyOpts.PeerCacheTTL = t.PublishDelay, t.CacheTTL, t.PeerCacheTTL
 	}
 	st, err := OpenStore(ctx, r, dataDir)
 	if err != nil {
@@ -181,8 +229,8 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		Region: id, Issuer: cfg.Issuer(r), GlobalIssuer: cfg.GlobalIssuer(), RegionHosts: hosts, PeerHosts: peerHosts,
 		CookieDomain: cfg.Federation.CookieDomain, SecureCookies: cfg.Federation.Scheme == "https", CookieKey: cookieKey,
 		PreviousCookieKeys: prevCookieKeys,
-		Peers:              n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"),
-		RegistrationToken: regToken, RegistrationsPerMinute: r.RegistrationsPerMinute,
+		RegistrationToken:  regToken, RegistrationsPerMinute: r.RegistrationsPerMinute,
+		Peers: n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"), Keys: keyOpts,
 	}, st, codec, log)
 	if err != nil {
 		n.Close()
