@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/geodns"
 	"github.com/meridian-id/meridian/hub/server"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/telemetry"
@@ -30,6 +31,9 @@ commands:
   rotate-key       step 2 of a hub key rotation: copy entries to the new key
                    (--previous-key-file OLD --region R --file F, once per region)
   finish-rotation  step 3: drop the previous-key entries (--previous-key-file OLD --file F)
+  table-rehash     resize the Redis table's buckets to hub.expected_users (online, resumable)
+  dns-failback     move a failed-over region host back to its primary (--region R; asks
+                   the running hub's admin listener, hub.admin_listen)
 
 common flags: --config F (default configs/regions.yaml) --data-dir D --prefix P (Redis key prefix)
 
@@ -83,7 +87,42 @@ func commands() map[string]command {
 			fs.StringVar(&f.file, "file", "", "every region's usernames, one per line (required)")
 			fs.StringVar(&f.previousKey, "previous-key-file", "", "the previous k_hub (required)")
 		}, finishRotation},
+		"table-rehash": {nil, tableRehash},
+		"dns-failback": {func(fs *flag.FlagSet, f *flags) {
+			fs.StringVar(&f.region, "region", "", "region to fail back (required)")
+		}, dnsFailback},
 	}
+}
+
+// tableRehash resizes the Redis lookup table to the bucket count
+// hub.expected_users asks for (docs/operations.md, sizing the hub table).
+func tableRehash(e *env) error {
+	st, err := server.OpenStores(e.ctx, e.cfg, e.opts())
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	if st.Redis == nil {
+		return errors.New("hub.redis is not set: the embedded table has no buckets to resize")
+	}
+	return st.Redis.Resize(e.ctx, e.stdout)
+}
+
+// dnsFailback asks the running hub's GeoDNS to answer a region's primary
+// again after an operator has rebuilt it (docs/operations.md, failback).
+func dnsFailback(e *env) error {
+	if e.flags.region == "" {
+		return usageError{"--region is required"}
+	}
+	if e.cfg.Hub.AdminListen == "" {
+		return errors.New("hub.admin_listen is not set: the failback endpoint lives on the admin listener")
+	}
+	st, err := geodns.RequestFailback(e.ctx, nil, "http://"+e.cfg.Hub.AdminListen, e.flags.region)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "region %s: failed over %v\n", st.Region, st.FailedOver)
+	return nil
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {

@@ -259,3 +259,66 @@ func TestServe(t *testing.T) {
 		t.Fatalf("serve: exit %d: %s", code, errOut.String())
 	}
 }
+
+// TestTableRehash follows the sizing procedure of docs/operations.md with
+// the CLI: a table imported at the default size is resized online to the
+// bucket count hub.expected_users asks for, every user still resolves, and
+// a second run has nothing to do. The embedded store has no buckets.
+func TestTableRehash(t *testing.T) {
+	addr := testenv.RedisAddr(t)
+	s := newSetup(t, "redis://"+addr+"/0")
+	prefix := "meridian-cmdtest:" + hex.EncodeToString([]byte(s.dir))[len(hex.EncodeToString([]byte(s.dir)))-12:] + ":"
+	c := redis.NewClient(&redis.Options{Addr: addr})
+	defer c.Close()
+	ctx := context.Background()
+	t.Cleanup(func() {
+		st, err := redisstore.New(ctx, c, redisstore.Options{Prefix: prefix + "lookup:"})
+		if err == nil {
+			_ = st.Drop(ctx)
+		}
+	})
+	if code, out, errOut := runHub(t, usernames(2000), "import", "--config", s.config, "--prefix", prefix, "--region", "us", "--file", "-"); code != 0 {
+		t.Fatalf("import: %d %s %s", code, out, errOut)
+	}
+	body, err := os.ReadFile(s.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sized := strings.Replace(string(body), "hub:\n", "hub:\n  expected_users: 5000000\n", 1)
+	if err := os.WriteFile(s.config, []byte(sized), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut := runHub(t, "", "table-rehash", "--config", s.config, "--prefix", prefix)
+	if code != 0 || !strings.Contains(out, "rehashing from") || !strings.Contains(out, "done:") {
+		t.Fatalf("table-rehash: %d %s %s", code, out, errOut)
+	}
+	if code, out, errOut := runHub(t, "", "table-rehash", "--config", s.config, "--prefix", prefix); code != 0 || !strings.Contains(out, "nothing to do") {
+		t.Fatalf("second table-rehash: %d %s %s", code, out, errOut)
+	}
+	key, _ := os.ReadFile(s.keyFile)
+	st, err := redisstore.New(ctx, c, redisstore.Options{Prefix: prefix + "lookup:"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"USER.00000@example.org", "user.01999@example.org"} {
+		if r, err := table(t, st, key).Resolve(ctx, name); r != "us" || err != nil {
+			t.Fatalf("resolve %s after the rehash: %q %v", name, r, err)
+		}
+	}
+	emb := newSetup(t, "")
+	if code, _, errOut := runHub(t, "", "table-rehash", "--config", emb.config); code != 1 || !strings.Contains(errOut, "hub.redis is not set") {
+		t.Fatalf("table-rehash on the embedded store: %d %s", code, errOut)
+	}
+}
+
+// TestDNSFailbackUsage: dns-failback names its missing flag, and without a
+// running hub it reports the failed call instead of pretending success.
+func TestDNSFailbackUsage(t *testing.T) {
+	s := newSetup(t, "")
+	if code, _, errOut := runHub(t, "", "dns-failback", "--config", s.config); code != 2 || !strings.Contains(errOut, "--region") {
+		t.Fatalf("dns-failback without --region: %d %s", code, errOut)
+	}
+	if code, _, errOut := runHub(t, "", "dns-failback", "--config", s.config, "--region", "eu"); code != 1 || errOut == "" {
+		t.Fatalf("dns-failback with no hub running: %d %s", code, errOut)
+	}
+}

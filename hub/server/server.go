@@ -50,7 +50,10 @@ func (o Options) withDefaults(cfg *config.Config) Options {
 type Stores struct {
 	Lookup lookup.Store
 	State  hub.StateStore
-	close  func()
+	// Redis is the lookup store when hub.redis is set (nil for the
+	// embedded store): its bucket layout can be resized.
+	Redis *redisstore.Store
+	close func()
 }
 
 // Close releases the stores.
@@ -66,12 +69,12 @@ func OpenStores(ctx context.Context, cfg *config.Config, opts Options) (*Stores,
 			return nil, fmt.Errorf("hub.redis: %w", err)
 		}
 		c := redis.NewClient(ro)
-		st, err := redisstore.New(ctx, c, redisstore.Options{Prefix: opts.Prefix + "lookup:"})
+		st, err := redisstore.New(ctx, c, redisstore.Options{Prefix: opts.Prefix + "lookup:", ExpectedUsers: cfg.Hub.ExpectedUsers})
 		if err != nil {
 			c.Close()
 			return nil, fmt.Errorf("hub.redis: %w", err)
 		}
-		return &Stores{Lookup: st, State: hub.NewRedisState(c, opts.Prefix+"hub:"), close: func() { c.Close() }}, nil
+		return &Stores{Lookup: st, Redis: st, State: hub.NewRedisState(c, opts.Prefix+"hub:"), close: func() { c.Close() }}, nil
 	}
 	dir := filepath.Join(opts.DataDir, "hub")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -181,12 +184,8 @@ func (h *Hub) Serve(ctx context.Context) error {
 // them fails.
 func (h *Hub) ServeListeners(ctx context.Context, pub, adm net.Listener) error {
 	site := h.cfg.Hub.Site
-	ls := []serve.Listener{{Server: serve.Public(h.tel.Handler(h.Broker, "hub")), Listener: pub,
-		CertFile: site.TLS.CertFile, KeyFile: site.TLS.KeyFile}}
-	if adm != nil {
-		ls = append(ls, serve.Listener{Server: serve.Admin(h.tel.MetricsHandler(), h.Broker.Ready, "lookup or state store unreachable"), Listener: adm})
-	}
 	var tasks []serve.Task
+	var mounts []serve.Mount
 	if h.cfg.DNS.Listen != "" {
 		gc, err := geodns.FromConfig(h.cfg)
 		if err != nil {
@@ -204,7 +203,15 @@ func (h *Hub) ServeListeners(ctx context.Context, pub, adm net.Listener) error {
 			}
 			return nil
 		})
+		// The operator's failback endpoint (`hub dns-failback`) lives on
+		// the admin listener only.
+		mounts = append(mounts, serve.Mount{Pattern: "/dns/", Handler: dns.AdminHandler()})
 		h.log.Info("geodns serving", "listen", h.cfg.DNS.Listen, "zone", gc.Zone)
+	}
+	ls := []serve.Listener{{Server: serve.Public(h.tel.Handler(h.Broker, "hub")), Listener: pub,
+		CertFile: site.TLS.CertFile, KeyFile: site.TLS.KeyFile}}
+	if adm != nil {
+		ls = append(ls, serve.Listener{Server: serve.Admin(h.tel.MetricsHandler(), h.Broker.Ready, "lookup or state store unreachable", mounts...), Listener: adm})
 	}
 	h.log.Info("hub serving", "issuer", h.Broker.Issuer(), "listen", pub.Addr().String())
 	err := serve.Run(ctx, ls, tasks...)

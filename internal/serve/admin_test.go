@@ -2,6 +2,7 @@ package serve_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -51,5 +52,29 @@ func TestAdminServerBoundsEveryPhase(t *testing.T) {
 	_, err = br.ReadByte()
 	if errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatal("the admin server kept an idle connection open")
+	}
+}
+
+// TestAdminMounts: an extra operator endpoint is served on the admin
+// listener beside /metrics, /healthz and /readyz.
+func TestAdminMounts(t *testing.T) {
+	srv := serve.Admin(http.NotFoundHandler(), func(context.Context) error { return nil }, "not ready",
+		serve.Mount{Pattern: "GET /dns/state", Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "state\n") })})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	for path, want := range map[string]string{"/dns/state": "state\n", "/readyz": "ok\n", "/healthz": "ok\n"} {
+		resp, err := http.Get("http://" + ln.Addr().String() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK || string(b) != want {
+			t.Fatalf("GET %s: %d %q, want %q", path, resp.StatusCode, b, want)
+		}
 	}
 }

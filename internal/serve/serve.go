@@ -41,11 +41,21 @@ func Public(h http.Handler) *http.Server {
 		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
 }
 
+// Mount is an extra operator endpoint on an admin listener (for example
+// GeoDNS's /dns/ failback endpoints on a hub that serves DNS).
+type Mount struct {
+	Pattern string
+	Handler http.Handler
+}
+
 // Admin returns the server of an admin listener: GET /metrics, /healthz
 // (the process is up) and /readyz (ready answers nil within two seconds;
 // else 503 with notReady).
-func Admin(metrics http.Handler, ready func(context.Context) error, notReady string) *http.Server {
+func Admin(metrics http.Handler, ready func(context.Context) error, notReady string, mounts ...Mount) *http.Server {
 	mux := http.NewServeMux()
+	for _, m := range mounts {
+		mux.Handle(m.Pattern, m.Handler)
+	}
 	mux.Handle("GET /metrics", metrics)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
