@@ -103,7 +103,8 @@ func parseDSN(dsn string) (*mysql.Config, int, error) {
 	if rest, ok := strings.CutPrefix(dsn, "mysql://"); ok {
 		u, err := url.Parse("mysql://" + rest)
 		if err != nil {
-			return nil, 0, err
+			// url's error repeats the URL, password included.
+			return nil, 0, errors.New("malformed mysql:// URL")
 		}
 		q := u.Query()
 		if err := takePool(q); err != nil {
