@@ -52,10 +52,15 @@ func InCI() bool { return os.Getenv("CI") == "true" }
 
 func require(t testing.TB, name, addr string) {
 	t.Helper()
+	requireNet(t, name, "tcp", addr)
+}
+
+func requireNet(t testing.TB, name, network, addr string) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	var d net.Dialer
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err := d.DialContext(ctx, network, addr)
 	if err == nil {
 		_ = c.Close()
 		return
@@ -121,9 +126,7 @@ func MySQLDSN(t testing.TB) string {
 	if err != nil {
 		t.Fatalf("MERIDIAN_TEST_MYSQL_DSN: %v", err)
 	}
-	if cfg.Net == "tcp" {
-		require(t, "MySQL", cfg.Addr)
-	}
+	requireNet(t, "MySQL", cfg.Net, cfg.Addr)
 	return dsn
 }
 
