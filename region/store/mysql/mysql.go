@@ -145,6 +145,9 @@ func parseDSN(dsn string) (*mysql.Config, int, error) {
 	if cfg.DBName == "" {
 		return nil, 0, errors.New("no database named in the DSN")
 	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second // dial timeout; the timeout= parameter sets another
+	}
 	cfg.ParseTime = true
 	cfg.Loc = time.UTC
 	// RowsAffected counts matched rows, so revoking an already revoked
