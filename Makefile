@@ -27,7 +27,7 @@ test-faults: ## the fault and abuse suite (also part of make test)
 lint: ## gofmt, go vet and staticcheck
 	@test -z "$$(gofmt -l .)" || { gofmt -l .; echo 'gofmt: files above need formatting'; exit 1; }
 	$(GO) vet $(PKGS)
-	$(GO) run honnef.co/go/tools/cmd/staticcheck@latest $(PKGS)
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
 
 bench: ## micro-benchmarks and load figures (see docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./routing/ ./region/... ./lookup/... ./geodns/...

@@ -17,8 +17,6 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
-
-	"github.com/meridian-id/meridian/routing"
 )
 
 // Config is the whole federation as every binary sees it.
@@ -69,6 +67,13 @@ type Region struct {
 	Database  string   `mapstructure:"database"`
 	Proximity []string `mapstructure:"proximity"`
 	DR        *Site    `mapstructure:"dr"`
+	// RegistrationTokenFile holds the initial access token (RFC 7591 §3,
+	// at least 32 characters) that opens dynamic client registration in
+	// this region; empty keeps /register closed.
+	RegistrationTokenFile string `mapstructure:"registration_token_file"`
+	// RegistrationsPerMinute bounds registration attempts per client
+	// address; zero takes the region package's default.
+	RegistrationsPerMinute int `mapstructure:"registrations_per_minute"`
 }
 
 // Hub is the federation hub.
@@ -241,8 +246,8 @@ func (c *Config) Validate() error {
 	}
 	for i, r := range c.Regions {
 		key := fmt.Sprintf("regions[%d]", i)
-		if !routing.ValidRegionID(r.ID) {
-			return invalid(key+".id", "%q is not a region id (1-16 of a-z, 0-9, -)", r.ID)
+		if err := CheckRegionID(key+".id", r.ID); err != nil {
+			return err
 		}
 		if ids[r.ID] {
 			return invalid(key+".id", "duplicate region id %q", r.ID)
@@ -261,12 +266,13 @@ func (c *Config) Validate() error {
 				return err
 			}
 		}
+		if r.RegistrationsPerMinute < 0 {
+			return invalid(key+".registrations_per_minute", "must not be negative")
+		}
 	}
 	for i, r := range c.Regions {
-		for j, p := range r.Proximity {
-			if !ids[p] || p == r.ID {
-				return invalid(fmt.Sprintf("regions[%d].proximity[%d]", i, j), "%q is not another configured region", p)
-			}
+		if err := CheckProximity(fmt.Sprintf("regions[%d].proximity", i), r.ID, ids, r.Proximity); err != nil {
+			return err
 		}
 	}
 	if err := checkSite("hub", c.Hub.Site, true); err != nil {
@@ -278,31 +284,10 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.DNS.Listen != "" {
+		// The rest of the dns block is validated in one place,
+		// geodns.FromConfig, by every process that serves DNS.
 		if err := validListen("dns.listen", c.DNS.Listen); err != nil {
 			return err
-		}
-		if c.DNS.DefaultRegion == "" || !ids[c.DNS.DefaultRegion] {
-			return invalid("dns.default_region", "%q is not a configured region", c.DNS.DefaultRegion)
-		}
-		for i, s := range c.DNS.Subnets {
-			if _, err := netip.ParsePrefix(s.CIDR); err != nil {
-				return invalid(fmt.Sprintf("dns.subnets[%d].cidr", i), "%q is not a CIDR prefix", s.CIDR)
-			}
-			if !ids[s.Region] {
-				return invalid(fmt.Sprintf("dns.subnets[%d].region", i), "%q is not a configured region", s.Region)
-			}
-		}
-		for i, ns := range c.DNS.NameServers {
-			if err := validHost(fmt.Sprintf("dns.nameservers[%d].name", i), ns.Name); err != nil {
-				return err
-			}
-		}
-		h := c.DNS.Health
-		if h.Interval <= 0 || h.Timeout <= 0 || h.Fall < 1 || h.Rise < 1 {
-			return invalid("dns.health", "interval and timeout must be positive, fall and rise at least 1")
-		}
-		if c.DNS.RateLimit < 0 {
-			return invalid("dns.rate_limit", "must not be negative")
 		}
 	}
 	switch c.Telemetry.LogLevel {

@@ -48,10 +48,11 @@ func TestLoadRejects(t *testing.T) {
 		{"bad database url", `database: ""                   # PostgreSQL URL`, `database: "redis://x"          # PostgreSQL URL`, "regions[0].database"},
 		{"mysql url without database", `database: ""                   # PostgreSQL URL`, `database: "mysql://u:p@db:3306"  # URL`, "regions[0].database"},
 		{"mysql url without host", `database: ""                   # PostgreSQL URL`, `database: "mysql:///meridian"  # URL`, "regions[0].database"},
-		{"bad cidr", "cidr: 10.1.0.0/16", "cidr: 10.1.0.0/99", "dns.subnets[1].cidr"},
-		{"bad default region", "default_region: eu", "default_region: mars", "dns.default_region"},
+		{"region id with leading dash", "  - id: ap", "  - id: -ap", "regions[2].id"},
+		{"proximity listed twice", "proximity: [us, ap]", "proximity: [us, us]", "regions[0].proximity[1]"},
 		{"bad redis url", `redis: ""`, `redis: "http://x"`, "hub.redis"},
 		{"bad timeout", "request_timeout: 10s", "request_timeout: soon", "request_timeout"},
+		{"negative registration rate", "proximity: [us, ap]", "proximity: [us, ap]\n    registrations_per_minute: -1", "regions[0].registrations_per_minute"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

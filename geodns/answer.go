@@ -46,10 +46,16 @@ type node struct {
 	apex   bool
 	global bool
 	region int    // index of the region this is the host of, or -1
-	static *rrset // DR, hub and name-server hosts: fixed addresses
+	drOf   int    // index of the region this is the DR host of, or -1
+	static *rrset // hub and name-server hosts: fixed addresses
 }
 
-type rrset struct{ a, aaaa []dns.RR }
+// rrset holds a name's address records, with the address of each record at
+// the same index, so that records of unhealthy addresses can be left out.
+type rrset struct {
+	a, aaaa []dns.RR
+	a4, a6  []netip.Addr
+}
 
 func (s *rrset) get(qtype uint16) []dns.RR {
 	switch qtype {
@@ -61,19 +67,38 @@ func (s *rrset) get(qtype uint16) []dns.RR {
 	return nil
 }
 
+func (s *rrset) addrs(qtype uint16) []netip.Addr {
+	if qtype == dns.TypeA {
+		return s.a4
+	}
+	return s.a6
+}
+
 const (
 	sitePrimary = 0
 	siteDR      = 1
 )
 
+// Owners of a site's records: the region host, the global host, and the
+// site's own name (the DR host; for a primary, the region host again).
+const (
+	ownerHost = iota
+	ownerGlobal
+	ownerSite
+)
+
+// siteInfo is one site of a region: its upstream name and its address
+// records under each owner name.
+type siteInfo struct {
+	up   Upstream // the site, without Addr
+	sets [3]rrset // [ownerHost], [ownerGlobal], [ownerSite]
+}
+
 type regionInfo struct {
 	id        string
-	primary   Upstream
-	dr        Upstream
 	hasDR     bool
-	host      [2]rrset // owner: the region host; [sitePrimary], [siteDR]
-	global    [2]rrset // owner: the global host
-	fallbacks []int    // self, proximity, default, default's proximity; no duplicates
+	sites     [2]siteInfo // [sitePrimary], [siteDR]
+	fallbacks []int       // self, proximity, default, default's proximity; no duplicates
 }
 
 type route struct {
@@ -110,8 +135,10 @@ func NewZone(cfg Config) (*Zone, error) {
 			a = a.Unmap()
 			if a.Is4() {
 				s.a = append(s.a, &dns.A{Hdr: hdr(owner, dns.TypeA, cfg.TTL), A: net.IP(a.AsSlice())})
+				s.a4 = append(s.a4, a)
 			} else {
 				s.aaaa = append(s.aaaa, &dns.AAAA{Hdr: hdr(owner, dns.TypeAAAA, cfg.TTL), AAAA: net.IP(a.AsSlice())})
+				s.a6 = append(s.a6, a)
 			}
 		}
 		return s
@@ -119,7 +146,7 @@ func NewZone(cfg Config) (*Zone, error) {
 	get := func(name string) *node {
 		n := z.names[name]
 		if n == nil {
-			n = &node{region: -1}
+			n = &node{region: -1, drOf: -1}
 			z.names[name] = n
 		}
 		return n
@@ -151,19 +178,20 @@ func NewZone(cfg Config) (*Zone, error) {
 	for i, r := range cfg.Regions {
 		ri := &z.regions[i]
 		ri.id = r.ID
-		ri.primary = Upstream{Region: r.ID}
-		ri.dr = Upstream{Region: r.ID, DR: true}
-		ri.host[sitePrimary] = mkset(r.Host.Name, r.Host.Addrs)
-		ri.global[sitePrimary] = mkset(cfg.GlobalHost, r.Host.Addrs)
-		ri.host[siteDR] = ri.host[sitePrimary]
-		ri.global[siteDR] = ri.global[sitePrimary]
+		p := &ri.sites[sitePrimary]
+		p.up = Upstream{Region: r.ID}
+		p.sets[ownerHost] = mkset(r.Host.Name, r.Host.Addrs)
+		p.sets[ownerGlobal] = mkset(cfg.GlobalHost, r.Host.Addrs)
+		p.sets[ownerSite] = p.sets[ownerHost]
 		get(r.Host.Name).region = i
 		if r.DR != nil {
 			ri.hasDR = true
-			ri.host[siteDR] = mkset(r.Host.Name, r.DR.Addrs)
-			ri.global[siteDR] = mkset(cfg.GlobalHost, r.DR.Addrs)
-			s := mkset(r.DR.Name, r.DR.Addrs)
-			get(r.DR.Name).static = &s
+			d := &ri.sites[siteDR]
+			d.up = Upstream{Region: r.ID, DR: true}
+			d.sets[ownerHost] = mkset(r.Host.Name, r.DR.Addrs)
+			d.sets[ownerGlobal] = mkset(cfg.GlobalHost, r.DR.Addrs)
+			d.sets[ownerSite] = mkset(r.DR.Name, r.DR.Addrs)
+			get(r.DR.Name).drOf = i
 		}
 	}
 	for i, r := range cfg.Regions {
@@ -222,12 +250,18 @@ func NewZone(cfg Config) (*Zone, error) {
 // carries a non-zero ECS source prefix, else the transport source; either
 // is cut to /24 (IPv4) or /56 (IPv6) and matched against Subnets, longest
 // prefix first (the default region when nothing matches). A region that is
-// down (its primary down and no DR site up) is passed over for the first
-// healthy one of its Proximity list, then the default region and its
-// Proximity list; when every one is down the matched region is answered
-// anyway. A region whose primary is down but whose DR site is up counts as
-// healthy and answers with the DR addresses, as its region host does, so
-// clients stay in their region.
+// down (no address of the site answering for it is up) is passed over for
+// the first healthy one of its Proximity list, then the default region and
+// its Proximity list; when every one is down the matched region is answered
+// anyway.
+//
+// Each address counts on its own: a site answers with its addresses that
+// are up (all of them when none is). A region answers with its DR site when
+// it is failed over (h.FailedOver; the latch an operator lifts), or when no
+// primary address is up and a DR address is; it then counts as healthy, and
+// the global host answers the DR addresses as the region host does, so
+// clients stay in their region. A failed-over region whose DR site is down
+// is passed over, never answered with its primary.
 //
 // When the query carries ECS the reply echoes it with a SCOPE PREFIX-LENGTH
 // for which the answer really holds: at least the matched route's length,
@@ -339,11 +373,14 @@ func (z *Zone) resolve(m *dns.Msg, q *Query, h *Snapshot) (region, scope int) {
 			r, scope = z.steer(q, h, t)
 			region = r
 			ri := &z.regions[r]
-			sets = append(sets, ri.global[z.site(ri, h)].get(t))
+			sets = append(sets, records(&ri.sites[z.site(ri, h)], ownerGlobal, t, h))
 		case n.region >= 0:
 			region = n.region
 			ri := &z.regions[n.region]
-			sets = append(sets, ri.host[z.site(ri, h)].get(t))
+			sets = append(sets, records(&ri.sites[z.site(ri, h)], ownerHost, t, h))
+		case n.drOf >= 0:
+			region = n.drOf
+			sets = append(sets, records(&z.regions[n.drOf].sites[siteDR], ownerSite, t, h))
 		case n.static != nil:
 			sets = append(sets, n.static.get(t))
 		}
@@ -382,17 +419,88 @@ func (z *Zone) resolve(m *dns.Msg, q *Query, h *Snapshot) (region, scope int) {
 // into the Zone's precomputed records.
 func shared(s []dns.RR) []dns.RR { return s[:len(s):len(s)] }
 
-// site returns which site of a region answers: the primary while it is up,
-// else the DR site if it is up, else the primary.
+// site returns which site of a region answers: the DR site once the region
+// is failed over (whatever the primary's health: failing back is an
+// operator's decision), else the primary while some address of it is up,
+// else the DR site if some address of it is up, else the primary.
 func (z *Zone) site(ri *regionInfo, h *Snapshot) int {
-	if !ri.hasDR || h.Up(ri.primary) || !h.Up(ri.dr) {
+	switch {
+	case !ri.hasDR:
+		return sitePrimary
+	case h.FailedOver(ri.id):
+		return siteDR
+	case siteUp(&ri.sites[sitePrimary], h) || !siteUp(&ri.sites[siteDR], h):
 		return sitePrimary
 	}
 	return siteDR
 }
 
+// healthy reports whether the site answering for the region has an address
+// up.
 func (z *Zone) healthy(ri *regionInfo, h *Snapshot) bool {
-	return h.Up(ri.primary) || (ri.hasDR && h.Up(ri.dr))
+	return siteUp(&ri.sites[z.site(ri, h)], h)
+}
+
+// siteUp reports whether some address of the site is up.
+func siteUp(s *siteInfo, h *Snapshot) bool {
+	if h.allUp() {
+		return true
+	}
+	if !h.Up(s.up) {
+		return false
+	}
+	set := &s.sets[ownerSite]
+	for _, a := range set.a4 {
+		if h.Up(s.up.At(a)) {
+			return true
+		}
+	}
+	for _, a := range set.a6 {
+		if h.Up(s.up.At(a)) {
+			return true
+		}
+	}
+	return false
+}
+
+// live returns the site's records of type t under owner whose addresses are
+// up. It allocates only when some but not all of them are down.
+func live(s *siteInfo, owner int, t uint16, h *Snapshot) []dns.RR {
+	set := &s.sets[owner]
+	rrs := set.get(t)
+	if h.allUp() || len(rrs) == 0 {
+		return rrs
+	}
+	addrs := set.addrs(t)
+	n := 0
+	for _, a := range addrs {
+		if h.Up(s.up.At(a)) {
+			n++
+		}
+	}
+	switch n {
+	case len(rrs):
+		return rrs
+	case 0:
+		return nil
+	}
+	out := make([]dns.RR, 0, n)
+	for i, a := range addrs {
+		if h.Up(s.up.At(a)) {
+			out = append(out, rrs[i])
+		}
+	}
+	return out
+}
+
+// records is what a site answers for type t under owner: the records of its
+// live addresses, or all of them when none is up (an answer is never emptied
+// by health alone).
+func records(s *siteInfo, owner int, t uint16, h *Snapshot) []dns.RR {
+	if rrs := live(s, owner, t, h); len(rrs) > 0 {
+		return rrs
+	}
+	return s.sets[owner].get(t)
 }
 
 // steer picks the region for a global-host query of type qtype (A or AAAA)
@@ -429,7 +537,7 @@ func (z *Zone) steer(q *Query, h *Snapshot, qtype uint16) (region, scope int) {
 	ri := &z.regions[matched]
 	for _, c := range ri.fallbacks {
 		cand := &z.regions[c]
-		if z.healthy(cand, h) && len(cand.global[z.site(cand, h)].get(qtype)) > 0 {
+		if z.healthy(cand, h) && len(live(&cand.sites[z.site(cand, h)], ownerGlobal, qtype, h)) > 0 {
 			return c, scope
 		}
 	}
@@ -437,7 +545,7 @@ func (z *Zone) steer(q *Query, h *Snapshot, qtype uint16) (region, scope int) {
 	// that has records of this type at all.
 	for _, c := range ri.fallbacks {
 		cand := &z.regions[c]
-		if len(cand.global[z.site(cand, h)].get(qtype)) > 0 {
+		if len(cand.sites[z.site(cand, h)].sets[ownerGlobal].get(qtype)) > 0 {
 			return c, scope
 		}
 	}

@@ -2,7 +2,6 @@ package geodns
 
 import (
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"net/netip"
 	"net/url"
@@ -10,6 +9,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/meridian-id/meridian/config"
 )
 
 // Defaults applied by [Config.WithDefaults] to fields left at their zero value.
@@ -35,117 +36,128 @@ const (
 	MaxPrefixV6 = 56
 )
 
-// Config describes the zone served and how the global host is steered. It is
-// a plain struct so the caller can fill it from YAML (the yaml tags match
-// go.yaml.in/yaml/v3, which decodes netip.Addr, netip.Prefix and
-// time.Duration from their usual text forms). Names may be given with or
-// without the trailing dot and in any case; they are compared
-// case-insensitively.
+// Config describes the zone served and how the global host is steered.
+// [FromConfig] derives it from the federation's regions.yaml; tests and
+// benchmarks fill it directly. Names may be given with or without the
+// trailing dot and in any case; they are compared case-insensitively.
+//
+// [Config.Validate] is the one place the dns block of regions.yaml is
+// validated: its errors name the regions.yaml key a field comes from (say
+// "dns.subnets[1].cidr" for Subnets[1].Prefix, "regions[0].addresses[1]"
+// for Regions[0].Host.Addrs[1]) and wrap [config.ErrInvalid]. Fields that
+// regions.yaml cannot set are named "geodns.Config.<Field>".
 type Config struct {
 	// Zone is the apex this server is authoritative for, e.g. "id.localhost.".
-	Zone string `yaml:"zone"`
+	Zone string
 	// TTL of every record served (default 30 s). Kept short so health
 	// changes reach clients quickly.
-	TTL uint32 `yaml:"ttl"`
+	TTL uint32
 	// SOA is the zone's start-of-authority record.
-	SOA SOA `yaml:"soa"`
+	SOA SOA
 	// NameServers are the zone's NS records. Names inside the zone need at
 	// least one address (served as glue and as their own A/AAAA); names
 	// outside the zone must have none.
-	NameServers []NameServer `yaml:"name_servers"`
+	NameServers []NameServer
 	// GlobalHost is the steered name apps use, e.g. "id.localhost.". It may
 	// equal Zone.
-	GlobalHost string `yaml:"global_host"`
+	GlobalHost string
 	// HubHost is the hub's name and addresses. Optional: an empty Name
 	// serves no hub record.
-	HubHost Host `yaml:"hub_host"`
+	HubHost Host
 	// Regions lists the serving regions; at least one is required.
-	Regions []Region `yaml:"regions"`
+	Regions []Region
 	// Subnets route client prefixes to regions; the longest match wins.
 	// Prefixes may be at most /24 (IPv4) or /56 (IPv6), since client
 	// addresses are never looked at beyond that.
-	Subnets []SubnetRoute `yaml:"subnets"`
+	Subnets []SubnetRoute
 	// DefaultRegion answers clients no subnet matches.
-	DefaultRegion string `yaml:"default_region"`
+	DefaultRegion string
 	// MMDBPath would name a MaxMind database for country-based routing. It
 	// is not supported in this build: a non-empty value fails validation.
-	MMDBPath string `yaml:"mmdb_path"`
+	MMDBPath string
 	// Health configures the upstream checker.
-	Health HealthConfig `yaml:"health"`
+	Health HealthConfig
 	// RateLimit configures response-rate limiting over UDP.
-	RateLimit RateLimitConfig `yaml:"rate_limit"`
+	RateLimit RateLimitConfig
 	// MaxUDPSize is the largest UDP response sent, whatever larger size a
 	// client advertises, and the EDNS buffer size the server advertises
 	// (default 1232).
-	MaxUDPSize uint16 `yaml:"max_udp_size"`
+	MaxUDPSize uint16
+	// StateFile keeps what must survive a restart: the regions failed over
+	// to their DR site (see [Checker.Failback]). Empty: kept in memory only,
+	// so a restart fails every region back. [FromConfig] sets
+	// <data_dir>/geodns-state.json.
+	StateFile string
 }
 
 // SOA holds the fields of the zone's SOA record. Zero fields take defaults:
 // MName the first name server, RName "hostmaster.<zone>", Serial 1, and the
 // Default* timers.
 type SOA struct {
-	MName   string `yaml:"mname"`
-	RName   string `yaml:"rname"` // mailbox in domain form: hostmaster.id.localhost.
-	Serial  uint32 `yaml:"serial"`
-	Refresh uint32 `yaml:"refresh"`
-	Retry   uint32 `yaml:"retry"`
-	Expire  uint32 `yaml:"expire"`
-	Minimum uint32 `yaml:"minimum"` // negative-caching TTL (RFC 2308)
+	MName   string
+	RName   string // mailbox in domain form: hostmaster.id.localhost.
+	Serial  uint32
+	Refresh uint32
+	Retry   uint32
+	Expire  uint32
+	Minimum uint32 // negative-caching TTL (RFC 2308)
 }
 
 // NameServer is one NS record of the zone plus its glue addresses.
 type NameServer struct {
-	Name  string       `yaml:"name"`
-	Addrs []netip.Addr `yaml:"addrs"`
+	Name  string
+	Addrs []netip.Addr
 }
 
 // Host is a name in the zone and the addresses it answers with.
 type Host struct {
-	Name  string       `yaml:"name"`
-	Addrs []netip.Addr `yaml:"addrs"`
+	Name  string
+	Addrs []netip.Addr
 }
 
 // Region is one serving region.
 type Region struct {
 	// ID names the region in Subnets, Proximity, DefaultRegion, metrics and
 	// logs, e.g. "eu".
-	ID string `yaml:"id"`
+	ID string
 	// Host is the region's own name and addresses, e.g. eu.id.localhost.
-	Host Host `yaml:"host"`
+	Host Host
 	// DR is the region's disaster-recovery site, optional. Its name always
 	// answers with its addresses; the region host answers with them while
 	// the primary is down and the DR site is up.
-	DR *Host `yaml:"dr"`
-	// HealthURL is polled with GET (the region's /readyz). Empty: the
-	// primary is never checked and always counts as up.
-	HealthURL string `yaml:"health_url"`
-	// DRHealthURL is the DR site's readiness URL; allowed only with DR.
-	// Empty: the DR site always counts as up.
-	DRHealthURL string `yaml:"dr_health_url"`
+	DR *Host
+	// HealthURL is polled with GET (the region's /readyz) at every address
+	// of Host, each on its own: the request is sent to the address and the
+	// URL's port, the URL's host name stays the Host header and TLS server
+	// name. Empty: the primary is never checked and always counts as up.
+	HealthURL string
+	// DRHealthURL is the same for each address of the DR site; allowed only
+	// with DR. Empty: the DR site always counts as up.
+	DRHealthURL string
 	// Proximity lists other region IDs, nearest first, tried in order when
 	// this region is down.
-	Proximity []string `yaml:"proximity"`
+	Proximity []string
 }
 
 // SubnetRoute sends clients inside Prefix to Region.
 type SubnetRoute struct {
-	Prefix netip.Prefix `yaml:"prefix"`
-	Region string       `yaml:"region"`
+	Prefix netip.Prefix
+	Region string
 }
 
 // HealthConfig tunes the upstream checker. Zero fields take the Default*
 // values.
 type HealthConfig struct {
 	// Interval between two rounds of checks.
-	Interval time.Duration `yaml:"interval"`
+	Interval time.Duration
 	// Timeout of one check; at most Interval.
-	Timeout time.Duration `yaml:"timeout"`
+	Timeout time.Duration
 	// Fall is the number of consecutive failures that mark an upstream down.
-	Fall int `yaml:"fall"`
+	Fall int
 	// Rise is the number of consecutive successes that mark it up again.
-	Rise int `yaml:"rise"`
+	Rise int
 	// TLSClientConfig is used for https health URLs (nil: system roots).
-	TLSClientConfig *tls.Config `yaml:"-"`
+	TLSClientConfig *tls.Config
 }
 
 // RateLimitConfig limits UDP responses per client subnet (/24 for IPv4, /56
@@ -153,14 +165,14 @@ type HealthConfig struct {
 // cannot be spoofed, so it cannot be used for reflection.
 type RateLimitConfig struct {
 	// ResponsesPerSecond refills each bucket; 0 disables rate limiting.
-	ResponsesPerSecond float64 `yaml:"responses_per_second"`
+	ResponsesPerSecond float64
 	// Burst is the bucket size (default: ResponsesPerSecond rounded up).
-	Burst int `yaml:"burst"`
+	Burst int
 	// Slip: every Slip-th response over the limit is sent as an empty
 	// answer with TC=1, so a real client retries over TCP; the others are
 	// dropped (as BIND's RRL slip). 0 means the default 2, 1 truncates
 	// every one, a negative value drops every one.
-	Slip int `yaml:"slip"`
+	Slip int
 }
 
 // WithDefaults returns c with zero-valued optional fields set to their
@@ -241,233 +253,232 @@ func (c Config) WithDefaults() Config {
 }
 
 // Validate applies [Config.WithDefaults] and reports the first problem found
-// as one error naming the offending field, or nil.
+// as one error naming the regions.yaml key (see [Config]), or nil.
 func (c Config) Validate() error {
 	c = c.WithDefaults()
 	return c.validate()
 }
 
+// invalid builds a validation error naming the regions.yaml key, in the
+// form config.Validate uses.
+func invalid(key, format string, args ...any) error {
+	return fmt.Errorf("%s: %w: %s", key, config.ErrInvalid, fmt.Sprintf(format, args...))
+}
+
+// Keys of fields that regions.yaml does not set (FromConfig derives or
+// defaults them).
+const goOnly = "geodns.Config."
+
 func (c *Config) validate() error {
 	if c.MMDBPath != "" {
-		return errors.New("geodns: MMDBPath: mmdb not supported in this build (use Subnets)")
+		return invalid("dns.mmdb", "MaxMind databases are not supported in this build; route with dns.subnets")
 	}
-	if err := checkName("Zone", c.Zone); err != nil {
+	const globalKey = "federation.global_host"
+	if err := checkName(globalKey, c.Zone); err != nil {
 		return err
 	}
-	inZone := func(field, name string) error {
-		if err := checkName(field, name); err != nil {
+	inZone := func(key, name string) error {
+		if err := checkName(key, name); err != nil {
 			return err
 		}
 		if !isInZone(name, c.Zone) {
-			return fmt.Errorf("geodns: %s: %q is not inside zone %q", field, name, c.Zone)
+			return invalid(key, "%q is not inside zone %q", name, c.Zone)
 		}
 		return nil
 	}
 	if c.MaxUDPSize < dns.MinMsgSize {
-		return fmt.Errorf("geodns: MaxUDPSize: %d is below the DNS minimum of %d", c.MaxUDPSize, dns.MinMsgSize)
+		return invalid(goOnly+"MaxUDPSize", "%d is below the DNS minimum of %d", c.MaxUDPSize, dns.MinMsgSize)
 	}
 
 	if len(c.NameServers) == 0 {
-		return errors.New("geodns: NameServers: at least one name server is required")
+		return invalid("dns.nameservers", "at least one name server is required")
 	}
-	// SOA.
-	if err := checkName("SOA.MName", c.SOA.MName); err != nil {
+	if err := checkName(goOnly+"SOA.MName", c.SOA.MName); err != nil {
 		return err
 	}
 	if strings.Contains(c.SOA.RName, "@") {
-		return fmt.Errorf("geodns: SOA.RName: %q must be in domain form (hostmaster.example.), not an e-mail address", c.SOA.RName)
+		return invalid(goOnly+"SOA.RName", "%q must be in domain form (hostmaster.example.), not an e-mail address", c.SOA.RName)
 	}
-	if err := checkName("SOA.RName", c.SOA.RName); err != nil {
+	if err := checkName(goOnly+"SOA.RName", c.SOA.RName); err != nil {
 		return err
 	}
 
 	// Every owned name is unique; only the global host may sit at the apex
 	// alongside SOA and NS.
 	owners := map[string]string{}
-	claim := func(field, name string) error {
+	claim := func(key, name string) error {
 		if prev, ok := owners[name]; ok {
-			return fmt.Errorf("geodns: %s: name %q is already used by %s", field, name, prev)
+			return invalid(key, "name %q is already used by %s", name, prev)
 		}
-		owners[name] = field
+		owners[name] = key
 		return nil
 	}
-	if err := inZone("GlobalHost", c.GlobalHost); err != nil {
+	if err := inZone(globalKey, c.GlobalHost); err != nil {
 		return err
 	}
-	if err := claim("GlobalHost", c.GlobalHost); err != nil {
+	if err := claim(globalKey, c.GlobalHost); err != nil {
 		return err
 	}
 
 	for i, ns := range c.NameServers {
-		field := fmt.Sprintf("NameServers[%d]", i)
-		if err := checkName(field+".Name", ns.Name); err != nil {
+		key := fmt.Sprintf("dns.nameservers[%d]", i)
+		if err := checkName(key+".name", ns.Name); err != nil {
 			return err
 		}
 		if !isInZone(ns.Name, c.Zone) {
 			if len(ns.Addrs) > 0 {
-				return fmt.Errorf("geodns: %s.Addrs: %q is outside the zone, so its addresses would never be served; remove them", field, ns.Name)
+				return invalid(key+".addresses", "%q is outside the zone, so its addresses would never be served; remove them", ns.Name)
 			}
 			continue
 		}
 		if ns.Name == c.Zone {
-			return fmt.Errorf("geodns: %s.Name: a name server cannot be the zone apex", field)
+			return invalid(key+".name", "a name server cannot be the zone apex")
 		}
-		if err := checkAddrs(field+".Addrs", ns.Addrs); err != nil {
+		if err := checkAddrs(key+".addresses", ns.Addrs); err != nil {
 			return err
 		}
-		if err := claim(field+".Name", ns.Name); err != nil {
+		if err := claim(key+".name", ns.Name); err != nil {
 			return err
 		}
 	}
 
 	if c.HubHost.Name != "" {
-		if err := checkHost("HubHost", c.HubHost, c.Zone, inZone, claim); err != nil {
+		if err := checkHost("hub.host", "hub.addresses", c.HubHost, c.Zone, inZone, claim); err != nil {
 			return err
 		}
 	}
 
 	if len(c.Regions) == 0 {
-		return errors.New("geodns: Regions: at least one region is required")
+		return invalid("regions", "at least one region is required")
 	}
 	ids := map[string]bool{}
 	for i, r := range c.Regions {
-		field := fmt.Sprintf("Regions[%d]", i)
-		if r.ID == "" {
-			return fmt.Errorf("geodns: %s.ID: empty", field)
+		key := fmt.Sprintf("regions[%d].id", i)
+		if err := config.CheckRegionID(key, r.ID); err != nil {
+			return err
 		}
 		if ids[r.ID] {
-			return fmt.Errorf("geodns: %s.ID: duplicate region %q", field, r.ID)
+			return invalid(key, "duplicate region id %q", r.ID)
 		}
 		ids[r.ID] = true
 	}
 	for i, r := range c.Regions {
-		field := fmt.Sprintf("Regions[%d] (%s)", i, r.ID)
-		if err := checkHost(field+".Host", r.Host, c.Zone, inZone, claim); err != nil {
+		key := fmt.Sprintf("regions[%d]", i)
+		if err := checkHost(key+".host", key+".addresses", r.Host, c.Zone, inZone, claim); err != nil {
 			return err
 		}
 		if r.DR != nil {
-			if err := checkHost(field+".DR", *r.DR, c.Zone, inZone, claim); err != nil {
+			if err := checkHost(key+".dr.host", key+".dr.addresses", *r.DR, c.Zone, inZone, claim); err != nil {
 				return err
 			}
 		}
+		hkey := fmt.Sprintf("%sRegions[%d].", goOnly, i)
 		if r.HealthURL != "" {
 			if _, err := parseHealthURL(r.HealthURL); err != nil {
-				return fmt.Errorf("geodns: %s.HealthURL: %w", field, err)
+				return invalid(hkey+"HealthURL", "%v", err)
 			}
 		}
 		if r.DRHealthURL != "" {
 			if r.DR == nil {
-				return fmt.Errorf("geodns: %s.DRHealthURL: set but the region has no DR host", field)
+				return invalid(hkey+"DRHealthURL", "set but the region has no DR site")
 			}
 			if _, err := parseHealthURL(r.DRHealthURL); err != nil {
-				return fmt.Errorf("geodns: %s.DRHealthURL: %w", field, err)
+				return invalid(hkey+"DRHealthURL", "%v", err)
 			}
 		}
-		seen := map[string]bool{}
-		for j, p := range r.Proximity {
-			pf := fmt.Sprintf("%s.Proximity[%d]", field, j)
-			switch {
-			case !ids[p]:
-				return fmt.Errorf("geodns: %s: unknown region %q", pf, p)
-			case p == r.ID:
-				return fmt.Errorf("geodns: %s: a region cannot list itself", pf)
-			case seen[p]:
-				return fmt.Errorf("geodns: %s: region %q listed twice", pf, p)
-			}
-			seen[p] = true
+		if err := config.CheckProximity(key+".proximity", r.ID, ids, r.Proximity); err != nil {
+			return err
 		}
 	}
 
 	prefixes := map[netip.Prefix]bool{}
 	for i, s := range c.Subnets {
-		field := fmt.Sprintf("Subnets[%d]", i)
+		key := fmt.Sprintf("dns.subnets[%d]", i)
 		p := s.Prefix
 		switch {
 		case !p.IsValid():
-			return fmt.Errorf("geodns: %s.Prefix: missing or invalid prefix", field)
+			return invalid(key+".cidr", "missing or invalid prefix")
 		case p.Addr().Zone() != "":
-			return fmt.Errorf("geodns: %s.Prefix: %s has an IPv6 zone", field, p)
+			return invalid(key+".cidr", "%s has an IPv6 zone", p)
 		case p.Addr().Is4In6():
-			return fmt.Errorf("geodns: %s.Prefix: %s is IPv4-mapped IPv6; write the IPv4 prefix", field, p)
+			return invalid(key+".cidr", "%s is IPv4-mapped IPv6; write the IPv4 prefix", p)
 		case p != p.Masked():
-			return fmt.Errorf("geodns: %s.Prefix: %s has host bits set (did you mean %s?)", field, p, p.Masked())
+			return invalid(key+".cidr", "%s has host bits set (did you mean %s?)", p, p.Masked())
 		case p.Addr().Is4() && p.Bits() > MaxPrefixV4:
-			return fmt.Errorf("geodns: %s.Prefix: %s is longer than /%d, the longest client prefix looked at", field, p, MaxPrefixV4)
+			return invalid(key+".cidr", "%s is longer than /%d, the longest client prefix looked at", p, MaxPrefixV4)
 		case p.Addr().Is6() && p.Bits() > MaxPrefixV6:
-			return fmt.Errorf("geodns: %s.Prefix: %s is longer than /%d, the longest client prefix looked at", field, p, MaxPrefixV6)
+			return invalid(key+".cidr", "%s is longer than /%d, the longest client prefix looked at", p, MaxPrefixV6)
 		case !ids[s.Region]:
-			return fmt.Errorf("geodns: %s.Region: unknown region %q", field, s.Region)
+			return invalid(key+".region", "%q is not a configured region", s.Region)
 		case prefixes[p]:
-			return fmt.Errorf("geodns: %s.Prefix: %s listed twice", field, p)
+			return invalid(key+".cidr", "%s listed twice", p)
 		}
 		prefixes[p] = true
 	}
 
-	if c.DefaultRegion == "" {
-		return errors.New("geodns: DefaultRegion: required")
-	}
 	if !ids[c.DefaultRegion] {
-		return fmt.Errorf("geodns: DefaultRegion: unknown region %q", c.DefaultRegion)
+		return invalid("dns.default_region", "%q is not a configured region", c.DefaultRegion)
 	}
 
 	h := c.Health
 	switch {
 	case h.Interval < 0:
-		return fmt.Errorf("geodns: Health.Interval: %v is negative", h.Interval)
+		return invalid("dns.health.interval", "%v is negative", h.Interval)
 	case h.Timeout < 0 || h.Timeout > h.Interval:
-		return fmt.Errorf("geodns: Health.Timeout: %v must be positive and at most Health.Interval (%v)", h.Timeout, h.Interval)
+		return invalid("dns.health.timeout", "%v must be positive and at most dns.health.interval (%v)", h.Timeout, h.Interval)
 	case h.Fall < 1:
-		return fmt.Errorf("geodns: Health.Fall: %d must be at least 1", h.Fall)
+		return invalid("dns.health.fall", "%d must be at least 1", h.Fall)
 	case h.Rise < 1:
-		return fmt.Errorf("geodns: Health.Rise: %d must be at least 1", h.Rise)
+		return invalid("dns.health.rise", "%d must be at least 1", h.Rise)
 	}
 
 	rl := c.RateLimit
 	switch {
 	case rl.ResponsesPerSecond < 0 || rl.ResponsesPerSecond != rl.ResponsesPerSecond:
-		return fmt.Errorf("geodns: RateLimit.ResponsesPerSecond: %v must be 0 (off) or positive", rl.ResponsesPerSecond)
+		return invalid("dns.rate_limit", "%v must be 0 (off) or positive", rl.ResponsesPerSecond)
 	case rl.Burst < 0:
-		return fmt.Errorf("geodns: RateLimit.Burst: %d is negative", rl.Burst)
+		return invalid(goOnly+"RateLimit.Burst", "%d is negative", rl.Burst)
 	}
 	return nil
 }
 
-func checkHost(field string, h Host, zone string, inZone func(string, string) error, claim func(string, string) error) error {
-	if err := inZone(field+".Name", h.Name); err != nil {
+func checkHost(nameKey, addrsKey string, h Host, zone string, inZone func(string, string) error, claim func(string, string) error) error {
+	if err := inZone(nameKey, h.Name); err != nil {
 		return err
 	}
 	if h.Name == zone {
-		return fmt.Errorf("geodns: %s.Name: only GlobalHost may be the zone apex", field)
+		return invalid(nameKey, "only federation.global_host may be the zone apex")
 	}
-	if err := checkAddrs(field+".Addrs", h.Addrs); err != nil {
+	if err := checkAddrs(addrsKey, h.Addrs); err != nil {
 		return err
 	}
-	return claim(field+".Name", h.Name)
+	return claim(nameKey, h.Name)
 }
 
-func checkName(field, name string) error {
+func checkName(key, name string) error {
 	if name == "" {
-		return fmt.Errorf("geodns: %s: required", field)
+		return invalid(key, "a name is required")
 	}
 	if _, ok := dns.IsDomainName(name); !ok || strings.ContainsAny(name, `\ `) {
-		return fmt.Errorf("geodns: %s: %q is not a valid domain name", field, name)
+		return invalid(key, "%q is not a valid domain name", name)
 	}
 	return nil
 }
 
-func checkAddrs(field string, addrs []netip.Addr) error {
+func checkAddrs(key string, addrs []netip.Addr) error {
 	if len(addrs) == 0 {
-		return fmt.Errorf("geodns: %s: at least one address is required", field)
+		return invalid(key, "at least one address is required")
 	}
 	seen := map[netip.Addr]bool{}
 	for i, a := range addrs {
+		k := fmt.Sprintf("%s[%d]", key, i)
 		switch {
 		case !a.IsValid():
-			return fmt.Errorf("geodns: %s[%d]: invalid address", field, i)
+			return invalid(k, "invalid address")
 		case a.Zone() != "":
-			return fmt.Errorf("geodns: %s[%d]: %s has an IPv6 zone", field, i, a)
+			return invalid(k, "%s has an IPv6 zone", a)
 		case seen[a.Unmap()]:
-			return fmt.Errorf("geodns: %s[%d]: %s listed twice", field, i, a)
+			return invalid(k, "%s listed twice", a)
 		}
 		seen[a.Unmap()] = true
 	}

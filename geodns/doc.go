@@ -11,8 +11,11 @@
 //   - [Zone.Answer] is the decision, a pure function of the query, the
 //     client's address and a health [Snapshot]; a [Zone] is a compiled
 //     [Config].
-//   - [Checker] polls each region's and DR site's /readyz with hysteresis
-//     and publishes snapshots by atomic pointer swap; readers take no lock.
+//   - [Checker] polls /readyz at every address of each region and DR site,
+//     each on its own, with hysteresis; latches a region failed over to its
+//     DR site until an operator fails it back ([Checker.Failback], kept in
+//     Config.StateFile across restarts); and publishes snapshots by atomic
+//     pointer swap; readers take no lock.
 //   - [Server] ties them to UDP and TCP sockets, limits the UDP response
 //     rate per client subnet and records OpenTelemetry metrics.
 //
@@ -21,11 +24,13 @@
 // The client is the ECS address when the query carries ECS with a non-zero
 // source prefix, else the transport's source address; either is cut to /24
 // (IPv4) or /56 (IPv6) and matched against Config.Subnets, longest prefix
-// first; nothing matching means Config.DefaultRegion. A region counts as
-// healthy while its primary or its DR site is up (the DR site then answers,
-// so users stay in their region); an unhealthy region is passed over for the
-// first healthy region of its Proximity list, then the default region and
-// its Proximity list. With every region down the matched region answers
+// first; nothing matching means Config.DefaultRegion. A site answers with
+// its addresses that are up; it is down only when none is. A region answers
+// with its primary, or with its DR site once failed over (no primary address
+// up and a DR address up; it stays there until an operator fails it back),
+// so users stay in their region; a region whose answering site is down is
+// passed over for the first healthy region of its Proximity list, then the
+// default region and its Proximity list. With every region down the matched region answers
 // anyway: the global host is never answered empty. A region lacking
 // addresses of the asked type (say, no IPv6) is skipped the same way.
 //
@@ -53,8 +58,8 @@
 //
 // # Not supported
 //
-// MaxMind databases (Config.MMDBPath): no pure-Go reader is available to this
-// module, so a non-empty path fails validation. Also absent: DNSSEC, zone
+// MaxMind databases (dns.mmdb, Config.MMDBPath): no pure-Go reader is
+// available to this module, so a non-empty path fails validation. Also absent: DNSSEC, zone
 // transfers (AXFR/IXFR are REFUSED), dynamic updates and NOTIFY (NOTIMP),
 // DNS cookies (the option is ignored), TSIG, and wildcard names.
 package geodns

@@ -6,6 +6,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
+	"net/url"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -50,8 +52,23 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
+// healthConfig checks eu at euURL and eu's DR site at euDRURL (either may be
+// empty); each site gets the single address its URL names, so the check
+// dials that address.
 func healthConfig(euURL, euDRURL string, fall, rise int) Config {
 	c := testConfig()
+	site := func(h *Host, raw string) {
+		if raw == "" {
+			return
+		}
+		u, err := url.Parse(raw)
+		if err != nil {
+			panic(err)
+		}
+		h.Addrs = []netip.Addr{netip.MustParseAddr(u.Hostname())}
+	}
+	site(&c.Regions[0].Host, euURL)
+	site(c.Regions[0].DR, euDRURL)
 	c.Regions[0].HealthURL = euURL
 	c.Regions[0].DRHealthURL = euDRURL
 	c.Health = HealthConfig{Interval: time.Hour, Timeout: 2 * time.Second, Fall: fall, Rise: rise}
@@ -68,8 +85,9 @@ func TestCheckerHysteresis(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = c.Close() })
-	if got := c.Upstreams(); len(got) != 1 || got[0] != euUp {
-		t.Fatalf("Upstreams = %v, want [eu]", got)
+	euAt := euUp.At(netip.MustParseAddr("127.0.0.1"))
+	if got := c.Upstreams(); len(got) != 1 || got[0] != euAt {
+		t.Fatalf("Upstreams = %v, want [%v]", got, euAt)
 	}
 	if !c.Snapshot().Up(euUp) {
 		t.Fatal("start state must be up")
@@ -111,20 +129,20 @@ func TestCheckerHysteresis(t *testing.T) {
 		t.Errorf("%d requests to /readyz, want %d", got, len(steps))
 	}
 	out := logs.String()
-	if !strings.Contains(out, "geodns upstream down") || !strings.Contains(out, "upstream=eu") ||
+	if !strings.Contains(out, "geodns upstream down") || !strings.Contains(out, "upstream=eu@127.0.0.1") ||
 		!strings.Contains(out, "geodns upstream up") {
 		t.Errorf("state changes not logged:\n%s", out)
 	}
-	if n := meter.sum("geodns.upstream.transitions{region=eu,site=primary,state=down}"); n != 1 {
+	if n := meter.sum("geodns.upstream.transitions{address=127.0.0.1,region=eu,site=primary,state=down}"); n != 1 {
 		t.Errorf("down transitions = %d, want 1", n)
 	}
-	if n := meter.sum("geodns.upstream.transitions{region=eu,site=primary,state=up}"); n != 1 {
+	if n := meter.sum("geodns.upstream.transitions{address=127.0.0.1,region=eu,site=primary,state=up}"); n != 1 {
 		t.Errorf("up transitions = %d, want 1", n)
 	}
-	if n := meter.sum("geodns.upstream.checks{region=eu,result=fail,site=primary}"); n != 6 {
+	if n := meter.sum("geodns.upstream.checks{address=127.0.0.1,region=eu,result=fail,site=primary}"); n != 6 {
 		t.Errorf("failed checks = %d, want 6", n)
 	}
-	if g := meter.observe()["geodns.upstream.up{region=eu,site=primary}"]; g != 1 {
+	if g := meter.observe()["geodns.upstream.up{address=127.0.0.1,region=eu,site=primary}"]; g != 1 {
 		t.Errorf("gauge = %d, want 1", g)
 	}
 }
@@ -165,7 +183,7 @@ func TestCheckerFailures(t *testing.T) {
 			if c.CheckOnce(context.Background()).Up(euUp) {
 				t.Fatalf("upstream still up after a failed check with Fall=1")
 			}
-			if g := meter.observe()["geodns.upstream.up{region=eu,site=primary}"]; g != 0 {
+			if g := meter.observe()["geodns.upstream.up{address=127.0.0.1,region=eu,site=primary}"]; g != 0 {
 				t.Errorf("gauge = %d, want 0", g)
 			}
 		})
@@ -178,17 +196,17 @@ func TestCheckerFailures(t *testing.T) {
 func TestHealthClientDialsOnlyConfiguredHosts(t *testing.T) {
 	allowed := newStatusServer(t)
 	forbidden := newStatusServer(t)
-	client := newHealthClient(map[string]bool{strings.TrimPrefix(allowed.URL, "http://"): true}, time.Second, nil)
+	client := newHealthClient(strings.TrimPrefix(allowed.URL, "http://"), time.Second, nil)
 	if resp, err := client.Get(allowed.URL); err != nil {
 		t.Fatalf("configured host: %v", err)
 	} else {
 		_ = resp.Body.Close()
 	}
+	// Another URL still reaches only the configured address.
 	if resp, err := client.Get(forbidden.URL); err == nil {
 		_ = resp.Body.Close()
-		t.Fatalf("dialled a host that is not configured")
 	}
-	if forbidden.hits.Load() != 0 {
+	if allowed.hits.Load() != 2 || forbidden.hits.Load() != 0 {
 		t.Fatalf("forbidden host got a request")
 	}
 }

@@ -2,27 +2,43 @@ package geodns
 
 import (
 	"fmt"
+	"net"
 	"net/netip"
+	"path/filepath"
 
 	"github.com/meridian-id/meridian/config"
 )
 
-// FromConfig derives the GeoDNS configuration from the federation config:
-// the zone is the global host, every region and DR site is health-checked
-// at its /readyz on the address the routers dial.
+// StateFileName is the failover state file FromConfig places in data_dir.
+const StateFileName = "geodns-state.json"
+
+// FromConfig derives the GeoDNS configuration from the federation config and
+// validates it (the one validation of the dns block; errors name the
+// regions.yaml key and wrap [config.ErrInvalid]). The zone is the global
+// host; every address of each region and DR site is health-checked at its
+// /readyz on the port the site listens on, with the site's host name as the
+// Host header and TLS server name. The failover state is kept in
+// <data_dir>/geodns-state.json.
 func FromConfig(c *config.Config) (Config, error) {
 	addrs := func(key string, ss []string) ([]netip.Addr, error) {
 		out := make([]netip.Addr, 0, len(ss))
 		for i, s := range ss {
 			a, err := netip.ParseAddr(s)
 			if err != nil {
-				return nil, fmt.Errorf("%s[%d]: %w", key, i, err)
+				return nil, invalid(fmt.Sprintf("%s[%d]", key, i), "%q is not an IP address", s)
 			}
 			out = append(out, a)
 		}
 		return out, nil
 	}
 	scheme := c.Federation.Scheme
+	healthURL := func(s config.Site) string {
+		port := fmt.Sprint(c.Federation.Port)
+		if _, p, err := net.SplitHostPort(s.Listen); err == nil && p != "0" {
+			port = p
+		}
+		return scheme + "://" + net.JoinHostPort(s.Host, port) + "/readyz"
+	}
 	g := Config{
 		Zone:          c.Federation.GlobalHost,
 		TTL:           c.DNS.TTL,
@@ -32,6 +48,9 @@ func FromConfig(c *config.Config) (Config, error) {
 		Health:        HealthConfig{Interval: c.DNS.Health.Interval, Timeout: c.DNS.Health.Timeout, Fall: c.DNS.Health.Fall, Rise: c.DNS.Health.Rise},
 		RateLimit:     RateLimitConfig{ResponsesPerSecond: float64(c.DNS.RateLimit)},
 		SOA:           SOA{RName: "hostmaster." + c.Federation.GlobalHost},
+	}
+	if c.DataDir != "" {
+		g.StateFile = filepath.Join(c.DataDir, StateFileName)
 	}
 	var err error
 	if g.HubHost.Addrs, err = addrs("hub.addresses", c.Hub.Addresses); err != nil {
@@ -55,27 +74,27 @@ func FromConfig(c *config.Config) (Config, error) {
 			return Config{}, err
 		}
 		gr := Region{ID: r.ID, Host: Host{Name: r.Host, Addrs: a}, Proximity: r.Proximity,
-			HealthURL: scheme + "://" + c.Upstream(r.Site) + "/readyz"}
+			HealthURL: healthURL(r.Site)}
 		if r.DR != nil {
 			da, err := addrs(fmt.Sprintf("regions[%d].dr.addresses", i), r.DR.Addresses)
 			if err != nil {
 				return Config{}, err
 			}
 			gr.DR = &Host{Name: r.DR.Host, Addrs: da}
-			gr.DRHealthURL = scheme + "://" + c.Upstream(*r.DR) + "/readyz"
+			gr.DRHealthURL = healthURL(*r.DR)
 		}
 		g.Regions = append(g.Regions, gr)
 	}
 	for i, s := range c.DNS.Subnets {
 		p, err := netip.ParsePrefix(s.CIDR)
 		if err != nil {
-			return Config{}, fmt.Errorf("dns.subnets[%d].cidr: %w", i, err)
+			return Config{}, invalid(fmt.Sprintf("dns.subnets[%d].cidr", i), "%q is not a CIDR prefix", s.CIDR)
 		}
-		g.Subnets = append(g.Subnets, SubnetRoute{Prefix: p.Masked(), Region: s.Region})
+		g.Subnets = append(g.Subnets, SubnetRoute{Prefix: p, Region: s.Region})
 	}
 	g = g.WithDefaults()
 	if err := g.Validate(); err != nil {
-		return Config{}, fmt.Errorf("dns: %w", err)
+		return Config{}, err
 	}
 	return g, nil
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/text/secure/precis"
+
+	"github.com/meridian-id/meridian/routing"
 )
 
 func TestNormalizeCollisions(t *testing.T) {
@@ -260,9 +262,19 @@ func TestValidateRegion(t *testing.T) {
 			t.Errorf("ValidateRegion(%q) = %v", ok, err)
 		}
 	}
-	for _, bad := range []string{"", "EU", "eu_west", "eu west", "é", strings.Repeat("a", MaxRegionLen+1)} {
+	for _, bad := range []string{"", "EU", "eu_west", "eu west", "é", "-eu", strings.Repeat("a", MaxRegionLen+1)} {
 		if err := ValidateRegion(bad); !errors.Is(err, ErrInvalidRegion) {
 			t.Errorf("ValidateRegion(%q) = %v, want ErrInvalidRegion", bad, err)
+		}
+	}
+}
+
+// TestValidateRegionIsTheRoutingRule: lookup and routing judge region ids by
+// one rule.
+func TestValidateRegionIsTheRoutingRule(t *testing.T) {
+	for _, id := range []string{"", "eu", "-eu", "eu-", "e-u", "EU", "0", "a.b", strings.Repeat("a", 16), strings.Repeat("a", 17)} {
+		if got, want := ValidateRegion(id) == nil, routing.ValidRegionID(id); got != want {
+			t.Errorf("%q: lookup accepts=%v, routing accepts=%v", id, got, want)
 		}
 	}
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+
+	"github.com/meridian-id/meridian/routing"
 )
 
 // MaxRegionLen is the maximum length of a region id.
@@ -16,17 +18,12 @@ var ErrNotFound = errors.New("lookup: not found")
 var ErrInvalidRegion = errors.New("lookup: invalid region id")
 
 // ValidateRegion checks that id is a region id as configured for the
-// federation: 1 to MaxRegionLen characters from [a-z0-9-] (for example "eu",
-// "us", "ap-south"). The error matches ErrInvalidRegion.
+// federation, by the one rule [routing.ValidRegionID]: 1 to MaxRegionLen
+// characters from [a-z0-9-], not starting with '-' (for example "eu", "us",
+// "ap-south"). The error matches ErrInvalidRegion.
 func ValidateRegion(id string) error {
-	if id == "" || len(id) > MaxRegionLen {
-		return fmt.Errorf("%w: length %d not in 1..%d", ErrInvalidRegion, len(id), MaxRegionLen)
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '-') {
-			return fmt.Errorf("%w: byte %d is not in [a-z0-9-]", ErrInvalidRegion, i)
-		}
+	if !routing.ValidRegionID(id) {
+		return fmt.Errorf("%w: %q is not 1..%d of [a-z0-9-] not starting with '-'", ErrInvalidRegion, id, MaxRegionLen)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"slices"
 	"strings"
@@ -125,26 +126,45 @@ func CreateClient(ctx context.Context, st store.Store, codec *routing.Codec, reg
 	return RegisteredClient{Client: c, Secret: secret}, nil
 }
 
-// validRedirectURI accepts absolute https URIs, http on loopback hosts
-// (RFC 8252 §7.3), and private-use schemes for native apps; never fragments.
+// validRedirectURI accepts absolute https URIs with a host, http on a
+// loopback host (RFC 8252 §7.3: 127.0.0.1, [::1], localhost), and
+// reverse-domain private-use schemes of native apps (RFC 8252 §7.1: the
+// scheme contains a dot, e.g. com.example.app:/cb); never a fragment or
+// userinfo. Every other scheme is refused: view-source:, blob:, jar:,
+// ms-settings:, javascript:, data:, file: and the like hand the code to
+// something that is not the client.
 func validRedirectURI(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || !u.IsAbs() || strings.Contains(raw, "#") || len(raw) > 2000 {
 		return fmt.Errorf("%w: %q must be an absolute URI without fragment", ErrInvalidRedirectURI, raw)
 	}
-	switch u.Scheme {
-	case "https":
+	if u.User != nil {
+		return fmt.Errorf("%w: %q must not carry userinfo", ErrInvalidRedirectURI, raw)
+	}
+	switch scheme := strings.ToLower(u.Scheme); {
+	case scheme == "https":
 		if u.Host == "" {
 			return fmt.Errorf("%w: %q has no host", ErrInvalidRedirectURI, raw)
 		}
-	case "http":
+	case scheme == "http":
 		if !isLoopbackURI(raw) {
 			return fmt.Errorf("%w: %q: http is only allowed for loopback hosts", ErrInvalidRedirectURI, raw)
 		}
-	case "javascript", "data", "file", "vbscript":
-		return fmt.Errorf("%w: %q: scheme not allowed", ErrInvalidRedirectURI, raw)
+	case strings.Contains(scheme, "."):
+		// A reverse-domain private-use scheme: it names the native app
+		// that owns it.
+	default:
+		return fmt.Errorf("%w: %q: scheme %q not allowed (use https, loopback http or a reverse-domain private-use scheme)", ErrInvalidRedirectURI, raw, u.Scheme)
 	}
 	return nil
+}
+
+// RecordAdminChange emits one admin.change audit event (a JSON-able log
+// record with the region and action) for a change an operator made outside
+// the provider, e.g. with the regional command. attrs must not carry
+// secrets.
+func RecordAdminChange(ctx context.Context, log *slog.Logger, region, action string, attrs ...slog.Attr) {
+	newAuditor(log, region, nil).record(ctx, AuditAdminChange, append([]slog.Attr{slog.String("action", action)}, attrs...)...)
 }
 
 // UserSpec describes a user to create.

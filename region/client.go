@@ -59,13 +59,12 @@ func (c *client) GrantTypes() []oidc.GrantType {
 	return out
 }
 func (c *client) LoginURL(id string) string { return "/login?id=" + url.QueryEscape(id) }
-func (c *client) AccessTokenType() op.AccessTokenType {
-	if c.AccessTokenFormat == FormatJWT {
-		return op.AccessTokenTypeJWT
-	}
-	return op.AccessTokenTypeBearer
-}
-func (c *client) IDTokenLifetime() time.Duration { return c.idTokenTTL }
+
+// AccessTokenType is op's bearer path for every client: for a JWT client
+// the crypto seam swaps the jti for the RFC 9068 at+jwt token storage
+// signed (op's own JWT access tokens carry typ JWT, like ID tokens).
+func (c *client) AccessTokenType() op.AccessTokenType { return op.AccessTokenTypeBearer }
+func (c *client) IDTokenLifetime() time.Duration      { return c.idTokenTTL }
 
 // DevMode lets plain-http redirect URIs through the library's check only when
 // every registered redirect URI is on a loopback host.

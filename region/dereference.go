@@ -8,7 +8,6 @@ import (
 	"slices"
 	"time"
 
-	jose "github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/meridian-id/meridian/routing"
@@ -67,19 +66,6 @@ func (p *Provider) dereference(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_token", "error_description": "token is not active"})
 		return
 	}
-	key, err := p.keys.signingKey(ctx)
-	if err != nil {
-		raiseFault(ctx)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
-		return
-	}
-	signer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: jose.JSONWebKey{Key: key.Key(), KeyID: key.ID()}},
-		(&jose.SignerOptions{}).WithType("at+jwt"))
-	if err != nil {
-		raiseFault(ctx)
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
-		return
-	}
 	digest := sha256.Sum256([]byte(token))
 	c := atClaims{
 		Claims: jwt.Claims{
@@ -98,7 +84,7 @@ func (p *Provider) dereference(w http.ResponseWriter, r *http.Request) {
 	if !at.AuthTime.IsZero() {
 		c.AuthTime = at.AuthTime.Unix()
 	}
-	raw, err := jwt.Signed(signer).Claims(c).Serialize()
+	raw, err := p.storage.jwts.sign(ctx, c)
 	if err != nil {
 		raiseFault(ctx)
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})

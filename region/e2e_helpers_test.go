@@ -64,7 +64,17 @@ func startNode(t *testing.T, id string, st store.Store) *node {
 	return n
 }
 
+// testRegistrationToken is the initial access token test nodes open
+// dynamic registration with.
+const testRegistrationToken = "test-initial-access-token-0123456789abcdef"
+
 func startNodeTB(t testing.TB, id string, st store.Store) *node {
+	t.Helper()
+	return startNodeWith(t, id, st, nil)
+}
+
+// startNodeWith is startNodeTB with the provider config adjusted by edit.
+func startNodeWith(t testing.TB, id string, st store.Store, edit func(*region.Config)) *node {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -72,10 +82,15 @@ func startNodeTB(t testing.TB, id string, st store.Store) *node {
 	}
 	u := "http://" + ln.Addr().String()
 	codec := newCodec(t)
-	p, err := region.New(context.Background(), region.Config{
+	cfg := region.Config{
 		Region: id, Issuer: "http://" + id + ".id.localhost", GlobalIssuer: u, RegionHosts: []string{id + ".id.localhost"},
-		CookieKey: bytes.Repeat([]byte{7}, 32),
-	}, st, codec, slog.New(slog.NewTextHandler(io.Discard, nil)))
+		CookieKey: bytes.Repeat([]byte{7}, 32), RegistrationToken: testRegistrationToken,
+		RegistrationsPerMinute: 1000,
+	}
+	if edit != nil {
+		edit(&cfg)
+	}
+	p, err := region.New(context.Background(), cfg, st, codec, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -31,7 +31,7 @@ func TestCodeFlowEndToEndPostgres(t *testing.T) {
 
 func exchange(t *testing.T, n *node, c region.RegisteredClient, code string) map[string]any {
 	t.Helper()
-	s, oe, m := postForm(t, n.URL+"/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirectURI}}, c.ID, c.Secret)
+	s, oe, m := postForm(t, n.URL+"/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirectURI}, "code_verifier": {testVerifier}}, c.ID, c.Secret)
 	if s != 200 {
 		t.Fatalf("code exchange: %d %+v", s, oe)
 	}
@@ -40,7 +40,7 @@ func exchange(t *testing.T, n *node, c region.RegisteredClient, code string) map
 
 func authURL(n *node, clientID string) string {
 	return n.URL + "/authorize?" + url.Values{"client_id": {clientID}, "response_type": {"code"}, "redirect_uri": {redirectURI},
-		"scope": {"openid profile"}, "state": {"s"}}.Encode()
+		"scope": {"openid profile"}, "state": {"s"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(testVerifier)}, "code_challenge_method": {"S256"}}.Encode()
 }
 
 func TestJWTAccessTokens(t *testing.T) {
@@ -175,14 +175,14 @@ func TestPrivateKeyJWT(t *testing.T) {
 	}
 	form := func(a string) url.Values {
 		return url.Values{"grant_type": {"authorization_code"}, "code": {loc.Query().Get("code")}, "redirect_uri": {redirectURI},
-			"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {a}}
+			"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"}, "client_assertion": {a}, "code_verifier": {testVerifier}}
 	}
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if s, oe, _ := postForm(t, n.URL+"/oauth/token", form(assertion(other, n.URL)), "", ""); s == 200 {
 		t.Fatalf("assertion signed by another key accepted: %+v", oe)
 	}
-	// The code above was burned by the failed attempt (single use); get a new one.
-	loc = newBrowser(t).Login(authURL(n, c.ID), redirectURI, "pk", "pk-password-12")
+	// The failed attempt did not authenticate the client, so the same code
+	// still redeems (RFC 6749 §4.1.3).
 	if s, oe, _ := postForm(t, n.URL+"/oauth/token", form(assertion(priv, n.URL)), "", ""); s != 200 {
 		t.Fatalf("private_key_jwt: %d %+v", s, oe)
 	}
@@ -223,7 +223,10 @@ func TestKeyRotationKeepsOldTokensValid(t *testing.T) {
 func TestDynamicRegistration(t *testing.T) {
 	n := startNode(t, "eu", openSQLite(t))
 	reg := func(body string) (int, map[string]any) {
-		resp, err := http.Post(n.URL+"/register", "application/json", strings.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, n.URL+"/register", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+testRegistrationToken)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -76,5 +76,5 @@ func (l *loginUI) federatedCallback(w http.ResponseWriter, r *http.Request) {
 	for _, a := range id.AMR {
 		amr += " " + a
 	}
-	l.authenticated(w, r, ar, nonce, loginState{id: ar.ID, userID: id.Subject, amr: amr, authTime: id.AuthTime}, false)
+	l.authenticated(w, r, ar, nonce, loginState{id: ar.ID, userID: id.Subject, amr: amr, authTime: id.AuthTime, federated: true}, false)
 }

@@ -30,6 +30,7 @@ func FuzzRedirectURIValidation(f *testing.F) {
 		"https://app.example/cb#frag", "https:///cb", "javascript:alert(1)", "JavaScript://%0aalert(1)", "data:text/html,x",
 		"com.example.app:/oauth2redirect", "https://app.example/cb?x=1", "//app.example/cb", "", "http://0x7f.1/cb",
 		"https://app.example/\x00", "https://täst.example/cb", strings.Repeat("a", 2100),
+		"view-source:https://app.example/", "blob:https://app.example/x", "jar:https://app.example/a!/", "ms-settings:x", "com.example.app://host/cb",
 	} {
 		f.Add(s)
 	}
@@ -61,9 +62,16 @@ func FuzzRedirectURIValidation(f *testing.F) {
 			}
 		case "http":
 			h := u.Hostname()
-			if ip := net.ParseIP(h); h != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			if ip := net.ParseIP(h); h != "localhost" && !strings.HasSuffix(h, ".localhost") && (ip == nil || !ip.IsLoopback()) {
 				t.Fatalf("accepted %q: http to the non-loopback host %q", uri, h)
 			}
+		default:
+			if !strings.Contains(u.Scheme, ".") {
+				t.Fatalf("accepted %q: a private-use scheme must be reverse-domain (RFC 8252 §7.1)", uri)
+			}
+		}
+		if u.User != nil {
+			t.Fatalf("accepted %q: userinfo in a redirect URI", uri)
 		}
 	})
 }
@@ -86,6 +94,7 @@ func FuzzRegisterBody(f *testing.F) {
 	f.Fuzz(func(t *testing.T, body string) {
 		req := httptest.NewRequest(http.MethodPost, n.URL+"/register", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+testRegistrationToken)
 		rec := httptest.NewRecorder()
 		n.P.ServeHTTP(rec, req)
 		if rec.Code >= 500 {

@@ -1,59 +1,114 @@
 package region
 
 import (
+	"context"
+	"encoding/hex"
+	"errors"
+	"math"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
-	"sync"
 	"time"
 
+	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/routing"
 )
 
-// limiter bounds failed password and TOTP attempts per client address and per
-// identifier with fixed one-minute windows. It is per node: a region of N
-// nodes admits at most N times the limit, which still defeats online
-// guessing at scale.
+// Login limits, per fixed one-minute window, region-wide.
+const (
+	// addressMax bounds failed password and TOTP attempts per client address.
+	addressMax = 30
+	// identifierMax bounds failed attempts per identifier: a username at the
+	// password step, a user at the TOTP step.
+	identifierMax = 10
+	// identifyMax bounds username-step posts per client address that no
+	// successful login followed (enumeration probes).
+	identifyMax = 60
+	limitWindow = time.Minute
+)
+
+// limiter bounds login attempts with fixed windows whose counters live in
+// the region's database, so every node of a region shares them. An attempt
+// is reserved before the work it guards (the argon2id verification, the
+// TOTP check), so concurrent guesses cannot all slip under the limit; a
+// successful attempt releases its reservation, so only failures count and a
+// shared address signing many people in is never throttled.
 type limiter struct {
-	mu       sync.Mutex
-	window   time.Time
-	perIP    map[string]int
-	perID    map[string]int
-	ipMax    int
-	idMax    int
+	st       store.Store
 	interval time.Duration
+	now      func() time.Time
 }
 
-func newLimiter() *limiter {
-	return &limiter{perIP: map[string]int{}, perID: map[string]int{}, ipMax: 30, idMax: 10, interval: time.Minute}
+func newLimiter(st store.Store) *limiter {
+	return &limiter{st: st, interval: limitWindow, now: time.Now}
 }
 
-// roll starts a new window when the current one is over. l.mu is held.
-func (l *limiter) roll() {
-	if now := time.Now(); now.Sub(l.window) > l.interval {
-		l.window = now
-		clear(l.perIP)
-		clear(l.perID)
+// limit is one counter an attempt is reserved against.
+type limit struct {
+	key string
+	max int
+}
+
+// perAddress is the failed-attempt limit of a client address.
+func perAddress(ip string) limit { return limit{key: "ip:" + ip, max: addressMax} }
+
+// perIdentifier is the failed-attempt limit of one identifier of kind
+// (user, totp). The identifier is stored by its digest, never in the clear.
+func perIdentifier(kind, id string) limit {
+	d := store.Digest(kind + ":" + id)
+	return limit{key: kind + ":" + hex.EncodeToString(d[:16]), max: identifierMax}
+}
+
+// identifyLimit is the username-step limit of a client address.
+func identifyLimit(ip string) limit { return limit{key: "identify:" + ip, max: identifyMax} }
+
+// reservation is a set of reserved attempts in one window.
+type reservation struct {
+	keys   []string
+	window time.Time
+}
+
+// errLimited is returned by reserve when a limit is exhausted.
+var errLimited = errors.New("region: too many attempts")
+
+// reserve reserves one attempt against every limit, or none: when one is
+// exhausted the attempts already taken are released and it returns
+// errLimited and how long until the window ends.
+func (l *limiter) reserve(ctx context.Context, limits ...limit) (reservation, time.Duration, error) {
+	now := l.now()
+	res := reservation{window: now.Truncate(l.interval)}
+	end := res.window.Add(l.interval)
+	for _, lim := range limits {
+		ok, err := l.st.ReserveAttempt(ctx, lim.key, res.window, lim.max, end.Add(l.interval))
+		if err != nil || !ok {
+			l.release(context.WithoutCancel(ctx), res)
+			if err != nil {
+				return reservation{}, 0, err
+			}
+			return reservation{}, end.Sub(now), errLimited
+		}
+		res.keys = append(res.keys, lim.key)
+	}
+	return res, 0, nil
+}
+
+// release takes back the attempts of res (they turned out not to count).
+func (l *limiter) release(ctx context.Context, res reservation) {
+	for _, k := range res.keys {
+		_ = l.st.ReleaseAttempt(ctx, k, res.window)
 	}
 }
 
-// allow reports whether another attempt is within both limits. Only failed
-// attempts count (failed), so a shared address signing many people in
-// successfully is never throttled.
-func (l *limiter) allow(ip, id string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.roll()
-	return l.perIP[ip] < l.ipMax && l.perID[id] < l.idMax
+// refund takes back one attempt of lim in the current window.
+func (l *limiter) refund(ctx context.Context, lim limit) {
+	_ = l.st.ReleaseAttempt(ctx, lim.key, l.now().Truncate(l.interval))
 }
 
-// failed counts a failed attempt.
-func (l *limiter) failed(ip, id string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.roll()
-	l.perIP[ip]++
-	l.perID[id]++
+// retryAfter sets Retry-After to d in whole seconds, at least one.
+func retryAfter(w http.ResponseWriter, d time.Duration) {
+	secs := int64(math.Ceil(d.Seconds()))
+	w.Header().Set("Retry-After", strconv.FormatInt(max(1, secs), 10))
 }
 
 // clientIP is the peer address. Forwarded headers are not trusted from

@@ -5,11 +5,13 @@ import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/subtle"
 	"embed"
 	"encoding/base64"
 	"errors"
 	"html/template"
 	"io/fs"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -42,6 +44,7 @@ type loginUI struct {
 	tmpl      *template.Template
 	dummyHash string
 	limits    *limiter
+	argon     *memoryBudget
 }
 
 func newLoginUI(p *Provider) (*loginUI, error) {
@@ -53,7 +56,7 @@ func newLoginUI(p *Provider) (*loginUI, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &loginUI{p: p, tmpl: t, dummyHash: dummy, limits: newLimiter()}, nil
+	return &loginUI{p: p, tmpl: t, dummyHash: dummy, limits: newLimiter(p.st), argon: newMemoryBudget(DefaultPasswordMemoryBudget)}, nil
 }
 
 type page struct {
@@ -142,38 +145,84 @@ func (l *loginUI) checkCallback(r *http.Request) bool {
 	return nonce != "" && id != "" && hmac.Equal([]byte(r.URL.Query().Get("b")), []byte(l.bindCallback(id, nonce)))
 }
 
-// state carries a half-finished login between pages, MACed and short-lived.
+// loginState carries a half-finished login between pages, MACed and
+// short-lived. A sealed state names the one step it was minted for and the
+// factors still to verify, and is bound to the authorization request and
+// the browser, so it cannot be replayed at another step (a password-only
+// state at /consent), for another request or from another browser.
 type loginState struct {
 	id, userID, amr string
 	authTime        time.Time
+	// federated is a user authenticated by their resident region, which
+	// enforced their factors; this region knows none of them.
+	federated bool
 }
 
-func (l *loginUI) sealState(s loginState) string {
+// Login steps a sealed state can be minted for.
+const (
+	stepTOTP    = "totp"    // the password is verified, the TOTP code is still required
+	stepConsent = "consent" // every factor is verified, consent is asked
+)
+
+// factorsFor is what a state minted for step still requires: the TOTP step
+// requires the one-time code, consent requires nothing more.
+func factorsFor(step string) string {
+	if step == stepTOTP {
+		return "otp"
+	}
+	return ""
+}
+
+func (l *loginUI) sealState(s loginState, step, nonce string) string {
 	exp := strconv.FormatInt(time.Now().Add(5*time.Minute).Unix(), 10)
 	at := strconv.FormatInt(s.authTime.Unix(), 10)
-	payload := strings.Join([]string{s.id, s.userID, s.amr, at, exp}, "|")
-	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + l.mac("state", payload)
+	fed := "0"
+	if s.federated {
+		fed = "1"
+	}
+	payload := strings.Join([]string{step, factorsFor(step), s.id, s.userID, s.amr, at, fed, exp}, "|")
+	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + l.mac("state", payload, nonce)
 }
 
-func (l *loginUI) openState(v, id string) (loginState, bool) {
+// openState opens a sealed state for the authorization request id, posted
+// at step by the browser with nonce. A state minted for any other step,
+// request or browser, expired or forged, is refused.
+func (l *loginUI) openState(v, id, step, nonce string) (loginState, bool) {
 	enc, sig, ok := strings.Cut(v, ".")
-	if !ok {
+	if !ok || nonce == "" {
 		return loginState{}, false
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(enc)
-	if err != nil || !hmac.Equal([]byte(sig), []byte(l.mac("state", string(raw)))) {
+	if err != nil || !hmac.Equal([]byte(sig), []byte(l.mac("state", string(raw), nonce))) {
 		return loginState{}, false
 	}
 	f := strings.Split(string(raw), "|")
-	if len(f) != 5 || f[0] != id {
+	if len(f) != 8 || f[0] != step || f[1] != factorsFor(step) || f[2] != id {
 		return loginState{}, false
 	}
-	at, err1 := strconv.ParseInt(f[3], 10, 64)
-	exp, err2 := strconv.ParseInt(f[4], 10, 64)
+	at, err1 := strconv.ParseInt(f[5], 10, 64)
+	exp, err2 := strconv.ParseInt(f[7], 10, 64)
 	if err1 != nil || err2 != nil || time.Now().Unix() > exp {
 		return loginState{}, false
 	}
-	return loginState{id: f[0], userID: f[1], amr: f[2], authTime: time.Unix(at, 0).UTC()}, true
+	return loginState{id: f[2], userID: f[3], amr: f[4], authTime: time.Unix(at, 0).UTC(), federated: f[6] == "1"}, true
+}
+
+// missingFactor names a factor the user has but st has not verified
+// ("otp"), or is empty when the login may complete. Federated users'
+// factors were enforced by their resident region.
+func (l *loginUI) missingFactor(ctx context.Context, st loginState) (string, error) {
+	if st.federated {
+		return "", nil
+	}
+	u, err := l.p.st.GetUserByID(ctx, st.userID)
+	if err != nil {
+		return "", err
+	}
+	if u.TOTPSecret != "" && !slices.Contains(strings.Fields(st.amr), "otp") {
+		return "otp", nil
+	}
+	return "", nil
 }
 
 // --- handlers ---
@@ -220,7 +269,7 @@ func (l *loginUI) start(w http.ResponseWriter, r *http.Request) {
 	}
 	nonce := l.browserNonce(w, r)
 	if sess, ok := l.session(r); ok && !hasPrompt(ar, oidc.PromptLogin) && withinMaxAge(ar, sess.AuthTime) {
-		l.authenticated(w, r, ar, nonce, loginState{id: ar.ID, userID: sess.UserID, amr: strings.Join(sess.AMR, " "), authTime: sess.AuthTime}, false)
+		l.authenticated(w, r, ar, nonce, loginState{id: ar.ID, userID: sess.UserID, amr: strings.Join(sess.AMR, " "), authTime: sess.AuthTime, federated: slices.Contains(sess.AMR, "fed")}, false)
 		return
 	}
 	if hasPrompt(ar, oidc.PromptNone) {
@@ -256,6 +305,12 @@ func (l *loginUI) identify(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	// Every username post counts against the address until a login
+	// succeeds from it (authenticated refunds it): probing names is slow.
+	if _, wait, err := l.limits.reserve(r.Context(), identifyLimit(clientIP(r))); err != nil {
+		l.limited(w, r, err, wait, "identify", "", "username", page{Title: "Sign in", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: r.PostFormValue("username")})
+		return
+	}
 	username := strings.TrimSpace(r.PostFormValue("username"))
 	if username == "" || len(username) > 256 {
 		l.render(w, http.StatusOK, "username", page{Title: "Sign in", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Error: "Enter your username."})
@@ -276,7 +331,29 @@ func (l *loginUI) identify(w http.ResponseWriter, r *http.Request) {
 
 const invalidCredentials = "Invalid username or password."
 
-// password is POST /login/password.
+// limited answers an attempt that a limit refused (err is errLimited) or
+// that the limiter could not count (the database failed: refuse rather
+// than guess unthrottled).
+func (l *loginUI) limited(w http.ResponseWriter, r *http.Request, err error, wait time.Duration, step, userID, tmpl string, pg page) {
+	if !errors.Is(err, errLimited) {
+		l.p.log.ErrorContext(r.Context(), "login limiter unavailable", "err", err)
+		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+		return
+	}
+	attrs := []slog.Attr{slog.String("step", step), slog.String("client_ip", clientIP(r))}
+	if userID != "" {
+		attrs = append(attrs, slog.String("user_id", userID))
+	}
+	l.p.audit.record(r.Context(), AuditLockout, attrs...)
+	retryAfter(w, wait)
+	pg.Error = "Too many attempts. Wait a minute and try again."
+	l.render(w, http.StatusTooManyRequests, tmpl, pg)
+}
+
+// password is POST /login/password. The order bounds what an attacker can
+// make the node do: memory for argon2id first (a flood is refused at once),
+// then an attempt reserved region-wide against the address and the
+// username, and only then the verification.
 func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
 	ar, nonce, ok := l.pendingForm(w, r)
 	if !ok {
@@ -284,11 +361,8 @@ func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
 	}
 	raw := r.PostFormValue("username")
 	username, nerr := NormalizeUsername(raw)
-	if !l.limits.allow(clientIP(r), username) {
-		l.render(w, http.StatusTooManyRequests, "password", page{Title: "Enter your password", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: raw,
-			Error: "Too many attempts. Wait a minute and try again."})
-		return
-	}
+	pg := page{Title: "Enter your password", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: raw}
+	ip := clientIP(r)
 	var u store.User
 	var err error
 	if nerr == nil {
@@ -304,44 +378,117 @@ func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
 	if err == nil {
 		hash = u.PasswordHash
 	}
-	// The argon2id cost is paid whether or not the user exists.
-	perr := VerifyPassword(hash, r.PostFormValue("password"))
-	if err != nil || perr != nil {
-		l.limits.failed(clientIP(r), username)
-		l.render(w, http.StatusOK, "password", page{Title: "Enter your password", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: raw, Error: invalidCredentials})
+	cost, ok := l.argon.acquire(hash)
+	if !ok {
+		retryAfter(w, time.Second)
+		pg.Error = "The sign-in service is busy. Try again in a moment."
+		l.render(w, http.StatusServiceUnavailable, "password", pg)
 		return
 	}
+	res, wait, lerr := l.limits.reserve(r.Context(), perAddress(ip), perIdentifier("user", username))
+	if lerr != nil {
+		l.argon.release(cost)
+		l.limited(w, r, lerr, wait, "password", u.ID, "password", pg)
+		return
+	}
+	// The argon2id cost is paid whether or not the user exists.
+	perr := VerifyPassword(hash, r.PostFormValue("password"))
+	l.argon.release(cost)
+	if err != nil || perr != nil {
+		reason := "bad_password"
+		attrs := []slog.Attr{slog.String("client_ip", ip), slog.String("client_id", ar.ClientID)}
+		if err != nil {
+			// The typed name is not logged: people type passwords there.
+			reason = "unknown_user"
+		} else {
+			attrs = append(attrs, slog.String("user_id", u.ID))
+		}
+		l.p.audit.record(r.Context(), AuditLoginFailed, append(attrs, slog.String("reason", reason))...)
+		pg.Error = invalidCredentials
+		l.render(w, http.StatusOK, "password", pg)
+		return
+	}
+	// A right password is not an attempt that counts.
+	l.limits.release(context.WithoutCancel(r.Context()), res)
 	st := loginState{id: ar.ID, userID: u.ID, amr: "pwd", authTime: time.Now().UTC()}
 	if u.TOTPSecret != "" {
-		l.render(w, http.StatusOK, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st)})
+		l.render(w, http.StatusOK, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st, stepTOTP, nonce)})
 		return
 	}
 	l.authenticated(w, r, ar, nonce, st, true)
 }
 
-// otp is POST /login/totp.
+// totpSkew is how many time steps a code may be early or late.
+const totpSkew = 1
+
+// matchTOTP returns the time step (RFC 6238, 30 s) whose code is code,
+// within totpSkew steps of now, comparing in constant time.
+func matchTOTP(secret, code string, now time.Time) (int64, bool) {
+	if len(code) != 6 {
+		return 0, false
+	}
+	cur := now.Unix() / 30
+	step, found := int64(0), 0
+	for d := int64(-totpSkew); d <= totpSkew; d++ {
+		want, err := totp.GenerateCode(secret, time.Unix((cur+d)*30, 0))
+		if err == nil && subtle.ConstantTimeCompare([]byte(want), []byte(code)) == 1 && found == 0 {
+			step, found = cur+d, 1
+		}
+	}
+	return step, found == 1
+}
+
+// otp is POST /login/totp. A code is accepted at most once per user and
+// time step, across every node of the region (RFC 6238 §5.2).
 func (l *loginUI) otp(w http.ResponseWriter, r *http.Request) {
 	ar, nonce, ok := l.pendingForm(w, r)
 	if !ok {
 		return
 	}
-	st, ok := l.openState(r.PostFormValue("state"), ar.ID)
+	st, ok := l.openState(r.PostFormValue("state"), ar.ID, stepTOTP, nonce)
 	if !ok {
 		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
 		return
 	}
-	if !l.limits.allow(clientIP(r), "totp:"+st.userID) {
-		l.render(w, http.StatusTooManyRequests, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: r.PostFormValue("state"),
-			Error: "Too many attempts. Wait a minute and try again."})
+	pg := page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: r.PostFormValue("state")}
+	res, wait, lerr := l.limits.reserve(r.Context(), perAddress(clientIP(r)), perIdentifier("totp", st.userID))
+	if lerr != nil {
+		l.limited(w, r, lerr, wait, "totp", st.userID, "totp", pg)
 		return
 	}
 	u, err := l.p.st.GetUserByID(r.Context(), st.userID)
-	if err != nil || u.TOTPSecret == "" || !totp.Validate(strings.TrimSpace(r.PostFormValue("code")), u.TOTPSecret) {
-		l.limits.failed(clientIP(r), "totp:"+st.userID)
-		l.render(w, http.StatusOK, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: r.PostFormValue("state"),
-			Error: "That code is not valid."})
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		l.limits.release(context.WithoutCancel(r.Context()), res)
+		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
 		return
 	}
+	reason := ""
+	step, valid := matchTOTP(u.TOTPSecret, strings.TrimSpace(r.PostFormValue("code")), time.Now())
+	switch {
+	case err != nil || u.TOTPSecret == "" || !valid:
+		reason = "invalid_code"
+	default:
+		fresh, aerr := l.p.st.AcceptTOTPStep(r.Context(), u.ID, step)
+		if aerr != nil {
+			l.limits.release(context.WithoutCancel(r.Context()), res)
+			l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+			return
+		}
+		if !fresh {
+			reason = "reused_code"
+		}
+	}
+	if reason != "" {
+		l.p.audit.record(r.Context(), AuditMFAFailed, slog.String("user_id", st.userID), slog.String("client_ip", clientIP(r)),
+			slog.String("client_id", ar.ClientID), slog.String("reason", reason))
+		pg.Error = "That code is not valid."
+		if reason == "reused_code" {
+			pg.Error = "That code was already used. Wait for the next one."
+		}
+		l.render(w, http.StatusOK, "totp", pg)
+		return
+	}
+	l.limits.release(context.WithoutCancel(r.Context()), res)
 	st.amr = "pwd otp mfa"
 	l.authenticated(w, r, ar, nonce, st, true)
 }
@@ -350,11 +497,32 @@ func (l *loginUI) otp(w http.ResponseWriter, r *http.Request) {
 // session; third-party clients then ask for consent; finally the browser is
 // sent to op's callback, which issues the code.
 func (l *loginUI) authenticated(w http.ResponseWriter, r *http.Request, ar store.AuthRequest, nonce string, st loginState, fresh bool) {
+	missing, err := l.missingFactor(r.Context(), st)
+	if err != nil {
+		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+		return
+	}
+	if missing != "" {
+		// A session from before the user enrolled a second factor: ask for
+		// it now instead of completing with fewer factors than they have.
+		if hasPrompt(ar, oidc.PromptNone) {
+			l.redirectError(w, r, ar, oidc.ErrLoginRequired())
+			return
+		}
+		l.render(w, http.StatusOK, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st, stepTOTP, nonce)})
+		return
+	}
 	if fresh {
 		if err := l.startSession(w, r, st); err != nil {
 			l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
 			return
 		}
+	}
+	if fresh || st.federated {
+		// The username step this login began with was no probe.
+		l.limits.refund(context.WithoutCancel(r.Context()), identifyLimit(clientIP(r)))
+		l.p.audit.record(r.Context(), AuditLoginSucceeded, slog.String("user_id", st.userID), slog.String("client_ip", clientIP(r)),
+			slog.String("client_id", ar.ClientID), slog.String("amr", st.amr), slog.Bool("federated", st.federated))
 	}
 	c, err := l.p.storage.client(r.Context(), ar.ClientID)
 	if err != nil {
@@ -370,7 +538,7 @@ func (l *loginUI) authenticated(w http.ResponseWriter, r *http.Request, ar store
 		if name == "" {
 			name = c.ID
 		}
-		l.render(w, http.StatusOK, "consent", page{Title: "Allow access?", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st),
+		l.render(w, http.StatusOK, "consent", page{Title: "Allow access?", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st, stepConsent, nonce),
 			ClientName: name, Scopes: ar.Scopes})
 		return
 	}
@@ -383,12 +551,18 @@ func (l *loginUI) consent(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	st, ok := l.openState(r.PostFormValue("state"), ar.ID)
+	st, ok := l.openState(r.PostFormValue("state"), ar.ID, stepConsent, nonce)
 	if !ok {
 		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
 		return
 	}
-	if r.PostFormValue("decision") != "allow" {
+	decision := "deny"
+	if r.PostFormValue("decision") == "allow" {
+		decision = "allow"
+	}
+	l.p.audit.record(r.Context(), AuditConsent, slog.String("user_id", st.userID), slog.String("client_id", ar.ClientID),
+		slog.String("decision", decision), slog.String("scopes", strings.Join(ar.Scopes, " ")))
+	if decision != "allow" {
 		l.redirectError(w, r, ar, oidc.ErrAccessDenied().WithDescription("the user denied access"))
 		return
 	}
@@ -396,6 +570,12 @@ func (l *loginUI) consent(w http.ResponseWriter, r *http.Request) {
 }
 
 func (l *loginUI) complete(w http.ResponseWriter, r *http.Request, ar store.AuthRequest, nonce string, st loginState) {
+	// Defense in depth: whatever path led here, no login completes with
+	// fewer factors than the user has.
+	if missing, err := l.missingFactor(r.Context(), st); err != nil || missing != "" {
+		l.errorPage(w, http.StatusBadRequest, "Your sign-in could not be completed. Please start again from the application.")
+		return
+	}
 	amr := strings.Fields(st.amr)
 	if err := l.p.st.CompleteAuthRequest(r.Context(), ar.ID, st.userID, st.authTime, amr); err != nil {
 		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"html"
 	"net/http"
 	"net/url"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/rs/cors"
+	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 )
 
@@ -38,7 +41,17 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 	mux.HandleFunc("GET /logged-out", func(w http.ResponseWriter, r *http.Request) {
 		p.login.render(w, http.StatusOK, "loggedout", page{Title: "Signed out"})
 	})
-	mux.HandleFunc("GET /.well-known/openid-configuration", p.discovery)
+	// CORS (any origin, never credentials) only where JavaScript clients
+	// call with bearer tokens or read public metadata; never on the login
+	// pages, /consent, /end_session or /register.
+	js := cors.New(cors.Options{
+		AllowedOrigins:   []string{"*"},
+		AllowedMethods:   []string{http.MethodGet, http.MethodPost},
+		AllowedHeaders:   []string{"Authorization", "Content-Type", "Accept"},
+		AllowCredentials: false,
+	}).Handler
+	mux.Handle("/.well-known/openid-configuration", js(onlyGet(http.HandlerFunc(p.discovery))))
+	mux.Handle("/keys", js(next))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -48,17 +61,34 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 	mux.HandleFunc("GET /internal/keys", p.internalKeys)
 	mux.HandleFunc("POST /internal/end-session", p.internalEndSession)
 	mux.Handle("POST /dereference", noStore(apiErrors(false, http.HandlerFunc(p.dereference))))
-	mux.Handle("/authorize", p.browser(p.withIss(next)))
+	mux.Handle("/authorize", p.browser(p.withIss(markRequestURI(next))))
 	mux.Handle("/authorize/callback", p.browser(p.checkCallback(p.withIss(next))))
 	mux.Handle("/end_session", p.browser(p.endSession(next)))
 	mux.Handle("/device_authorization", http.NotFoundHandler())
 	mux.Handle("/ready", http.NotFoundHandler())
-	for _, path := range []string{"/oauth/token", "/oauth/introspect", "/revoke"} {
-		mux.Handle(path, noStore(apiErrors(false, next)))
-	}
-	mux.Handle("/userinfo", noStore(apiErrors(true, next)))
+	mux.Handle("/oauth/token", js(noStore(apiErrors(false, p.tokenClientAuth(next)))))
+	mux.Handle("/oauth/introspect", noStore(apiErrors(false, introspectionClientAuth(next))))
+	mux.Handle("/revoke", js(noStore(apiErrors(false, next))))
+	mux.Handle("/userinfo", js(noStore(apiErrors(true, next))))
 	mux.Handle("/", next)
-	return p.regionHeader(securityHeaders(mux))
+	return p.regionHeader(securityHeaders(varyOrigin(mux)))
+}
+
+// corsPaths are the endpoints that answer CORS (see intercept).
+var corsPaths = map[string]bool{"/oauth/token": true, "/userinfo": true, "/keys": true,
+	"/.well-known/openid-configuration": true, "/revoke": true}
+
+// varyOrigin sets "Vary: Origin" on the answers without CORS too (the CORS
+// handler sets it on its own). The hub's pages carry it, and a page the
+// resident region serves must have the same header shape as the hub's
+// answer for an unknown user (hub TestUnknownUserIndistinguishable).
+func varyOrigin(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !corsPaths[r.URL.Path] {
+			w.Header().Set("Vary", "Origin")
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // regionHeader names the region that answered, for operators and demos;
@@ -186,11 +216,84 @@ func (p *Provider) checkCallback(next http.Handler) http.Handler {
 	})
 }
 
-// endSession ends the browser's SSO session when op accepts an RP-initiated
-// logout (it answers with a redirect).
+// endSession implements RP-initiated logout. With a valid id_token_hint
+// (expired is fine: it still proves the client) op checks the
+// post_logout_redirect_uri against the client the hint names and redirects,
+// and the browser's SSO session ends with that redirect. Without one, a
+// cross-site link could sign the user out and bounce the browser anywhere
+// a client registered, so the user is asked to confirm (a CSRF-protected
+// form) and lands on Meridian's own signed-out page.
 func (p *Provider) endSession(next http.Handler) http.Handler {
-	return onRedirect(next, func(w http.ResponseWriter, r *http.Request) {
+	withHint := onRedirect(next, func(w http.ResponseWriter, r *http.Request) {
 		p.login.endSession(r.Context(), w, r)
+	})
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ParseForm() == nil && p.validIDTokenHint(r.Context(), r.Form.Get("id_token_hint")) {
+			withHint.ServeHTTP(w, r)
+			return
+		}
+		if r.Method == http.MethodPost && r.PostForm.Get("confirm") == "yes" {
+			if !p.login.checkCSRF(r, logoutCSRFID) {
+				p.login.errorPage(w, http.StatusBadRequest, "This sign-out could not be confirmed. Please try again.")
+				return
+			}
+			p.login.endSession(r.Context(), w, r)
+			http.Redirect(w, r, "/logged-out", http.StatusSeeOther)
+			return
+		}
+		nonce := p.login.browserNonce(w, r)
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.Header().Set("Cache-Control", "no-store")
+		w.WriteHeader(http.StatusOK)
+		_ = p.logoutPage.ExecuteTemplate(w, "confirmlogout", page{Title: "Sign out?", Region: p.cfg.Region,
+			CSRF: p.login.csrf(logoutCSRFID, nonce)})
+	})
+}
+
+// logoutCSRFID binds the logout confirmation's CSRF token to its purpose.
+const logoutCSRFID = "end_session"
+
+const confirmLogoutTemplate = `{{define "confirmlogout"}}{{template "top" .}}
+<p>Do you want to sign out of Meridian?</p>
+<form method="post" action="/end_session">
+<input type="hidden" name="csrf" value="{{.CSRF}}">
+<button type="submit" name="confirm" value="yes">Sign out</button>
+</form>
+{{template "bottom" .}}{{end}}`
+
+// validIDTokenHint reports whether hint is an ID token this provider
+// signed for the request's issuer (expired or not).
+func (p *Provider) validIDTokenHint(ctx context.Context, hint string) bool {
+	if hint == "" {
+		return false
+	}
+	_, err := op.VerifyIDTokenHint[*oidc.IDTokenClaims](ctx, hint, p.op.IDTokenHintVerifier(ctx))
+	return err == nil || errors.As(err, &op.IDTokenHintExpiredError{})
+}
+
+// requestURIKey marks an authorization request that named a request_uri.
+type requestURIKey struct{}
+
+// markRequestURI lets CreateAuthRequest answer request_uri_not_supported
+// (OIDC Core §6.2) instead of ignoring the parameter; op does not parse it.
+func markRequestURI(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ParseForm() == nil && r.Form.Has("request_uri") {
+			r = r.WithContext(context.WithValue(r.Context(), requestURIKey{}, true))
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// onlyGet answers other methods with 405.
+func onlyGet(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet && r.Method != http.MethodHead {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		next.ServeHTTP(w, r)
 	})
 }
 
@@ -277,7 +380,10 @@ func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 	doc.DeviceAuthorizationEndpoint = ""
 	doc.CheckSessionIframe = ""
 	doc.RequestObjectSigningAlgValuesSupported = nil
-	doc.RegistrationEndpoint = issuer + "/register"
+	doc.RegistrationEndpoint = ""
+	if p.registration.open() {
+		doc.RegistrationEndpoint = issuer + "/register"
+	}
 	raw, err := json.Marshal(doc)
 	if err != nil {
 		http.Error(w, "discovery unavailable", http.StatusInternalServerError)
@@ -293,6 +399,9 @@ func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 	m["request_parameter_supported"] = false
 	m["request_uri_parameter_supported"] = false
 	m["subject_types_supported"] = []string{"public"}
+	// What introspectionClientAuth and op's revocation accept.
+	m["introspection_endpoint_auth_methods_supported"] = []string{AuthSecretBasic, AuthSecretPost, AuthPrivateKey}
+	m["revocation_endpoint_auth_methods_supported"] = []string{AuthNone, AuthSecretBasic, AuthSecretPost, AuthPrivateKey}
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	writeJSON(w, http.StatusOK, m)
 }

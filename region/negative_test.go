@@ -34,11 +34,22 @@ func newNegEnv(t *testing.T) *negEnv {
 	}
 }
 
+// testVerifier is the PKCE verifier of every authorization request the
+// helpers build unless a test sets code_challenge itself ("" for none).
+const testVerifier = "meridian-test-verifier-0123456789-abcdefghijklmnopq"
+
 func authorizeURL(base, clientID string, extra url.Values) string {
 	q := url.Values{"client_id": {clientID}, "response_type": {"code"}, "redirect_uri": {redirectURI},
 		"scope": {"openid offline_access"}, "state": {"s"}}
+	if _, ok := extra["code_challenge"]; !ok {
+		q.Set("code_challenge", oauth2.S256ChallengeFromVerifier(testVerifier))
+		q.Set("code_challenge_method", "S256")
+	}
 	for k, v := range extra {
 		q[k] = v
+	}
+	if q.Get("code_challenge") == "" {
+		q.Del("code_challenge")
 	}
 	return base + "/authorize?" + q.Encode()
 }
@@ -53,7 +64,12 @@ func (e *negEnv) code(t *testing.T, clientID string, extra url.Values) string {
 	return c
 }
 
+// token posts form to the token endpoint as client c; a code redemption
+// without a code_verifier key gets testVerifier.
 func (e *negEnv) token(t *testing.T, c region.RegisteredClient, form url.Values) (int, oauthError, map[string]any) {
+	if _, ok := form["code_verifier"]; !ok && form.Get("grant_type") == "authorization_code" {
+		form.Set("code_verifier", testVerifier)
+	}
 	return postForm(t, e.n.URL+"/oauth/token", form, c.ID, c.Secret)
 }
 
@@ -115,7 +131,8 @@ func TestAuthorizeErrors(t *testing.T) {
 		name, client, want string
 		extra              url.Values
 	}{
-		{"public client without PKCE", e.public.ID, "invalid_request", nil},
+		{"public client without PKCE", e.public.ID, "invalid_request", url.Values{"code_challenge": {""}}},
+		{"confidential client without PKCE", e.conf.ID, "invalid_request", url.Values{"code_challenge": {""}}},
 		{"plain PKCE", e.public.ID, "invalid_request", url.Values{"code_challenge": {"abcdefghijabcdefghijabcdefghijabcdefghijabc"}, "code_challenge_method": {"plain"}}},
 		{"PKCE method missing means plain", e.public.ID, "invalid_request", url.Values{"code_challenge": {challenge}}},
 		{"response_type=token", e.conf.ID, "unauthorized_client", url.Values{"response_type": {"token"}}},
@@ -137,10 +154,7 @@ func TestPKCE(t *testing.T) {
 	verifier := oauth2.GenerateVerifier()
 	withPKCE := url.Values{"code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}, "code_challenge_method": {"S256"}}
 	exchange := func(c region.RegisteredClient, code, v string) (int, oauthError) {
-		form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirectURI}}
-		if v != "" {
-			form.Set("code_verifier", v)
-		}
+		form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirectURI}, "code_verifier": {v}}
 		if c.Secret == "" {
 			form.Set("client_id", c.ID)
 		}
@@ -152,13 +166,13 @@ func TestPKCE(t *testing.T) {
 			t.Fatalf("%d %+v", s, oe)
 		}
 	})
-	t.Run("wrong verifier", func(t *testing.T) {
-		if s, oe := exchange(e.public, e.code(t, e.public.ID, withPKCE), oauth2.GenerateVerifier()); s != 400 || oe.Error != "invalid_grant" {
+	t.Run("confidential client, missing verifier", func(t *testing.T) {
+		if s, oe := exchange(e.conf, e.code(t, e.conf.ID, withPKCE), ""); s != 400 || oe.Error != "invalid_request" {
 			t.Fatalf("%d %+v", s, oe)
 		}
 	})
-	t.Run("verifier without challenge (downgrade)", func(t *testing.T) {
-		if s, oe := exchange(e.conf, e.code(t, e.conf.ID, nil), verifier); s != 400 || oe.Error != "invalid_request" {
+	t.Run("wrong verifier", func(t *testing.T) {
+		if s, oe := exchange(e.public, e.code(t, e.public.ID, withPKCE), oauth2.GenerateVerifier()); s != 400 || oe.Error != "invalid_grant" {
 			t.Fatalf("%d %+v", s, oe)
 		}
 	})
@@ -167,8 +181,8 @@ func TestPKCE(t *testing.T) {
 			t.Fatalf("%d %+v", s, oe)
 		}
 	})
-	t.Run("confidential client without PKCE", func(t *testing.T) {
-		if s, oe := exchange(e.conf, e.code(t, e.conf.ID, nil), ""); s != 200 {
+	t.Run("confidential client, correct verifier", func(t *testing.T) {
+		if s, oe := exchange(e.conf, e.code(t, e.conf.ID, withPKCE), verifier); s != 200 {
 			t.Fatalf("%d %+v", s, oe)
 		}
 	})
@@ -333,7 +347,7 @@ func TestForgedTags(t *testing.T) {
 func TestTokenResponseNotCached(t *testing.T) {
 	e := newNegEnv(t)
 	code := e.code(t, e.conf.ID, nil)
-	req, _ := http.NewRequest(http.MethodPost, e.n.URL+"/oauth/token", strings.NewReader(url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirectURI}}.Encode()))
+	req, _ := http.NewRequest(http.MethodPost, e.n.URL+"/oauth/token", strings.NewReader(url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirectURI}, "code_verifier": {testVerifier}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.SetBasicAuth(url.QueryEscape(e.conf.ID), url.QueryEscape(e.conf.Secret))
 	resp, err := http.DefaultClient.Do(req.WithContext(context.Background()))

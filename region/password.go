@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 
 	"golang.org/x/crypto/argon2"
 )
@@ -68,4 +69,56 @@ func VerifyPassword(phc, password string) error {
 		return ErrPasswordMismatch
 	}
 	return nil
+}
+
+// DefaultPasswordMemoryBudget is the memory that concurrent argon2id
+// verifications of one node may hold together: eight verifications at the
+// default 64 MiB cost.
+const DefaultPasswordMemoryBudget = 512 << 20
+
+// memoryBudget bounds the memory concurrent argon2id verifications hold.
+// A verification that does not fit is refused at once, never queued, so a
+// flood of password posts costs the node a bounded amount of memory and
+// answers the excess fast.
+type memoryBudget struct {
+	mu     sync.Mutex
+	used   int64
+	budget int64
+}
+
+func newMemoryBudget(bytes int64) *memoryBudget {
+	return &memoryBudget{budget: max(bytes, argonMemory*1024)}
+}
+
+// acquire takes the memory verifying against phc needs and reports whether
+// it fit; release gives it back.
+func (b *memoryBudget) acquire(phc string) (cost int64, ok bool) {
+	cost = min(argonCost(phc), b.budget)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+cost > b.budget {
+		return 0, false
+	}
+	b.used += cost
+	return cost, true
+}
+
+func (b *memoryBudget) release(cost int64) {
+	b.mu.Lock()
+	b.used -= cost
+	b.mu.Unlock()
+}
+
+// argonCost is the memory in bytes that verifying against phc allocates;
+// the default cost when the string does not say.
+func argonCost(phc string) int64 {
+	parts := strings.Split(phc, "$")
+	var m, t uint32
+	var p uint8
+	if len(parts) == 6 {
+		if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &m, &t, &p); err == nil && m > 0 {
+			return int64(m) * 1024
+		}
+	}
+	return argonMemory * 1024
 }

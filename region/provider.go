@@ -12,13 +12,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"html/template"
 	"log/slog"
 	"net"
 	"net/http"
 	"slices"
 	"strings"
 
-	"github.com/rs/cors"
 	"github.com/zitadel/oidc/v3/pkg/op"
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/text/language"
@@ -57,6 +57,12 @@ type Config struct {
 	Peers Peers
 	// Meter, when set, receives the region's metrics (audit event counts).
 	Meter metric.Meter
+	// RegistrationToken is the initial access token (RFC 7591 §3) that opens
+	// dynamic client registration; empty keeps /register closed.
+	RegistrationToken string
+	// RegistrationsPerMinute bounds registration attempts per client address
+	// (zero: 10); a node admits six times as many authorized ones in total.
+	RegistrationsPerMinute int
 }
 
 // Provider is a regional OpenID provider. It is an http.Handler.
@@ -71,7 +77,10 @@ type Provider struct {
 	login   *loginUI
 	audit   *auditor
 	remote  *remote
-	handler http.Handler
+
+	registration *registrationGate
+	logoutPage   *template.Template
+	handler      http.Handler
 }
 
 // ErrConfig is wrapped by configuration errors from New.
@@ -90,14 +99,15 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 		return nil, fmt.Errorf("%w: issuer and global issuer are required", ErrConfig)
 	}
 	fillLifetimes(&cfg.Lifetimes)
-	p := &Provider{cfg: cfg, st: st, codec: codec, log: log, audit: newAuditor(log, cfg.Region, cfg.Meter)}
+	p := &Provider{cfg: cfg, st: st, codec: codec, log: log, audit: newAuditor(log, cfg.Region, cfg.Meter),
+		registration: newRegistrationGate(cfg.RegistrationToken, cfg.RegistrationsPerMinute)}
 	p.keys = NewKeys(cfg.Region, st)
 	if err := p.keys.EnsureActive(ctx); err != nil {
 		return nil, err
 	}
 	p.storage = &storage{
 		region: cfg.Region, codec: codec, st: st, keys: p.keys, ttl: cfg.Lifetimes, log: log,
-		clients: map[string]cachedClient{},
+		clients: map[string]cachedClient{}, jwts: newJWTAccessTokens(p.keys, codec, cfg.Region),
 	}
 	if cfg.Peers != nil {
 		p.remote = newRemote(cfg.Peers)
@@ -117,22 +127,22 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 	}
 	var err error
 	p.op, err = op.NewProvider(opCfg, p.storage, p.issuerFunc,
-		op.WithCrypto(tokenCrypto{codec: codec, region: cfg.Region}),
+		op.WithCrypto(tokenCrypto{codec: codec, region: cfg.Region, jwts: p.storage.jwts}),
 		op.WithAllowInsecure(),
 		op.WithHttpInterceptors(p.intercept),
-		op.WithCORSOptions(&cors.Options{
-			// Token, userinfo, keys and discovery are called from SPAs with
-			// bearer tokens, never with cookies.
-			AllowedOrigins:   []string{"*"},
-			AllowedMethods:   []string{http.MethodGet, http.MethodPost},
-			AllowedHeaders:   []string{"Authorization", "Content-Type", "Accept"},
-			AllowCredentials: false,
-		}),
+		// CORS is set per endpoint by intercept, not on every route.
+		op.WithCORSOptions(nil),
 	)
 	if err != nil {
 		return nil, err
 	}
 	p.login, err = newLoginUI(p)
+	if err != nil {
+		return nil, err
+	}
+	if p.logoutPage, err = p.login.tmpl.Clone(); err == nil {
+		_, err = p.logoutPage.Parse(confirmLogoutTemplate)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+	"github.com/go-jose/go-jose/v4/jwt"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 	"golang.org/x/text/language"
@@ -37,6 +39,7 @@ type storage struct {
 	ttl    Lifetimes
 	log    *slog.Logger
 	fedKey func(ctx context.Context) ([]op.Key, error) // federation key set, nil: own keys only
+	jwts   *jwtAccessTokens                            // signs RFC 9068 access tokens for JWT clients
 	remote *remote                                     // peers; nil for a lone region
 
 	mu      sync.Mutex
@@ -219,7 +222,7 @@ func (s *storage) GetKeyByIDAndClientID(ctx context.Context, keyID, clientID str
 	if err != nil {
 		return nil, err
 	}
-	if c.JWKS == "" {
+	if c.JWKS == "" || c.Client.AuthMethod != AuthPrivateKey {
 		return nil, notFoundError{"client key"}
 	}
 	var set jose.JSONWebKeySet
@@ -243,10 +246,10 @@ func (s *storage) ValidateJWTProfileScopes(context.Context, string, []string) ([
 // --- authorization requests and codes ---
 
 // CreateAuthRequest implements op.AuthStorage. It enforces what the library
-// leaves open: PKCE is S256 only (RFC 9700 §2.1.1) and required for public
-// clients, and only the code flow exists.
+// leaves open: PKCE is S256 only and required for every client (RFC 9700
+// §2.1.1), and only the code flow exists.
 func (s *storage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, _ string) (op.AuthRequest, error) {
-	c, err := s.client(ctx, req.ClientID)
+	_, err := s.client(ctx, req.ClientID)
 	if err != nil {
 		return nil, err
 	}
@@ -256,8 +259,13 @@ func (s *storage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, 
 	if req.CodeChallenge != "" && req.CodeChallengeMethod != oidc.CodeChallengeMethodS256 {
 		return nil, oidc.ErrInvalidRequest().WithDescription("code_challenge_method must be S256")
 	}
-	if req.CodeChallenge == "" && c.Client.AuthMethod == AuthNone {
-		return nil, oidc.ErrInvalidRequest().WithDescription("PKCE (code_challenge with S256) is required for public clients")
+	// Every client, confidential ones too (OAuth 2.1, RFC 9700 §2.1.1):
+	// PKCE also stops code injection, which a client secret does not.
+	if req.CodeChallenge == "" {
+		return nil, oidc.ErrInvalidRequest().WithDescription("PKCE (code_challenge with code_challenge_method=S256) is required")
+	}
+	if ctx.Value(requestURIKey{}) != nil {
+		return nil, &oidc.Error{ErrorType: "request_uri_not_supported", Description: "request_uri is not supported"}
 	}
 	if req.ResponseMode != "" && req.ResponseMode != oidc.ResponseModeQuery {
 		return nil, oidc.ErrInvalidRequest().WithDescription("only response_mode=query is supported")
@@ -308,23 +316,48 @@ func (s *storage) AuthRequestByID(ctx context.Context, id string) (op.AuthReques
 	return &authRequest{ar}, nil
 }
 
-// AuthRequestByCode implements op.AuthStorage. The code is redeemed here,
-// atomically: of any number of concurrent redemptions exactly one gets the
-// request, and a later one revokes every token the first obtained.
+// AuthRequestByCode implements op.AuthStorage. op calls it before it
+// authenticates the client and checks the PKCE verifier, so it only reads
+// the code: a leaked code presented without the client's credentials (or
+// without the verifier) changes nothing (RFC 6749 §4.1.3). The code is
+// redeemed by redeem, when op issues the tokens, i.e. after every check.
 func (s *storage) AuthRequestByCode(ctx context.Context, code string) (op.AuthRequest, error) {
 	if err := s.verify(code, routing.KindCode); err != nil {
 		return nil, err
 	}
-	ar, err := s.st.RedeemCode(ctx, store.Digest(code))
-	if errors.Is(err, store.ErrAlreadyUsed) {
-		s.log.WarnContext(ctx, "authorization code reused; grant revoked", "client_id", ar.ClientID)
-		return nil, errors.New("code already used")
-	}
+	ar, err := s.st.GetAuthRequestByCode(ctx, store.Digest(code))
 	if err != nil {
 		storeFailed(ctx, err)
 		return nil, err
 	}
-	return &authRequest{ar}, nil
+	return &codeRequest{authRequest: &authRequest{ar}, code: store.Digest(code)}, nil
+}
+
+// codeRequest is an authorization request read by its code and not yet
+// redeemed.
+type codeRequest struct {
+	*authRequest
+	code store.Hash
+}
+
+// redeem consumes the code behind req, atomically: of any number of
+// concurrent redemptions exactly one gets the request, and a later one
+// revokes every token the first obtained.
+func (s *storage) redeem(ctx context.Context, req *codeRequest) error {
+	ar, err := s.st.RedeemCode(ctx, req.code)
+	if errors.Is(err, store.ErrAlreadyUsed) {
+		s.log.WarnContext(ctx, "authorization code reused; grant revoked", "client_id", req.ClientID)
+		return oidc.ErrInvalidGrant().WithDescription("invalid code")
+	}
+	if errors.Is(err, store.ErrNotFound) {
+		return oidc.ErrInvalidGrant().WithDescription("invalid code")
+	}
+	if err != nil {
+		storeFailed(ctx, err)
+		return serverError(err)
+	}
+	req.AuthRequest = ar
+	return nil
 }
 
 // SaveAuthCode implements op.AuthStorage.
@@ -342,6 +375,8 @@ func (s *storage) DeleteAuthRequest(context.Context, string) error { return nil 
 // tokenFacts extracts who and what a token request is about.
 func (s *storage) tokenFacts(req op.TokenRequest) (clientID, grantID string, authTime time.Time, amr []string, err error) {
 	switch r := req.(type) {
+	case *codeRequest:
+		return r.ClientID, r.ID, r.AuthTime, r.AMR, nil
 	case *authRequest:
 		return r.ClientID, r.ID, r.AuthTime, r.AMR, nil
 	case *refreshRequest:
@@ -372,6 +407,21 @@ func (s *storage) newAccessToken(ctx context.Context, req op.TokenRequest) (stri
 		return "", store.AccessToken{}, err
 	}
 	now := time.Now().UTC()
+	if format == FormatJWT {
+		c := atClaims{
+			Claims: jwt.Claims{
+				Issuer: op.IssuerFromContext(ctx), Subject: req.GetSubject(), Audience: jwt.Audience(req.GetAudience()),
+				Expiry: jwt.NewNumericDate(now.Add(s.ttl.AccessToken)), IssuedAt: jwt.NewNumericDate(now), ID: id,
+			},
+			ClientID: clientID, Scope: strings.Join(req.GetScopes(), " "),
+		}
+		if !authTime.IsZero() {
+			c.AuthTime = authTime.Unix()
+		}
+		if err := s.jwts.park(ctx, c); err != nil {
+			return "", store.AccessToken{}, serverError(err)
+		}
+	}
 	return id, store.AccessToken{
 		Hash:      store.Digest(id),
 		ClientID:  clientID,
@@ -389,12 +439,17 @@ func (s *storage) newAccessToken(ctx context.Context, req op.TokenRequest) (stri
 
 // CreateAccessToken implements op.AuthStorage.
 func (s *storage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (string, time.Time, error) {
+	if cr, ok := req.(*codeRequest); ok {
+		if err := s.redeem(ctx, cr); err != nil {
+			return "", time.Time{}, err
+		}
+	}
 	id, at, err := s.newAccessToken(ctx, req)
 	if err != nil {
 		return "", time.Time{}, err
 	}
 	if err := s.st.CreateAccessToken(ctx, at); err != nil {
-		if _, ok := req.(*authRequest); ok && errors.Is(err, store.ErrRevoked) {
+		if _, ok := req.(*codeRequest); ok && errors.Is(err, store.ErrRevoked) {
 			return id, at.ExpiresAt, s.lostRace(ctx, at)
 		}
 		return "", time.Time{}, serverError(err)
@@ -406,6 +461,11 @@ func (s *storage) CreateAccessToken(ctx context.Context, req op.TokenRequest) (s
 // grant, or a rotation (the presented refresh token is marked used and its
 // successor inserted in one transaction; a lost race is treated as reuse).
 func (s *storage) CreateAccessAndRefreshTokens(ctx context.Context, req op.TokenRequest, current string) (string, string, time.Time, error) {
+	if cr, ok := req.(*codeRequest); ok {
+		if err := s.redeem(ctx, cr); err != nil {
+			return "", "", time.Time{}, err
+		}
+	}
 	id, at, err := s.newAccessToken(ctx, req)
 	if err != nil {
 		return "", "", time.Time{}, err
@@ -587,6 +647,8 @@ func (s *storage) SetUserinfoFromScopes(context.Context, *oidc.UserInfo, string,
 func (s *storage) SetUserinfoFromRequest(ctx context.Context, info *oidc.UserInfo, req op.IDTokenRequest, scopes []string) error {
 	grant := ""
 	switch r := req.(type) {
+	case *codeRequest:
+		grant = r.ID
 	case *authRequest:
 		grant = r.ID
 	case *refreshRequest:

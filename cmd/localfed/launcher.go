@@ -54,7 +54,7 @@ func run(ctx context.Context, cfgPath, bin, demoListen string) error {
 		claims, _ := json.Marshal(map[string]string{"name": u.name, "email": u.username + "@" + u.region + ".example"})
 		out, err := command(ctx, demoPassword+"\n", regional, "users", "add", "--config", cfgPath, "--region", u.region,
 			"--username", u.username, "--password-stdin", "--claims", string(claims))
-		if err != nil && !strings.Contains(out, "already exists") {
+		if err != nil && !strings.Contains(err.Error(), "already exists") {
 			return fmt.Errorf("seeding %s in %s: %v: %s", u.username, u.region, err, out)
 		}
 	}
@@ -139,10 +139,18 @@ func seedApp(ctx context.Context, cfg *config.Config, cfgPath, regional, demoLis
 	return app, os.WriteFile(path, b, 0o600)
 }
 
+// command runs path and returns its stdout; stderr (logs, the regional
+// command's audit records) is kept out of the output callers parse and
+// returned in the error.
 func command(ctx context.Context, stdin, path string, args ...string) (string, error) {
 	c := exec.CommandContext(ctx, path, args...)
 	c.Stdin = strings.NewReader(stdin)
-	out, err := c.CombinedOutput()
+	var errb strings.Builder
+	c.Stderr = &errb
+	out, err := c.Output()
+	if err != nil {
+		err = fmt.Errorf("%w: %s", err, errb.String())
+	}
 	return string(out), err
 }
 

@@ -8,6 +8,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -159,6 +160,12 @@ func withEnv(extra func(*flag.FlagSet, *flagValues), body func(*env, *flagValues
 	}
 }
 
+// audit records an admin change as one JSON audit line on stderr (the
+// commands' own log is discarded; the audit trail is not).
+func (e *env) audit(action string, attrs ...slog.Attr) {
+	region.RecordAdminChange(e.ctx, slog.New(slog.NewJSONHandler(e.stderr, nil)), e.region, action, attrs...)
+}
+
 func (e *env) openStore() (store.Store, error) {
 	r, _ := e.cfg.Region(e.region)
 	return node.OpenStore(e.ctx, r, e.data)
@@ -229,6 +236,7 @@ func usersAdd(e *env, fv *flagValues) error {
 	if err != nil {
 		return err
 	}
+	e.audit("user.created", slog.String("sub", u.ID), slog.Bool("totp", otpURI != ""))
 	if fv.asJSON {
 		return json.NewEncoder(e.stdout).Encode(map[string]string{"sub": u.ID, "username": u.Username, "region": e.region, "totp_uri": otpURI})
 	}
@@ -283,6 +291,7 @@ func usersDelete(e *env, fv *flagValues) error {
 	} else if err != nil {
 		return err
 	}
+	e.audit("user.deleted", slog.String("username", name))
 	fmt.Fprintf(e.stdout, "deleted user %s from region %s\n", name, e.region)
 	return nil
 }
@@ -329,6 +338,8 @@ func clientsAdd(e *env, fv *flagValues) error {
 	if err != nil {
 		return err
 	}
+	e.audit("client.created", slog.String("client_id", c.ID), slog.String("token_endpoint_auth_method", c.AuthMethod),
+		slog.Any("scopes", c.Scopes))
 	if fv.asJSON {
 		return json.NewEncoder(e.stdout).Encode(clientJSON(c.Client, c.Secret))
 	}
@@ -398,6 +409,7 @@ func clientsDelete(e *env, fv *flagValues) error {
 	} else if err != nil {
 		return err
 	}
+	e.audit("client.deleted", slog.String("client_id", fv.clientID))
 	fmt.Fprintf(e.stdout, "deleted client %s\n", fv.clientID)
 	return nil
 }
@@ -416,6 +428,7 @@ func keysRotate(e *env, fv *flagValues) error {
 	if err != nil {
 		return err
 	}
+	e.audit("signing_key.rotated", slog.String("kid", id))
 	fmt.Fprintf(e.stdout, "region %s: new signing key %s active; previous key published for %s\n", e.region, id, fv.overlap)
 	return nil
 }

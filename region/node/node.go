@@ -172,10 +172,24 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		n.Close()
 		return nil, err
 	}
+	var regToken string
+	if r.RegistrationTokenFile != "" {
+		key := fmt.Sprintf("regions[%s].registration_token_file", id)
+		b, err := config.LoadSecret(key, r.RegistrationTokenFile, "", log)
+		if err != nil {
+			n.Close()
+			return nil, err
+		}
+		if regToken = strings.TrimSpace(string(b)); len(regToken) < 32 {
+			n.Close()
+			return nil, fmt.Errorf("%s: %w", key, config.ErrWeakSecret)
+		}
+	}
 	n.Provider, err = region.New(ctx, region.Config{
 		Region: id, Issuer: cfg.Issuer(r), GlobalIssuer: cfg.GlobalIssuer(), RegionHosts: hosts,
 		CookieDomain: cfg.Federation.CookieDomain, SecureCookies: cfg.Federation.Scheme == "https", CookieKey: cookieKey,
 		Peers: n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"),
+		RegistrationToken: regToken, RegistrationsPerMinute: r.RegistrationsPerMinute,
 	}, st, codec, log)
 	if err != nil {
 		n.Close()
@@ -269,7 +283,7 @@ func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error 
 			}
 			_, _ = w.Write([]byte("ok\n"))
 		})
-		as := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		as := AdminServer(mux)
 		servers = append(servers, as)
 		go func() { errc <- as.Serve(adm) }()
 	}
@@ -289,6 +303,14 @@ func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error 
 	}
 	n.log.Info("regional node stopped", "region", n.region.ID)
 	return errors.Join(errs...)
+}
+
+// AdminServer is the admin listener's server: every phase of a request is
+// bounded, so idle or slow connections (a port scanner, a stuck scraper)
+// cannot pile up on the listener that carries health and metrics.
+func AdminServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
 }
 
 // sweep deletes expired artifacts every few minutes.

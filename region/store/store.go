@@ -201,6 +201,12 @@ type Store interface {
 	// refresh token of the request's grant (RFC 6749 §4.1.2). Exactly one of
 	// any number of concurrent redemptions succeeds.
 	RedeemCode(ctx context.Context, code Hash) (AuthRequest, error)
+	// GetAuthRequestByCode returns the unexpired request holding the code
+	// digest, redeemed or not, and changes nothing: the token endpoint reads
+	// a code with it before the client is authenticated and redeems it only
+	// afterwards (RFC 6749 §4.1.3). ErrNotFound for unknown codes and
+	// expired requests.
+	GetAuthRequestByCode(ctx context.Context, code Hash) (AuthRequest, error)
 	DeleteAuthRequest(ctx context.Context, id string) error
 
 	// Access tokens.
@@ -250,6 +256,25 @@ type Store interface {
 	// or expired; DeleteExpired removes expired rows.
 	SaveFederatedClaims(ctx context.Context, c FederatedClaims) error
 	GetFederatedClaims(ctx context.Context, grantID string) (FederatedClaims, error)
+
+	// Login throttling and TOTP replay, shared by every node of a region.
+	//
+	// ReserveAttempt atomically counts one attempt against key in the fixed
+	// window that starts at window, unless that window already holds limit
+	// attempts, and reports whether it counted it. Of any number of
+	// concurrent reservations exactly as many succeed as the window had room
+	// for. The counter is kept until expires; DeleteExpired removes it.
+	ReserveAttempt(ctx context.Context, key string, window time.Time, limit int, expires time.Time) (bool, error)
+	// ReleaseAttempt takes back one reservation of key in window (an attempt
+	// that turned out not to count); the counter never goes below zero and
+	// an absent counter is not an error.
+	ReleaseAttempt(ctx context.Context, key string, window time.Time) error
+	// AcceptTOTPStep records step as the last accepted TOTP time step of
+	// userID if it is later than the one recorded (RFC 6238 §5.2), and
+	// reports whether it was: a code's step is accepted at most once per
+	// user. Exactly one of any number of concurrent calls with the same
+	// step wins. The record goes with the user (DeleteUser).
+	AcceptTOTPStep(ctx context.Context, userID string, step int64) (bool, error)
 
 	// Ping checks that the database answers (readiness).
 	Ping(ctx context.Context) error

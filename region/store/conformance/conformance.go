@@ -70,6 +70,10 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Concurrent/RotateRefreshToken", testConcurrentRotate},
 		{"Concurrent/CreateUsers", testConcurrentUsers},
 		{"Concurrent/Writers", testConcurrentWriters},
+		{"Attempts", testAttempts},
+		{"TOTPStep", testTOTPStep},
+		{"Concurrent/ReserveAttempt", testConcurrentAttempts},
+		{"Concurrent/AcceptTOTPStep", testConcurrentTOTPStep},
 		{"Ping", testPing},
 	}
 	for _, tc := range tests {
@@ -705,9 +709,22 @@ func testRedeem(t *testing.T, s store.Store) {
 	r := completedAuth(t, s, base())
 	code := newHash()
 	ok(t, s.SaveCode(ctx, r.ID, code))
+	// Reading by code changes nothing: the code still redeems once.
+	peek, err := s.GetAuthRequestByCode(ctx, code)
+	ok(t, err)
+	equal(t, peek, r)
+	_, err = s.GetAuthRequestByCode(ctx, newHash())
+	is(t, err, store.ErrNotFound)
 	got, err := s.RedeemCode(ctx, code)
 	ok(t, err)
 	equal(t, got, r)
+	// A redeemed code is still readable (its replay must reach RedeemCode
+	// to revoke the grant).
+	peek, err = s.GetAuthRequestByCode(ctx, code)
+	ok(t, err)
+	if peek.ID != r.ID {
+		t.Fatalf("GetAuthRequestByCode after redemption = %s, want %s", peek.ID, r.ID)
+	}
 	_, err = s.RedeemCode(ctx, code)
 	is(t, err, store.ErrAlreadyUsed)
 	_, err = s.RedeemCode(ctx, code)

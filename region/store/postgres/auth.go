@@ -59,6 +59,18 @@ func (s *Store) GetAuthRequest(ctx context.Context, id string) (store.AuthReques
 	return r, err
 }
 
+// GetAuthRequestByCode returns the unexpired request holding the code
+// digest without redeeming it.
+func (s *Store) GetAuthRequestByCode(ctx context.Context, code store.Hash) (store.AuthRequest, error) {
+	var r store.AuthRequest
+	err := s.read(ctx, func(c *pgx.Conn) error {
+		var err error
+		r, err = scanAuth(c.QueryRow(ctx, `SELECT `+authCols+` FROM auth_requests WHERE code_hash = $1 AND expires_at > $2`, code[:], s.now()))
+		return wrap("get auth request by code", err)
+	})
+	return r, err
+}
+
 // CompleteAuthRequest records the authenticated user on the unexpired
 // request id. A request whose code was already issued cannot change its
 // user: that gives store.ErrConflict.

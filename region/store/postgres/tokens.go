@@ -354,6 +354,7 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) error {
 			`DELETE FROM refresh_tokens WHERE expires_at <= $1`,
 			`DELETE FROM sessions WHERE expires_at <= $1`,
 			`DELETE FROM federated_claims WHERE expires_at <= $1`,
+			`DELETE FROM login_attempts WHERE expires_at <= $1`,
 			`DELETE FROM grants WHERE id IN (
 				SELECT g.id FROM grants g WHERE g.created_at <= $1
 				AND NOT EXISTS (SELECT 1 FROM auth_requests a WHERE a.id = g.id)

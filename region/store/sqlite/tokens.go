@@ -363,6 +363,7 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) error {
 			`DELETE FROM refresh_tokens WHERE expires_at <= ?`,
 			`DELETE FROM sessions WHERE expires_at <= ?`,
 			`DELETE FROM federated_claims WHERE expires_at <= ?`,
+			`DELETE FROM login_attempts WHERE expires_at <= ?`,
 			`DELETE FROM grants WHERE created_at <= ?
 				AND NOT EXISTS (SELECT 1 FROM auth_requests a WHERE a.id = grants.id)
 				AND NOT EXISTS (SELECT 1 FROM access_tokens t WHERE t.grant_id = grants.id)

@@ -1,0 +1,28 @@
+package config
+
+import (
+	"slices"
+	"testing"
+)
+
+func TestUpstreamAddrs(t *testing.T) {
+	c := &Config{Federation: Federation{Port: 443}}
+	tests := []struct {
+		site Site
+		want []string
+	}{
+		{Site{Listen: "127.0.0.11:8080", Addresses: []string{"127.0.0.11", "127.0.0.31", "fd00::11"}},
+			[]string{"127.0.0.11:8080", "127.0.0.31:8080", "[fd00::11]:8080"}},
+		{Site{Listen: ":0", Addresses: []string{"192.0.2.1"}}, []string{"192.0.2.1:443"}},
+		{Site{Addresses: []string{"192.0.2.1", "192.0.2.2"}}, []string{"192.0.2.1:443", "192.0.2.2:443"}},
+	}
+	for _, tc := range tests {
+		got := c.UpstreamAddrs(tc.site)
+		if !slices.Equal(got, tc.want) {
+			t.Errorf("UpstreamAddrs(%+v) = %v, want %v", tc.site, got, tc.want)
+		}
+		if got[0] != c.Upstream(tc.site) {
+			t.Errorf("Upstream = %s, want the first of UpstreamAddrs", c.Upstream(tc.site))
+		}
+	}
+}
