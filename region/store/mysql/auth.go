@@ -52,6 +52,14 @@ func (s *Store) GetAuthRequest(ctx context.Context, id string) (store.AuthReques
 	return r, wrap("get auth request", err)
 }
 
+// GetAuthRequestByCode returns the unexpired request holding the code
+// digest without redeeming it.
+func (s *Store) GetAuthRequestByCode(ctx context.Context, code store.Hash) (store.AuthRequest, error) {
+	r, err := scanAuth(s.db.QueryRowContext(ctx, `SELECT `+authCols+` FROM auth_requests WHERE code_hash = ? AND expires_at > ?`,
+		code[:], ts(s.now())))
+	return r, wrap("get auth request by code", err)
+}
+
 // CompleteAuthRequest records the authenticated user on the unexpired
 // request id. A request whose code was already issued cannot change its
 // user: that gives store.ErrConflict.

@@ -336,6 +336,7 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) error {
 			`DELETE FROM refresh_tokens WHERE expires_at <= ?`,
 			`DELETE FROM sessions WHERE expires_at <= ?`,
 			`DELETE FROM federated_claims WHERE expires_at <= ?`,
+			`DELETE FROM login_attempts WHERE expires_at <= ?`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, ts(now)); err != nil {
 				return wrap("delete expired", err)
