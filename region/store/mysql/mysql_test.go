@@ -331,6 +331,33 @@ func TestURL(t *testing.T) {
 	}
 }
 
+// TestTOTPStepGoesWithUser: MySQL has the record's row deleted by its
+// foreign key's ON DELETE CASCADE, so a new account that reuses the id
+// starts afresh, and a step of an unknown user is refused, not recorded.
+func TestTOTPStepGoesWithUser(t *testing.T) {
+	ctx := t.Context()
+	s := open(t, database(t))
+	u := store.User{ID: "usr-1", Username: "ada"}
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.AcceptTOTPStep(ctx, u.ID, 100); err != nil || !ok {
+		t.Fatalf("first step: %v, %v", ok, err)
+	}
+	if err := s.DeleteUser(ctx, u.Username); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.AcceptTOTPStep(ctx, u.ID, 100); err == nil || ok {
+		t.Fatalf("step of a deleted user: %v, %v; want an error", ok, err)
+	}
+	if err := s.CreateUser(ctx, u); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := s.AcceptTOTPStep(ctx, u.ID, 100); err != nil || !ok {
+		t.Fatalf("the step after re-creating the user: %v, %v", ok, err)
+	}
+}
+
 func BenchmarkCreateAccessToken(b *testing.B) {
 	conformance.BenchmarkCreateAccessToken(b, func(b testing.TB) store.Store { return open(b, database(b)) })
 }
