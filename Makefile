@@ -4,7 +4,7 @@ BIN     := bin
 CONFIG  ?= configs/regions.yaml
 PKGS    := ./...
 
-.PHONY: all build run test test-race test-faults lint bench clean
+.PHONY: all build run test test-race test-faults lint bench bench-compare clean
 
 all: build
 
@@ -31,6 +31,9 @@ lint: ## gofmt, go vet and staticcheck
 
 bench: ## micro-benchmarks and load figures (see docs/benchmarks.md)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./routing/ ./region/... ./lookup/... ./geodns/...
+
+bench-compare: ## deployed routed hop vs a git revision, one interleaved wrk run: make bench-compare REV=main
+	scripts/bench-routed.sh $(REV)
 
 clean:
 	rm -rf $(BIN) data

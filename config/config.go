@@ -38,10 +38,28 @@ type Federation struct {
 	RoutingKeyFile string `mapstructure:"routing_key_file"`
 	// PreviousRoutingKeyFile, during a routing key rotation, still verifies
 	// artifacts minted with the old key (new ones use RoutingKeyFile).
-	PreviousRoutingKeyFile string        `mapstructure:"previous_routing_key_file"`
-	Topology               string        `mapstructure:"topology"`
-	ConnectTimeout         time.Duration `mapstructure:"connect_timeout"`
-	RequestTimeout         time.Duration `mapstructure:"request_timeout"`
+	PreviousRoutingKeyFile string `mapstructure:"previous_routing_key_file"`
+	// RoutingKeys, when set, replaces the two files above with a key ring
+	// whose artifacts name their key (docs/operations.md, routing key rotation).
+	RoutingKeys    []RoutingKey  `mapstructure:"routing_keys"`
+	Topology       string        `mapstructure:"topology"`
+	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
+	RequestTimeout time.Duration `mapstructure:"request_timeout"`
+	// SigningKeyPublishDelay is how long a rotated signing key is published
+	// before it signs (at least the key caches' refresh bound, see
+	// docs/operations.md); SigningKeyOverlap is how long a retired key stays
+	// published after it stopped signing (at least the longest token lifetime).
+	SigningKeyPublishDelay time.Duration `mapstructure:"signing_key_publish_delay"`
+	SigningKeyOverlap      time.Duration `mapstructure:"signing_key_overlap"`
+}
+
+// RoutingKey is one key of the federation's routing key ring: a secret
+// file and what the key does (sign: mints new artifacts, exactly one;
+// verify: accepted for every artifact; clients: retired, accepted for
+// client_ids only).
+type RoutingKey struct {
+	File string `mapstructure:"file"`
+	Use  string `mapstructure:"use"`
 }
 
 // Site is one deployment of a region: its public host name, where it
@@ -74,6 +92,14 @@ type Region struct {
 	// RegistrationsPerMinute bounds registration attempts per client
 	// address; zero takes the region package's default.
 	RegistrationsPerMinute int `mapstructure:"registrations_per_minute"`
+	// KeyEncryptionKeyFile seals the region's private signing keys at rest;
+	// keep it out of the database and its backups. Empty: a development key
+	// under data_dir/secrets. The environment variable
+	// MERIDIAN_KEY_ENCRYPTION_KEY_FILE overrides it for the node being started.
+	KeyEncryptionKeyFile string `mapstructure:"key_encryption_key_file"`
+	// PreviousKeyEncryptionKeyFile, during a KEK rotation, still opens keys
+	// sealed by the old KEK (MERIDIAN_PREVIOUS_KEY_ENCRYPTION_KEY_FILE overrides it).
+	PreviousKeyEncryptionKeyFile string `mapstructure:"previous_key_encryption_key_file"`
 }
 
 // Hub is the federation hub.
@@ -81,7 +107,15 @@ type Hub struct {
 	Site    `mapstructure:",squash"`
 	KeyFile string `mapstructure:"key_file"`
 	Redis   string `mapstructure:"redis"`
+	// ExpectedUsers is the peak number of users the hub's lookup table is
+	// sized for (its bucket count, see lookup/redisstore.BucketBitsFor);
+	// 0 means the store's default. Changing it for an existing table takes a
+	// rehash (docs/operations.md, "Sizing and rehashing the hub table").
+	ExpectedUsers int64 `mapstructure:"expected_users"`
 }
+
+// MaxExpectedUsers bounds hub.expected_users (2^24 buckets of 80 users).
+const MaxExpectedUsers = 80 << 24
 
 // DNS configures the authoritative GeoDNS server.
 type DNS struct {
@@ -165,6 +199,9 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("federation.topology", "hub")
 	v.SetDefault("federation.connect_timeout", 2*time.Second)
 	v.SetDefault("federation.request_timeout", 10*time.Second)
+	v.SetDefault("hub.expected_users", 0)
+	v.SetDefault("federation.signing_key_publish_delay", 10*time.Minute)
+	v.SetDefault("federation.signing_key_overlap", 24*time.Hour)
 	v.SetDefault("dns.ttl", 30)
 	v.SetDefault("dns.health.interval", 5*time.Second)
 	v.SetDefault("dns.health.timeout", 2*time.Second)
@@ -198,6 +235,34 @@ func (c *Config) Validate() error {
 	}
 	if f.ConnectTimeout <= 0 || f.RequestTimeout <= 0 {
 		return invalid("federation.request_timeout", "connect_timeout and request_timeout must be positive")
+	}
+	if len(f.RoutingKeys) > 0 {
+		if f.RoutingKeyFile != "" || f.PreviousRoutingKeyFile != "" {
+			return invalid("federation.routing_keys", "replaces routing_key_file and previous_routing_key_file; set one or the other")
+		}
+		signers := 0
+		for i, k := range f.RoutingKeys {
+			key := fmt.Sprintf("federation.routing_keys[%d]", i)
+			if k.File == "" {
+				return invalid(key+".file", "a key file is required")
+			}
+			switch k.Use {
+			case "sign":
+				signers++
+			case "verify", "clients":
+			default:
+				return invalid(key+".use", "must be sign, verify or clients, got %q", k.Use)
+			}
+		}
+		if signers != 1 {
+			return invalid("federation.routing_keys", "exactly one key must have use: sign, got %d", signers)
+		}
+	}
+	if f.SigningKeyPublishDelay < 0 {
+		return invalid("federation.signing_key_publish_delay", "must not be negative (zero takes the default)")
+	}
+	if f.SigningKeyOverlap < 0 {
+		return invalid("federation.signing_key_overlap", "must not be negative (zero takes the default)")
 	}
 	if len(c.Regions) == 0 {
 		return invalid("regions", "at least one region is required")
@@ -282,6 +347,9 @@ func (c *Config) Validate() error {
 		if u, err := url.Parse(c.Hub.Redis); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
 			return invalid("hub.redis", "must be a redis:// or rediss:// URL or empty for the embedded store")
 		}
+	}
+	if n := c.Hub.ExpectedUsers; n < 0 || n > MaxExpectedUsers {
+		return invalid("hub.expected_users", "must be 0 (default sizing) or a user count up to %d, got %d", int64(MaxExpectedUsers), n)
 	}
 	if c.DNS.Listen != "" {
 		// The rest of the dns block is validated in one place,

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestLoadExample(t *testing.T) {
@@ -51,8 +52,16 @@ func TestLoadRejects(t *testing.T) {
 		{"region id with leading dash", "  - id: ap", "  - id: -ap", "regions[2].id"},
 		{"proximity listed twice", "proximity: [us, ap]", "proximity: [us, us]", "regions[0].proximity[1]"},
 		{"bad redis url", `redis: ""`, `redis: "http://x"`, "hub.redis"},
+		{"negative expected users", `redis: ""`, "redis: \"\"\n  expected_users: -5", "hub.expected_users"},
+		{"expected users not a number", `redis: ""`, "redis: \"\"\n  expected_users: lots", "expected_users"},
 		{"bad timeout", "request_timeout: 10s", "request_timeout: soon", "request_timeout"},
 		{"negative registration rate", "proximity: [us, ap]", "proximity: [us, ap]\n    registrations_per_minute: -1", "regions[0].registrations_per_minute"},
+		{"routing ring without signer", "  previous_routing_key_file: \"\"", "  routing_keys: [{file: /k1, use: verify}]", "federation.routing_keys"},
+		{"routing ring with two signers", "  previous_routing_key_file: \"\"", "  routing_keys: [{file: /k1, use: sign}, {file: /k2, use: sign}]", "federation.routing_keys"},
+		{"routing ring bad use", "  previous_routing_key_file: \"\"", "  routing_keys: [{file: /k1, use: sign}, {file: /k2, use: maybe}]", "federation.routing_keys[1].use"},
+		{"routing ring without file", "  previous_routing_key_file: \"\"", "  routing_keys: [{use: sign}]", "federation.routing_keys[0].file"},
+		{"routing ring and key file", "  routing_key_file: \"\"", "  routing_key_file: /k0\n  routing_keys: [{file: /k1, use: sign}]", "federation.routing_keys"},
+		{"negative publish delay", "  topology: hub", "  topology: hub\n  signing_key_publish_delay: -1m", "federation.signing_key_publish_delay"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -114,6 +123,30 @@ func TestDatabaseSettings(t *testing.T) {
 		if err != nil && (!strings.Contains(err.Error(), "regions[0].database") || strings.Contains(err.Error(), "s3cret")) {
 			t.Errorf("database %q: error %q should name the key and not the password", tt.database, err)
 		}
+func TestRoutingKeyRingLoads(t *testing.T) {
+	example, err := os.ReadFile("../configs/regions.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "regions.yaml")
+	body := strings.Replace(string(example), "  previous_routing_key_file: \"\"",
+		"  routing_keys:\n    - {file: /etc/new.key, use: sign}\n    - {file: /etc/old.key, use: clients}", 1)
+	body = strings.Replace(body, "  - id: eu\n", "  - id: eu\n    key_encryption_key_file: /etc/eu.kek\n", 1)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := c.Federation.RoutingKeys; len(r) != 2 || r[0] != (RoutingKey{File: "/etc/new.key", Use: "sign"}) || r[1].Use != "clients" {
+		t.Fatalf("routing_keys = %+v", r)
+	}
+	if eu, _ := c.Region("eu"); eu.KeyEncryptionKeyFile != "/etc/eu.kek" {
+		t.Fatalf("key_encryption_key_file = %q", eu.KeyEncryptionKeyFile)
+	}
+	if c.Federation.SigningKeyPublishDelay != 10*time.Minute || c.Federation.SigningKeyOverlap != 24*time.Hour {
+		t.Fatalf("signing key defaults %v %v", c.Federation.SigningKeyPublishDelay, c.Federation.SigningKeyOverlap)
 	}
 }
 
@@ -125,5 +158,27 @@ func TestEnvOverride(t *testing.T) {
 	}
 	if c.Federation.Topology != "mesh" {
 		t.Fatalf("topology = %s", c.Federation.Topology)
+	}
+}
+
+// TestHubExpectedUsers checks hub.expected_users from the file and from its
+// environment override.
+func TestHubExpectedUsers(t *testing.T) {
+	example, err := os.ReadFile("../configs/regions.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "regions.yaml")
+	body := strings.Replace(string(example), `redis: ""`, "redis: \"\"\n  expected_users: 10000000", 1)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil || c.Hub.ExpectedUsers != 10_000_000 {
+		t.Fatalf("Load = %v, expected_users %d", err, c.Hub.ExpectedUsers)
+	}
+	t.Setenv("MERIDIAN_HUB_EXPECTED_USERS", "2000000")
+	if c, err = Load("../configs/regions.yaml"); err != nil || c.Hub.ExpectedUsers != 2_000_000 {
+		t.Fatalf("env override: %v, expected_users %d", err, c.Hub.ExpectedUsers)
 	}
 }

@@ -7,7 +7,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meridian-id/meridian/region/federation"
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/routing"
 )
 
@@ -79,8 +79,39 @@ func TestFederatedCallbackAttacks(t *testing.T) {
 	moved := *hubCB
 	moved.Path = "/callback/ap"
 	refused("answer moved to another region's callback", b.visit(moved.String()))
-	if p := b.visit(hubCB.String()); p.out != nil {
-		t.Fatal("callback accepted after its state was spent on the wrong path")
+	// The moved answer did not spend the login: the genuine one completes,
+	// once.
+	if p := b.visit(hubCB.String()); p.out == nil || p.out.Query().Get("code") == "" {
+		t.Fatalf("genuine answer after a moved one: %d %s", p.status, p.body)
+	}
+	refused("hub callback replayed", b.visit(hubCB.String()))
+}
+
+// TestHubCallbackInAnotherBrowserLeavesLoginIntact (issue 11 item 13): the
+// resident region's answer carried into another browser is refused there
+// without consuming the pending login, so the victim's own browser still
+// completes it; and only once.
+func TestHubCallbackInAnotherBrowserLeavesLoginIntact(t *testing.T) {
+	f := newFed(t, options{topology: federation.TopologyHub})
+	f.addUser("us", "bob.smith", bobPassword, bobClaims())
+	f.waitResolves("bob.smith", "us")
+	a := f.newApp("eu", globalURL)
+	victim, attacker := f.newBrowser(), f.newBrowser()
+	fl := a.start()
+	hubCB := callbackAt(t, victim, fl.url, "/callback/us")
+
+	for i := 0; i < 3; i++ {
+		if p := attacker.visit(hubCB.String()); p.out != nil || p.status != http.StatusBadRequest {
+			t.Fatalf("attacker's browser: %d out=%v", p.status, p.out)
+		}
+	}
+	p := victim.visit(hubCB.String())
+	if p.out == nil || p.out.Query().Get("code") == "" {
+		t.Fatalf("victim's login broken by another browser: %d %s", p.status, p.body)
+	}
+	a.finish(fl, p.out)
+	if p := attacker.visit(hubCB.String()); p.out != nil || p.status != http.StatusBadRequest {
+		t.Fatalf("spent answer in the attacker's browser: %d out=%v", p.status, p.out)
 	}
 }
 
@@ -102,9 +133,9 @@ func TestHubAuthorizeRejectsBadRequests(t *testing.T) {
 		return b.visit(hubURL + "/authorize?" + v.Encode())
 	}
 	for name, mod := range map[string]func(url.Values){
-		"unknown client":    func(v url.Values) { v.Set("client_id", "region-xx") },
-		"foreign redirect":  func(v url.Values) { v.Set("redirect_uri", "http://evil.example/cb") },
-		"other region's cb": func(v url.Values) { v.Set("redirect_uri", regionIssuer("us")+federation.CallbackPath) },
+		"unknown client":   func(v url.Values) { v.Set("client_id", "region-xx") },
+		"foreign redirect": func(v url.Values) { v.Set("redirect_uri", "http://evil.example/cb") },
+		"not the callback": func(v url.Values) { v.Set("redirect_uri", regionIssuer("eu")+"/authorize/callback") },
 	} {
 		p := try(mod)
 		if p.out != nil || p.status < 400 || !strings.HasPrefix(p.header.Get("Content-Type"), "text/html") {

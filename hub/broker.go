@@ -2,8 +2,6 @@ package hub
 
 import (
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
@@ -18,7 +16,6 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -28,10 +25,13 @@ import (
 	"golang.org/x/text/language"
 
 	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/federation/setup"
+	"github.com/meridian-id/meridian/loginpage"
 	"github.com/meridian-id/meridian/lookup"
-	"github.com/meridian-id/meridian/region"
-	"github.com/meridian-id/meridian/region/federation"
+	"github.com/meridian-id/meridian/password"
 	"github.com/meridian-id/meridian/routing"
+	"github.com/meridian-id/meridian/seal"
 )
 
 // Region is a region as the hub knows it.
@@ -51,7 +51,7 @@ func RegionsFromConfig(cfg *config.Config) []Region {
 	out := make([]Region, 0, len(cfg.Regions))
 	for i := range cfg.Regions {
 		r := &cfg.Regions[i]
-		out = append(out, Region{ID: r.ID, Issuer: cfg.Issuer(r), Bases: federation.RegionBases(cfg, r)})
+		out = append(out, Region{ID: r.ID, Issuer: cfg.Issuer(r), Bases: setup.RegionBases(cfg, r)})
 	}
 	return out
 }
@@ -72,6 +72,9 @@ type Config struct {
 	// token signing key, the state sealing key and the CSRF key. It must
 	// not be k_hub or the routing key, which regions hold too.
 	Secret []byte
+	// PreviousSecrets, after a rotation of Secret, still open the state
+	// sealed before it (logins in flight survive the rotation).
+	PreviousSecrets [][]byte
 	// HTTPClient is the back-channel client (federation.NewHTTPClient).
 	HTTPClient *http.Client
 	// SecureCookies sets Secure and the __Host- prefix (https).
@@ -140,19 +143,11 @@ func New(cfg Config) (*Broker, error) {
 	if b.table, err = lookup.NewTable(cfg.Hasher, cfg.Lookup); err != nil {
 		return nil, err
 	}
-	stateKey, err := hkdf.Key(sha256.New, cfg.Secret, nil, "meridian hub state v1", 32)
+	box, err := seal.New("meridian hub state v1", cfg.Secret, cfg.PreviousSecrets...)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("hub: secret: %w", err)
 	}
-	block, err := aes.NewCipher(stateKey)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
-	}
-	b.state = &sealedState{s: cfg.State, aead: aead}
+	b.state = &sealedState{s: cfg.State, box: box}
 	if b.csrfKey, err = hkdf.Key(sha256.New, cfg.Secret, nil, "meridian hub csrf v1", 32); err != nil {
 		return nil, err
 	}
@@ -187,7 +182,7 @@ func New(cfg Config) (*Broker, error) {
 	}
 	var pw [32]byte
 	_, _ = rand.Read(pw[:])
-	if b.dummy, err = region.HashPassword(base64.RawURLEncoding.EncodeToString(pw[:])); err != nil {
+	if b.dummy, err = password.Hash(base64.RawURLEncoding.EncodeToString(pw[:])); err != nil {
 		return nil, err
 	}
 	var ck [32]byte
@@ -302,7 +297,7 @@ func (b *Broker) routes() http.Handler {
 		h.Set("X-Meridian-Region", "hub")
 		h.Set("X-Meridian-Entry", "hub")
 		h.Set("Vary", "Origin")
-		federation.SetPageHeaders(h)
+		loginpage.SetHeaders(h)
 		mux.ServeHTTP(w, r)
 	})
 }
@@ -407,6 +402,26 @@ func (b *Broker) decoy(username string) string {
 	return b.ids[int(k[0])%len(b.ids)]
 }
 
+// decoyFor is the region an unknown username is sent to from entry: never
+// entry itself (a known user is never sent back where the login began),
+// fixed per username and entry, so retries look consistent.
+func (b *Broker) decoyFor(username, entry string) string {
+	others := make([]string, 0, len(b.ids))
+	for _, id := range b.ids {
+		if id != entry {
+			others = append(others, id)
+		}
+	}
+	if len(others) == 0 {
+		return entry
+	}
+	k, err := b.cfg.Hasher.Key(username)
+	if err != nil {
+		return others[0]
+	}
+	return others[int(k[0])%len(others)]
+}
+
 // Messages of the hub's pages.
 const (
 	msgExpired     = "This sign-in request has expired or was already used."
@@ -441,9 +456,11 @@ func (b *Broker) login(w http.ResponseWriter, r *http.Request) {
 	b.countLookup(ctx, err)
 	switch {
 	case errors.Is(err, lookup.ErrNotFound), errors.Is(err, lookup.ErrInvalidUsername):
+		// Unknown usernames take the known path to a decoy region, whose
+		// own login answers them exactly as a wrong password: same
+		// status, host sequence and pages (see docs/architecture.md).
 		b.count(ctx, "unknown", "")
-		b.unknown(w, ar, nonce)
-		return
+		home = b.decoyFor(ar.LoginHint, entry)
 	case err != nil:
 		b.count(ctx, "lookup_unavailable", "")
 		b.log.ErrorContext(ctx, "lookup table unavailable", "err", err)
@@ -456,8 +473,11 @@ func (b *Broker) login(w http.ResponseWriter, r *http.Request) {
 		// there) or a region this hub does not know: never loop.
 		b.log.WarnContext(ctx, "lookup entry does not lead to a usable region; run hub reconcile", "home", home, "entry", entry)
 		b.count(ctx, "stale_entry", home)
-		b.unknown(w, ar, nonce)
-		return
+		home = b.decoyFor(ar.LoginHint, entry)
+		if rp, ok = b.rps[home]; !ok || home == entry {
+			b.unknown(w, r, ar, nonce) // a federation of one region
+			return
+		}
 	}
 	if err := rp.Ready(ctx); err != nil {
 		b.log.WarnContext(ctx, "resident region unreachable", "home", home, "err", err)
@@ -476,14 +496,9 @@ func (b *Broker) login(w http.ResponseWriter, r *http.Request) {
 		b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)
 		return
 	}
-	extra := url.Values{}
-	if len(ar.Prompt) > 0 {
-		extra.Set("prompt", strings.Join(ar.Prompt, " "))
-	}
-	if ar.MaxAge != nil {
-		extra.Set("max_age", strconv.FormatUint(uint64(*ar.MaxAge), 10))
-	}
-	u, err := rp.AuthCodeURL(ctx, f, rp.RedirectURI(""), ar.LoginHint, extra)
+	// The resident region enforces what the application asked for.
+	params := federation.LoginParams{Prompt: ar.Prompt, MaxAge: ar.MaxAge, UILocales: ar.UILocales, ACRValues: ar.ACRValues}
+	u, err := rp.AuthCodeURL(ctx, f, rp.RedirectURI(""), ar.LoginHint, params.Values())
 	if err != nil {
 		b.errorPage(w, http.StatusServiceUnavailable, federation.UnavailableMessage)
 		return
@@ -511,7 +526,12 @@ func lookLike(w http.ResponseWriter, region string) {
 
 // unknown renders the password page a region shows, for a username no
 // region has.
-func (b *Broker) unknown(w http.ResponseWriter, ar *authReq, nonce string) {
+func (b *Broker) unknown(w http.ResponseWriter, r *http.Request, ar *authReq, nonce string) {
+	if slices.Contains(ar.Prompt, oidc.PromptNone) {
+		// What the resident region answers prompt=none without a session.
+		b.redirect(w, r, ar, url.Values{"error": {"login_required"}, "error_description": {"the home region answered login_required"}})
+		return
+	}
 	decoy := b.decoy(ar.LoginHint)
 	lookLike(w, decoy)
 	b.pages.Render(w, http.StatusOK, "password", federation.Page{Title: federation.TitlePassword,
@@ -552,7 +572,7 @@ func (b *Broker) password(w http.ResponseWriter, r *http.Request) {
 	}
 	// The hub holds no password: verifying against a dummy hash only pays
 	// the argon2id cost a region pays for a wrong password.
-	_ = region.VerifyPassword(b.dummy, r.PostFormValue("password"))
+	_ = password.Verify(b.dummy, r.PostFormValue("password"))
 	pg.Error = federation.InvalidCredentials
 	b.pages.Render(w, http.StatusOK, "password", pg)
 }
@@ -573,18 +593,27 @@ func (b *Broker) callback(w http.ResponseWriter, r *http.Request) {
 		b.errorPage(w, http.StatusBadRequest, msgFailed)
 		return
 	}
-	if err := b.state.take(ctx, kindLogin, state, &lg); err != nil {
-		if !errors.Is(err, ErrStateNotFound) {
-			b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)
+	// Check the binding (region and browser) before consuming the state:
+	// a callback carried into another browser is refused and leaves the
+	// victim's login intact. take then spends it exactly once.
+	bound := func(lg pendingLogin) bool {
+		nonce := b.existingNonce(r)
+		return lg.Region == reg && nonce != "" && subtle.ConstantTimeCompare([]byte(lg.Browser), []byte(b.mac("browser", nonce))) == 1
+	}
+	for _, load := range []func(context.Context, string, string, any) error{b.state.get, b.state.take} {
+		if err := load(ctx, kindLogin, state, &lg); err != nil {
+			if !errors.Is(err, ErrStateNotFound) {
+				b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)
+				return
+			}
+			b.errorPage(w, http.StatusBadRequest, msgFailed)
 			return
 		}
-		b.errorPage(w, http.StatusBadRequest, msgFailed)
-		return
-	}
-	nonce := b.existingNonce(r)
-	if lg.Region != reg || nonce == "" || subtle.ConstantTimeCompare([]byte(lg.Browser), []byte(b.mac("browser", nonce))) != 1 {
-		b.errorPage(w, http.StatusBadRequest, msgFailed)
-		return
+		if !bound(lg) {
+			b.log.WarnContext(ctx, "federated callback refused: not the browser or region the login was sent from", "region", reg)
+			b.errorPage(w, http.StatusBadRequest, msgFailed)
+			return
+		}
 	}
 	ar, err := b.storage.authRequest(ctx, lg.ARID)
 	if err != nil || ar.IsDone {
@@ -599,7 +628,7 @@ func (b *Broker) callback(w http.ResponseWriter, r *http.Request) {
 		b.redirect(w, r, ar, url.Values{"error": {relayedError(ae.Code)},
 			"error_description": {"the home region answered " + relayedError(ae.Code)}})
 		return
-	case errors.Is(err, region.ErrFederationUnavailable):
+	case errors.Is(err, federation.ErrUnavailable):
 		b.log.WarnContext(ctx, "resident region failed during login", "home", reg, "err", err)
 		b.count(ctx, "region_unavailable", reg)
 		b.errorPage(w, http.StatusServiceUnavailable, federation.UnavailableMessage)
@@ -704,7 +733,7 @@ func (w *issWriter) Write(p []byte) (int, error) {
 // browser turns op's plain-text error answers at /authorize into the HTML
 // error page.
 func (b *Broker) browser(next http.Handler) http.Handler {
-	return region.HTMLErrors(next, func(w http.ResponseWriter, status int, msg string) {
+	return loginpage.HTMLErrors(next, func(w http.ResponseWriter, status int, msg string) {
 		b.errorPage(w, status, "The region sent an invalid sign-in request: "+msg)
 	})
 }

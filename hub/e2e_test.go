@@ -5,7 +5,7 @@ import (
 	"slices"
 	"testing"
 
-	"github.com/meridian-id/meridian/region/federation"
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/region/store"
 )
 

@@ -25,13 +25,14 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 	"golang.org/x/oauth2"
 
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/hub"
 	"github.com/meridian-id/meridian/internal/testenv"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/lookup/embedded"
 	"github.com/meridian-id/meridian/lookup/redisstore"
 	"github.com/meridian-id/meridian/region"
-	"github.com/meridian-id/meridian/region/federation"
+	"github.com/meridian-id/meridian/region/federate"
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/region/store/sqlite"
 	"github.com/meridian-id/meridian/routing"
@@ -120,7 +121,7 @@ type regionNode struct {
 	addr   string
 	st     store.Store
 	p      *region.Provider
-	pusher *federation.Pusher
+	pusher *federate.Pusher
 	srv    *http.Server
 }
 
@@ -209,10 +210,16 @@ func newFed(t *testing.T, o options) *fed {
 }
 
 func (f *fed) bases(id string) []string {
+	out := []string{regionIssuer(id)}
 	if id == "eu" {
-		return []string{regionIssuer(id), globalURL}
+		out = append(out, globalURL)
 	}
-	return []string{regionIssuer(id)}
+	for _, o := range regionIDs {
+		if o != id {
+			out = append(out, regionIssuer(o))
+		}
+	}
+	return out
 }
 
 // startRegion runs region id as a node does: its router (cross-region
@@ -230,10 +237,10 @@ func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 	}
 	t.Cleanup(func() { st.Close() })
 	cookieKey := randomKey(t)
-	ucfg := federation.UpstreamConfig{Region: id, Bases: f.bases(id), Topology: f.opts.topology, HubURL: hubURL,
+	ucfg := federate.UpstreamConfig{Region: id, Bases: f.bases(id), Topology: f.opts.topology, HubURL: hubURL,
 		Codec: f.codec, CookieKey: cookieKey, HTTPClient: f.client, Log: discard(),
 		RP: federation.RPOptions{HealthTTL: time.Millisecond, ProbeTimeout: time.Second}}
-	var sink federation.KeySink
+	var sink federate.KeySink
 	if f.opts.topology == federation.TopologyMesh {
 		ucfg.Table = f.table
 		ucfg.Peers = map[string]string{}
@@ -242,19 +249,19 @@ func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 			ucfg.Peers[r] = regionIssuer(r)
 			entries[r] = f.bases(r)
 		}
-		if err := federation.EnsurePeerClients(ctx, st, f.codec, id, entries); err != nil {
+		if err := federate.EnsurePeerClients(ctx, st, f.codec, id, entries); err != nil {
 			t.Fatal(err)
 		}
-		sink = federation.StoreSink{Store: f.lookup, Region: id}
+		sink = federate.StoreSink{Store: f.lookup, Region: id}
 	} else {
-		if err := federation.EnsureHubClient(ctx, st, f.codec, id, hubURL); err != nil {
+		if err := federate.EnsureHubClient(ctx, st, f.codec, id, hubURL); err != nil {
 			t.Fatal(err)
 		}
-		if sink, err = federation.NewHubSink(hubURL, f.codec, id, f.client); err != nil {
+		if sink, err = federate.NewHubSink(hubURL, f.codec, id, f.client); err != nil {
 			t.Fatal(err)
 		}
 	}
-	up, err := federation.NewUpstream(ucfg)
+	up, err := federate.NewUpstream(ucfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,12 +277,18 @@ func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	peerHosts := map[string]string{}
+	for _, o := range regionIDs {
+		if o != id {
+			peerHosts[regionHost(o)] = regionIssuer(o)
+		}
+	}
 	p, err := region.New(ctx, region.Config{Region: id, Issuer: regionIssuer(id), GlobalIssuer: globalURL,
-		RegionHosts: []string{regionHost(id)}, CookieKey: cookieKey, Upstream: up, Peers: rt}, st, f.codec, discard())
+		RegionHosts: []string{regionHost(id)}, PeerHosts: peerHosts, CookieKey: cookieKey, Upstream: up, Peers: rt}, st, f.codec, discard())
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := federation.NewUserKeysHandler(federation.UserKeysConfig{Region: id, Codec: f.codec, Hasher: f.hasher,
+	keys, err := federate.NewUserKeysHandler(federate.UserKeysConfig{Region: id, Codec: f.codec, Hasher: f.hasher,
 		Users: st, CursorKey: cookieKey})
 	if err != nil {
 		t.Fatal(err)
@@ -290,7 +303,7 @@ func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 	if id == "eu" {
 		f.routes.set(globalHost, addr)
 	}
-	pusher, err := federation.NewPusher(federation.PusherConfig{Region: id, Outbox: st, Hasher: f.hasher, Sink: sink,
+	pusher, err := federate.NewPusher(federate.PusherConfig{Region: id, Outbox: st, Hasher: f.hasher, Sink: sink,
 		Poll: 30 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Log: discard()})
 	if err != nil {
 		t.Fatal(err)
@@ -410,10 +423,11 @@ func (a *app) finish(fl authFlow, loc *url.URL) signedIn {
 	t := a.f.t
 	t.Helper()
 	q := loc.Query()
-	// Regions name the global issuer in authorization responses to
-	// applications, whatever host served them.
-	if q.Get("state") != fl.state || q.Get("iss") != globalURL || q.Get("code") == "" {
-		t.Fatalf("authorization response %s: want state, iss=%s and a code", loc, globalURL)
+	// The authorization response names the issuer the application
+	// discovered (RFC 9207), which its ID token names too (checked by the
+	// verifier below).
+	if q.Get("state") != fl.state || q.Get("iss") != a.issuer || q.Get("code") == "" {
+		t.Fatalf("authorization response %s: want state, iss=%s and a code", loc, a.issuer)
 	}
 	ctx := context.WithValue(oidc.ClientContext(a.f.ctx, a.f.client), oauth2.HTTPClient, a.f.client)
 	tok, err := a.conf.Exchange(ctx, q.Get("code"), oauth2.VerifierOption(fl.verifier))

@@ -56,6 +56,8 @@ type authReq struct {
 	Prompt              []string          `json:"prompt,omitempty"`
 	MaxAge              *uint             `json:"max_age,omitempty"`
 	LoginHint           string            `json:"login_hint,omitempty"`
+	UILocales           []string          `json:"ui_locales,omitempty"`
+	ACRValues           []string          `json:"acr_values,omitempty"`
 	Expires             time.Time         `json:"exp"`
 	Subject             string            `json:"sub,omitempty"`
 	AuthTime            time.Time         `json:"auth_time"`
@@ -203,7 +205,10 @@ func (s *storage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, 
 	ar := &authReq{ID: id, ClientID: req.ClientID, RedirectURI: req.RedirectURI, Scopes: req.Scopes, State: req.State,
 		Nonce: req.Nonce, CodeChallenge: req.CodeChallenge, CodeChallengeMethod: string(req.CodeChallengeMethod),
 		ResponseType: string(req.ResponseType), Prompt: req.Prompt, MaxAge: req.MaxAge, LoginHint: req.LoginHint,
-		Expires: time.Now().Add(authRequestTTL)}
+		ACRValues: req.ACRValues, Expires: time.Now().Add(authRequestTTL)}
+	for _, l := range req.UILocales {
+		ar.UILocales = append(ar.UILocales, l.String())
+	}
 	if err := s.state.put(ctx, kindAuthRequest, id, ar, authRequestTTL); err != nil {
 		return nil, serverError(err)
 	}

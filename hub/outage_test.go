@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/meridian-id/meridian/region/federation"
+	"github.com/meridian-id/meridian/federation"
 )
 
 // TestHubDown stops the hub: a resident login still works, a cross-region

@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/lookup"
-	"github.com/meridian-id/meridian/region/federation"
 )
 
 var (
@@ -106,6 +106,15 @@ func unknownUserIndistinguishable(t *testing.T, f *fed, topology string) {
 	if !strict {
 		t.Log("password page: Set-Cookie not compared (resident region shows the username step first, or mesh)")
 	}
+	// The browser's path is the same too: through the hub to a region's
+	// own password page (the resident region, or a decoy for the unknown
+	// name), never a page on the hub's host.
+	if topology == federation.TopologyHub {
+		hk, hu := regionHostsAs(pk.hosts), regionHostsAs(pu.hosts)
+		if !slices.Equal(hk, hu) || pk.url.Hostname() == hubHost || pu.url.Hostname() == hubHost {
+			t.Errorf("host sequence: known %v (page at %s), unknown %v (page at %s)", pk.hosts, pk.url.Host, pu.hosts, pu.url.Host)
+		}
+	}
 	sameShape(t, "password page", pk, "bob.smith", pu, "nobody.anywhere", !strict)
 	sameShape(t, "wrong password answer", rk, "bob.smith", ru, "nobody.anywhere", false)
 }
@@ -196,4 +205,19 @@ func TestPrivacyRedis(t *testing.T) {
 	if strings.Contains(dump.String(), string(f.hubKey)) {
 		t.Fatal("k_hub is stored in Redis")
 	}
+}
+
+// regionHostsAs replaces region host names by one placeholder: which
+// region a page comes from is the label the shape comparison ignores.
+func regionHostsAs(hosts []string) []string {
+	out := make([]string, len(hosts))
+	for i, h := range hosts {
+		out[i] = h
+		for _, id := range regionIDs {
+			if strings.EqualFold(h, regionHost(id)) {
+				out[i] = "REGION"
+			}
+		}
+	}
+	return out
 }

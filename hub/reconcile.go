@@ -6,8 +6,8 @@ import (
 	"fmt"
 	"slices"
 
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/lookup"
-	"github.com/meridian-id/meridian/region/federation"
 )
 
 // RegionReconcile is what Reconcile found for one region.

@@ -11,10 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/hub"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/region"
-	"github.com/meridian-id/meridian/region/federation"
 	"github.com/meridian-id/meridian/region/store"
 )
 

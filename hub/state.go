@@ -2,17 +2,16 @@ package hub
 
 import (
 	"context"
-	"crypto/cipher"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
-	"io"
 	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/meridian-id/meridian/seal"
 )
 
 // ErrStateNotFound is returned by a StateStore for an absent or expired key.
@@ -140,8 +139,8 @@ func (s *RedisState) Ping(ctx context.Context) error { return s.c.Ping(ctx).Err(
 
 // sealedState seals JSON values into a StateStore under hashed keys.
 type sealedState struct {
-	s    StateStore
-	aead cipher.AEAD
+	s   StateStore
+	box *seal.Box
 }
 
 // key names a record by kind and the SHA-256 of its protocol value (the
@@ -157,19 +156,15 @@ func (s *sealedState) put(ctx context.Context, kind, id string, v any, ttl time.
 		return err
 	}
 	key := stateKey(kind, id)
-	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(plain)+s.aead.Overhead())
-	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
+	sealed, err := s.box.Seal(plain, key, time.Now().Add(ttl))
+	if err != nil {
 		return err
 	}
-	return s.s.Put(ctx, key, s.aead.Seal(nonce, nonce, plain, []byte(key)), ttl)
+	return s.s.Put(ctx, key, sealed, ttl)
 }
 
 func (s *sealedState) open(key string, raw []byte, v any) error {
-	ns := s.aead.NonceSize()
-	if len(raw) < ns {
-		return ErrStateNotFound
-	}
-	plain, err := s.aead.Open(nil, raw[:ns], raw[ns:], []byte(key))
+	plain, err := s.box.Open(raw, key, time.Now())
 	if err != nil {
 		return ErrStateNotFound
 	}

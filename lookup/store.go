@@ -14,6 +14,11 @@ const MaxRegionLen = 16
 // ErrNotFound is returned (possibly wrapped) when a key has no entry.
 var ErrNotFound = errors.New("lookup: not found")
 
+// ErrUnavailable is matched by errors of a store that could not be reached
+// or did not answer (a Redis node down, a timeout): the user may well exist,
+// so callers answer "try again later", never "unknown user".
+var ErrUnavailable = errors.New("lookup: store unavailable")
+
 // ErrInvalidRegion is matched by errors reporting a malformed region id.
 var ErrInvalidRegion = errors.New("lookup: invalid region id")
 

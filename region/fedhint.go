@@ -1,14 +1,7 @@
 package region
 
 import (
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
 )
 
@@ -27,24 +20,20 @@ func (l *loginUI) fedHintName() string {
 	return l.cookieName(fedHintCookie+l.p.cfg.Region, l.p.cfg.CookieDomain == "")
 }
 
-func (l *loginUI) hintAEAD() cipher.AEAD {
-	k := sha256.Sum256(append([]byte("meridian federated-login hint\x00"), l.p.cfg.CookieKey...))
-	block, _ := aes.NewCipher(k[:])
-	aead, _ := cipher.NewGCM(block)
-	return aead
-}
+// fedHintMaxLen bounds the cookie value opened (a username is at most a
+// few hundred bytes).
+const fedHintMaxLen = 2048
 
 func (l *loginUI) setFedHint(w http.ResponseWriter, username string) {
 	if username == "" {
 		return
 	}
-	aead := l.hintAEAD()
-	nonce := make([]byte, aead.NonceSize())
-	_, _ = rand.Read(nonce)
 	exp := time.Now().Add(l.p.cfg.Lifetimes.Session)
-	plain := strconv.FormatInt(exp.Unix(), 10) + "|" + username
-	sealed := aead.Seal(nonce, nonce, []byte(plain), []byte(l.p.cfg.Region))
-	http.SetCookie(w, &http.Cookie{Name: l.fedHintName(), Value: base64.RawURLEncoding.EncodeToString(sealed),
+	v, err := l.p.fedHint.SealString([]byte(username), l.p.cfg.Region, exp)
+	if err != nil {
+		return // the hint is a convenience: without it the user types the username again
+	}
+	http.SetCookie(w, &http.Cookie{Name: l.fedHintName(), Value: v,
 		Path: "/", Domain: l.p.cfg.CookieDomain, HttpOnly: true, Secure: l.p.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, Expires: exp})
 }
 
@@ -53,21 +42,11 @@ func (l *loginUI) fedHint(r *http.Request) (string, bool) {
 	if err != nil {
 		return "", false
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(c.Value)
-	aead := l.hintAEAD()
-	if err != nil || len(raw) < aead.NonceSize() {
+	name, err := l.p.fedHint.OpenString(c.Value, l.p.cfg.Region, time.Now(), fedHintMaxLen)
+	if err != nil || len(name) == 0 {
 		return "", false
 	}
-	plain, err := aead.Open(nil, raw[:aead.NonceSize()], raw[aead.NonceSize():], []byte(l.p.cfg.Region))
-	if err != nil {
-		return "", false
-	}
-	exp, name, ok := strings.Cut(string(plain), "|")
-	e, err := strconv.ParseInt(exp, 10, 64)
-	if !ok || err != nil || time.Now().Unix() > e || name == "" {
-		return "", false
-	}
-	return name, true
+	return string(name), true
 }
 
 func (l *loginUI) clearFedHint(w http.ResponseWriter) {

@@ -6,7 +6,6 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"embed"
 	"encoding/base64"
 	"errors"
 	"html/template"
@@ -23,12 +22,12 @@ import (
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
 
+	"github.com/meridian-id/meridian/loginpage"
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/routing"
 )
 
-//go:embed templates/*.html
-var templateFS embed.FS
+var templateFS = loginpage.Templates()
 
 // PageTemplates are the login page templates ("username", "password",
 // "totp", "consent", "error"), shared with the hub and the federation
@@ -272,14 +271,16 @@ func (l *loginUI) start(w http.ResponseWriter, r *http.Request) {
 		l.authenticated(w, r, ar, nonce, loginState{id: ar.ID, userID: sess.UserID, amr: strings.Join(sess.AMR, " "), authTime: sess.AuthTime, federated: slices.Contains(sess.AMR, "fed")}, false)
 		return
 	}
-	if hasPrompt(ar, oidc.PromptNone) {
+	if hasPrompt(ar, oidc.PromptNone) && !l.federateSilently(w, r, ar) {
 		l.redirectError(w, r, ar, oidc.ErrLoginRequired())
+	}
+	if hasPrompt(ar, oidc.PromptNone) {
 		return
 	}
 	// A user resident elsewhere who signed in through this browser before:
 	// back to the hub, whose resident region's SSO session answers.
 	if name, ok := l.fedHint(r); ok && l.p.cfg.Upstream != nil && !hasPrompt(ar, oidc.PromptLogin) && !l.federationClient(r.Context(), ar.ClientID) {
-		l.p.cfg.Upstream.Begin(w, r, ar.ID, name)
+		l.p.cfg.Upstream.Begin(w, r, federatedLogin(ar, name))
 		return
 	}
 	// The hub (or a peer region) already asked for the username: go
@@ -322,7 +323,7 @@ func (l *loginUI) identify(w http.ResponseWriter, r *http.Request) {
 		if err == nil && errors.Is(lerr, store.ErrNotFound) {
 			// Not resident here: the hub (or, in mesh, the resident region)
 			// takes over; only the resident region will see the password.
-			l.p.cfg.Upstream.Begin(w, r, ar.ID, username)
+			l.p.cfg.Upstream.Begin(w, r, federatedLogin(ar, username))
 			return
 		}
 	}

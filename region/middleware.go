@@ -1,20 +1,19 @@
 package region
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"html"
 	"net/http"
 	"net/url"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/rs/cors"
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 	"github.com/zitadel/oidc/v3/pkg/op"
+
+	"github.com/meridian-id/meridian/loginpage"
 )
 
 // ScopeFederation marks a client that federates with this region's own
@@ -191,7 +190,9 @@ func (p *Provider) addIss(ctx context.Context, loc string, r *http.Request) stri
 }
 
 // responseIssuer is the issuer the client knows: the region issuer for
-// federation clients, the global issuer for applications.
+// federation clients, else the issuer of the host the request came
+// through, which is what that host's discovery document and ID tokens say
+// (RFC 9207).
 func (p *Provider) responseIssuer(ctx context.Context, r *http.Request) string {
 	id := r.URL.Query().Get("client_id")
 	if id == "" {
@@ -202,7 +203,7 @@ func (p *Provider) responseIssuer(ctx context.Context, r *http.Request) string {
 	if c, err := p.storage.client(ctx, id); err == nil && slices.Contains(c.Scopes, ScopeFederation) {
 		return p.cfg.Issuer
 	}
-	return p.cfg.GlobalIssuer
+	return p.hostIssuer(r)
 }
 
 // checkCallback lets only the browser that logged in collect the code.
@@ -300,72 +301,9 @@ func onlyGet(next http.Handler) http.Handler {
 // browser turns op's plain-text error answers on browser endpoints into an
 // HTML error page.
 func (p *Provider) browser(next http.Handler) http.Handler {
-	return HTMLErrors(next, func(w http.ResponseWriter, status int, msg string) {
+	return loginpage.HTMLErrors(next, func(w http.ResponseWriter, status int, msg string) {
 		p.login.errorPage(w, status, "The application sent an invalid sign-in request: "+msg)
 	})
-}
-
-// HTMLErrors answers a browser endpoint's non-HTML error responses (op's
-// plain text or JSON errors) with page instead, passing it the error's
-// description. The hub uses it for its own browser endpoints too.
-func HTMLErrors(next http.Handler, page func(w http.ResponseWriter, status int, msg string)) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		hw := &htmlErrorWriter{ResponseWriter: w}
-		next.ServeHTTP(hw, r)
-		if hw.status != 0 {
-			msg := strings.TrimSpace(hw.body.String())
-			var e struct {
-				Error       string `json:"error"`
-				Description string `json:"error_description"`
-			}
-			if json.Unmarshal([]byte(msg), &e) == nil && e.Error != "" {
-				msg = e.Error
-				if e.Description != "" {
-					msg = e.Description
-				}
-			}
-			if msg == "" {
-				msg = http.StatusText(hw.status)
-			}
-			page(w, hw.status, html.UnescapeString(msg))
-		}
-	})
-}
-
-type htmlErrorWriter struct {
-	http.ResponseWriter
-	status  int
-	body    bytes.Buffer
-	started bool
-}
-
-func (w *htmlErrorWriter) WriteHeader(status int) {
-	if w.started || w.status != 0 {
-		return
-	}
-	ct := w.Header().Get("Content-Type")
-	if status >= 400 && !strings.HasPrefix(ct, "text/html") {
-		w.status = status
-		w.Header().Del("Content-Type")
-		w.Header().Del("X-Content-Type-Options")
-		w.Header().Set("X-Content-Type-Options", "nosniff")
-		return
-	}
-	w.started = true
-	w.ResponseWriter.WriteHeader(status)
-}
-
-func (w *htmlErrorWriter) Write(b []byte) (int, error) {
-	if !w.started && w.status == 0 {
-		w.WriteHeader(http.StatusOK)
-	}
-	if w.status != 0 {
-		if w.body.Len() < 4096 {
-			w.body.Write(b)
-		}
-		return len(b), nil
-	}
-	return w.ResponseWriter.Write(b)
 }
 
 // discovery serves op's discovery document corrected to say only what this

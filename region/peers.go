@@ -27,8 +27,7 @@ type Peers interface {
 	Regions() []string
 }
 
-// peerCacheTTL bounds how long a verified foreign client or a peer's key
-// set is reused.
+// peerCacheTTL bounds how long a verified foreign client is reused.
 const peerCacheTTL = time.Minute
 
 // foreignClient is a client resident in another region, authenticated by
@@ -46,10 +45,12 @@ type remote struct {
 	clients map[[32]byte]foreignClient
 	keys    map[string][]jose.JSONWebKey
 	keysAt  map[string]time.Time
+	keysTTL time.Duration // how long a peer's key set is reused (KeyOptions.PeerCacheTTL)
 }
 
-func newRemote(p Peers) *remote {
-	return &remote{peers: p, clients: map[[32]byte]foreignClient{}, keys: map[string][]jose.JSONWebKey{}, keysAt: map[string]time.Time{}}
+func newRemote(p Peers, keysTTL time.Duration) *remote {
+	return &remote{peers: p, clients: map[[32]byte]foreignClient{}, keys: map[string][]jose.JSONWebKey{}, keysAt: map[string]time.Time{},
+		keysTTL: keysTTL}
 }
 
 var errForeignClient = errors.New("region: foreign client rejected by its home region")
@@ -92,13 +93,14 @@ func (rm *remote) verifyClient(ctx context.Context, region, id, secret string) (
 	return fc, nil
 }
 
-// peerKeys returns region's published signing keys, cached; a stale copy is
-// served when the peer cannot be reached.
+// peerKeys returns region's published signing keys, cached for keysTTL
+// (part of the rotation's propagation bound, see KeyOptions); a stale copy
+// is served when the peer cannot be reached.
 func (rm *remote) peerKeys(ctx context.Context, region string) []jose.JSONWebKey {
 	rm.mu.Lock()
 	keys, at := rm.keys[region], rm.keysAt[region]
 	rm.mu.Unlock()
-	if keys != nil && time.Since(at) < 5*peerCacheTTL {
+	if keys != nil && time.Since(at) < rm.keysTTL {
 		return keys
 	}
 	resp, err := rm.peers.Call(ctx, region, "/internal/keys", nil)

@@ -25,6 +25,7 @@ import (
 
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/routing"
+	"github.com/meridian-id/meridian/seal"
 )
 
 // Config configures one regional node.
@@ -41,12 +42,20 @@ type Config struct {
 	// RegionHosts are the host names (without port) that mean this region:
 	// its region host and its DR host.
 	RegionHosts []string
+	// PeerHosts maps the other regions' host names (primary and DR,
+	// without port) to their issuers: a request another region's router
+	// forwards here keeps its Host, and is answered with that host's
+	// issuer.
+	PeerHosts map[string]string
 	// CookieDomain scopes the SSO cookie (the global domain); empty keeps it host-only.
 	CookieDomain string
 	// SecureCookies sets Secure and the __Host- prefix; required with https.
 	SecureCookies bool
 	// CookieKey (>= 32 bytes) MACs CSRF tokens and login state.
 	CookieKey []byte
+	// PreviousCookieKeys, after a rotation of CookieKey, still open the
+	// sealed cookies (federated-login hint) made before it.
+	PreviousCookieKeys [][]byte
 	// Lifetimes of issued artifacts; zero fields take DefaultLifetimes.
 	Lifetimes Lifetimes
 	// Upstream, when set, signs in users who are not resident here.
@@ -63,6 +72,9 @@ type Config struct {
 	// RegistrationsPerMinute bounds registration attempts per client address
 	// (zero: 10); a node admits six times as many authorized ones in total.
 	RegistrationsPerMinute int
+	// Keys configure signing-key sealing and rotation; a zero MinOverlap
+	// becomes the longest ID / access token lifetime.
+	Keys KeyOptions
 }
 
 // Provider is a regional OpenID provider. It is an http.Handler.
@@ -75,6 +87,7 @@ type Provider struct {
 	op      *op.Provider
 	log     *slog.Logger
 	login   *loginUI
+	fedHint *seal.Box // seals the federated-login hint cookie
 	audit   *auditor
 	remote  *remote
 
@@ -101,7 +114,16 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 	fillLifetimes(&cfg.Lifetimes)
 	p := &Provider{cfg: cfg, st: st, codec: codec, log: log, audit: newAuditor(log, cfg.Region, cfg.Meter),
 		registration: newRegistrationGate(cfg.RegistrationToken, cfg.RegistrationsPerMinute)}
-	p.keys = NewKeys(cfg.Region, st)
+	if cfg.Keys.MinOverlap == 0 {
+		cfg.Keys.MinOverlap = max(cfg.Lifetimes.IDToken, cfg.Lifetimes.AccessToken)
+	}
+	if cfg.Keys.Wrapper == nil {
+		log.Warn("signing keys are stored unencrypted: no key-encryption key configured", "region", cfg.Region)
+	}
+	var err error
+	if p.keys, err = NewKeys(cfg.Region, st, cfg.Keys); err != nil {
+		return nil, err
+	}
 	if err := p.keys.EnsureActive(ctx); err != nil {
 		return nil, err
 	}
@@ -110,7 +132,7 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 		clients: map[string]cachedClient{}, jwts: newJWTAccessTokens(p.keys, codec, cfg.Region),
 	}
 	if cfg.Peers != nil {
-		p.remote = newRemote(cfg.Peers)
+		p.remote = newRemote(cfg.Peers, p.keys.opts.PeerCacheTTL)
 		p.storage.remote = p.remote
 		p.storage.fedKey = p.federationKeys
 	}
@@ -125,7 +147,6 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 		SupportedClaims:          supportedClaims,
 		DefaultLogoutRedirectURI: "/logged-out",
 	}
-	var err error
 	p.op, err = op.NewProvider(opCfg, p.storage, p.issuerFunc,
 		op.WithCrypto(tokenCrypto{codec: codec, region: cfg.Region, jwts: p.storage.jwts}),
 		op.WithAllowInsecure(),
@@ -135,6 +156,9 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 	)
 	if err != nil {
 		return nil, err
+	}
+	if p.fedHint, err = seal.New("meridian federated-login hint v2", cfg.CookieKey, cfg.PreviousCookieKeys...); err != nil {
+		return nil, fmt.Errorf("%w: cookie key: %v", ErrConfig, err)
 	}
 	p.login, err = newLoginUI(p)
 	if err != nil {
@@ -183,19 +207,32 @@ func (p *Provider) Keys() *Keys { return p.keys }
 // Region returns the region id.
 func (p *Provider) Region() string { return p.cfg.Region }
 
-// issuerFunc answers the region issuer on the region's own hosts and the
-// global issuer everywhere else (the global host, or a test listener).
+// issuerFunc is op's issuer: the issuer of the host the request came
+// through (hostIssuer).
 func (p *Provider) issuerFunc(bool) (op.IssuerFromRequest, error) {
-	return func(r *http.Request) string {
-		host := r.Host
-		if h, _, err := net.SplitHostPort(host); err == nil {
-			host = h
-		}
-		if slices.Contains(p.cfg.RegionHosts, strings.ToLower(host)) {
-			return p.cfg.Issuer
-		}
-		return p.cfg.GlobalIssuer
-	}, nil
+	return p.hostIssuer, nil
+}
+
+// hostIssuer is the issuer of the host a request came through, the one
+// its client discovered there: the region issuer on the region's own
+// hosts, another region's issuer on that region's hosts (its router
+// forwarded the request here, keeping the Host), the global issuer
+// everywhere else (the global host, or a test listener). Discovery, ID
+// tokens and RFC 9207 authorization-response iss all use it, so they
+// always agree.
+func (p *Provider) hostIssuer(r *http.Request) string {
+	host := r.Host
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	host = strings.ToLower(host)
+	if slices.Contains(p.cfg.RegionHosts, host) {
+		return p.cfg.Issuer
+	}
+	if iss, ok := p.cfg.PeerHosts[host]; ok {
+		return iss
+	}
+	return p.cfg.GlobalIssuer
 }
 
 // Ready reports whether the node can serve (its database answers).

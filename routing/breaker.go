@@ -51,6 +51,14 @@ func (b *breaker) done(ok bool, now time.Time) {
 	}
 }
 
+// abandon ends a call whose outcome says nothing about the upstream (the
+// caller went away first): it frees a half-open trial without counting.
+func (b *breaker) abandon() {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.trial = false
+}
+
 // open reports whether the breaker currently rejects calls.
 func (b *breaker) open(now time.Time) bool {
 	b.mu.Lock()

@@ -23,15 +23,24 @@ const HopFromHeader = "Meridian-Hop-From"
 // hopWindow bounds how old a hop header may be (clock skew plus latency).
 const hopWindow = 30 * time.Second
 
-// hopSigner signs and checks hop headers.
-type hopSigner struct{ key []byte }
+// hopSigner signs hop headers with a key derived from the signing routing
+// key and accepts ones derived from any routing key that verifies, so two
+// nodes in different phases of a routing-key rotation still accept each
+// other's hops.
+type hopSigner struct{ keys [][]byte }
 
 func newHopSigner(c *Codec) hopSigner {
-	return hopSigner{key: []byte(c.DeriveSecret("router-hop"))}
+	var h hopSigner
+	for _, k := range c.DeriveSecrets("router-hop") {
+		h.keys = append(h.keys, []byte(k))
+	}
+	return h
 }
 
-func (h hopSigner) mac(from, to string, ts int64) string {
-	m := hmac.New(sha256.New, h.key)
+func (h hopSigner) mac(from, to string, ts int64) string { return h.macWith(0, from, to, ts) }
+
+func (h hopSigner) macWith(i int, from, to string, ts int64) string {
+	m := hmac.New(sha256.New, h.keys[i])
 	m.Write([]byte(from + "\x00" + to + "\x00" + strconv.FormatInt(ts, 10)))
 	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16])
 }
@@ -56,8 +65,10 @@ func (h hopSigner) verify(v, self string, now time.Time) (string, bool) {
 	if d := now.Sub(time.Unix(ts, 0)); d > hopWindow || d < -hopWindow {
 		return "", false
 	}
-	if !hmac.Equal([]byte(f[4]), []byte(h.mac(f[1], f[2], ts))) {
-		return "", false
+	for i := range h.keys {
+		if hmac.Equal([]byte(f[4]), []byte(h.macWith(i, f[1], f[2], ts))) {
+			return f[1], true
+		}
 	}
-	return f[1], true
+	return "", false
 }

@@ -12,11 +12,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
+	"net/textproto"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
 )
@@ -85,7 +88,7 @@ type Router struct {
 	local     http.Handler
 	ups       map[string]*upstream
 	hop       hopSigner
-	proxy     *httputil.ReverseProxy
+	transport http.RoundTripper // to upstreams; failover and breakers are around it
 	log       *slog.Logger
 	decisions metric.Int64Counter
 	now       func() time.Time
@@ -93,10 +96,29 @@ type Router struct {
 
 type upstream struct {
 	Upstream
+	scheme   string
 	breakers map[string]*breaker // by address
+	hopCache atomic.Pointer[signedHop]
 }
 
-type ctxKey struct{}
+// signedHop is a hop header value, valid for the second it names.
+type signedHop struct {
+	ts int64
+	v  string
+}
+
+// hopValue signs a hop header for a call to up. The MAC covers the second,
+// so one value per upstream and second is computed and shared.
+func (rt *Router) hopValue(up *upstream) string {
+	now := rt.now()
+	ts := now.Unix()
+	if c := up.hopCache.Load(); c != nil && c.ts == ts {
+		return c.v
+	}
+	v := rt.hop.sign(rt.cfg.Local, up.Region, now)
+	up.hopCache.Store(&signedHop{ts: ts, v: v})
+	return v
+}
 
 type callInfo struct {
 	up   *upstream
@@ -132,30 +154,22 @@ func NewRouter(cfg RouterConfig, codec *Codec, local http.Handler, log *slog.Log
 		if _, _, err := net.SplitHostPort(u.Addr); err != nil {
 			return nil, fmt.Errorf("routing: upstream %s address %q: %w", u.Region, u.Addr, err)
 		}
-		up := &upstream{Upstream: u, breakers: map[string]*breaker{u.Addr: newBreaker(cfg.BreakerThreshold, cfg.BreakerCooldown)}}
+		up := &upstream{Upstream: u, scheme: "http", breakers: map[string]*breaker{u.Addr: newBreaker(cfg.BreakerThreshold, cfg.BreakerCooldown)}}
+		if u.TLS {
+			up.scheme = "https"
+		}
 		if u.DRAddr != "" {
 			up.breakers[u.DRAddr] = newBreaker(cfg.BreakerThreshold, cfg.BreakerCooldown)
 		}
 		rt.ups[u.Region] = up
 	}
-	dialer := &net.Dialer{Timeout: cfg.ConnectTimeout, KeepAlive: 30 * time.Second}
-	var base http.RoundTripper = &http.Transport{
-		DialContext:           dialer.DialContext,
-		TLSClientConfig:       cfg.TLSConfig,
-		MaxIdleConnsPerHost:   64,
-		IdleConnTimeout:       90 * time.Second,
-		TLSHandshakeTimeout:   cfg.ConnectTimeout,
-		ResponseHeaderTimeout: cfg.RequestTimeout,
-		ForceAttemptHTTP2:     true,
-	}
+	// Persistent connections to every upstream, each call on the
+	// goroutine that serves it (see connTransport).
+	var base http.RoundTripper = newConnTransport(cfg.ConnectTimeout, cfg.TLSConfig)
 	if cfg.WrapTransport != nil {
 		base = cfg.WrapTransport(base)
 	}
-	rt.proxy = &httputil.ReverseProxy{
-		Rewrite:      rt.rewrite,
-		Transport:    &failover{rt: rt, base: base},
-		ErrorHandler: rt.proxyError,
-	}
+	rt.transport = base
 	if meter != nil {
 		c, err := meter.Int64Counter("meridian.routing.decisions", metric.WithDescription("routing decisions by action and owning region"))
 		if err != nil {
@@ -182,9 +196,8 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	var body []byte
 	form := r.URL.Query()
 	if r.Method == http.MethodPost && isForm(r) && routedPath(r.URL.Path) {
-		b, err := io.ReadAll(io.LimitReader(r.Body, maxForm+1))
-		r.Body.Close()
-		if err != nil || len(b) > maxForm {
+		b, err := readBody(r)
+		if err != nil {
 			writeError(w, http.StatusBadRequest, "invalid_request", "request body too large or unreadable")
 			return
 		}
@@ -204,16 +217,20 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Cache-Control", "no-store")
 		http.Redirect(w, r, strings.TrimSuffix(up.URL, "/")+r.URL.RequestURI(), http.StatusFound)
 	case Proxy:
-		ctx, cancel := context.WithTimeout(r.Context(), rt.cfg.RequestTimeout)
-		defer cancel()
-		ctx = context.WithValue(ctx, ctxKey{}, &callInfo{up: rt.ups[d.Region], safe: d.Safe, body: body})
-		rt.proxy.ServeHTTP(w, r.WithContext(ctx))
+		rt.forward(w, r, &callInfo{up: rt.ups[d.Region], safe: d.Safe, body: body})
 	default:
 		rt.local.ServeHTTP(w, r)
 	}
 }
 
 func (rt *Router) count(ctx context.Context, a Action, region, reason string) {
+	// The HTTP server metrics of this request (when served behind otelhttp)
+	// carry the decision and the owning region: both from closed sets (a
+	// region is named only after its tag verified against the configured
+	// ones).
+	if l, ok := otelhttp.LabelerFromContext(ctx); ok {
+		l.Add(attribute.String("meridian.region", region), attribute.String("meridian.routing", a.String()))
+	}
 	if rt.decisions == nil {
 		return
 	}
@@ -245,6 +262,9 @@ func (rt *Router) Decide(r *http.Request, form url.Values) Decision {
 	safe := false
 	switch r.URL.Path {
 	case "/authorize":
+		// Proxied, not redirected: the browser stays on the host whose
+		// discovery document the client read, so the authorization
+		// response and the ID token name that host's issuer (RFC 9207).
 		return rt.redirectBy(form.Get("client_id"))
 	case "/end_session":
 		// Proxied, not redirected: the session lives in the client's region,
@@ -295,7 +315,7 @@ func (rt *Router) redirectBy(clientID string) Decision {
 	if err != nil || t.Region == rt.cfg.Local || rt.ups[t.Region] == nil {
 		return Decision{Action: Local, Region: rt.cfg.Local}
 	}
-	return Decision{Action: Redirect, Region: t.Region}
+	return Decision{Action: Proxy, Region: t.Region}
 }
 
 // owner returns the region that issued an artifact: from its verified tag,
@@ -358,30 +378,129 @@ func bearer(r *http.Request, form url.Values) string {
 	return form.Get("access_token")
 }
 
-// rewrite prepares the outbound request: the region's configured address,
-// the original Host (so the upstream answers with the same issuer), no
-// client-supplied forwarding headers, and a signed hop header.
-func (rt *Router) rewrite(pr *httputil.ProxyRequest) {
-	ci := pr.In.Context().Value(ctxKey{}).(*callInfo)
-	scheme := "http"
-	if ci.up.TLS {
-		scheme = "https"
+// hopByHop are the headers of one connection (RFC 9110 §7.6.1), never
+// forwarded; forwarding are the client-supplied forwarding headers, replaced
+// by the router's own.
+var (
+	hopByHop   = []string{"Connection", "Proxy-Connection", "Keep-Alive", "Proxy-Authenticate", "Proxy-Authorization", "Te", "Trailer", "Transfer-Encoding", "Upgrade"}
+	forwarding = []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip"}
+)
+
+// copyBufs are the buffers upstream answers are copied through.
+var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// forward proxies a call to its region (then its DR site, see roundTrip)
+// and copies the answer back. The outbound request goes to the region's
+// configured address with the original Host (so the upstream answers with
+// the same issuer), the end-to-end headers of the call minus any
+// client-supplied forwarding headers, the router's own X-Forwarded-* and a
+// signed hop header.
+func (rt *Router) forward(w http.ResponseWriter, r *http.Request, ci *callInfo) {
+	ctx, cancel := context.WithTimeout(r.Context(), rt.cfg.RequestTimeout)
+	defer cancel()
+	h := make(http.Header, len(r.Header)+4)
+	for k, v := range r.Header {
+		h[k] = v // values are only ever replaced below, never appended to
 	}
-	pr.Out.URL.Scheme = scheme
-	pr.Out.URL.Host = ci.up.Addr
-	pr.Out.Host = pr.In.Host
-	for _, h := range []string{"Forwarded", "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Real-Ip"} {
-		pr.Out.Header.Del(h)
+	removeConnectionHeaders(h)
+	for _, k := range forwarding {
+		delete(h, k)
 	}
-	pr.SetXForwarded()
-	pr.Out.Header.Set(HopHeader, rt.hop.sign(rt.cfg.Local, ci.up.Region, rt.now()))
-	if ci.body != nil {
+	delete(h, "Expect") // the body is sent at once
+	if ip, _, err := net.SplitHostPort(r.RemoteAddr); err == nil {
+		h["X-Forwarded-For"] = []string{ip}
+	}
+	h["X-Forwarded-Host"] = []string{r.Host}
+	if r.TLS != nil {
+		h["X-Forwarded-Proto"] = []string{"https"}
+	} else {
+		h["X-Forwarded-Proto"] = []string{"http"}
+	}
+	if _, ok := h["User-Agent"]; !ok {
+		h["User-Agent"] = []string{""} // not Go's default
+	}
+	h[HopHeader] = []string{rt.hopValue(ci.up)}
+	out := (&http.Request{
+		Method:     r.Method,
+		URL:        &url.URL{Scheme: ci.up.scheme, Host: ci.up.Addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1,
+		ProtoMinor: 1,
+		Header:     h,
+		Host:       r.Host,
+	}).WithContext(ctx)
+	switch {
+	case ci.body != nil:
 		b := ci.body
-		pr.Out.Body = io.NopCloser(bytes.NewReader(b))
-		pr.Out.ContentLength = int64(len(b))
-		pr.Out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+		out.Body = io.NopCloser(bytes.NewReader(b))
+		out.ContentLength = int64(len(b))
+		out.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(b)), nil }
+	case r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody:
+		out.Body, out.ContentLength = r.Body, r.ContentLength
+	}
+	resp, err := rt.roundTrip(out, ci)
+	if err != nil {
+		rt.proxyError(w, r, ci.up.Region, err)
+		return
+	}
+	defer resp.Body.Close()
+	dst := w.Header()
+	for k, v := range resp.Header {
+		if have, ok := dst[k]; ok {
+			v = append(have[:len(have):len(have)], v...)
+		}
+		dst[k] = v
+	}
+	removeConnectionHeaders(dst)
+	w.WriteHeader(resp.StatusCode)
+	buf := copyBufs.Get().(*[]byte)
+	_, err = io.CopyBuffer(writerOnly{w}, resp.Body, *buf)
+	copyBufs.Put(buf)
+	if err != nil && !callerGone(ctx) {
+		// Headers are sent: the client sees a truncated answer.
+		rt.log.WarnContext(r.Context(), "routed call cut off", "region", ci.up.Region, "path", r.URL.Path, "err", err)
 	}
 }
+
+// writerOnly hides ReadFrom, so io.CopyBuffer uses the pooled buffer.
+type writerOnly struct{ io.Writer }
+
+// removeConnectionHeaders deletes the hop-by-hop headers and any header the
+// Connection header names.
+func removeConnectionHeaders(h http.Header) {
+	for _, v := range h["Connection"] {
+		for _, f := range strings.Split(v, ",") {
+			if f = textproto.TrimString(f); f != "" {
+				h.Del(f)
+			}
+		}
+	}
+	for _, k := range hopByHop {
+		delete(h, k)
+	}
+}
+
+// readBody reads a form body of at most maxForm bytes.
+func readBody(r *http.Request) ([]byte, error) {
+	defer r.Body.Close()
+	if n := r.ContentLength; n >= 0 {
+		if n > maxForm {
+			return nil, errBodyTooLarge
+		}
+		b := make([]byte, n)
+		if _, err := io.ReadFull(r.Body, b); err != nil {
+			return nil, err
+		}
+		return b, nil
+	}
+	b, err := io.ReadAll(io.LimitReader(r.Body, maxForm+1))
+	if err == nil && len(b) > maxForm {
+		err = errBodyTooLarge
+	}
+	return b, err
+}
+
+var errBodyTooLarge = errors.New("routing: form body too large")
 
 // Regions returns the ids of the other regions the router reaches.
 func (rt *Router) Regions() []string {
@@ -402,10 +521,6 @@ func (rt *Router) Call(ctx context.Context, region, path string, form url.Values
 		return nil, fmt.Errorf("%w: %q", ErrUnknownRegion, region)
 	}
 	ctx, cancel := context.WithTimeout(ctx, rt.cfg.RequestTimeout)
-	scheme := "http"
-	if up.TLS {
-		scheme = "https"
-	}
 	var body []byte
 	method := http.MethodGet
 	var rd io.Reader
@@ -414,7 +529,7 @@ func (rt *Router) Call(ctx context.Context, region, path string, form url.Values
 		body = []byte(form.Encode())
 		rd = bytes.NewReader(body)
 	}
-	req, err := http.NewRequestWithContext(context.WithValue(ctx, ctxKey{}, &callInfo{up: up, safe: true, body: body}), method, scheme+"://"+up.Addr+path, rd)
+	req, err := http.NewRequestWithContext(ctx, method, up.scheme+"://"+up.Addr+path, rd)
 	if err != nil {
 		cancel()
 		return nil, err
@@ -426,8 +541,8 @@ func (rt *Router) Call(ctx context.Context, region, path string, form url.Values
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
-	req.Header.Set(HopHeader, rt.hop.sign(rt.cfg.Local, region, rt.now()))
-	resp, err := rt.proxy.Transport.RoundTrip(req)
+	req.Header.Set(HopHeader, rt.hopValue(up))
+	resp, err := rt.roundTrip(req, &callInfo{up: up, safe: true, body: body})
 	if err != nil {
 		cancel()
 		return nil, err
@@ -451,11 +566,11 @@ func (c cancelOnClose) Close() error {
 // can answer.
 var ErrUpstreamUnavailable = errors.New("routing: region unavailable")
 
-func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, err error) {
-	ci, _ := r.Context().Value(ctxKey{}).(*callInfo)
-	region := ""
-	if ci != nil {
-		region = ci.up.Region
+func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, region string, err error) {
+	if callerGone(r.Context()) {
+		// The client went away: nobody to answer, nothing wrong upstream.
+		rt.log.DebugContext(r.Context(), "routed call abandoned by the client", "region", region, "path", r.URL.Path)
+		return
 	}
 	rt.log.WarnContext(r.Context(), "routed call failed", "region", region, "path", r.URL.Path, "err", err)
 	w.Header().Set("Retry-After", "5")
@@ -473,17 +588,11 @@ func writeError(w http.ResponseWriter, status int, code, desc string) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
 }
 
-// failover sends a proxied call to the region, then to its DR site when the
+// roundTrip sends a proxied call to the region, then to its DR site when the
 // region cannot be reached and repeating is safe: always when the
 // connection was never made, after sending only for idempotent calls. A
 // code redemption is never sent twice; a blind retry would look like reuse.
-type failover struct {
-	rt   *Router
-	base http.RoundTripper
-}
-
-func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
-	ci := req.Context().Value(ctxKey{}).(*callInfo)
+func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, error) {
 	addrs := []string{ci.up.Addr}
 	if ci.up.DRAddr != "" {
 		addrs = append(addrs, ci.up.DRAddr)
@@ -491,7 +600,7 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 	lastErr := ErrUpstreamUnavailable
 	for i, addr := range addrs {
 		b := ci.up.breakers[addr]
-		now := f.rt.now()
+		now := rt.now()
 		if !b.allow(now) {
 			lastErr = fmt.Errorf("%w: breaker open for %s", ErrUpstreamUnavailable, addr)
 			continue
@@ -520,15 +629,22 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 				out.Body = body
 			}
 		}
-		resp, err := f.base.RoundTrip(out)
+		resp, err := rt.transport.RoundTrip(out)
 		if err == nil {
-			b.done(true, f.rt.now())
+			b.done(true, rt.now())
 			resp.Body = cancelOnClose{resp.Body, cancel}
 			return resp, nil
 		}
 		cancel()
-		b.done(false, f.rt.now())
 		lastErr = err
+		if callerGone(req.Context()) {
+			// The downstream client (or internal caller) cancelled: that is
+			// no fault of the upstream and must never count against it, or
+			// anyone could open the breaker by abandoning requests.
+			b.abandon()
+			break
+		}
+		b.done(false, rt.now())
 		if req.Context().Err() != nil {
 			break
 		}
@@ -537,6 +653,14 @@ func (f *failover) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 	}
 	return nil, lastErr
+}
+
+// callerGone reports whether the call's context was cancelled by its caller
+// rather than by the router's own deadline: the proxied request's context
+// derives from the downstream connection's, which is cancelled when the
+// client closes it early.
+func callerGone(ctx context.Context) bool {
+	return errors.Is(ctx.Err(), context.Canceled)
 }
 
 // neverSent reports whether err happened before any byte of the request

@@ -133,7 +133,7 @@ func TestDecide(t *testing.T) {
 		region string
 		safe   bool
 	}{
-		{"authorize eu client", httptest.NewRequest("GET", "/authorize?client_id="+url.QueryEscape(euClient), nil), Redirect, "eu", false},
+		{"authorize eu client", httptest.NewRequest("GET", "/authorize?client_id="+url.QueryEscape(euClient), nil), Proxy, "eu", false},
 		{"authorize local client", httptest.NewRequest("GET", "/authorize?client_id="+url.QueryEscape(usClient), nil), Local, "us", false},
 		{"authorize forged client", httptest.NewRequest("GET", "/authorize?client_id="+url.QueryEscape(flipChar(euClient)), nil), Local, "us", false},
 		{"code from eu", formReq("/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {euCode}}), Proxy, "eu", false},
@@ -270,17 +270,20 @@ func TestHopStopsLoops(t *testing.T) {
 	}
 }
 
-func TestRedirectAuthorize(t *testing.T) {
+// TestProxyAuthorize: an authorization request for another region's
+// client is proxied there with its Host, never redirected: the browser
+// stays on the host (and issuer) the client discovered.
+func TestProxyAuthorize(t *testing.T) {
 	f := newFixture(t, nil)
 	client := f.mint(t, KindClient, "eu")
 	q := "client_id=" + url.QueryEscape(client) + "&redirect_uri=https%3A%2F%2Fapp.example%2Fcb&state=x&scope=openid"
 	w := httptest.NewRecorder()
-	f.router.ServeHTTP(w, httptest.NewRequest("GET", "/authorize?"+q, nil))
-	if w.Code != http.StatusFound || w.Header().Get("Location") != "http://eu.id.test:8080/authorize?"+q {
-		t.Fatalf("status %d location %q", w.Code, w.Header().Get("Location"))
+	f.router.ServeHTTP(w, httptest.NewRequest("GET", "http://us.id.test:8080/authorize?"+q, nil))
+	if w.Code != http.StatusOK || w.Header().Get("X-Served-By") != "eu" || w.Header().Get("Location") != "" {
+		t.Fatalf("status %d served by %q location %q", w.Code, w.Header().Get("X-Served-By"), w.Header().Get("Location"))
 	}
-	if f.out.n.Load() != 0 {
-		t.Fatal("redirect made an outbound call")
+	if n := f.eu.count(); n != 1 || f.eu.reqs[0].Host != "us.id.test:8080" {
+		t.Fatalf("eu saw %d requests (host %v), want one with the original Host", n, f.eu.reqs)
 	}
 }
 

@@ -5,28 +5,43 @@
 // token, opaque access token, session handle) is a tagged string:
 //
 //	m1.<kind>.<region>.<base64url(random ‖ mac)>
+//	m2.<kind>.<region>.<key id>.<base64url(random ‖ mac)>
 //
-// "m1" is the format version, <kind> a two-letter artifact kind, <region> the
-// issuing region's id, readable by anyone for logging and routing. The MAC is
-// HMAC-SHA256 over (version, kind, region, random) under the federation routing
-// key, truncated to 128 bits, so a forged or flipped tag is rejected at the
-// edge before any outbound request. Region ids only ever resolve through the
-// configured region set: the artifact never names a host or URL.
+// "m1"/"m2" is the format version, <kind> a two-letter artifact kind, <region>
+// the issuing region's id, readable by anyone for logging and routing; m2
+// also names the routing key that MACed it, so a verifier picks the key
+// instead of trying each one and an operator sees which artifacts still
+// depend on a key. The MAC is HMAC-SHA256 over (version, kind, region[, key
+// id], random) under that routing key, truncated to 128 bits, so a forged or
+// flipped tag is rejected at the edge before any outbound request. Region ids
+// only ever resolve through the configured region set: the artifact never
+// names a host or URL.
+//
+// A codec built with NewCodec (one key plus previous ones) writes m1; one
+// built with NewKeyRing writes m2 under its signing key. Both read both (a
+// key id is derived from its secret, see KeyID), so every node of a release
+// reads m2 before any node is configured to write it.
 package routing
 
 import (
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
+	"slices"
 	"strings"
 	"sync"
 )
 
-// Version is the artifact format version this package writes.
-const Version = "m1"
+// Version is the artifact format version a NewCodec codec writes;
+// VersionKeyed the one a NewKeyRing codec writes.
+const (
+	Version      = "m1"
+	VersionKeyed = "m2"
+)
 
 // MACSize is the length in bytes of the truncated HMAC carried by a tag.
 const MACSize = 16
@@ -79,6 +94,7 @@ const maxArtifactLen = 200
 type Tag struct {
 	Kind   Kind
 	Region string
+	KeyID  string // routing key that MACed it; empty for m1 artifacts
 }
 
 // Parse reads the tag of an artifact without any key. The result is only
@@ -93,7 +109,12 @@ func split(s string) (Tag, string, error) {
 	if len(s) > maxArtifactLen || len(s) < len(Version)+8 {
 		return Tag{}, "", ErrMalformed
 	}
-	if s[:len(Version)] != Version || s[len(Version)] != '.' {
+	keyed := false
+	switch {
+	case s[:len(Version)] == Version && s[len(Version)] == '.':
+	case s[:len(VersionKeyed)] == VersionKeyed && s[len(VersionKeyed)] == '.':
+		keyed = true
+	default:
 		if strings.HasPrefix(s, "m") && strings.IndexByte(s, '.') > 0 {
 			return Tag{}, "", ErrVersion
 		}
@@ -116,10 +137,35 @@ func split(s string) (Tag, string, error) {
 	if !ValidRegionID(region) {
 		return Tag{}, "", ErrMalformed
 	}
+	keyID := ""
+	if keyed {
+		dot = strings.IndexByte(payload, '.')
+		if dot <= 0 {
+			return Tag{}, "", ErrMalformed
+		}
+		keyID, payload = payload[:dot], payload[dot+1:]
+		if !ValidKeyID(keyID) {
+			return Tag{}, "", ErrMalformed
+		}
+	}
 	if len(payload) != encodedLen(kind.randomSize()+MACSize) {
 		return Tag{}, "", ErrMalformed
 	}
-	return Tag{Kind: kind, Region: region}, payload, nil
+	return Tag{Kind: kind, Region: region, KeyID: keyID}, payload, nil
+}
+
+// ValidKeyID reports whether id is a well-formed routing key id (KeyID):
+// 8 characters of [0-9a-f].
+func ValidKeyID(id string) bool {
+	if len(id) != 8 {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; (c < 'a' || c > 'f') && (c < '0' || c > '9') {
+			return false
+		}
+	}
+	return true
 }
 
 // ValidRegionID reports whether id is a well-formed region id: 1 to 16
@@ -137,11 +183,52 @@ func ValidRegionID(id string) bool {
 	return true
 }
 
+// KeyUse is what a routing key of a key ring does.
+type KeyUse string
+
+// The uses of a routing key, in the order a rotation moves a key through
+// them: verify (published to every node before any node signs with it),
+// sign (exactly one per ring), verify again once the next key signs, then
+// clients (retired).
+const (
+	// UseSign MACs new artifacts (and verifies).
+	UseSign KeyUse = "sign"
+	// UseVerify verifies every artifact kind.
+	UseVerify KeyUse = "verify"
+	// UseClients verifies client_ids only: a retired key never invalidates a
+	// registered client (a tag routes a call, it never authorizes one; the
+	// client's home region still authenticates it), while every short-lived
+	// artifact it MACed stops verifying.
+	UseClients KeyUse = "clients"
+)
+
+// RoutingKey is one key of a key ring.
+type RoutingKey struct {
+	Secret []byte // at least MinKeySize bytes
+	Use    KeyUse
+}
+
+// KeyID returns the id an m2 artifact names its routing key by: 8 hex
+// characters of HMAC-SHA256(secret, label). It is derived, never configured,
+// so two nodes can never disagree about which secret an id means, and a
+// codec built with NewCodec reads m2 artifacts of its keys too.
+func KeyID(secret []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte("meridian routing key id v1"))
+	return hex.EncodeToString(m.Sum(nil)[:4])
+}
+
+// ErrKeyRing is returned for an invalid key ring.
+var ErrKeyRing = errors.New("routing: invalid routing key ring")
+
 // Codec mints and verifies tagged artifacts with the federation routing key.
 // It is safe for concurrent use.
 type Codec struct {
 	regions map[string]struct{}
-	keys    []*sync.Pool // of *macState; current key first, then keys still accepted
+	keys    []*sync.Pool // of *macState; the signing key first, then keys still accepted
+	ids     []string     // KeyID of each key, parallel to keys
+	uses    []KeyUse     // parallel to keys
+	keyed   bool         // writes m2 (NewKeyRing) rather than m1 (NewCodec)
 }
 
 // macState is a keyed HMAC with its scratch buffers. HMAC-SHA256 keeps the
@@ -150,7 +237,7 @@ type Codec struct {
 // escapes, and a fresh stack buffer per call would become a heap allocation.
 type macState struct {
 	h   hash.Hash
-	in  [2 + 2 + 1 + 16 + 32]byte
+	in  [2 + 2 + 1 + 16 + 1 + 8 + 32]byte
 	sum [sha256.Size]byte
 }
 
@@ -172,11 +259,73 @@ func NewCodec(regions []string, keys ...[]byte) (*Codec, error) {
 		if len(k) < MinKeySize {
 			return nil, ErrInvalidKey
 		}
-		key := append([]byte(nil), k...)
-		c.keys = append(c.keys, &sync.Pool{New: func() any { return &macState{h: hmac.New(sha256.New, key)} }})
+		if err := c.addKey(k, UseVerify); err != nil {
+			return nil, err
+		}
 	}
 	return c, nil
 }
+
+func (c *Codec) addKey(secret []byte, use KeyUse) error {
+	id := KeyID(secret)
+	if slices.Contains(c.ids, id) {
+		return fmt.Errorf("%w: key %s listed twice", ErrKeyRing, id)
+	}
+	key := append([]byte(nil), secret...)
+	c.keys = append(c.keys, &sync.Pool{New: func() any { return &macState{h: hmac.New(sha256.New, key)} }})
+	c.uses = append(c.uses, use)
+	c.ids = append(c.ids, id)
+	return nil
+}
+
+// NewKeyRing returns a codec for the given region set that writes m2
+// artifacts naming their key: exactly one key signs, the others verify
+// every artifact (UseVerify) or only client_ids (UseClients). Artifacts in
+// the m1 format are still accepted under any key whose use allows their
+// kind, so switching from NewCodec to a ring breaks nothing.
+func NewKeyRing(regions []string, keys []RoutingKey) (*Codec, error) {
+	c := &Codec{regions: make(map[string]struct{}, len(regions)), keyed: true}
+	for _, r := range regions {
+		if !ValidRegionID(r) {
+			return nil, fmt.Errorf("%w: %q", ErrInvalidRegion, r)
+		}
+		c.regions[r] = struct{}{}
+	}
+	sign := -1
+	for i, k := range keys {
+		if k.Use == UseSign {
+			if sign >= 0 {
+				return nil, fmt.Errorf("%w: keys %d and %d both sign", ErrKeyRing, sign, i)
+			}
+			sign = i
+		}
+	}
+	if sign < 0 {
+		return nil, fmt.Errorf("%w: no key signs", ErrKeyRing)
+	}
+	// The signing key first: New, Derive and DeriveSecret use keys[0].
+	ordered := append([]RoutingKey{keys[sign]}, append(append([]RoutingKey(nil), keys[:sign]...), keys[sign+1:]...)...)
+	for _, k := range ordered {
+		switch k.Use {
+		case UseSign, UseVerify, UseClients:
+		default:
+			return nil, fmt.Errorf("%w: use %q (sign, verify or clients)", ErrKeyRing, k.Use)
+		}
+		if len(k.Secret) < MinKeySize {
+			return nil, ErrInvalidKey
+		}
+		if err := c.addKey(k.Secret, k.Use); err != nil {
+			return nil, err
+		}
+	}
+	return c, nil
+}
+
+// SigningKeyID returns the id of the key that MACs new artifacts.
+func (c *Codec) SigningKeyID() string { return c.ids[0] }
+
+// accepts reports whether key i may verify an artifact of kind k.
+func (c *Codec) accepts(i int, k Kind) bool { return c.uses[i] != UseClients || k == KindClient }
 
 // HasRegion reports whether id is one of the configured regions.
 func (c *Codec) HasRegion(id string) bool {
@@ -197,10 +346,14 @@ func (c *Codec) New(kind Kind, region string) (string, error) {
 	if _, err := rand.Read(raw[:n]); err != nil {
 		return "", fmt.Errorf("routing: reading randomness: %w", err)
 	}
-	c.mac(0, kind, region, raw[:n], raw[n:n+MACSize])
+	version, keyID := Version, ""
+	if c.keyed {
+		version, keyID = VersionKeyed, c.ids[0]
+	}
+	c.mac(0, version, kind, region, keyID, raw[:n], raw[n:n+MACSize])
 
 	var buf [maxArtifactLen]byte
-	p := copy(buf[:], Version)
+	p := copy(buf[:], version)
 	buf[p] = '.'
 	p++
 	p += copy(buf[p:], kind)
@@ -209,6 +362,11 @@ func (c *Codec) New(kind Kind, region string) (string, error) {
 	p += copy(buf[p:], region)
 	buf[p] = '.'
 	p++
+	if keyID != "" {
+		p += copy(buf[p:], keyID)
+		buf[p] = '.'
+		p++
+	}
 	m := encodedLen(n + MACSize)
 	encode(buf[p:p+m], raw[:n+MACSize])
 	return string(buf[:p+m]), nil
@@ -217,7 +375,9 @@ func (c *Codec) New(kind Kind, region string) (string, error) {
 // Derive returns the deterministic artifact of kind for region named by
 // seed: its random part is an HMAC of the seed under the current routing key.
 // Federation nodes use it to agree on the ids of the clients they register
-// with each other without exchanging configuration.
+// with each other without exchanging configuration. It always writes m1, so
+// the derived ids do not change when a federation moves to a key ring with
+// the same signing key.
 func (c *Codec) Derive(kind Kind, region, seed string) (string, error) {
 	n := kind.randomSize()
 	if n == 0 {
@@ -233,7 +393,7 @@ func (c *Codec) Derive(kind Kind, region, seed string) (string, error) {
 	c.keys[0].Put(st)
 	var raw [32 + MACSize]byte
 	copy(raw[:n], sum)
-	c.mac(0, kind, region, raw[:n], raw[n:n+MACSize])
+	c.mac(0, Version, kind, region, "", raw[:n], raw[n:n+MACSize])
 	p := Version + "." + string(kind) + "." + region + "."
 	out := make([]byte, len(p)+encodedLen(n+MACSize))
 	copy(out, p)
@@ -254,6 +414,28 @@ func (c *Codec) DeriveSecret(label string) string {
 	return string(out)
 }
 
+// DeriveSecrets returns DeriveSecret(label) under every key that verifies
+// all artifacts (the signing key first). A receiver that checks a derived
+// MAC (hop headers) against each of them keeps working while the
+// federation's nodes sign with different keys of one rotation.
+func (c *Codec) DeriveSecrets(label string) []string {
+	var out []string
+	for i := range c.keys {
+		if c.uses[i] == UseClients {
+			continue
+		}
+		st := c.keys[i].Get().(*macState)
+		st.h.Reset()
+		st.h.Write([]byte("secret\x00" + label))
+		sum := st.h.Sum(nil)
+		c.keys[i].Put(st)
+		b := make([]byte, encodedLen(len(sum)))
+		encode(b, sum)
+		out = append(out, string(b))
+	}
+	return out
+}
+
 // Verify checks an artifact's MAC and region and returns its tag. It never
 // allocates on the success path.
 func (c *Codec) Verify(s string) (Tag, error) {
@@ -267,16 +449,35 @@ func (c *Codec) Verify(s string) (Tag, error) {
 		return Tag{}, ErrMalformed
 	}
 	var want [MACSize]byte
-	for i := range c.keys {
-		c.mac(i, t.Kind, t.Region, raw[:n], want[:])
-		if hmac.Equal(want[:], raw[n:n+MACSize]) {
-			if !c.HasRegion(t.Region) {
-				return Tag{}, ErrUnknownRegion
+	if t.KeyID != "" {
+		// m2 names its key: exactly one MAC to check.
+		for i, id := range c.ids {
+			if id == t.KeyID && c.accepts(i, t.Kind) {
+				c.mac(i, VersionKeyed, t.Kind, t.Region, t.KeyID, raw[:n], want[:])
+				if hmac.Equal(want[:], raw[n:n+MACSize]) {
+					return c.known(t)
+				}
 			}
-			return t, nil
+		}
+		return Tag{}, ErrBadMAC
+	}
+	for i := range c.keys {
+		if !c.accepts(i, t.Kind) {
+			continue
+		}
+		c.mac(i, Version, t.Kind, t.Region, "", raw[:n], want[:])
+		if hmac.Equal(want[:], raw[n:n+MACSize]) {
+			return c.known(t)
 		}
 	}
 	return Tag{}, ErrBadMAC
+}
+
+func (c *Codec) known(t Tag) (Tag, error) {
+	if !c.HasRegion(t.Region) {
+		return Tag{}, ErrUnknownRegion
+	}
+	return t, nil
 }
 
 // VerifyKind is Verify that also requires the artifact to be of kind k.
@@ -291,16 +492,22 @@ func (c *Codec) VerifyKind(s string, k Kind) (Tag, error) {
 	return t, nil
 }
 
-// mac writes the truncated HMAC-SHA256 of (version, kind, region, random)
-// under key i into dst. The region is length-prefixed so that no two
-// different tuples share an input.
-func (c *Codec) mac(i int, kind Kind, region string, random, dst []byte) {
+// mac writes the truncated HMAC-SHA256 of (version, kind, region[, key id],
+// random) under key i into dst. The region and key id are length-prefixed so
+// that no two different tuples share an input; m1 has no key id field, so
+// its input is exactly what earlier releases MACed.
+func (c *Codec) mac(i int, version string, kind Kind, region, keyID string, random, dst []byte) {
 	st := c.keys[i].Get().(*macState)
-	n := copy(st.in[:], Version)
+	n := copy(st.in[:], version)
 	n += copy(st.in[n:], kind)
 	st.in[n] = byte(len(region))
 	n++
 	n += copy(st.in[n:], region)
+	if version == VersionKeyed {
+		st.in[n] = byte(len(keyID))
+		n++
+		n += copy(st.in[n:], keyID)
+	}
 	n += copy(st.in[n:], random)
 	st.h.Reset()
 	st.h.Write(st.in[:n])

@@ -3,7 +3,7 @@
 # opaque-token introspection, as docs/benchmarks.md reports them.
 #   scripts/wrk-node.sh                 # SQLite (embedded) region eu
 #   DATABASE_URL='postgres://postgres@127.0.0.1:5432/test?sslmode=disable&search_path=wrk_bench' scripts/wrk-node.sh
-# Needs wrk (apt-get install wrk). Uses 127.0.0.11:8080 (region eu of configs/regions.yaml).
+# DUR=3s shortens the runs (default 10s). Needs wrk (apt-get install wrk). Uses 127.0.0.11:8080 (region eu of configs/regions.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dir=$(mktemp -d)
@@ -23,11 +23,51 @@ client=$("$dir/bin/regional" clients add --config "$dir/regions.yaml" --region e
 id=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_id"])' "$client")
 secret=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["client_secret"])' "$client")
 "$dir/bin/regional" serve --config "$dir/regions.yaml" --region eu 2>"$dir/node.log" &
+node=$!
 for _ in $(seq 1 50); do curl -sf http://127.0.0.11:8080/readyz >/dev/null && break; sleep 0.2; done
 auth=$(printf '%s:%s' "$id" "$secret" | base64 -w0)
 token=$(curl -s -u "$id:$secret" -d grant_type=client_credentials http://127.0.0.11:8080/oauth/token | python3 -c 'import json,sys; print(json.load(sys.stdin)["access_token"])')
-lua() { printf 'wrk.method="POST"\nwrk.body="%s"\nwrk.headers["Content-Type"]="application/x-www-form-urlencoded"\nwrk.headers["Authorization"]="Basic %s"\n' "$1" "$auth" > "$2"; }
-lua "grant_type=client_credentials" "$dir/issue.lua"
-lua "token=$token" "$dir/introspect.lua"
-echo "== client_credentials issuance"; wrk -t2 -c32 -d10s -s "$dir/issue.lua" http://127.0.0.11:8080/oauth/token | grep -E 'Requests/sec|Latency'
-echo "== introspection";               wrk -t2 -c32 -d10s -s "$dir/introspect.lua" http://127.0.0.11:8080/oauth/introspect | grep -E 'Requests/sec|Latency'
+# Every answer is checked: a non-2xx status, a body without the expected
+# answer or a socket error/timeout fails the run (exit 1). Server CPU per
+# request is the node's utime+stime (/proc) over the run / requests.
+lua() { # body expect file
+  cat > "$3" <<LUA
+wrk.method = "POST"
+wrk.body = "$1"
+wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
+wrk.headers["Authorization"] = "Basic $auth"
+local threads = {}
+function setup(thread) table.insert(threads, thread) end
+function init(args) non2xx = 0; bad = 0 end
+function response(status, headers, body)
+  if status < 200 or status > 299 then non2xx = non2xx + 1
+  elseif not string.find(body, '$2', 1, true) then bad = bad + 1 end
+end
+function done(summary, latency, requests)
+  local n, b = 0, 0
+  for _, t in ipairs(threads) do n = n + t:get("non2xx"); b = b + t:get("bad") end
+  local e = summary.errors
+  io.write(string.format("RESULT requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d bad=%d sockerr=%d\\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), n, b,
+    e.connect + e.read + e.write + e.timeout))
+end
+LUA
+}
+lua "grant_type=client_credentials" '"access_token"' "$dir/issue.lua"
+lua "token=$token" '"active":true' "$dir/introspect.lua"
+failed=0
+run() { # name script path
+  local t0 t1 out line
+  t0=$(awk '{print $14 + $15}' "/proc/$node/stat")
+  out=$(wrk -t2 -c32 -d${DUR:-10s} -s "$2" "http://127.0.0.11:8080$3")
+  t1=$(awk '{print $14 + $15}' "/proc/$node/stat")
+  line=$(grep '^RESULT' <<< "$out") || { echo "$out" >&2; failed=1; return; }
+  eval "${line#RESULT }"
+  printf '== %-28s %8.0f req/s  p50 %6d µs  p99 %6d µs  server CPU %4.0f µs/req  non-2xx %d  wrong body %d  socket errors %d\n' \
+    "$1" "$(echo "$requests / ($duration_us / 1000000)" | bc -l)" "$p50_us" "$p99_us" \
+    "$(echo "($t1 - $t0) * 1000000 / $(getconf CLK_TCK) / $requests" | bc -l)" "$non2xx" "$bad" "$sockerr"
+  (( non2xx + bad + sockerr == 0 )) || failed=1
+}
+run "client_credentials issuance" "$dir/issue.lua" /oauth/token
+run "introspection" "$dir/introspect.lua" /oauth/introspect
+if (( failed )); then echo "FAILED: non-2xx responses, wrong bodies or socket errors" >&2; exit 1; fi

@@ -12,10 +12,13 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/baggage"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	promexporter "go.opentelemetry.io/otel/exporters/prometheus"
 	"go.opentelemetry.io/otel/metric"
@@ -43,6 +46,7 @@ type Telemetry struct {
 	Propagator propagation.TextMapPropagator
 	Log        *slog.Logger
 	registry   *prometheus.Registry
+	noSpans    bool // New without an exporter: no span is ever recorded
 	shutdown   []func(context.Context) error
 }
 
@@ -65,6 +69,8 @@ func New(ctx context.Context, cfg Config, logOut io.Writer) (*Telemetry, error) 
 			return nil, err
 		}
 		topts = append(topts, sdktrace.WithBatcher(exp))
+	} else {
+		t.noSpans = true
 	}
 	tp := sdktrace.NewTracerProvider(topts...)
 	t.Tracer = tp
@@ -74,7 +80,9 @@ func New(ctx context.Context, cfg Config, logOut io.Writer) (*Telemetry, error) 
 	if err != nil {
 		return nil, err
 	}
-	mp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(exp))
+	mp := sdkmetric.NewMeterProvider(sdkmetric.WithResource(res), sdkmetric.WithReader(exp),
+		sdkmetric.WithView(sdkmetric.NewView(sdkmetric.Instrument{Name: "http.server.*"},
+			sdkmetric.Stream{AttributeFilter: attribute.NewAllowKeysFilter(ServerMetricKeys...)})))
 	t.Meter = mp
 	t.shutdown = append(t.shutdown, mp.Shutdown)
 
@@ -101,17 +109,85 @@ func (t *Telemetry) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})
 }
 
+// ServerMetricKeys are the only attributes HTTP server metrics carry, each
+// from a closed set: the method (unknown ones become _OTHER), scheme,
+// protocol version, status code, route pattern (one of the routes given to
+// Handler, else "other") and what the router added (region and outcome; see
+// routing). Everything the client chooses freely, the Host header above
+// all (server.address, server.port), is dropped, so no request can add a
+// metric series.
+var ServerMetricKeys = []attribute.Key{
+	"http.request.method", "url.scheme", "network.protocol.version", "http.response.status_code", "http.route",
+	"meridian.region", "meridian.routing",
+}
+
 // Handler wraps a server handler with spans, W3C propagation and HTTP
-// metrics; operation names the server in span names.
-func (t *Telemetry) Handler(h http.Handler, operation string) http.Handler {
+// metrics; operation names the server in span names. routes, when given,
+// are the paths reported as http.route (an entry ending in "/" matches
+// every path under it); any other path is reported as "other".
+func (t *Telemetry) Handler(h http.Handler, operation string, routes ...string) http.Handler {
+	if len(routes) > 0 {
+		h = routeLabel(h, routes)
+	}
 	return otelhttp.NewHandler(h, operation,
 		otelhttp.WithTracerProvider(t.Tracer), otelhttp.WithMeterProvider(t.Meter), otelhttp.WithPropagators(t.Propagator),
 		otelhttp.WithSpanNameFormatter(func(_ string, r *http.Request) string { return r.Method + " " + r.URL.Path }))
 }
 
+// routeLabel labels the request's metrics with its route from a closed set.
+func routeLabel(h http.Handler, routes []string) http.Handler {
+	exact := map[string]attribute.KeyValue{}
+	var prefixes []string
+	for _, r := range routes {
+		exact[r] = attribute.String("http.route", r)
+		if strings.HasSuffix(r, "/") && r != "/" {
+			prefixes = append(prefixes, r)
+		}
+	}
+	other := attribute.String("http.route", "other")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if l, ok := otelhttp.LabelerFromContext(r.Context()); ok {
+			kv, found := exact[r.URL.Path]
+			if !found {
+				kv = other
+				for _, p := range prefixes {
+					if strings.HasPrefix(r.URL.Path, p) {
+						kv = exact[p]
+						break
+					}
+				}
+			}
+			l.Add(kv)
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
 // Transport wraps a client transport so outgoing calls carry the trace.
+// Without a trace exporter no span would be recorded, so the calls only
+// carry the W3C trace context (and baggage) of the request that made them,
+// without otelhttp's per-call span and client metrics.
 func (t *Telemetry) Transport(base http.RoundTripper) http.RoundTripper {
+	if t.noSpans {
+		return propagating{base: base, prop: t.Propagator}
+	}
 	return otelhttp.NewTransport(base, otelhttp.WithTracerProvider(t.Tracer), otelhttp.WithMeterProvider(t.Meter), otelhttp.WithPropagators(t.Propagator))
+}
+
+// propagating injects the caller's trace context into outgoing calls.
+type propagating struct {
+	base http.RoundTripper
+	prop propagation.TextMapPropagator
+}
+
+func (p propagating) RoundTrip(r *http.Request) (*http.Response, error) {
+	ctx := r.Context()
+	if !trace.SpanContextFromContext(ctx).IsValid() && baggage.FromContext(ctx).Len() == 0 {
+		return p.base.RoundTrip(r) // nothing to carry
+	}
+	r = r.Clone(ctx) // a RoundTripper must not modify its request
+	p.prop.Inject(ctx, propagation.HeaderCarrier(r.Header))
+	return p.base.RoundTrip(r)
 }
 
 // traceHandler adds trace_id and span_id of the context's span to records.

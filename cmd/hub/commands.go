@@ -3,31 +3,20 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"iter"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/meridian-id/meridian/config"
-	"github.com/meridian-id/meridian/geodns"
-	"github.com/meridian-id/meridian/hub"
+	"github.com/meridian-id/meridian/hub/server"
 	"github.com/meridian-id/meridian/lookup"
-	"github.com/meridian-id/meridian/lookup/embedded"
-	"github.com/meridian-id/meridian/lookup/redisstore"
-	"github.com/meridian-id/meridian/region/federation"
-	"github.com/meridian-id/meridian/region/node"
 	"github.com/meridian-id/meridian/telemetry"
 )
 
@@ -161,183 +150,24 @@ func runCommand(ctx context.Context, name string, cmd command, args []string, st
 		prefix: *prefix, tel: tel, log: tel.Log, flags: fv})
 }
 
-func (e *env) secret(key, path, devName string) ([]byte, error) {
-	return config.LoadSecret(key, path, filepath.Join(e.data, "secrets", devName), e.log)
-}
-
-// hasher is k_hub (and, during a rotation, the previous key).
-func (e *env) hasher(previousFile string) (*lookup.Hasher, error) {
-	cur, err := e.secret("hub.key_file", e.cfg.Hub.KeyFile, "hub.key")
-	if err != nil {
-		return nil, err
-	}
-	var prev []byte
-	if previousFile != "" {
-		if prev, err = config.LoadSecret("--previous-key-file", previousFile, "", e.log); err != nil {
-			return nil, err
-		}
-	}
-	return lookup.NewHasher(cur, prev)
-}
-
-// stores opens the lookup store and the hub state store: Redis when
-// hub.redis is set, else the embedded store and in-process state.
-func (e *env) stores() (lookup.Store, hub.StateStore, func(), error) {
-	if e.cfg.Hub.Redis != "" {
-		opts, err := redis.ParseURL(e.cfg.Hub.Redis)
-		if err != nil {
-			return nil, nil, nil, fmt.Errorf("hub.redis: %w", err)
-		}
-		c := redis.NewClient(opts)
-		st, err := redisstore.New(e.ctx, c, redisstore.Options{Prefix: e.prefix + "lookup:"})
-		if err != nil {
-			c.Close()
-			return nil, nil, nil, fmt.Errorf("hub.redis: %w", err)
-		}
-		return st, hub.NewRedisState(c, e.prefix+"hub:"), func() { c.Close() }, nil
-	}
-	dir := filepath.Join(e.data, "hub")
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, nil, nil, err
-	}
-	st, err := embedded.Open(e.ctx, filepath.Join(dir, "lookup.db"))
-	if err != nil {
-		return nil, nil, nil, err
-	}
-	return st, hub.NewMemoryState(), func() { st.Close() }, nil
-}
-
-// broker assembles the hub from the configuration.
-func (e *env) broker() (*hub.Broker, func(), error) {
-	codec, err := node.Codec(e.cfg, e.data, e.log)
-	if err != nil {
-		return nil, nil, err
-	}
-	h, err := e.hasher("")
-	if err != nil {
-		return nil, nil, err
-	}
-	secret, err := e.secret("hub secret (MERIDIAN_HUB_SECRET_FILE)", os.Getenv("MERIDIAN_HUB_SECRET_FILE"), "hub-secret.key")
-	if err != nil {
-		return nil, nil, err
-	}
-	lk, state, closeStores, err := e.stores()
-	if err != nil {
-		return nil, nil, err
-	}
-	client := federation.NewHTTPClient(federation.RoutesFromConfig(e.cfg), federation.ClientOptions{
-		ConnectTimeout: e.cfg.Federation.ConnectTimeout, RequestTimeout: e.cfg.Federation.RequestTimeout, Wrap: e.tel.Transport})
-	b, err := hub.New(hub.Config{Issuer: e.cfg.Federation.URL(e.cfg.Hub.Host), Regions: hub.RegionsFromConfig(e.cfg),
-		Codec: codec, Hasher: h, Lookup: lk, State: state, Secret: secret, HTTPClient: client,
-		SecureCookies: e.cfg.Federation.Scheme == "https", Log: e.log, Meter: e.tel.Meter.Meter("meridian/hub")})
-	if err != nil {
-		closeStores()
-		return nil, nil, err
-	}
-	return b, closeStores, nil
-}
+func (e *env) opts() server.Options { return server.Options{DataDir: e.data, Prefix: e.prefix} }
 
 func serve(e *env) error {
-	b, closeStores, err := e.broker()
+	h, err := server.New(e.ctx, e.cfg, e.opts(), e.tel)
 	if err != nil {
 		return err
 	}
-	defer closeStores()
-	site := e.cfg.Hub.Site
-	pub, err := net.Listen("tcp", site.Listen)
-	if err != nil {
-		return fmt.Errorf("hub.listen: %w", err)
-	}
-	srv := &http.Server{Handler: e.tel.Handler(b, "hub"), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
-	servers := []*http.Server{srv}
-	errc := make(chan error, 2)
-	go func() {
-		if site.TLS.CertFile != "" {
-			srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-			errc <- srv.ServeTLS(pub, site.TLS.CertFile, site.TLS.KeyFile)
-			return
-		}
-		errc <- srv.Serve(pub)
-	}()
-	if site.AdminListen != "" {
-		adm, err := net.Listen("tcp", site.AdminListen)
-		if err != nil {
-			_ = srv.Close()
-			return fmt.Errorf("hub.admin_listen: %w", err)
-		}
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", e.tel.MetricsHandler())
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
-		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-			ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			if err := b.Ready(ctx); err != nil {
-				http.Error(w, "lookup or state store unreachable", http.StatusServiceUnavailable)
-				return
-			}
-			_, _ = io.WriteString(w, "ok\n")
-		})
-		as := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		servers = append(servers, as)
-		go func() { errc <- as.Serve(adm) }()
-	}
-
-	// The hub also serves the federation zone when dns.listen is set.
-	dnsCtx, stopDNS := context.WithCancel(e.ctx)
-	defer stopDNS()
-	dnsDone := make(chan struct{})
-	if e.cfg.DNS.Listen != "" {
-		gc, err := geodns.FromConfig(e.cfg)
-		if err != nil {
-			_ = srv.Close()
-			return err
-		}
-		dns, err := geodns.New(gc, e.log, e.tel.Meter.Meter("meridian/geodns"))
-		if err != nil {
-			_ = srv.Close()
-			return err
-		}
-		go func() {
-			defer close(dnsDone)
-			if err := dns.ListenAndServe(dnsCtx, e.cfg.DNS.Listen); err != nil {
-				errc <- fmt.Errorf("dns.listen: %w", err)
-			}
-		}()
-		e.log.Info("geodns serving", "listen", e.cfg.DNS.Listen, "zone", gc.Zone)
-	} else {
-		close(dnsDone)
-	}
-	defer func() { stopDNS(); <-dnsDone }()
-
-	e.log.Info("hub serving", "issuer", b.Issuer(), "listen", pub.Addr().String())
-	select {
-	case <-e.ctx.Done():
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			for _, s := range servers {
-				_ = s.Close()
-			}
-			return err
-		}
-	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	var errs []error
-	for _, s := range servers {
-		errs = append(errs, s.Shutdown(shutCtx))
-	}
-	e.log.Info("hub stopped")
-	return errors.Join(errs...)
+	defer h.Close()
+	return h.Serve(e.ctx)
 }
 
 func reconcile(e *env) error {
-	b, closeStores, err := e.broker()
+	h, err := server.New(e.ctx, e.cfg, e.opts(), e.tel)
 	if err != nil {
 		return err
 	}
-	defer closeStores()
-	rep, err := b.Reconcile(e.ctx, e.flags.fix)
+	defer h.Close()
+	rep, err := h.Broker.Reconcile(e.ctx, e.flags.fix)
 	if err != nil {
 		return err
 	}
@@ -409,20 +239,20 @@ func (e *env) checkRegion() error {
 }
 
 func (e *env) table(previousFile string) (*lookup.Table, func(), error) {
-	h, err := e.hasher(previousFile)
+	h, err := server.Hasher(e.cfg, e.opts(), previousFile, e.log)
 	if err != nil {
 		return nil, nil, err
 	}
-	lk, _, closeStores, err := e.stores()
+	st, err := server.OpenStores(e.ctx, e.cfg, e.opts())
 	if err != nil {
 		return nil, nil, err
 	}
-	t, err := lookup.NewTable(h, lk)
+	t, err := lookup.NewTable(h, st.Lookup)
 	if err != nil {
-		closeStores()
+		st.Close()
 		return nil, nil, err
 	}
-	return t, closeStores, nil
+	return t, st.Close, nil
 }
 
 // importUsers assigns a file of usernames to a region, in pipelined

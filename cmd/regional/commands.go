@@ -34,7 +34,11 @@ commands:
                   [--access-token-format opaque|jwt] [--name N] [--first-party] [--scopes s,t] [--json])
   clients list    list clients
   clients delete  delete a client (--client-id ID)
-  keys rotate     create a new signing key; the old one stays published for --overlap
+  keys rotate     create a new signing key, published now and signing after the publish delay;
+                  the old one signs until then and stays published for --overlap after it
+  keys list       list the published signing keys, when each signs and the KEK that seals it
+  keys migrate    seal every signing key with the region's key-encryption key, in place
+                  (plaintext keys, and keys sealed by previous_key_encryption_key_file)
 
 common flags: --config F (default configs/regions.yaml) --region ID --data-dir D
 `
@@ -97,6 +101,8 @@ var commands = map[string]command{
 	"clients list":   withEnv(jsonFlag, clientsList),
 	"clients delete": withEnv(clientsDeleteFlags, clientsDelete),
 	"keys rotate":    withEnv(keysRotateFlags, keysRotate),
+	"keys list":      withEnv(nil, keysList),
+	"keys migrate":   withEnv(nil, keysMigrate),
 }
 
 // flagValues holds every command-specific flag; each command reads its own.
@@ -415,20 +421,90 @@ func clientsDelete(e *env, fv *flagValues) error {
 }
 
 func keysRotateFlags(fs *flag.FlagSet, fv *flagValues) {
-	fs.DurationVar(&fv.overlap, "overlap", 24*time.Hour, "how long the previous key stays published (>= longest token lifetime)")
+	fs.DurationVar(&fv.overlap, "overlap", 0, "how long the previous key stays published after it stops signing "+
+		"(default federation.signing_key_overlap; refused when shorter than the ID / access token lifetime)")
+}
+
+// keys opens the region's store and its key manager with the node's KEK.
+func (e *env) keys() (*region.Keys, store.Store, error) {
+	st, err := e.openStore()
+	if err != nil {
+		return nil, nil, err
+	}
+	r, _ := e.cfg.Region(e.region)
+	opts, err := node.KeyOptions(e.cfg, r, e.data, e.tel.Log)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	opts.MinOverlap = max(region.DefaultLifetimes.IDToken, region.DefaultLifetimes.AccessToken)
+	k, err := region.NewKeys(e.region, st, opts)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return k, st, nil
 }
 
 func keysRotate(e *env, fv *flagValues) error {
-	st, err := e.openStore()
+	overlap := fv.overlap
+	if overlap == 0 {
+		overlap = e.cfg.Federation.SigningKeyOverlap
+	}
+	if overlap == 0 {
+		overlap = 24 * time.Hour
+	}
+	k, st, err := e.keys()
 	if err != nil {
 		return err
 	}
 	defer st.Close()
-	id, err := region.NewKeys(e.region, st).Rotate(e.ctx, fv.overlap)
+	id, signsAt, err := k.Rotate(e.ctx, overlap)
 	if err != nil {
 		return err
 	}
 	e.audit("signing_key.rotated", slog.String("kid", id))
-	fmt.Fprintf(e.stdout, "region %s: new signing key %s active; previous key published for %s\n", e.region, id, fv.overlap)
+	fmt.Fprintf(e.stdout, "region %s: new signing key %s published; it signs from %s, the previous key is published until %s\n",
+		e.region, id, signsAt.Format(time.RFC3339), signsAt.Add(overlap).Format(time.RFC3339))
+	return nil
+}
+
+func keysList(e *env, _ *flagValues) error {
+	k, st, err := e.keys()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	infos, err := k.List(e.ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KID\tSTATE\tSIGNS FROM\tPUBLISHED UNTIL\tSEALED BY")
+	for _, i := range infos {
+		until := "-"
+		if !i.NotAfter.IsZero() {
+			until = i.NotAfter.Format(time.RFC3339)
+		}
+		kek := i.KEKID
+		if kek == "" {
+			kek = "PLAINTEXT (run keys migrate)"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", i.ID, i.State, i.NotBefore.Format(time.RFC3339), until, kek)
+	}
+	return tw.Flush()
+}
+
+func keysMigrate(e *env, _ *flagValues) error {
+	k, st, err := e.keys()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	n, err := k.Migrate(e.ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "region %s: %d signing key(s) sealed with the current key-encryption key\n", e.region, n)
 	return nil
 }

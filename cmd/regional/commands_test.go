@@ -3,11 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/meridian-id/meridian/region/store"
+	"github.com/meridian-id/meridian/region/store/sqlite"
 )
 
 // cli runs the command with a config whose data dir is private to the test.
@@ -99,5 +106,58 @@ func TestUsageErrors(t *testing.T) {
 				t.Fatalf("exit %d, stderr %q; want 2 with a message", code, errs)
 			}
 		})
+	}
+}
+
+func TestKeysCommands(t *testing.T) {
+	c := newCLI(t)
+	if code, _, errs := c.run("", "migrate", "--region", "eu"); code != 0 {
+		t.Fatalf("migrate: %s", errs)
+	}
+	// A key as the previous release stored it: PKCS#8 in the clear.
+	dataDir := filepath.Join(filepath.Dir(c.cfg), "data")
+	st, err := sqlite.Open(context.Background(), filepath.Join(dataDir, "eu", "meridian.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	der, _ := x509.MarshalPKCS8PrivateKey(priv)
+	if err := st.AddSigningKey(context.Background(), store.SigningKey{ID: "eu-legacy", Algorithm: "ES256", PrivateDER: der, Active: true}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	if code, out, errs := c.run("", "keys", "list", "--region", "eu"); code != 0 || !strings.Contains(out, "eu-legacy") || !strings.Contains(out, "PLAINTEXT") {
+		t.Fatalf("keys list before migrate: %d %q %s", code, out, errs)
+	}
+	if code, out, errs := c.run("", "keys", "migrate", "--region", "eu"); code != 0 || !strings.Contains(out, "1 signing key(s) sealed") {
+		t.Fatalf("keys migrate: %d %q %s", code, out, errs)
+	}
+	if code, out, _ := c.run("", "keys", "list", "--region", "eu"); code != 0 || strings.Contains(out, "PLAINTEXT") || !strings.Contains(out, "file-") {
+		t.Fatalf("keys list after migrate: %q", out)
+	}
+	if code, _, errs := c.run("", "keys", "rotate", "--region", "eu", "--overlap", "1m"); code != 1 || !strings.Contains(errs, "overlap shorter") {
+		t.Fatalf("rotate with a short overlap: %d %s", code, errs)
+	}
+	code, out, errs := c.run("", "keys", "rotate", "--region", "eu")
+	if code != 0 || !strings.Contains(out, "published; it signs from") {
+		t.Fatalf("keys rotate: %d %q %s", code, out, errs)
+	}
+	if code, out, _ := c.run("", "keys", "list", "--region", "eu"); code != 0 || !strings.Contains(out, "signing") || !strings.Contains(out, "published") {
+		t.Fatalf("keys list after rotate: the legacy key signs until the new one's publish delay passed: %q", out)
+	}
+
+	// The database with another KEK: every command that needs the keys, and
+	// the node itself, refuses with a clear error instead of making a new key.
+	wrong := filepath.Join(t.TempDir(), "other.kek")
+	if err := os.WriteFile(wrong, bytes.Repeat([]byte("k"), 32), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("MERIDIAN_KEY_ENCRYPTION_KEY_FILE", wrong)
+	for _, args := range [][]string{{"keys", "list"}, {"keys", "migrate"}, {"keys", "rotate"}, {"serve"}} {
+		code, _, errs := c.run("", append(args, "--region", "eu")...)
+		if code != 1 || !strings.Contains(errs, "sealed by") {
+			t.Errorf("%v with the wrong KEK: %d %s", args, code, errs)
+		}
 	}
 }

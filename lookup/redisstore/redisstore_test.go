@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
@@ -20,9 +21,7 @@ import (
 // client returns a client for the shared test Redis, closed at cleanup.
 func client(tb testing.TB) redis.UniversalClient {
 	tb.Helper()
-	c := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{testenv.RedisAddr(tb)}})
-	tb.Cleanup(func() { _ = c.Close() })
-	return c
+	return testenv.RedisClient(tb)
 }
 
 // prefix returns a key prefix no other test uses.
@@ -71,6 +70,18 @@ func assertNoKeys(tb testing.TB, c redis.UniversalClient, prefix string) {
 // scanKeys lists the keys under prefix (which must contain no glob
 // metacharacters).
 func scanKeys(ctx context.Context, c redis.UniversalClient, prefix string) ([]string, error) {
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		var mu sync.Mutex
+		var keys []string
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, n *redis.Client) error {
+			k, err := scanKeys(ctx, n, prefix)
+			mu.Lock()
+			keys = append(keys, k...)
+			mu.Unlock()
+			return err
+		})
+		return keys, err
+	}
 	var keys []string
 	iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
 	for iter.Next(ctx) {
@@ -119,10 +130,22 @@ func TestLayoutMismatch(t *testing.T) {
 	if _, err := redisstore.New(ctx, c, redisstore.Options{Prefix: p, BucketBits: 10}); err != nil {
 		t.Fatalf("New with same BucketBits: %v", err)
 	}
+	// Sized from configuration, an existing table keeps its size and says
+	// that it wants another one.
+	o, err := redisstore.New(ctx, c, redisstore.Options{Prefix: p, ExpectedUsers: 10_000_000})
+	if err != nil {
+		t.Fatalf("New with ExpectedUsers: %v", err)
+	}
+	if got, err := o.Layout(ctx); err != nil || got != (redisstore.Layout{BucketBits: 10, WantBits: 17}) {
+		t.Fatalf("Layout = %+v, %v; want 10 bits stored, 17 wanted", got, err)
+	}
 }
 
 func TestBucketBitsFor(t *testing.T) {
-	for _, tc := range []struct{ users, bits int }{
+	for _, tc := range []struct {
+		users int64
+		bits  int
+	}{
 		{0, 8}, {1000, 8}, {20480, 8}, {20481, 9},
 		{1_000_000, 14}, {1_310_720, 14}, {10_000_000, 17}, {1 << 40, 24},
 	} {
@@ -224,7 +247,7 @@ func TestListpackLayout(t *testing.T) {
 		if n, err := c.HLen(ctx, bucketKey).Result(); err != nil || n != int64(len(entries)) {
 			t.Fatalf("bits %d: HLEN %s = %d, %v; want %d", bits, bucketKey, n, err, len(entries))
 		}
-		if want := fmt.Sprintf("{b:%x}", uint32(0xabcd00)>>(24-bits)); !strings.HasSuffix(bucketKey, want) {
+		if want := fmt.Sprintf("{b%d:%x}", bits, uint32(0xabcd00)>>(24-bits)); !strings.HasSuffix(bucketKey, want) {
 			t.Fatalf("bits %d: bucket key %q, want suffix %q", bits, bucketKey, want)
 		}
 		enc, err := c.ObjectEncoding(ctx, bucketKey).Result()

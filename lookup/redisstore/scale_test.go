@@ -55,7 +55,7 @@ func TestMemoryAtScale(t *testing.T) {
 	if err != nil || n < 1 {
 		t.Fatalf("MERIDIAN_LOOKUP_SCALE=%q: want a positive integer", env)
 	}
-	bits := redisstore.BucketBitsFor(n)
+	bits := redisstore.BucketBitsFor(int64(n))
 	if v := os.Getenv("MERIDIAN_LOOKUP_BUCKET_BITS"); v != "" {
 		if bits, err = strconv.Atoi(v); err != nil {
 			t.Fatalf("MERIDIAN_LOOKUP_BUCKET_BITS=%q: %v", v, err)

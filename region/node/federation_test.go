@@ -48,6 +48,11 @@ type federation struct {
 	spans    *tracetest.InMemoryExporter
 	dials    atomic.Int64
 	port     int
+	// keyTimings shorten signing-key rotation (node.Options.KeyTimings).
+	keyTimings region.KeyOptions
+	// cfgOf, when it has a region's entry, is that node's own copy of the
+	// config (a rolling change reaches nodes one at a time).
+	cfgOf map[string]*config.Config
 }
 
 // freePort finds a port free on every region address.
@@ -76,14 +81,15 @@ func freePort(t testing.TB) int {
 	return 0
 }
 
-func startFederation(t testing.TB) *federation {
+func startFederation(t testing.TB, opts ...func(*federation)) *federation {
 	port := freePort(t)
 	f := &federation{t: t, nodes: map[string]*node.Node{}, stop: map[string]context.CancelFunc{}, done: map[string]chan struct{}{},
 		spans: tracetest.NewInMemoryExporter(), port: port}
 	cfg := &config.Config{
 		DataDir: t.TempDir(),
 		Federation: config.Federation{GlobalHost: "id.localhost", Scheme: "http", Port: port, CookieDomain: "id.localhost",
-			Topology: "hub", ConnectTimeout: 500 * time.Millisecond, RequestTimeout: 2 * time.Second},
+			// The request timeout bounds a proxied login step, argon2id included.
+			Topology: "hub", ConnectTimeout: 500 * time.Millisecond, RequestTimeout: 5 * time.Second},
 		Hub:       config.Hub{Site: config.Site{Host: "hub.id.localhost", Listen: "127.0.0.10:" + strconv.Itoa(port), Addresses: []string{"127.0.0.10"}}},
 		Telemetry: config.Telemetry{LogLevel: "info"},
 	}
@@ -98,6 +104,9 @@ func startFederation(t testing.TB) *federation {
 		t.Fatal(err)
 	}
 	f.cfg = cfg
+	for _, o := range opts {
+		o(f)
+	}
 	f.resolver = oidctest.NewResolver(hosts)
 	for _, id := range []string{"eu", "us", "ap"} {
 		f.start(id)
@@ -118,9 +127,13 @@ func (f *federation) telemetry(id string) *telemetry.Telemetry {
 func (f *federation) start(id string) {
 	t := f.t
 	ctx := context.Background()
-	n, err := node.New(ctx, f.cfg, id, node.Options{WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
+	cfg := f.cfg
+	if c, ok := f.cfgOf[id]; ok {
+		cfg = c
+	}
+	n, err := node.New(ctx, cfg, id, node.Options{WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) { f.dials.Add(1); return rt.RoundTrip(r) })
-	}}, f.telemetry(id))
+	}, KeyTimings: f.keyTimings}, f.telemetry(id))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -5,8 +5,6 @@ package node
 
 import (
 	"context"
-	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -17,8 +15,10 @@ import (
 	"time"
 
 	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/federation/setup"
+	"github.com/meridian-id/meridian/internal/serve"
 	"github.com/meridian-id/meridian/region"
-	"github.com/meridian-id/meridian/region/federation"
+	"github.com/meridian-id/meridian/region/federate"
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/region/store/mysql"
 	"github.com/meridian-id/meridian/region/store/postgres"
@@ -66,22 +66,48 @@ func OpenStore(ctx context.Context, r *config.Region, dataDir string) (store.Sto
 	return s, nil
 }
 
-// Codec loads the federation routing key and returns the region-tag codec.
+// Codec loads the federation routing key and returns the region-tag codec
+// (setup.Codec).
 func Codec(cfg *config.Config, dataDir string, log *slog.Logger) (*routing.Codec, error) {
-	key, err := config.LoadSecret("federation.routing_key_file", cfg.Federation.RoutingKeyFile,
-		filepath.Join(dataDir, "secrets", "routing.key"), log)
+	return setup.Codec(cfg, dataDir, log)
+}
+
+// KeyOptions loads region r's key-encryption key(s) and returns its
+// signing-key options: the KEK from regions[].key_encryption_key_file
+// (MERIDIAN_KEY_ENCRYPTION_KEY_FILE overrides it; a development key under
+// dataDir/secrets when both are empty), the previous KEK during a KEK
+// rotation, and the federation's publish delay. A KEK that does not open
+// the region's keys is reported when the keys are loaded, never replaced.
+func KeyOptions(cfg *config.Config, r *config.Region, dataDir string, log *slog.Logger) (region.KeyOptions, error) {
+	path := r.KeyEncryptionKeyFile
+	if env := os.Getenv("MERIDIAN_KEY_ENCRYPTION_KEY_FILE"); env != "" {
+		path = env
+	}
+	secret, err := config.LoadSecret("regions["+r.ID+"].key_encryption_key_file", path,
+		filepath.Join(dataDir, "secrets", "kek-"+r.ID+".key"), log)
 	if err != nil {
-		return nil, err
+		return region.KeyOptions{}, err
 	}
-	keys := [][]byte{key}
-	if p := cfg.Federation.PreviousRoutingKeyFile; p != "" {
-		prev, err := config.LoadSecret("federation.previous_routing_key_file", p, "", log)
+	opts := region.KeyOptions{PublishDelay: cfg.Federation.SigningKeyPublishDelay}
+	if opts.Wrapper, err = region.NewFileKEK(secret); err != nil {
+		return region.KeyOptions{}, err
+	}
+	prev := r.PreviousKeyEncryptionKeyFile
+	if env := os.Getenv("MERIDIAN_PREVIOUS_KEY_ENCRYPTION_KEY_FILE"); env != "" {
+		prev = env
+	}
+	if prev != "" {
+		old, err := config.LoadSecret("regions["+r.ID+"].previous_key_encryption_key_file", prev, "", log)
 		if err != nil {
-			return nil, err
+			return region.KeyOptions{}, err
 		}
-		keys = append(keys, prev)
+		w, err := region.NewFileKEK(old)
+		if err != nil {
+			return region.KeyOptions{}, err
+		}
+		opts.Previous = []region.KeyWrapper{w}
 	}
-	return routing.NewCodec(cfg.RegionIDs(), keys...)
+	return opts, nil
 }
 
 // Node is one running regional node.
@@ -94,7 +120,7 @@ type Node struct {
 	tel      *telemetry.Telemetry
 	log      *slog.Logger
 	dr       bool
-	fed      *federation.Node // nil when Options.Upstream was given
+	fed      *federate.Node // nil when Options.Upstream was given
 }
 
 // Options tune a node beyond the config file.
@@ -106,6 +132,9 @@ type Options struct {
 	Upstream region.Upstream
 	// WrapTransport wraps the router's transport to other regions.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// KeyTimings, when its fields are set, override the signing-key cache
+	// TTLs and publish delay (tests shorten a rotation to seconds).
+	KeyTimings region.KeyOptions
 }
 
 // New builds the node of region id.
@@ -131,6 +160,17 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	if err != nil {
 		return nil, err
 	}
+	prevCookieKeys, err := previousSecret("previous cookie key (MERIDIAN_PREVIOUS_COOKIE_KEY_FILE)", os.Getenv("MERIDIAN_PREVIOUS_COOKIE_KEY_FILE"), log)
+	if err != nil {
+		return nil, err
+	}
+	keyOpts, err := KeyOptions(cfg, r, dataDir, log)
+	if err != nil {
+		return nil, err
+	}
+	if t := opts.KeyTimings; t.PublishDelay > 0 || t.CacheTTL > 0 || t.PeerCacheTTL > 0 {
+		keyOpts.PublishDelay, keyOpts.CacheTTL, keyOpts.PeerCacheTTL = t.PublishDelay, t.CacheTTL, t.PeerCacheTTL
+	}
 	st, err := OpenStore(ctx, r, dataDir)
 	if err != nil {
 		return nil, err
@@ -139,16 +179,27 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	if r.DR != nil {
 		hosts = append(hosts, r.DR.Host)
 	}
+	peerHosts := map[string]string{}
+	for i := range cfg.Regions {
+		o := &cfg.Regions[i]
+		if o.ID == id {
+			continue
+		}
+		peerHosts[strings.ToLower(o.Host)] = cfg.Issuer(o)
+		if o.DR != nil {
+			peerHosts[strings.ToLower(o.DR.Host)] = cfg.Issuer(o)
+		}
+	}
 	upstream := opts.Upstream
-	var fed *federation.Node
+	var fed *federate.Node
 	if upstream == nil {
 		hubKey, err := config.LoadSecret("hub.key_file", cfg.Hub.KeyFile, filepath.Join(dataDir, "secrets", "hub.key"), log)
 		if err != nil {
 			st.Close()
 			return nil, err
 		}
-		fed, err = federation.NewNode(ctx, federation.NodeConfig{Config: cfg, Region: id, Store: st, Codec: codec,
-			CookieKey: cookieKey, HubKey: hubKey, Wrap: tel.Transport, Log: log})
+		fed, err = federate.NewNode(ctx, federate.NodeConfig{Config: cfg, Region: id, Store: st, Codec: codec,
+			CookieKey: cookieKey, PreviousCookieKeys: prevCookieKeys, HubKey: hubKey, Wrap: tel.Transport, Log: log})
 		if err != nil {
 			st.Close()
 			return nil, err
@@ -186,16 +237,30 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		}
 	}
 	n.Provider, err = region.New(ctx, region.Config{
-		Region: id, Issuer: cfg.Issuer(r), GlobalIssuer: cfg.GlobalIssuer(), RegionHosts: hosts,
+		Region: id, Issuer: cfg.Issuer(r), GlobalIssuer: cfg.GlobalIssuer(), RegionHosts: hosts, PeerHosts: peerHosts,
 		CookieDomain: cfg.Federation.CookieDomain, SecureCookies: cfg.Federation.Scheme == "https", CookieKey: cookieKey,
-		Peers: n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"),
-		RegistrationToken: regToken, RegistrationsPerMinute: r.RegistrationsPerMinute,
+		PreviousCookieKeys: prevCookieKeys,
+		RegistrationToken:  regToken, RegistrationsPerMinute: r.RegistrationsPerMinute,
+		Peers: n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"), Keys: keyOpts,
 	}, st, codec, log)
 	if err != nil {
 		n.Close()
 		return nil, err
 	}
 	return n, nil
+}
+
+// previousSecret loads the secret retired by a rotation, when path is set:
+// it still opens what it sealed, and seals nothing new.
+func previousSecret(what, path string, log *slog.Logger) ([][]byte, error) {
+	if path == "" {
+		return nil, nil
+	}
+	k, err := config.LoadSecret(what, path, "", log)
+	if err != nil {
+		return nil, err
+	}
+	return [][]byte{k}, nil
 }
 
 // RouterConfig derives region id's router configuration from the
@@ -216,6 +281,14 @@ func RouterConfig(cfg *config.Config, id string, wrap func(http.RoundTripper) ht
 		rc.Upstreams = append(rc.Upstreams, u)
 	}
 	return rc
+}
+
+// Routes are the regional node's public endpoints as its HTTP metrics name
+// them (http.route); any other path is counted as "other".
+var Routes = []string{
+	"/authorize", "/authorize/callback", "/oauth/token", "/oauth/introspect", "/revoke", "/userinfo", "/dereference",
+	"/end_session", "/logged-out", "/login", "/login/password", "/login/totp", "/consent", "/login/federated/callback",
+	"/register", "/keys", "/.well-known/openid-configuration", "/healthz", "/readyz", "/internal/",
 }
 
 // Close releases the store.
@@ -258,59 +331,15 @@ func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error 
 	if n.fed != nil {
 		go func() { _ = n.fed.Pusher.Run(ctx) }()
 	}
-	srv := &http.Server{Handler: n.tel.Handler(n.Router, "regional"), ReadHeaderTimeout: 10 * time.Second,
-		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
-	servers := []*http.Server{srv}
-	errc := make(chan error, 2)
-	go func() {
-		if site.TLS.CertFile != "" {
-			srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
-			errc <- srv.ServeTLS(pub, site.TLS.CertFile, site.TLS.KeyFile)
-			return
-		}
-		errc <- srv.Serve(pub)
-	}()
+	ls := []serve.Listener{{Server: serve.Public(n.tel.Handler(n.Router, "regional", Routes...)), Listener: pub,
+		CertFile: site.TLS.CertFile, KeyFile: site.TLS.KeyFile}}
 	if adm != nil {
-		mux := http.NewServeMux()
-		mux.Handle("GET /metrics", n.tel.MetricsHandler())
-		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
-		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
-			c, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-			defer cancel()
-			if err := n.Provider.Ready(c); err != nil {
-				http.Error(w, "database unreachable", http.StatusServiceUnavailable)
-				return
-			}
-			_, _ = w.Write([]byte("ok\n"))
-		})
-		as := AdminServer(mux)
-		servers = append(servers, as)
-		go func() { errc <- as.Serve(adm) }()
+		ls = append(ls, serve.Listener{Server: serve.Admin(n.tel.MetricsHandler(), n.Provider.Ready, "database unreachable"), Listener: adm})
 	}
 	n.log.Info("regional node serving", "region", n.region.ID, "listen", pub.Addr().String(), "dr", n.dr)
-	select {
-	case <-ctx.Done():
-	case err := <-errc:
-		if !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
-	defer cancel()
-	var errs []error
-	for _, s := range servers {
-		errs = append(errs, s.Shutdown(shutCtx))
-	}
+	err := serve.Run(ctx, ls)
 	n.log.Info("regional node stopped", "region", n.region.ID)
-	return errors.Join(errs...)
-}
-
-// AdminServer is the admin listener's server: every phase of a request is
-// bounded, so idle or slow connections (a port scanner, a stuck scraper)
-// cannot pile up on the listener that carries health and metrics.
-func AdminServer(h http.Handler) *http.Server {
-	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
+	return err
 }
 
 // sweep deletes expired artifacts every few minutes.

@@ -135,14 +135,18 @@ type Session struct {
 }
 
 // SigningKey is a region's token signing key. The private key is a PKCS#8 DER
-// blob; rotation adds a new active key and keeps retired keys published until
-// NotAfter so tokens signed with them still verify.
+// blob sealed with a key-encryption key that is not in the database (KEKID
+// names it; an empty KEKID marks a legacy plaintext row). Rotation adds a new
+// active key, published at once but signing only from NotBefore, and keeps
+// retired keys published until NotAfter so tokens signed with them still verify.
 type SigningKey struct {
 	ID         string // kid, names the region: "<region>-<random>"
 	Algorithm  string // ES256
-	PrivateDER []byte
+	PrivateDER []byte // sealed PKCS#8 DER; plaintext only when KEKID is empty
+	KEKID      string // key-encryption key that sealed PrivateDER; "" for plaintext
 	CreatedAt  time.Time
-	Active     bool      // the one key that signs
+	NotBefore  time.Time // signs from then on; a zero NotBefore is stored as CreatedAt
+	Active     bool      // the newest key: the one that signs from NotBefore on
 	NotAfter   time.Time // zero while active; published until then once retired
 }
 
@@ -248,6 +252,12 @@ type Store interface {
 	// ListSigningKeys returns the active key and retired keys whose NotAfter
 	// is in the future, newest first.
 	ListSigningKeys(ctx context.Context, now time.Time) ([]SigningKey, error)
+	// ResealSigningKey replaces key id's private key material and KEK id,
+	// only while the row is still sealed by fromKEK (compare-and-swap, so
+	// two nodes migrating at once cannot overwrite each other's work). It
+	// returns ErrNotFound for an unknown id and ErrConflict when the row is
+	// no longer sealed by fromKEK.
+	ResealSigningKey(ctx context.Context, id, fromKEK string, material []byte, toKEK string) error
 
 	// DeleteExpired removes expired auth requests, tokens and sessions.
 	DeleteExpired(ctx context.Context, now time.Time) error

@@ -64,6 +64,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RevokeUserClientTokens", testRevokeUserClient},
 		{"Session", testSession},
 		{"SigningKeys", testSigningKeys},
+		{"SigningKeyReseal", testSigningKeyReseal},
 		{"FederatedClaims", testFederatedClaims},
 		{"DeleteExpired", testDeleteExpired},
 		{"Concurrent/RedeemCode", testConcurrentRedeem},
@@ -1122,7 +1123,8 @@ func testSigningKeys(t *testing.T, s store.Store) {
 	ctx := t.Context()
 	now := base()
 	key := func(id string, created time.Time, active bool) store.SigningKey {
-		return store.SigningKey{ID: id, Algorithm: "ES256", PrivateDER: []byte("der-" + id), CreatedAt: created, Active: active}
+		return store.SigningKey{ID: id, Algorithm: "ES256", PrivateDER: []byte("der-" + id), KEKID: "kek-1",
+			CreatedAt: created, NotBefore: created.Add(time.Minute), Active: active}
 	}
 	k1 := key("eu-1", now.Add(-3*time.Hour), true)
 	k2 := key("eu-2", now.Add(-2*time.Hour), false)
@@ -1176,6 +1178,38 @@ func testSigningKeys(t *testing.T, s store.Store) {
 	list, err = s.ListSigningKeys(ctx, until)
 	ok(t, err)
 	equal(t, list, []store.SigningKey{active3})
+}
+
+// testSigningKeyReseal covers the in-place sealing of a legacy plaintext
+// key and a KEK rotation: the material and KEK id change together, only
+// while the row is still sealed by the expected KEK.
+func testSigningKeyReseal(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	now := base()
+	// A legacy row: no KEK, no NotBefore (stored as CreatedAt).
+	legacy := store.SigningKey{ID: "eu-legacy", Algorithm: "ES256", PrivateDER: []byte("plain"), CreatedAt: now.Add(-time.Hour), Active: true}
+	ok(t, s.AddSigningKey(ctx, legacy))
+	list, err := s.ListSigningKeys(ctx, now)
+	ok(t, err)
+	want := legacy
+	want.NotBefore = legacy.CreatedAt
+	equal(t, list, []store.SigningKey{want})
+
+	ok(t, s.ResealSigningKey(ctx, legacy.ID, "", []byte("sealed-1"), "kek-1"))
+	// A second node migrating the same row from plaintext loses the race.
+	is(t, s.ResealSigningKey(ctx, legacy.ID, "", []byte("sealed-other"), "kek-other"), store.ErrConflict)
+	list, err = s.ListSigningKeys(ctx, now)
+	ok(t, err)
+	want.PrivateDER, want.KEKID = []byte("sealed-1"), "kek-1"
+	equal(t, list, []store.SigningKey{want})
+
+	ok(t, s.ResealSigningKey(ctx, legacy.ID, "kek-1", []byte("sealed-2"), "kek-2"))
+	list, err = s.ListSigningKeys(ctx, now)
+	ok(t, err)
+	want.PrivateDER, want.KEKID = []byte("sealed-2"), "kek-2"
+	equal(t, list, []store.SigningKey{want})
+
+	is(t, s.ResealSigningKey(ctx, "eu-unknown", "", []byte("x"), "kek-1"), store.ErrNotFound)
 }
 
 func testFederatedClaims(t *testing.T, s store.Store) {

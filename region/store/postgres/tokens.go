@@ -289,9 +289,10 @@ func (s *Store) DeleteSession(ctx context.Context, h store.Hash) error {
 // key, like a taken id, gives store.ErrConflict.
 func (s *Store) AddSigningKey(ctx context.Context, k store.SigningKey) error {
 	k.CreatedAt = nowOr(k.CreatedAt, s.now())
+	k.NotBefore = nowOr(k.NotBefore, k.CreatedAt)
 	return s.write(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO signing_keys (id, algorithm, private_der, created_at, active, not_after)
-			VALUES ($1, $2, $3, $4, $5, $6)`, k.ID, k.Algorithm, k.PrivateDER, k.CreatedAt, k.Active, k.NotAfter)
+		_, err := tx.Exec(ctx, `INSERT INTO signing_keys (id, algorithm, private_der, kek_id, created_at, not_before, active, not_after)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`, k.ID, k.Algorithm, k.PrivateDER, k.KEKID, k.CreatedAt, k.NotBefore, k.Active, k.NotAfter)
 		return wrap("add signing key", err)
 	})
 }
@@ -325,20 +326,36 @@ func (s *Store) ActivateSigningKey(ctx context.Context, id string, notAfter time
 func (s *Store) ListSigningKeys(ctx context.Context, now time.Time) ([]store.SigningKey, error) {
 	var keys []store.SigningKey
 	err := s.read(ctx, func(c *pgx.Conn) error {
-		rows, err := c.Query(ctx, `SELECT id, algorithm, private_der, created_at, active, not_after FROM signing_keys
+		rows, err := c.Query(ctx, `SELECT id, algorithm, private_der, kek_id, created_at, not_before, active, not_after FROM signing_keys
 			WHERE active OR not_after > $1 ORDER BY created_at DESC, id DESC`, now)
 		if err != nil {
 			return wrap("list signing keys", err)
 		}
 		keys, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (store.SigningKey, error) {
 			var k store.SigningKey
-			err := r.Scan(&k.ID, &k.Algorithm, &k.PrivateDER, &k.CreatedAt, &k.Active, &k.NotAfter)
-			k.CreatedAt, k.NotAfter = utc(k.CreatedAt), utc(k.NotAfter)
+			err := r.Scan(&k.ID, &k.Algorithm, &k.PrivateDER, &k.KEKID, &k.CreatedAt, &k.NotBefore, &k.Active, &k.NotAfter)
+			k.CreatedAt, k.NotBefore, k.NotAfter = utc(k.CreatedAt), utc(k.NotBefore), utc(k.NotAfter)
 			return k, err
 		})
 		return wrap("list signing keys", err)
 	})
 	return keys, err
+}
+
+// ResealSigningKey replaces id's key material and KEK id while the row is
+// still sealed by fromKEK; the row lock serializes concurrent reseals.
+func (s *Store) ResealSigningKey(ctx context.Context, id, fromKEK string, material []byte, toKEK string) error {
+	return s.write(ctx, func(tx pgx.Tx) error {
+		var cur string
+		if err := tx.QueryRow(ctx, `SELECT kek_id FROM signing_keys WHERE id = $1 FOR UPDATE`, id).Scan(&cur); err != nil {
+			return wrap("reseal signing key", err)
+		}
+		if cur != fromKEK {
+			return wrap("reseal signing key", store.ErrConflict)
+		}
+		_, err := tx.Exec(ctx, `UPDATE signing_keys SET private_der = $1, kek_id = $2 WHERE id = $3`, material, toKEK, id)
+		return wrap("reseal signing key", err)
+	})
 }
 
 // DeleteExpired removes auth requests, access tokens, refresh tokens,

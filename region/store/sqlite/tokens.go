@@ -300,9 +300,10 @@ func (s *Store) DeleteSession(ctx context.Context, h store.Hash) error {
 // key, like a taken id, gives store.ErrConflict.
 func (s *Store) AddSigningKey(ctx context.Context, k store.SigningKey) error {
 	k.CreatedAt = nowOr(k.CreatedAt, s.now())
+	k.NotBefore = nowOr(k.NotBefore, k.CreatedAt)
 	return s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO signing_keys (id, algorithm, private_der, created_at, active, not_after)
-			VALUES (?, ?, ?, ?, ?, ?)`, k.ID, k.Algorithm, k.PrivateDER, micros(k.CreatedAt), k.Active, micros(k.NotAfter))
+		_, err := tx.ExecContext(ctx, `INSERT INTO signing_keys (id, algorithm, private_der, kek_id, created_at, not_before, active, not_after)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, k.ID, k.Algorithm, k.PrivateDER, k.KEKID, micros(k.CreatedAt), micros(k.NotBefore), k.Active, micros(k.NotAfter))
 		return wrap("add signing key", err)
 	})
 }
@@ -330,7 +331,7 @@ func (s *Store) ActivateSigningKey(ctx context.Context, id string, notAfter time
 // ListSigningKeys returns the active key and the retired keys published
 // after now, newest (by CreatedAt) first.
 func (s *Store) ListSigningKeys(ctx context.Context, now time.Time) ([]store.SigningKey, error) {
-	rows, err := s.r.QueryContext(ctx, `SELECT id, algorithm, private_der, created_at, active, not_after FROM signing_keys
+	rows, err := s.r.QueryContext(ctx, `SELECT id, algorithm, private_der, kek_id, created_at, not_before, active, not_after FROM signing_keys
 		WHERE active = 1 OR not_after > ? ORDER BY created_at DESC, id DESC`, micros(now))
 	if err != nil {
 		return nil, wrap("list signing keys", err)
@@ -339,15 +340,32 @@ func (s *Store) ListSigningKeys(ctx context.Context, now time.Time) ([]store.Sig
 	var keys []store.SigningKey
 	for rows.Next() {
 		var k store.SigningKey
-		var created, notAfter int64
-		if err := rows.Scan(&k.ID, &k.Algorithm, &k.PrivateDER, &created, &k.Active, &notAfter); err != nil {
+		var created, notBefore, notAfter int64
+		if err := rows.Scan(&k.ID, &k.Algorithm, &k.PrivateDER, &k.KEKID, &created, &notBefore, &k.Active, &notAfter); err != nil {
 			return nil, wrap("list signing keys", err)
 		}
 		k.CreatedAt = fromMicros(created)
+		k.NotBefore = fromMicros(notBefore)
 		k.NotAfter = fromMicros(notAfter)
 		keys = append(keys, k)
 	}
 	return keys, wrap("list signing keys", rows.Err())
+}
+
+// ResealSigningKey replaces id's key material and KEK id while the row is
+// still sealed by fromKEK.
+func (s *Store) ResealSigningKey(ctx context.Context, id, fromKEK string, material []byte, toKEK string) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		var cur string
+		if err := tx.QueryRowContext(ctx, `SELECT kek_id FROM signing_keys WHERE id = ?`, id).Scan(&cur); err != nil {
+			return wrap("reseal signing key", err)
+		}
+		if cur != fromKEK {
+			return wrap("reseal signing key", store.ErrConflict)
+		}
+		_, err := tx.ExecContext(ctx, `UPDATE signing_keys SET private_der = ?, kek_id = ? WHERE id = ?`, material, toKEK, id)
+		return wrap("reseal signing key", err)
+	})
 }
 
 // DeleteExpired removes auth requests, access tokens, refresh tokens,

@@ -1,31 +1,26 @@
-package federation
+package federate
 
 import (
+	"cmp"
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/hkdf"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strings"
 	"time"
 
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/routing"
+	"github.com/meridian-id/meridian/seal"
 )
-
-// UnavailableMessage is what a user sees when the hub or their resident
-// region cannot be reached.
-const UnavailableMessage = "Sign-in through your home region is temporarily unavailable. Please try again in a few minutes."
 
 // flowTTL bounds a federated login from Begin to Finish.
 const flowTTL = 10 * time.Minute
@@ -53,6 +48,8 @@ type UpstreamConfig struct {
 	// CookieKey (>= 32 bytes) encrypts the in-flight login cookie; every
 	// node of the region must share it.
 	CookieKey []byte
+	// PreviousCookieKeys open cookies sealed before a key rotation.
+	PreviousCookieKeys [][]byte
 	// SecureCookies sets Secure and the __Host- prefix (https).
 	SecureCookies bool
 	// HTTPClient is the back-channel client (NewHTTPClient).
@@ -60,7 +57,7 @@ type UpstreamConfig struct {
 	// Log receives warnings; usernames are never logged.
 	Log *slog.Logger
 	// RP tunes the relying parties (health probing).
-	RP RPOptions
+	RP federation.RPOptions
 }
 
 // Upstream implements region.Upstream as an OpenID Connect relying party
@@ -78,10 +75,10 @@ type UpstreamConfig struct {
 // verifier and nonce must not be readable from the cookie.
 type Upstream struct {
 	cfg   UpstreamConfig
-	hub   *RP
-	peers map[string]*RP
-	aead  cipher.AEAD
-	pages *Pages
+	hub   *federation.RP
+	peers map[string]*federation.RP
+	box   *seal.Box
+	pages *federation.Pages
 	log   *slog.Logger
 }
 
@@ -104,30 +101,22 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	key, err := hkdf.Key(sha256.New, cfg.CookieKey, nil, "meridian federation login state v1", 32)
+	box, err := seal.New("meridian federation login state v1", cfg.CookieKey, cfg.PreviousCookieKeys...)
+	if err != nil {
+		return nil, fmt.Errorf("federation: cookie key: %w", err)
+	}
+	pages, err := federation.NewPages()
 	if err != nil {
 		return nil, err
 	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	aead, err := cipher.NewGCM(block)
-	if err != nil {
-		return nil, err
-	}
-	pages, err := NewPages()
-	if err != nil {
-		return nil, err
-	}
-	u := &Upstream{cfg: cfg, aead: aead, pages: pages, log: cfg.Log, peers: map[string]*RP{}}
+	u := &Upstream{cfg: cfg, box: box, pages: pages, log: cfg.Log, peers: map[string]*federation.RP{}}
 	switch cfg.Topology {
-	case TopologyHub:
-		u.hub, err = NewRP(cfg.HubURL, RegionCredentials(cfg.Codec, cfg.Region, cfg.Bases...), cfg.HTTPClient, cfg.RP)
+	case federation.TopologyHub:
+		u.hub, err = federation.NewRP(cfg.HubURL, federation.RegionCredentials(cfg.Codec, cfg.Region, cfg.Bases...), cfg.HTTPClient, cfg.RP)
 		if err != nil {
 			return nil, err
 		}
-	case TopologyMesh:
+	case federation.TopologyMesh:
 		if cfg.Table == nil {
 			return nil, errors.New("federation: mesh topology needs the lookup table")
 		}
@@ -135,16 +124,16 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 			if id == cfg.Region {
 				continue
 			}
-			creds, err := PeerCredentials(cfg.Codec, cfg.Region, id, cfg.Bases...)
+			creds, err := federation.PeerCredentials(cfg.Codec, cfg.Region, id, cfg.Bases...)
 			if err != nil {
 				return nil, err
 			}
-			if u.peers[id], err = NewRP(issuer, creds, cfg.HTTPClient, cfg.RP); err != nil {
+			if u.peers[id], err = federation.NewRP(issuer, creds, cfg.HTTPClient, cfg.RP); err != nil {
 				return nil, err
 			}
 		}
 	default:
-		return nil, fmt.Errorf("federation: topology must be %q or %q, got %q", TopologyHub, TopologyMesh, cfg.Topology)
+		return nil, fmt.Errorf("federation: topology must be %q or %q, got %q", federation.TopologyHub, federation.TopologyMesh, cfg.Topology)
 	}
 	return u, nil
 }
@@ -153,7 +142,7 @@ var errUnknownUser = errors.New("federation: user unknown to the federation")
 
 // target returns the provider to federate with: the hub, or in mesh the
 // resident region ("" for the hub).
-func (u *Upstream) target(ctx context.Context, username string) (string, *RP, error) {
+func (u *Upstream) target(ctx context.Context, username string) (string, *federation.RP, error) {
 	if u.hub != nil {
 		return "", u.hub, nil
 	}
@@ -177,8 +166,9 @@ func (u *Upstream) target(ctx context.Context, username string) (string, *RP, er
 }
 
 // Begin implements region.Upstream.
-func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, arID, username string) {
+func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, login region.FederatedLogin) {
 	ctx := r.Context()
+	arID, username := login.ARID, login.Username
 	target, rp, err := u.target(ctx, username)
 	if errors.Is(err, errUnknownUser) {
 		// Mesh: nobody has this user. Show the region's own password page;
@@ -186,7 +176,7 @@ func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, arID, username 
 		// for a wrong password (same page, same argon2id cost). The CSRF
 		// token binds the request id and browser, not the step, so the
 		// username form's token is valid there.
-		u.pages.Render(w, http.StatusOK, "password", Page{Title: TitlePassword, Region: u.cfg.Region, ID: arID,
+		u.pages.Render(w, http.StatusOK, "password", federation.Page{Title: federation.TitlePassword, Region: u.cfg.Region, ID: arID,
 			CSRF: r.PostFormValue("csrf"), Username: username})
 		return
 	}
@@ -195,10 +185,10 @@ func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, arID, username 
 	}
 	if err != nil {
 		u.log.WarnContext(ctx, "federated login unavailable", "target", targetName(target), "err", err)
-		u.pages.Error(w, http.StatusServiceUnavailable, u.cfg.Region, UnavailableMessage)
+		u.pages.Error(w, http.StatusServiceUnavailable, u.cfg.Region, federation.UnavailableMessage)
 		return
 	}
-	f, err := NewFlow()
+	f, err := federation.NewFlow()
 	if err == nil {
 		// The state is a region-tagged artifact (128 random bits and a
 		// MAC): when the answer comes back on the global host and GeoDNS
@@ -211,19 +201,21 @@ func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, arID, username 
 		return
 	}
 	redirect := rp.RedirectURI(r.Host)
-	authURL, err := rp.AuthCodeURL(ctx, f, redirect, username, nil)
+	params := federation.LoginParams{Prompt: login.Prompt, MaxAge: login.MaxAge, UILocales: login.UILocales}
+	authURL, err := rp.AuthCodeURL(ctx, f, redirect, username, params.Values())
 	if err != nil {
-		u.pages.Error(w, http.StatusServiceUnavailable, u.cfg.Region, UnavailableMessage)
+		u.pages.Error(w, http.StatusServiceUnavailable, u.cfg.Region, federation.UnavailableMessage)
 		return
 	}
 	st := inFlight{ARID: arID, Target: target, State: f.State, Nonce: f.Nonce, Verifier: f.Verifier,
-		Redirect: redirect, Exp: time.Now().Add(flowTTL).Unix()}
+		Redirect: redirect, Created: time.Now().UnixNano()}
 	name := u.cookieName(f.State)
 	val, err := u.seal(name, st)
 	if err != nil {
 		u.pages.Error(w, http.StatusInternalServerError, u.cfg.Region, "The sign-in service failed. Please try again.")
 		return
 	}
+	u.evictPending(w, r)
 	http.SetCookie(w, &http.Cookie{Name: name, Value: val, Path: "/", MaxAge: int(flowTTL / time.Second),
 		HttpOnly: true, Secure: u.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
 	http.Redirect(w, r, authURL, http.StatusSeeOther)
@@ -254,8 +246,14 @@ func (u *Upstream) Finish(w http.ResponseWriter, r *http.Request) (string, regio
 	if rp == nil {
 		return "", region.FederatedIdentity{}, errors.New("federation: login state names an unknown provider")
 	}
-	id, err := rp.Complete(r.Context(), q, Flow{State: st.State, Nonce: st.Nonce, Verifier: st.Verifier}, st.Redirect)
+	id, err := rp.Complete(r.Context(), q, federation.Flow{State: st.State, Nonce: st.Nonce, Verifier: st.Verifier}, st.Redirect)
 	if err != nil {
+		var ae *federation.AuthError
+		if errors.As(err, &ae) {
+			// The answer belongs to this browser's login (state and
+			// cookie matched): the caller may relay the error.
+			return st.ARID, region.FederatedIdentity{}, err
+		}
 		return "", region.FederatedIdentity{}, err
 	}
 	home := st.Target
@@ -277,7 +275,51 @@ type inFlight struct {
 	Nonce    string `json:"n"`
 	Verifier string `json:"v"`
 	Redirect string `json:"r"`
-	Exp      int64  `json:"e"`
+	Created  int64  `json:"c"` // unix nanoseconds, orders logins for eviction
+}
+
+// MaxPendingLogins caps the federated logins a browser may have in flight
+// at one entry region: each holds a cookie until its answer comes back, so
+// abandoned logins would otherwise grow the Cookie header until requests
+// fail (431). Beginning one more evicts the oldest.
+const MaxPendingLogins = 4
+
+// loginCookiePrefix starts the name of every in-flight login cookie (after
+// the __Host- prefix with https).
+const loginCookiePrefix = "mrd_fl_"
+
+// evictPending expires unreadable in-flight login cookies and the oldest
+// readable ones, so that with the one about to be set at most
+// MaxPendingLogins remain.
+func (u *Upstream) evictPending(w http.ResponseWriter, r *http.Request) {
+	type pending struct {
+		name    string
+		created int64
+	}
+	var live []pending
+	now := time.Now()
+	for _, c := range r.Cookies() {
+		if !strings.HasPrefix(strings.TrimPrefix(c.Name, "__Host-"), loginCookiePrefix) {
+			continue
+		}
+		var st inFlight
+		plain, err := u.box.OpenString(c.Value, c.Name, now, 4096)
+		if err == nil && json.Unmarshal(plain, &st) == nil {
+			live = append(live, pending{c.Name, st.Created})
+			continue
+		}
+		u.expireCookie(w, c.Name)
+	}
+	slices.SortFunc(live, func(a, b pending) int { return cmp.Compare(a.created, b.created) })
+	for len(live) >= MaxPendingLogins {
+		u.expireCookie(w, live[0].name)
+		live = live[1:]
+	}
+}
+
+func (u *Upstream) expireCookie(w http.ResponseWriter, name string) {
+	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
+		Secure: u.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
 }
 
 // Errors of Finish for a callback that does not belong to a login of this browser.
@@ -288,7 +330,7 @@ var (
 
 func (u *Upstream) cookieName(state string) string {
 	sum := sha256.Sum256([]byte(state))
-	base := "mrd_fed_" + hex.EncodeToString(sum[:8])
+	base := loginCookiePrefix + hex.EncodeToString(sum[:8])
 	if u.cfg.SecureCookies {
 		return "__Host-" + base
 	}
@@ -300,11 +342,7 @@ func (u *Upstream) seal(name string, st inFlight) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	nonce := make([]byte, u.aead.NonceSize(), u.aead.NonceSize()+len(plain)+u.aead.Overhead())
-	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(u.aead.Seal(nonce, nonce, plain, []byte(name))), nil
+	return u.box.SealString(plain, name, time.Now().Add(flowTTL))
 }
 
 // open reads, deletes and checks the login cookie of state.
@@ -317,14 +355,11 @@ func (u *Upstream) open(w http.ResponseWriter, r *http.Request, state string) (i
 	if err != nil {
 		return inFlight{}, ErrNoLoginState
 	}
-	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
-		Secure: u.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
-	raw, err := base64.RawURLEncoding.DecodeString(c.Value)
-	ns := u.aead.NonceSize()
-	if err != nil || len(raw) < ns {
-		return inFlight{}, ErrNoLoginState
+	u.expireCookie(w, name)
+	plain, err := u.box.OpenString(c.Value, name, time.Now(), 4096)
+	if errors.Is(err, seal.ErrExpired) {
+		return inFlight{}, ErrLoginExpired
 	}
-	plain, err := u.aead.Open(nil, raw[:ns], raw[ns:], []byte(name))
 	if err != nil {
 		return inFlight{}, ErrNoLoginState
 	}
@@ -334,9 +369,6 @@ func (u *Upstream) open(w http.ResponseWriter, r *http.Request, state string) (i
 	}
 	if subtle.ConstantTimeCompare([]byte(st.State), []byte(state)) != 1 {
 		return inFlight{}, ErrNoLoginState
-	}
-	if time.Now().Unix() > st.Exp {
-		return inFlight{}, ErrLoginExpired
 	}
 	return st, nil
 }

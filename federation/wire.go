@@ -3,12 +3,6 @@ package federation
 import (
 	"bytes"
 	"context"
-	"crypto/aes"
-	"crypto/cipher"
-	"crypto/hkdf"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -20,8 +14,6 @@ import (
 	"strings"
 
 	"github.com/meridian-id/meridian/lookup"
-	"github.com/meridian-id/meridian/region/store"
-	"github.com/meridian-id/meridian/routing"
 )
 
 // Paths of the internal, machine-to-machine endpoints.
@@ -162,158 +154,6 @@ func ApplyChanges(ctx context.Context, st lookup.Store, region string, changes [
 	return res, nil
 }
 
-// UserLister is the part of the region store the listing needs.
-type UserLister interface {
-	ListUsers(ctx context.Context, after string, limit int) ([]store.User, error)
-}
-
-// UserKeysConfig configures NewUserKeysHandler.
-type UserKeysConfig struct {
-	Region string
-	// Codec checks the hub's client credentials.
-	Codec *routing.Codec
-	// Hasher computes the lookup keys (k_hub).
-	Hasher *lookup.Hasher
-	Users  UserLister
-	// CursorKey (>= 32 bytes) encrypts the paging cursor, which is the last
-	// username of a page: the hub only ever sees it sealed.
-	CursorKey []byte
-}
-
-type userKeys struct {
-	cfg  UserKeysConfig
-	aead cipher.AEAD
-}
-
-// NewUserKeysHandler returns the handler of GET UserKeysPath?after=&limit=:
-// a page of the region's users' lookup keys, authenticated with the hub's
-// client credentials (HTTP Basic), never a username. Mount it on the
-// region's public listener next to the provider.
-func NewUserKeysHandler(cfg UserKeysConfig) (http.Handler, error) {
-	if cfg.Codec == nil || cfg.Hasher == nil || cfg.Users == nil {
-		return nil, errors.New("federation: user keys handler needs codec, hasher and users")
-	}
-	aead, err := newAEAD(cfg.CursorKey, "meridian user-keys cursor v1")
-	if err != nil {
-		return nil, err
-	}
-	return &userKeys{cfg: cfg, aead: aead}, nil
-}
-
-func newAEAD(secret []byte, label string) (cipher.AEAD, error) {
-	if len(secret) < 32 {
-		return nil, errors.New("federation: key must be at least 32 bytes")
-	}
-	key, err := hkdf.Key(sha256.New, secret, nil, label, 32)
-	if err != nil {
-		return nil, err
-	}
-	block, err := aes.NewCipher(key)
-	if err != nil {
-		return nil, err
-	}
-	return cipher.NewGCM(block)
-}
-
-func (h *userKeys) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	w.Header().Set("Cache-Control", "no-store")
-	if r.Method != http.MethodGet {
-		w.Header().Set("Allow", http.MethodGet)
-		writeAPIError(w, http.StatusMethodNotAllowed, "invalid_request", "GET only")
-		return
-	}
-	id, secret, ok := basicAuth(r)
-	if !ok || CheckHubCredentials(h.cfg.Codec, h.cfg.Region, id, secret) != nil {
-		w.Header().Set("WWW-Authenticate", `Basic realm="meridian-internal"`)
-		writeAPIError(w, http.StatusUnauthorized, "invalid_client", "hub client credentials required")
-		return
-	}
-	q := r.URL.Query()
-	limit := DefaultPageSize
-	if s := q.Get("limit"); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 || n > MaxPageSize {
-			writeAPIError(w, http.StatusBadRequest, "invalid_request", fmt.Sprintf("limit must be 1..%d", MaxPageSize))
-			return
-		}
-		limit = n
-	}
-	after := ""
-	if c := q.Get("after"); c != "" {
-		var err error
-		if after, err = h.openCursor(c); err != nil {
-			writeAPIError(w, http.StatusBadRequest, "invalid_request", "after is not a cursor of this region")
-			return
-		}
-	}
-	users, err := h.cfg.Users.ListUsers(r.Context(), after, limit)
-	if err != nil {
-		writeAPIError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "user table unavailable")
-		return
-	}
-	page := UserKeysPage{Region: h.cfg.Region, Keys: make([]string, 0, len(users))}
-	rotating := h.cfg.Hasher.Rotating()
-	for _, u := range users {
-		cur, prev, err := h.cfg.Hasher.Keys(u.Username)
-		if err != nil {
-			continue // cannot be in the table; never happens for normalized names
-		}
-		page.Keys = append(page.Keys, cur.String())
-		if rotating {
-			page.PrevKeys = append(page.PrevKeys, prev.String())
-		}
-	}
-	if len(users) == limit {
-		if page.Next, err = h.sealCursor(users[len(users)-1].Username); err != nil {
-			writeAPIError(w, http.StatusInternalServerError, "server_error", "cursor")
-			return
-		}
-	}
-	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(page)
-}
-
-func (h *userKeys) sealCursor(username string) (string, error) {
-	nonce := make([]byte, h.aead.NonceSize())
-	if _, err := io.ReadFull(rand.Reader, nonce); err != nil {
-		return "", err
-	}
-	return base64.RawURLEncoding.EncodeToString(h.aead.Seal(nonce, nonce, []byte(username), []byte("cursor|"+h.cfg.Region))), nil
-}
-
-func (h *userKeys) openCursor(c string) (string, error) {
-	raw, err := base64.RawURLEncoding.DecodeString(c)
-	ns := h.aead.NonceSize()
-	if err != nil || len(raw) < ns || len(c) > 2048 {
-		return "", errors.New("bad cursor")
-	}
-	p, err := h.aead.Open(nil, raw[:ns], raw[ns:], []byte("cursor|"+h.cfg.Region))
-	return string(p), err
-}
-
-// basicAuth reads HTTP Basic credentials, form-urlencoded per RFC 6749
-// §2.3.1 (what x/oauth2 sends) or raw.
-func basicAuth(r *http.Request) (string, string, bool) {
-	id, secret, ok := r.BasicAuth()
-	if !ok {
-		return "", "", false
-	}
-	if u, err := url.QueryUnescape(id); err == nil {
-		id = u
-	}
-	if s, err := url.QueryUnescape(secret); err == nil {
-		secret = s
-	}
-	return id, secret, true
-}
-
-func writeAPIError(w http.ResponseWriter, status int, code, desc string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
-}
-
 // ErrUnexpectedStatus is wrapped when an internal endpoint answers an
 // unexpected status.
 var ErrUnexpectedStatus = errors.New("federation: unexpected status")
@@ -354,4 +194,25 @@ func doJSON(client *http.Client, req *http.Request, v any) error {
 		return fmt.Errorf("%w: %s %s: %s: %s", ErrUnexpectedStatus, req.Method, req.URL.Path, resp.Status, bytes.TrimSpace(body[:min(len(body), 200)]))
 	}
 	return json.Unmarshal(body, v)
+}
+
+// PostChanges sends one ChangesRequest to the hub's ChangesPath at hubURL
+// with region client credentials (HTTP Basic, form-encoded as RFC 6749
+// §2.3.1 asks).
+func PostChanges(ctx context.Context, client *http.Client, hubURL, id, secret string, changes []KeyChange) (ChangesResult, error) {
+	body, err := json.Marshal(ChangesRequest{Changes: changes})
+	if err != nil {
+		return ChangesResult{}, err
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(hubURL, "/")+ChangesPath, bytes.NewReader(body))
+	if err != nil {
+		return ChangesResult{}, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	var res ChangesResult
+	if err := doJSON(client, req, &res); err != nil {
+		return ChangesResult{}, err
+	}
+	return res, nil
 }

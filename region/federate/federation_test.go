@@ -1,11 +1,10 @@
-package federation_test
+package federate_test
 
 import (
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -16,10 +15,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/lookup"
-	"github.com/meridian-id/meridian/lookup/memstore"
 	"github.com/meridian-id/meridian/region"
-	"github.com/meridian-id/meridian/region/federation"
+	"github.com/meridian-id/meridian/region/federate"
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/region/store/sqlite"
 	"github.com/meridian-id/meridian/routing"
@@ -95,7 +94,7 @@ func TestCredentials(t *testing.T) {
 	ctx := context.Background()
 	st := openStore(t)
 	for range 2 {
-		if err := federation.EnsureHubClient(ctx, st, c, "us", "http://hub.example"); err != nil {
+		if err := federate.EnsureHubClient(ctx, st, c, "us", "http://hub.example"); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -104,13 +103,13 @@ func TestCredentials(t *testing.T) {
 		!slices.Contains(got.Scopes, region.ScopeFederation) || !got.FirstParty {
 		t.Fatalf("hub client: %+v %v", got, err)
 	}
-	if err := federation.EnsureHubClient(ctx, st, c, "us", "https://hub.example.com"); err != nil {
+	if err := federate.EnsureHubClient(ctx, st, c, "us", "https://hub.example.com"); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := st.GetClient(ctx, id1); got.RedirectURIs[0] != "https://hub.example.com/callback/us" {
 		t.Fatalf("not repaired: %v", got.RedirectURIs)
 	}
-	if err := federation.EnsurePeerClients(ctx, st, c, "us", map[string][]string{"eu": {"http://eu.example", "http://id.example"}, "us": {"x"}}); err != nil {
+	if err := federate.EnsurePeerClients(ctx, st, c, "us", map[string][]string{"eu": {"http://eu.example", "http://id.example"}, "us": {"x"}}); err != nil {
 		t.Fatal(err)
 	}
 	got, err = st.GetClient(ctx, peer)
@@ -144,7 +143,7 @@ func TestUserKeysHandler(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	handler, err := federation.NewUserKeysHandler(federation.UserKeysConfig{Region: "us", Codec: c, Hasher: h, Users: st, CursorKey: bytes.Repeat([]byte{1}, 32)})
+	handler, err := federate.NewUserKeysHandler(federate.UserKeysConfig{Region: "us", Codec: c, Hasher: h, Users: st, CursorKey: bytes.Repeat([]byte{1}, 32)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -244,7 +243,7 @@ func TestPusherLosesNothing(t *testing.T) {
 	st := openStore(t)
 	h := hasher(t)
 	sink := &recordingSink{down: true}
-	p, err := federation.NewPusher(federation.PusherConfig{Region: "us", Outbox: st, Hasher: h, Sink: sink, Batch: 2,
+	p, err := federate.NewPusher(federate.PusherConfig{Region: "us", Outbox: st, Hasher: h, Sink: sink, Batch: 2,
 		Poll: 10 * time.Millisecond, MinBackoff: 5 * time.Millisecond, MaxBackoff: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
@@ -276,96 +275,24 @@ func TestPusherLosesNothing(t *testing.T) {
 	}
 }
 
-// TestApplyChanges: a region writes its own keys, cannot take over or
-// delete another region's, and malformed input writes nothing.
-func TestApplyChanges(t *testing.T) {
-	ctx := context.Background()
-	st := memstore.New()
-	h := hasher(t)
-	k := func(n string) string { key, _ := h.Key(n); return key.String() }
-	res, err := federation.ApplyChanges(ctx, st, "eu", []federation.KeyChange{{"put", k("a")}, {"put", k("b")}, {"delete", k("b")}, {"put", k("c")}})
-	if err != nil || res.Applied != 4 {
-		t.Fatalf("%+v %v", res, err)
-	}
-	res, err = federation.ApplyChanges(ctx, st, "us", []federation.KeyChange{{"put", k("a")}, {"delete", k("c")}, {"put", k("d")}})
-	if err != nil || res != (federation.ChangesResult{Applied: 1, Conflicts: 1, Ignored: 1}) {
-		t.Fatalf("%+v %v", res, err)
-	}
-	for _, bad := range [][]federation.KeyChange{{{"put", k("e")}, {"put", "xyz"}}, {{"put", k("e")}, {"rename", k("e")}}} {
-		if _, err := federation.ApplyChanges(ctx, st, "us", bad); !errors.Is(err, federation.ErrBadChange) {
-			t.Fatalf("bad input: %v", err)
-		}
-	}
-	tb, _ := lookup.NewTable(h, st)
-	for n, want := range map[string]string{"a": "eu", "c": "eu", "d": "us"} {
-		if got, _ := tb.Resolve(ctx, n); got != want {
-			t.Fatalf("%s in %q, want %s", n, got, want)
-		}
-	}
-	if _, err := tb.Resolve(ctx, "e"); !errors.Is(err, lookup.ErrNotFound) {
-		t.Fatal("rejected batch wrote")
-	}
-}
-
-// TestHTTPClientDialsOnlyFederationHosts: the back channel cannot be
-// pointed at a host outside the configuration.
-func TestHTTPClientDialsOnlyFederationHosts(t *testing.T) {
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
-	defer srv.Close()
-	c := federation.NewHTTPClient(federation.Routes{"hub.example": srv.Listener.Addr().String()}, federation.ClientOptions{})
-	resp, err := c.Get("http://hub.example/x")
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if _, err := c.Get(srv.URL); err == nil || !strings.Contains(err.Error(), "not a federation host") {
-		t.Fatalf("dialed an unconfigured host: %v", err)
-	}
-}
-
-// TestRPRejectsBeforeAnyRequest: a response naming another issuer
-// (mix-up) or carrying an error is refused without calling anyone.
-func TestRPRejectsBeforeAnyRequest(t *testing.T) {
-	rp, err := federation.NewRP("https://hub.example", federation.Credentials{ClientID: "region-eu", ClientSecret: "s",
-		RedirectURIs: []string{"https://eu.example" + federation.CallbackPath}}, federation.NewHTTPClient(nil, federation.ClientOptions{}), federation.RPOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, _ := federation.NewFlow()
-	ctx := context.Background()
-	cb := rp.RedirectURI("eu.example")
-	for _, q := range []url.Values{{"code": {"c"}}, {"code": {"c"}, "iss": {"https://us.example"}}, {"code": {"c"}, "iss": {"https://hub.example/"}}} {
-		if _, err := rp.Complete(ctx, q, f, cb); !errors.Is(err, federation.ErrIssuerMismatch) {
-			t.Fatalf("%v: %v", q, err)
-		}
-	}
-	var ae *federation.AuthError
-	if _, err := rp.Complete(ctx, url.Values{"iss": {"https://hub.example"}, "error": {"access_denied"}}, f, cb); !errors.As(err, &ae) || ae.Code != "access_denied" {
-		t.Fatalf("error response: %v", err)
-	}
-	if err := rp.Ready(ctx); !errors.Is(err, region.ErrFederationUnavailable) {
-		t.Fatalf("unreachable provider: %v", err)
-	}
-}
-
 func TestNewUpstreamValidates(t *testing.T) {
 	c := codec(t)
-	good := federation.UpstreamConfig{Region: "eu", Bases: []string{"https://eu.example"}, Topology: federation.TopologyHub,
+	good := federate.UpstreamConfig{Region: "eu", Bases: []string{"https://eu.example"}, Topology: federation.TopologyHub,
 		HubURL: "https://hub.example", Codec: c, CookieKey: bytes.Repeat([]byte{1}, 32), HTTPClient: http.DefaultClient}
-	if _, err := federation.NewUpstream(good); err != nil {
+	if _, err := federate.NewUpstream(good); err != nil {
 		t.Fatal(err)
 	}
-	for name, mod := range map[string]func(*federation.UpstreamConfig){
-		"short key":       func(u *federation.UpstreamConfig) { u.CookieKey = []byte("short") },
-		"unknown region":  func(u *federation.UpstreamConfig) { u.Region = "mars" },
-		"bad topology":    func(u *federation.UpstreamConfig) { u.Topology = "star" },
-		"mesh, no table":  func(u *federation.UpstreamConfig) { u.Topology = federation.TopologyMesh },
-		"hub, bad issuer": func(u *federation.UpstreamConfig) { u.HubURL = "ftp://hub" },
-		"no bases":        func(u *federation.UpstreamConfig) { u.Bases = nil },
+	for name, mod := range map[string]func(*federate.UpstreamConfig){
+		"short key":       func(u *federate.UpstreamConfig) { u.CookieKey = []byte("short") },
+		"unknown region":  func(u *federate.UpstreamConfig) { u.Region = "mars" },
+		"bad topology":    func(u *federate.UpstreamConfig) { u.Topology = "star" },
+		"mesh, no table":  func(u *federate.UpstreamConfig) { u.Topology = federation.TopologyMesh },
+		"hub, bad issuer": func(u *federate.UpstreamConfig) { u.HubURL = "ftp://hub" },
+		"no bases":        func(u *federate.UpstreamConfig) { u.Bases = nil },
 	} {
 		cfg := good
 		mod(&cfg)
-		if _, err := federation.NewUpstream(cfg); err == nil {
+		if _, err := federate.NewUpstream(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

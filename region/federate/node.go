@@ -1,6 +1,9 @@
-package federation
+package federate
 
 import (
+	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/federation/setup"
+
 	"context"
 	"errors"
 	"fmt"
@@ -29,6 +32,9 @@ type NodeConfig struct {
 	// CookieKey is the region's cookie key (>= 32 bytes, shared by the
 	// region's nodes); it also seals the login cookie and paging cursors.
 	CookieKey []byte
+	// PreviousCookieKeys are cookie keys retired by a rotation: what they
+	// sealed still opens.
+	PreviousCookieKeys [][]byte
 	// HubKey is k_hub (hub.key_file): lookup keys are computed in the
 	// region so that usernames never travel to the hub.
 	HubKey []byte
@@ -69,15 +75,14 @@ func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 	if err != nil {
 		return nil, fmt.Errorf("hub.key_file: %w", err)
 	}
-	client := NewHTTPClient(RoutesFromConfig(cfg), ClientOptions{ConnectTimeout: cfg.Federation.ConnectTimeout,
-		RequestTimeout: cfg.Federation.RequestTimeout, Wrap: nc.Wrap})
+	client := setup.HTTPClient(cfg, nc.Wrap)
 	hubURL := cfg.Federation.URL(cfg.Hub.Host)
 	n := &Node{}
-	ucfg := UpstreamConfig{Region: nc.Region, Bases: RegionBases(cfg, r), Topology: cfg.Federation.Topology, HubURL: hubURL,
-		Codec: nc.Codec, CookieKey: nc.CookieKey, SecureCookies: cfg.Federation.Scheme == "https", HTTPClient: client, Log: nc.Log}
+	ucfg := UpstreamConfig{Region: nc.Region, Bases: setup.RegionBases(cfg, r), Topology: cfg.Federation.Topology, HubURL: hubURL,
+		Codec: nc.Codec, CookieKey: nc.CookieKey, PreviousCookieKeys: nc.PreviousCookieKeys, SecureCookies: cfg.Federation.Scheme == "https", HTTPClient: client, Log: nc.Log}
 	var sink KeySink
 	switch cfg.Federation.Topology {
-	case TopologyMesh:
+	case federation.TopologyMesh:
 		lk := nc.Lookup
 		if lk == nil {
 			if cfg.Hub.Redis == "" {
@@ -103,7 +108,7 @@ func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 		for i := range cfg.Regions {
 			p := &cfg.Regions[i]
 			ucfg.Peers[p.ID] = cfg.Issuer(p)
-			entries[p.ID] = RegionBases(cfg, p)
+			entries[p.ID] = setup.RegionBases(cfg, p)
 		}
 		if err := EnsurePeerClients(ctx, nc.Store, nc.Codec, nc.Region, entries); err != nil {
 			n.Close()
@@ -127,7 +132,7 @@ func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 		return nil, err
 	}
 	if n.UserKeys, err = NewUserKeysHandler(UserKeysConfig{Region: nc.Region, Codec: nc.Codec, Hasher: hasher,
-		Users: nc.Store, CursorKey: nc.CookieKey}); err != nil {
+		Users: nc.Store, CursorKey: nc.CookieKey, PreviousCursorKeys: nc.PreviousCookieKeys}); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -137,7 +142,7 @@ func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 // Handler serves UserKeysPath and passes everything else to provider.
 func (n *Node) Handler(provider http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle(UserKeysPath, n.UserKeys)
+	mux.Handle(federation.UserKeysPath, n.UserKeys)
 	mux.Handle("/", provider)
 	return mux
 }

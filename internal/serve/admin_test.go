@@ -1,4 +1,4 @@
-package node_test
+package serve_test
 
 import (
 	"bufio"
@@ -10,14 +10,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/meridian-id/meridian/region/node"
+	"github.com/meridian-id/meridian/internal/serve"
 )
 
 // TestAdminServerBoundsEveryPhase: the admin listener's server has header,
 // read, write and idle timeouts, and an idle keep-alive connection is
 // closed by the server rather than held forever.
 func TestAdminServerBoundsEveryPhase(t *testing.T) {
-	srv := node.AdminServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }))
+	srv := serve.AdminServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) }))
 	if srv.ReadHeaderTimeout <= 0 || srv.ReadTimeout <= 0 || srv.WriteTimeout <= 0 || srv.IdleTimeout <= 0 || srv.MaxHeaderBytes <= 0 {
 		t.Fatalf("admin server timeouts: header %v read %v write %v idle %v max header %d: every one must be set",
 			srv.ReadHeaderTimeout, srv.ReadTimeout, srv.WriteTimeout, srv.IdleTimeout, srv.MaxHeaderBytes)

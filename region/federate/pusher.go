@@ -1,18 +1,16 @@
-package federation
+package federate
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/url"
-	"strings"
 	"time"
 
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/routing"
@@ -27,7 +25,7 @@ type Outbox interface {
 // KeySink receives a region's lookup-table changes. Apply must be
 // idempotent: a batch is sent again when its acknowledgement was lost.
 type KeySink interface {
-	Apply(ctx context.Context, changes []KeyChange) (ChangesResult, error)
+	Apply(ctx context.Context, changes []federation.KeyChange) (federation.ChangesResult, error)
 }
 
 // PusherConfig configures a Pusher.
@@ -142,10 +140,10 @@ func (p *Pusher) Flush(ctx context.Context) (int, error) {
 		if len(entries) == 0 {
 			return done, nil
 		}
-		changes := make([]KeyChange, 0, 2*len(entries))
+		changes := make([]federation.KeyChange, 0, 2*len(entries))
 		for _, e := range entries {
 			op := e.Op
-			if op != OpPut && op != OpDelete {
+			if op != federation.OpPut && op != federation.OpDelete {
 				p.cfg.Log.ErrorContext(ctx, "outbox entry with unknown op dropped", "seq", e.Seq, "op", op)
 				continue
 			}
@@ -155,9 +153,9 @@ func (p *Pusher) Flush(ctx context.Context) (int, error) {
 				p.cfg.Log.ErrorContext(ctx, "outbox entry with invalid username dropped", "seq", e.Seq, "err", err)
 				continue
 			}
-			changes = append(changes, KeyChange{Op: op, Key: cur.String()})
+			changes = append(changes, federation.KeyChange{Op: op, Key: cur.String()})
 			if prev != nil {
-				changes = append(changes, KeyChange{Op: op, Key: prev.String()})
+				changes = append(changes, federation.KeyChange{Op: op, Key: prev.String()})
 			}
 		}
 		if len(changes) > 0 {
@@ -185,7 +183,7 @@ func (p *Pusher) Flush(ctx context.Context) (int, error) {
 // HubSink delivers changes to the hub's ChangesPath with the region's hub
 // client credentials (HTTP Basic).
 type HubSink struct {
-	url    string
+	hubURL string
 	id     string
 	secret string
 	client *http.Client
@@ -199,27 +197,17 @@ func NewHubSink(hubURL string, codec *routing.Codec, region string, client *http
 	if _, err := url.Parse(hubURL); err != nil {
 		return nil, err
 	}
-	return &HubSink{url: strings.TrimSuffix(hubURL, "/") + ChangesPath, id: RegionClientID(region),
-		secret: RegionClientSecret(codec, region), client: client}, nil
+	return &HubSink{hubURL: hubURL, id: federation.RegionClientID(region),
+		secret: federation.RegionClientSecret(codec, region), client: client}, nil
 }
 
 // Apply implements KeySink.
-func (s *HubSink) Apply(ctx context.Context, changes []KeyChange) (ChangesResult, error) {
-	var total ChangesResult
+func (s *HubSink) Apply(ctx context.Context, changes []federation.KeyChange) (federation.ChangesResult, error) {
+	var total federation.ChangesResult
 	for len(changes) > 0 {
-		n := min(len(changes), MaxChanges)
-		body, err := json.Marshal(ChangesRequest{Changes: changes[:n]})
+		n := min(len(changes), federation.MaxChanges)
+		res, err := federation.PostChanges(ctx, s.client, s.hubURL, s.id, s.secret, changes[:n])
 		if err != nil {
-			return total, err
-		}
-		req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.url, bytes.NewReader(body))
-		if err != nil {
-			return total, err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.SetBasicAuth(url.QueryEscape(s.id), url.QueryEscape(s.secret))
-		var res ChangesResult
-		if err := doJSON(s.client, req, &res); err != nil {
 			return total, err
 		}
 		total.Applied += res.Applied
@@ -238,6 +226,6 @@ type StoreSink struct {
 }
 
 // Apply implements KeySink.
-func (s StoreSink) Apply(ctx context.Context, changes []KeyChange) (ChangesResult, error) {
-	return ApplyChanges(ctx, s.Store, s.Region, changes)
+func (s StoreSink) Apply(ctx context.Context, changes []federation.KeyChange) (federation.ChangesResult, error) {
+	return federation.ApplyChanges(ctx, s.Store, s.Region, changes)
 }

@@ -17,8 +17,6 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
-
-	"github.com/meridian-id/meridian/region"
 )
 
 // Flow is the per-login secret state of an authorization request the RP
@@ -67,7 +65,7 @@ func (e *AuthError) Error() string {
 }
 
 // Errors of RP.Complete other than unavailability (which wraps
-// region.ErrFederationUnavailable) and *AuthError.
+// ErrUnavailable) and *AuthError.
 var (
 	ErrIssuerMismatch = errors.New("federation: authorization response iss does not name the expected issuer")
 	ErrNoCode         = errors.New("federation: authorization response has no code")
@@ -75,9 +73,9 @@ var (
 	ErrSubject        = errors.New("federation: userinfo subject differs from the ID token subject")
 )
 
-// unavailable wraps err as region.ErrFederationUnavailable.
+// unavailable wraps err as ErrUnavailable.
 func unavailable(what string, err error) error {
-	return fmt.Errorf("%w: %s: %v", region.ErrFederationUnavailable, what, err)
+	return fmt.Errorf("%w: %s: %v", ErrUnavailable, what, err)
 }
 
 // profileClaims are the claims copied from upstream tokens.
@@ -151,7 +149,7 @@ func (rp *RP) ctx(ctx context.Context) context.Context {
 
 // Ready checks that the provider answers, probing its discovery document
 // (bounded by ProbeTimeout) unless a probe succeeded within HealthTTL. The
-// error wraps region.ErrFederationUnavailable.
+// error wraps ErrUnavailable.
 func (rp *RP) Ready(ctx context.Context) error {
 	rp.mu.Lock()
 	p, fresh := rp.provider, rp.healthy && time.Since(rp.checked) < rp.opts.HealthTTL
@@ -261,7 +259,7 @@ func (rp *RP) AuthCodeURL(ctx context.Context, f Flow, redirectURI, loginHint st
 // Complete checks an authorization response q (the callback's query) that
 // belongs to flow f (the caller matched q's state to f, in constant time),
 // redeems the code and returns the verified identity. Unreachable
-// providers give errors wrapping region.ErrFederationUnavailable; an OAuth
+// providers give errors wrapping ErrUnavailable; an OAuth
 // error answer gives *AuthError.
 func (rp *RP) Complete(ctx context.Context, q url.Values, f Flow, redirectURI string) (Identity, error) {
 	// RFC 9207: the response must name the issuer we sent the user to, or
@@ -365,4 +363,40 @@ func copyClaims(dst map[string]string, src map[string]any) {
 			dst[k] = strconv.FormatBool(v)
 		}
 	}
+}
+
+// LoginParams are the authorization request parameters a federated login
+// carries from the entry region through the hub to the resident region,
+// which enforces them (OIDC Core §3.1.2.1): prompt (only login and none
+// travel; consent stays with the application's own region), max_age,
+// ui_locales and acr_values.
+type LoginParams struct {
+	Prompt    []string
+	MaxAge    *uint
+	UILocales []string
+	ACRValues []string
+}
+
+// Values returns the parameters to add to the authorization request.
+func (p LoginParams) Values() url.Values {
+	v := url.Values{}
+	var prompt []string
+	for _, x := range p.Prompt {
+		if x == "login" || x == "none" {
+			prompt = append(prompt, x)
+		}
+	}
+	if len(prompt) > 0 {
+		v.Set("prompt", strings.Join(prompt, " "))
+	}
+	if p.MaxAge != nil {
+		v.Set("max_age", strconv.FormatUint(uint64(*p.MaxAge), 10))
+	}
+	if len(p.UILocales) > 0 {
+		v.Set("ui_locales", strings.Join(p.UILocales, " "))
+	}
+	if len(p.ACRValues) > 0 {
+		v.Set("acr_values", strings.Join(p.ACRValues, " "))
+	}
+	return v
 }

@@ -4,7 +4,7 @@ import (
 	"html/template"
 	"net/http"
 
-	"github.com/meridian-id/meridian/region"
+	"github.com/meridian-id/meridian/loginpage"
 )
 
 // Page is the data of a login page; the fields are those of the region's
@@ -18,6 +18,9 @@ type Page struct {
 
 // Titles and messages the region's pages use.
 const (
+	// UnavailableMessage is what a user sees when the hub or their
+	// resident region cannot be reached.
+	UnavailableMessage = "Sign-in through your home region is temporarily unavailable. Please try again in a few minutes."
 	TitlePassword      = "Enter your password"
 	InvalidCredentials = "Invalid username or password."
 	TooManyAttempts    = "Too many attempts. Wait a minute and try again."
@@ -30,7 +33,7 @@ type Pages struct{ t *template.Template }
 // Upstream render where the user expects a region's page (the unknown-user
 // password page above all) must be indistinguishable from the region's.
 func NewPages() (*Pages, error) {
-	t, err := template.ParseFS(region.PageTemplates(), "templates/*.html")
+	t, err := template.ParseFS(loginpage.Templates(), "templates/*.html")
 	if err != nil {
 		return nil, err
 	}
@@ -40,7 +43,7 @@ func NewPages() (*Pages, error) {
 // Render writes page name ("password", "username", "error") with status,
 // with the headers a region sends with its pages.
 func (p *Pages) Render(w http.ResponseWriter, status int, name string, pg Page) {
-	SetPageHeaders(w.Header())
+	loginpage.SetHeaders(w.Header())
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
@@ -50,14 +53,4 @@ func (p *Pages) Render(w http.ResponseWriter, status int, name string, pg Page) 
 // Error writes an HTML error page.
 func (p *Pages) Error(w http.ResponseWriter, status int, region, msg string) {
 	p.Render(w, status, "error", Page{Title: http.StatusText(status), Region: region, Message: msg})
-}
-
-// SetPageHeaders sets the browser hardening headers every region response
-// carries: no framing, no sniffing, no referrer (codes travel in URLs), a
-// CSP that allows only inline styles.
-func SetPageHeaders(h http.Header) {
-	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'")
-	h.Set("X-Frame-Options", "DENY")
-	h.Set("X-Content-Type-Options", "nosniff")
-	h.Set("Referrer-Policy", "no-referrer")
 }

@@ -1,4 +1,4 @@
-package federation_test
+package federate_test
 
 import (
 	"bytes"
@@ -9,8 +9,9 @@ import (
 	"testing"
 
 	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/lookup/memstore"
-	"github.com/meridian-id/meridian/region/federation"
+	"github.com/meridian-id/meridian/region/federate"
 	"github.com/meridian-id/meridian/routing"
 )
 
@@ -37,7 +38,7 @@ func TestNewNodeFromExampleConfig(t *testing.T) {
 			t.Setenv("MERIDIAN_FEDERATION_TOPOLOGY", topo)
 			cfg, c := loadExample(t)
 			st := openStore(t)
-			n, err := federation.NewNode(ctx, federation.NodeConfig{Config: cfg, Region: "eu", Store: st, Codec: c,
+			n, err := federate.NewNode(ctx, federate.NodeConfig{Config: cfg, Region: "eu", Store: st, Codec: c,
 				CookieKey: bytes.Repeat([]byte{1}, 32), HubKey: bytes.Repeat([]byte{2}, 32), Lookup: memstore.New()})
 			if err != nil {
 				t.Fatal(err)

@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"strings"
 	"time"
-
-	"github.com/meridian-id/meridian/config"
 )
 
 // Routes maps the federation's host names (lower case, without port) to
@@ -16,21 +14,6 @@ import (
 // dial only these: an issuer or endpoint URL naming any other host is
 // refused before a connection is made.
 type Routes map[string]string
-
-// RoutesFromConfig returns the dial addresses of every region (primary and
-// DR) and of the hub, as the configuration lists them.
-func RoutesFromConfig(cfg *config.Config) Routes {
-	r := Routes{}
-	for i := range cfg.Regions {
-		reg := &cfg.Regions[i]
-		r[reg.Host] = cfg.Upstream(reg.Site)
-		if reg.DR != nil {
-			r[reg.DR.Host] = cfg.Upstream(*reg.DR)
-		}
-	}
-	r[cfg.Hub.Host] = cfg.Upstream(cfg.Hub.Site)
-	return r
-}
 
 // ClientOptions tune NewHTTPClient.
 type ClientOptions struct {
@@ -82,14 +65,4 @@ func NewHTTPClient(routes Routes, opts ClientOptions) *http.Client {
 	}
 	return &http.Client{Transport: rt, Timeout: opts.RequestTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-}
-
-// RegionBases returns the base URLs a region's login pages are served on:
-// its issuer, its DR site and the global host, in that order.
-func RegionBases(cfg *config.Config, r *config.Region) []string {
-	bases := []string{cfg.Issuer(r)}
-	if r.DR != nil {
-		bases = append(bases, cfg.Federation.URL(r.DR.Host))
-	}
-	return append(bases, cfg.GlobalIssuer())
 }

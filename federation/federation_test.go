@@ -1,0 +1,98 @@
+package federation_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/lookup"
+	"github.com/meridian-id/meridian/lookup/memstore"
+)
+
+// TestApplyChanges: a region writes its own keys, cannot take over or
+// delete another region's, and malformed input writes nothing.
+func TestApplyChanges(t *testing.T) {
+	ctx := context.Background()
+	st := memstore.New()
+	h := hasher(t)
+	k := func(n string) string { key, _ := h.Key(n); return key.String() }
+	res, err := federation.ApplyChanges(ctx, st, "eu", []federation.KeyChange{{Op: "put", Key: k("a")}, {Op: "put", Key: k("b")}, {Op: "delete", Key: k("b")}, {Op: "put", Key: k("c")}})
+	if err != nil || res.Applied != 4 {
+		t.Fatalf("%+v %v", res, err)
+	}
+	res, err = federation.ApplyChanges(ctx, st, "us", []federation.KeyChange{{Op: "put", Key: k("a")}, {Op: "delete", Key: k("c")}, {Op: "put", Key: k("d")}})
+	if err != nil || res != (federation.ChangesResult{Applied: 1, Conflicts: 1, Ignored: 1}) {
+		t.Fatalf("%+v %v", res, err)
+	}
+	for _, bad := range [][]federation.KeyChange{{{Op: "put", Key: k("e")}, {Op: "put", Key: "xyz"}}, {{Op: "put", Key: k("e")}, {Op: "rename", Key: k("e")}}} {
+		if _, err := federation.ApplyChanges(ctx, st, "us", bad); !errors.Is(err, federation.ErrBadChange) {
+			t.Fatalf("bad input: %v", err)
+		}
+	}
+	tb, _ := lookup.NewTable(h, st)
+	for n, want := range map[string]string{"a": "eu", "c": "eu", "d": "us"} {
+		if got, _ := tb.Resolve(ctx, n); got != want {
+			t.Fatalf("%s in %q, want %s", n, got, want)
+		}
+	}
+	if _, err := tb.Resolve(ctx, "e"); !errors.Is(err, lookup.ErrNotFound) {
+		t.Fatal("rejected batch wrote")
+	}
+}
+
+// TestHTTPClientDialsOnlyFederationHosts: the back channel cannot be
+// pointed at a host outside the configuration.
+func TestHTTPClientDialsOnlyFederationHosts(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
+	defer srv.Close()
+	c := federation.NewHTTPClient(federation.Routes{"hub.example": srv.Listener.Addr().String()}, federation.ClientOptions{})
+	resp, err := c.Get("http://hub.example/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if _, err := c.Get(srv.URL); err == nil || !strings.Contains(err.Error(), "not a federation host") {
+		t.Fatalf("dialed an unconfigured host: %v", err)
+	}
+}
+
+// TestRPRejectsBeforeAnyRequest: a response naming another issuer
+// (mix-up) or carrying an error is refused without calling anyone.
+func TestRPRejectsBeforeAnyRequest(t *testing.T) {
+	rp, err := federation.NewRP("https://hub.example", federation.Credentials{ClientID: "region-eu", ClientSecret: "s",
+		RedirectURIs: []string{"https://eu.example" + federation.CallbackPath}}, federation.NewHTTPClient(nil, federation.ClientOptions{}), federation.RPOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, _ := federation.NewFlow()
+	ctx := context.Background()
+	cb := rp.RedirectURI("eu.example")
+	for _, q := range []url.Values{{"code": {"c"}}, {"code": {"c"}, "iss": {"https://us.example"}}, {"code": {"c"}, "iss": {"https://hub.example/"}}} {
+		if _, err := rp.Complete(ctx, q, f, cb); !errors.Is(err, federation.ErrIssuerMismatch) {
+			t.Fatalf("%v: %v", q, err)
+		}
+	}
+	var ae *federation.AuthError
+	if _, err := rp.Complete(ctx, url.Values{"iss": {"https://hub.example"}, "error": {"access_denied"}}, f, cb); !errors.As(err, &ae) || ae.Code != "access_denied" {
+		t.Fatalf("error response: %v", err)
+	}
+	if err := rp.Ready(ctx); !errors.Is(err, federation.ErrUnavailable) {
+		t.Fatalf("unreachable provider: %v", err)
+	}
+}
+
+func hasher(t *testing.T) *lookup.Hasher {
+	t.Helper()
+	h, err := lookup.NewHasher(bytes.Repeat([]byte{5}, 32), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}

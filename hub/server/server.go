@@ -1,0 +1,221 @@
+// Package server assembles a hub from configuration, the way region/node
+// assembles a regional node: it loads the secrets, opens the lookup and
+// state stores (Redis when hub.redis is set, else embedded), builds the
+// hub.Broker and serves it on the public and admin listeners (and the
+// federation's DNS zone when dns.listen is set) with the shutdown loop of
+// package internal/serve.
+package server
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/federation/setup"
+	"github.com/meridian-id/meridian/geodns"
+	"github.com/meridian-id/meridian/hub"
+	"github.com/meridian-id/meridian/internal/serve"
+	"github.com/meridian-id/meridian/lookup"
+	"github.com/meridian-id/meridian/lookup/embedded"
+	"github.com/meridian-id/meridian/lookup/redisstore"
+	"github.com/meridian-id/meridian/telemetry"
+)
+
+// Options tune a hub beyond the config file.
+type Options struct {
+	// DataDir holds development secrets and the embedded lookup store
+	// (default: the config's data_dir).
+	DataDir string
+	// Prefix is the Redis key prefix (default "meridian:").
+	Prefix string
+}
+
+func (o Options) withDefaults(cfg *config.Config) Options {
+	if o.DataDir == "" {
+		o.DataDir = cfg.DataDir
+	}
+	if o.Prefix == "" {
+		o.Prefix = "meridian:"
+	}
+	return o
+}
+
+// Stores are the hub's lookup table store and login state store.
+type Stores struct {
+	Lookup lookup.Store
+	State  hub.StateStore
+	close  func()
+}
+
+// Close releases the stores.
+func (s *Stores) Close() { s.close() }
+
+// OpenStores opens the lookup store and the hub state store: Redis when
+// hub.redis is set, else the embedded store and in-process state.
+func OpenStores(ctx context.Context, cfg *config.Config, opts Options) (*Stores, error) {
+	opts = opts.withDefaults(cfg)
+	if cfg.Hub.Redis != "" {
+		ro, err := redis.ParseURL(cfg.Hub.Redis)
+		if err != nil {
+			return nil, fmt.Errorf("hub.redis: %w", err)
+		}
+		c := redis.NewClient(ro)
+		st, err := redisstore.New(ctx, c, redisstore.Options{Prefix: opts.Prefix + "lookup:"})
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("hub.redis: %w", err)
+		}
+		return &Stores{Lookup: st, State: hub.NewRedisState(c, opts.Prefix+"hub:"), close: func() { c.Close() }}, nil
+	}
+	dir := filepath.Join(opts.DataDir, "hub")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	st, err := embedded.Open(ctx, filepath.Join(dir, "lookup.db"))
+	if err != nil {
+		return nil, err
+	}
+	return &Stores{Lookup: st, State: hub.NewMemoryState(), close: func() { st.Close() }}, nil
+}
+
+// Hasher returns the lookup hasher of k_hub (hub.key_file) and, during a
+// rotation, of the previous key in previousFile.
+func Hasher(cfg *config.Config, opts Options, previousFile string, log *slog.Logger) (*lookup.Hasher, error) {
+	opts = opts.withDefaults(cfg)
+	cur, err := config.LoadSecret("hub.key_file", cfg.Hub.KeyFile, filepath.Join(opts.DataDir, "secrets", "hub.key"), log)
+	if err != nil {
+		return nil, err
+	}
+	var prev []byte
+	if previousFile != "" {
+		if prev, err = config.LoadSecret("--previous-key-file", previousFile, "", log); err != nil {
+			return nil, err
+		}
+	}
+	return lookup.NewHasher(cur, prev)
+}
+
+// Hub is one running hub node.
+type Hub struct {
+	Broker *hub.Broker
+	cfg    *config.Config
+	stores *Stores
+	tel    *telemetry.Telemetry
+	log    *slog.Logger
+}
+
+// New builds the hub from the configuration: k_hub, the routing key, the
+// hub's own secret (MERIDIAN_HUB_SECRET_FILE), the stores and the
+// back-channel client.
+func New(ctx context.Context, cfg *config.Config, opts Options, tel *telemetry.Telemetry) (*Hub, error) {
+	opts = opts.withDefaults(cfg)
+	log := tel.Log
+	codec, err := setup.Codec(cfg, opts.DataDir, log)
+	if err != nil {
+		return nil, err
+	}
+	h, err := Hasher(cfg, opts, "", log)
+	if err != nil {
+		return nil, err
+	}
+	secret, err := config.LoadSecret("hub secret (MERIDIAN_HUB_SECRET_FILE)", os.Getenv("MERIDIAN_HUB_SECRET_FILE"),
+		filepath.Join(opts.DataDir, "secrets", "hub-secret.key"), log)
+	if err != nil {
+		return nil, err
+	}
+	var previous [][]byte
+	if p := os.Getenv("MERIDIAN_PREVIOUS_HUB_SECRET_FILE"); p != "" {
+		prev, err := config.LoadSecret("previous hub secret (MERIDIAN_PREVIOUS_HUB_SECRET_FILE)", p, "", log)
+		if err != nil {
+			return nil, err
+		}
+		previous = append(previous, prev)
+	}
+	stores, err := OpenStores(ctx, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	b, err := hub.New(hub.Config{Issuer: cfg.Federation.URL(cfg.Hub.Host), Regions: hub.RegionsFromConfig(cfg),
+		Codec: codec, Hasher: h, Lookup: stores.Lookup, State: stores.State, Secret: secret, PreviousSecrets: previous,
+		HTTPClient: setup.HTTPClient(cfg, tel.Transport), SecureCookies: cfg.Federation.Scheme == "https",
+		Log: log, Meter: tel.Meter.Meter("meridian/hub")})
+	if err != nil {
+		stores.Close()
+		return nil, err
+	}
+	return &Hub{Broker: b, cfg: cfg, stores: stores, tel: tel, log: log}, nil
+}
+
+// Close releases the stores.
+func (h *Hub) Close() error {
+	h.stores.Close()
+	return nil
+}
+
+// Serve opens the hub's listeners (hub.listen, hub.admin_listen) and runs
+// ServeListeners.
+func (h *Hub) Serve(ctx context.Context) error {
+	site := h.cfg.Hub.Site
+	pub, err := net.Listen("tcp", site.Listen)
+	if err != nil {
+		return fmt.Errorf("hub.listen: %w", err)
+	}
+	var adm net.Listener
+	if site.AdminListen != "" {
+		if adm, err = net.Listen("tcp", site.AdminListen); err != nil {
+			pub.Close()
+			return fmt.Errorf("hub.admin_listen: %w", err)
+		}
+	}
+	return h.ServeListeners(ctx, pub, adm)
+}
+
+// ServeListeners serves the hub on listeners the caller opened (adm may be
+// nil), and the DNS zone when dns.listen is set, until ctx ends or one of
+// them fails.
+func (h *Hub) ServeListeners(ctx context.Context, pub, adm net.Listener) error {
+	site := h.cfg.Hub.Site
+	ls := []serve.Listener{{Server: serve.Public(h.tel.Handler(h.Broker, "hub")), Listener: pub,
+		CertFile: site.TLS.CertFile, KeyFile: site.TLS.KeyFile}}
+	if adm != nil {
+		ls = append(ls, serve.Listener{Server: serve.Admin(h.tel.MetricsHandler(), h.Broker.Ready, "lookup or state store unreachable"), Listener: adm})
+	}
+	var tasks []serve.Task
+	if h.cfg.DNS.Listen != "" {
+		gc, err := geodns.FromConfig(h.cfg)
+		if err != nil {
+			closeAll(pub, adm)
+			return err
+		}
+		dns, err := geodns.New(gc, h.log, h.tel.Meter.Meter("meridian/geodns"))
+		if err != nil {
+			closeAll(pub, adm)
+			return err
+		}
+		tasks = append(tasks, func(ctx context.Context) error {
+			if err := dns.ListenAndServe(ctx, h.cfg.DNS.Listen); err != nil {
+				return fmt.Errorf("dns.listen: %w", err)
+			}
+			return nil
+		})
+		h.log.Info("geodns serving", "listen", h.cfg.DNS.Listen, "zone", gc.Zone)
+	}
+	h.log.Info("hub serving", "issuer", h.Broker.Issuer(), "listen", pub.Addr().String())
+	err := serve.Run(ctx, ls, tasks...)
+	h.log.Info("hub stopped")
+	return err
+}
+
+func closeAll(ls ...net.Listener) {
+	for _, l := range ls {
+		if l != nil {
+			l.Close()
+		}
+	}
+}

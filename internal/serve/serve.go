@@ -1,0 +1,120 @@
+// Package serve is the listener and shutdown loop of every Meridian
+// server process (regional node and hub): the public HTTP server with the
+// same timeouts everywhere, the admin server (/metrics, /healthz, /readyz),
+// and one rule for stopping: when the context ends, drain in-flight
+// requests for up to DrainTimeout; when any server or background task fails,
+// close every server at once and return that error, so that a process never
+// keeps half its listeners open.
+package serve
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// DrainTimeout bounds the graceful shutdown of in-flight requests.
+const DrainTimeout = 15 * time.Second
+
+// Listener is one HTTP server on its listener; CertFile and KeyFile, when
+// set, serve TLS 1.2+.
+type Listener struct {
+	Server            *http.Server
+	Listener          net.Listener
+	CertFile, KeyFile string
+}
+
+// Task is a background job that lives as long as the servers (the hub's
+// DNS server). It must return when its context ends; a non-nil error
+// before that stops the process.
+type Task func(ctx context.Context) error
+
+// Public returns the server of a public listener: bounded header, read,
+// write and idle times and a 64 KiB header limit.
+func Public(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
+}
+
+// Admin returns the server of an admin listener: GET /metrics, /healthz
+// (the process is up) and /readyz (ready answers nil within two seconds;
+// else 503 with notReady).
+func Admin(metrics http.Handler, ready func(context.Context) error, notReady string) *http.Server {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", metrics)
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok\n") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
+		defer cancel()
+		if err := ready(ctx); err != nil {
+			http.Error(w, notReady, http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	return AdminServer(mux)
+}
+
+// AdminServer is the admin listener's server: every phase of a request is
+// bounded more tightly than on the public listener, so idle or slow
+// connections (a port scanner, a stuck scraper) cannot pile up on the
+// listener that carries health and metrics.
+func AdminServer(h http.Handler) *http.Server {
+	return &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
+}
+
+// Run serves every listener and runs every task until ctx ends (then it
+// drains for up to DrainTimeout and returns the shutdown errors) or a
+// server or task fails (then it closes every server and returns the
+// failure). Tasks are cancelled and waited for before Run returns.
+func Run(ctx context.Context, ls []Listener, tasks ...Task) error {
+	errc := make(chan error, len(ls)+len(tasks))
+	for _, l := range ls {
+		go func() {
+			if l.CertFile != "" {
+				if l.Server.TLSConfig == nil {
+					l.Server.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+				}
+				errc <- l.Server.ServeTLS(l.Listener, l.CertFile, l.KeyFile)
+				return
+			}
+			errc <- l.Server.Serve(l.Listener)
+		}()
+	}
+	taskCtx, stopTasks := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for _, t := range tasks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := t(taskCtx); err != nil && taskCtx.Err() == nil {
+				errc <- err
+			}
+		}()
+	}
+	defer func() { stopTasks(); wg.Wait() }()
+
+	select {
+	case <-ctx.Done():
+	case err := <-errc:
+		if !errors.Is(err, http.ErrServerClosed) {
+			for _, l := range ls {
+				_ = l.Server.Close()
+			}
+			return err
+		}
+	}
+	shutCtx, cancel := context.WithTimeout(context.Background(), DrainTimeout)
+	defer cancel()
+	var errs []error
+	for _, l := range ls {
+		errs = append(errs, l.Server.Shutdown(shutCtx))
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,237 @@
+package routing
+
+import (
+	"bufio"
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// connTransport is the router's HTTP/1.1 client to other regions: one
+// pool of persistent connections per address, and each call written and
+// its answer read by the goroutine that makes it. net/http's Transport
+// hands every call to a writer and a reader goroutine per connection; on a
+// busy machine those hand-offs, not the bytes, were most of the hop's
+// latency and CPU.
+//
+// A pooled connection is reused only when its previous answer was read to
+// the end without error and the upstream did not ask to close; before reuse
+// a non-blocking read checks the upstream has not closed it while idle.
+// Deadlines come from the call's context; cancelling the context aborts the
+// connection at once.
+type connTransport struct {
+	dialer    *net.Dialer
+	tlsConfig *tls.Config
+	maxIdle   int           // per address
+	idleFor   time.Duration // an idle connection older than this is closed
+
+	mu   sync.Mutex
+	idle map[string][]*pconn
+}
+
+type pconn struct {
+	conn   net.Conn
+	br     *bufio.Reader
+	bw     *bufio.Writer
+	idleAt time.Time
+}
+
+func newConnTransport(connectTimeout time.Duration, tlsConfig *tls.Config) *connTransport {
+	return &connTransport{
+		dialer:    &net.Dialer{Timeout: connectTimeout, KeepAlive: 30 * time.Second},
+		tlsConfig: tlsConfig,
+		maxIdle:   256,
+		idleFor:   60 * time.Second,
+		idle:      map[string][]*pconn{},
+	}
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t *connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	ctx := req.Context()
+	if err := ctx.Err(); err != nil {
+		closeBody(req)
+		return nil, err
+	}
+	addr := req.URL.Host
+	pc := t.get(addr)
+	if pc == nil {
+		var err error
+		if pc, err = t.dial(ctx, req.URL.Scheme, addr); err != nil {
+			closeBody(req)
+			return nil, err
+		}
+	}
+	if dl, ok := ctx.Deadline(); ok {
+		_ = pc.conn.SetDeadline(dl)
+	} else {
+		_ = pc.conn.SetDeadline(time.Time{})
+	}
+	// Cancelling the call's context breaks the connection's blocking
+	// reads and writes at once (the connection is then discarded).
+	stop := context.AfterFunc(ctx, func() { _ = pc.conn.SetDeadline(time.Unix(1, 0)) })
+	fail := func(err error) (*http.Response, error) {
+		stop()
+		pc.conn.Close()
+		if cerr := ctx.Err(); cerr != nil {
+			return nil, cerr
+		}
+		return nil, err
+	}
+	if err := req.Write(pc.bw); err != nil {
+		return fail(err)
+	}
+	if err := pc.bw.Flush(); err != nil {
+		return fail(err)
+	}
+	resp, err := http.ReadResponse(pc.br, req)
+	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
+		resp, err = http.ReadResponse(pc.br, req) // skip interim answers
+	}
+	if err != nil {
+		return fail(err)
+	}
+	resp.Body = &pooledBody{ReadCloser: resp.Body, t: t, pc: pc, addr: addr, stop: stop, reuse: !resp.Close && !req.Close}
+	return resp, nil
+}
+
+func closeBody(req *http.Request) {
+	if req.Body != nil {
+		req.Body.Close()
+	}
+}
+
+func (t *connTransport) dial(ctx context.Context, scheme, addr string) (*pconn, error) {
+	c, err := t.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if scheme == "https" {
+		cfg := t.tlsConfig.Clone()
+		if cfg == nil {
+			cfg = &tls.Config{MinVersion: tls.VersionTLS12}
+		}
+		if cfg.ServerName == "" {
+			host, _, _ := net.SplitHostPort(addr)
+			cfg.ServerName = host
+		}
+		cfg.NextProtos = []string{"http/1.1"}
+		tc := tls.Client(c, cfg)
+		if err := tc.HandshakeContext(ctx); err != nil {
+			c.Close()
+			// A failed handshake sent no request: report it as a dial error.
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: c.RemoteAddr(), Err: err}
+		}
+		c = tc
+	}
+	return &pconn{conn: c, br: bufio.NewReaderSize(c, 8<<10), bw: bufio.NewWriterSize(c, 8<<10)}, nil
+}
+
+// get returns a live idle connection to addr, or nil.
+func (t *connTransport) get(addr string) *pconn {
+	now := time.Now()
+	for {
+		t.mu.Lock()
+		l := t.idle[addr]
+		if len(l) == 0 {
+			t.mu.Unlock()
+			return nil
+		}
+		pc := l[len(l)-1]
+		l[len(l)-1] = nil
+		t.idle[addr] = l[:len(l)-1]
+		t.mu.Unlock()
+		if now.Sub(pc.idleAt) < t.idleFor && alive(pc) {
+			return pc
+		}
+		pc.conn.Close()
+	}
+}
+
+func (t *connTransport) put(addr string, pc *pconn) {
+	_ = pc.conn.SetDeadline(time.Time{})
+	pc.idleAt = time.Now()
+	t.mu.Lock()
+	if len(t.idle[addr]) < t.maxIdle {
+		t.idle[addr] = append(t.idle[addr], pc)
+		pc = nil
+	}
+	t.mu.Unlock()
+	if pc != nil {
+		pc.conn.Close()
+	}
+}
+
+// alive reports whether an idle connection is still open and silent: one
+// non-blocking read must find nothing to read (EOF or stray bytes mean the
+// upstream closed it or broke the protocol).
+func alive(pc *pconn) bool {
+	if pc.br.Buffered() > 0 {
+		return false
+	}
+	c := pc.conn
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return true
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ok = false
+	var b [1]byte
+	err = rc.Read(func(fd uintptr) bool {
+		_, rerr := syscall.Read(int(fd), b[:])
+		ok = errors.Is(rerr, syscall.EAGAIN) || errors.Is(rerr, syscall.EWOULDBLOCK)
+		return true // one attempt, never wait
+	})
+	return err == nil && ok
+}
+
+// pooledBody returns its connection to the pool once the answer was read
+// to the end and closed.
+type pooledBody struct {
+	io.ReadCloser
+	t     *connTransport
+	pc    *pconn
+	addr  string
+	stop  func() bool
+	reuse bool
+	done  bool
+}
+
+func (b *pooledBody) Close() error {
+	if b.done {
+		return nil
+	}
+	b.done = true
+	err := b.ReadCloser.Close() // reads what is left of the body
+	if b.stop() && err == nil && b.reuse {
+		b.t.put(b.addr, b.pc)
+		return nil
+	}
+	b.pc.conn.Close()
+	return err
+}
+
+// CloseIdleConnections closes every pooled connection.
+func (t *connTransport) CloseIdleConnections() {
+	t.mu.Lock()
+	idle := t.idle
+	t.idle = map[string][]*pconn{}
+	t.mu.Unlock()
+	for _, l := range idle {
+		for _, pc := range l {
+			pc.conn.Close()
+		}
+	}
+}

@@ -1,0 +1,126 @@
+package routing
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// TestHopConnections: routed calls reuse one persistent connection, and a
+// connection the upstream closed while idle is never used for a call (no
+// spurious failure, nothing counted against the breaker).
+func TestHopConnections(t *testing.T) {
+	var conns atomic.Int64
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write([]byte("eu"))
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.Start()
+	t.Cleanup(up.Close)
+	f := newFixture(t, func(c *RouterConfig) {
+		c.Upstreams[0].Addr = up.Listener.Addr().String()
+		c.BreakerThreshold = 1
+	})
+	srv, _ := routerServer(t, f.router)
+	tok := f.mint(t, KindAccess, "eu")
+	call := func() {
+		t.Helper()
+		resp, err := introspect(context.Background(), srv.URL, tok, false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 || string(b) != "eu" {
+			t.Fatalf("status %d body %q", resp.StatusCode, b)
+		}
+	}
+	for i := 0; i < 20; i++ {
+		call()
+	}
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("20 sequential routed calls opened %d upstream connections, want 1", n)
+	}
+	for i := 0; i < 3; i++ {
+		up.CloseClientConnections() // the upstream drops its idle connections
+		waitFor(t, "the upstream to close its connections", func() bool {
+			// alive() sees the close once the FIN arrived.
+			pc := f.router.transport.(*counting).next.(*connTransport)
+			pc.mu.Lock()
+			defer pc.mu.Unlock()
+			for _, l := range pc.idle {
+				for _, c := range l {
+					if alive(c) {
+						return false
+					}
+				}
+			}
+			return true
+		})
+		call() // a breaker threshold of 1: any spurious failure would open it
+	}
+	if f.router.ups["eu"].breakers[up.Listener.Addr().String()].open(time.Now()) {
+		t.Fatal("breaker open after the upstream closed idle connections")
+	}
+}
+
+// TestHopTLS: an upstream reached over TLS is verified against the
+// configured roots, and one connection serves many calls.
+func TestHopTLS(t *testing.T) {
+	var conns atomic.Int64
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write([]byte("eu"))
+	}))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	tests := []struct {
+		name   string
+		trust  bool
+		status int
+	}{
+		{"trusted upstream", true, 200},
+		{"untrusted certificate", false, http.StatusServiceUnavailable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFixture(t, func(c *RouterConfig) {
+				c.Upstreams[0].Addr, c.Upstreams[0].TLS = up.Listener.Addr().String(), true
+				if tt.trust {
+					c.TLSConfig = up.Client().Transport.(*http.Transport).TLSClientConfig
+				}
+			})
+			srv, _ := routerServer(t, f.router)
+			tok := f.mint(t, KindAccess, "eu")
+			before := conns.Load()
+			for i := 0; i < 5; i++ {
+				resp, err := introspect(context.Background(), srv.URL, tok, false)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				if resp.StatusCode != tt.status {
+					t.Fatalf("status %d, want %d", resp.StatusCode, tt.status)
+				}
+			}
+			if tt.trust && conns.Load()-before != 1 {
+				t.Fatalf("5 calls opened %d TLS connections, want 1", conns.Load()-before)
+			}
+		})
+	}
+}
