@@ -123,6 +123,9 @@ func TestDatabaseSettings(t *testing.T) {
 		if err != nil && (!strings.Contains(err.Error(), "regions[0].database") || strings.Contains(err.Error(), "s3cret")) {
 			t.Errorf("database %q: error %q should name the key and not the password", tt.database, err)
 		}
+	}
+}
+
 func TestRoutingKeyRingLoads(t *testing.T) {
 	example, err := os.ReadFile("../configs/regions.yaml")
 	if err != nil {
