@@ -365,3 +365,113 @@ func BenchmarkCreateAccessToken(b *testing.B) {
 func BenchmarkGetAccessToken(b *testing.B) {
 	conformance.BenchmarkGetAccessToken(b, func(b testing.TB) store.Store { return open(b, database(b)) })
 }
+
+// TestSigningKeySealingMigration: 0003 adds kek_id and not_before to a
+// database whose signing keys predate it (legacy rows read back as
+// plaintext, signing from their creation), and re-running it after it died
+// before being recorded changes nothing, values set since included.
+func TestSigningKeySealingMigration(t *testing.T) {
+	ctx := t.Context()
+	dsn := database(t)
+	open(t, dsn)
+	db := rawDB(t, dsn)
+	created := time.Date(2026, 1, 2, 3, 4, 5, 6000, time.UTC)
+	for _, q := range []string{
+		`ALTER TABLE signing_keys DROP COLUMN kek_id, DROP COLUMN not_before`,
+		`DELETE FROM schema_migrations WHERE version = 3`,
+		`INSERT INTO signing_keys (id, algorithm, private_der, created_at, active, not_after)
+			VALUES ('eu-old', 'ES256', 'plain', '2026-01-02 03:04:05.000006', TRUE, '0001-01-01 00:00:00')`,
+	} {
+		if _, err := db.ExecContext(ctx, q); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s := open(t, dsn)
+	legacy := store.SigningKey{ID: "eu-old", Algorithm: "ES256", PrivateDER: []byte("plain"), CreatedAt: created, NotBefore: created, Active: true}
+	now := created.Add(time.Hour)
+	list, err := s.ListSigningKeys(ctx, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || !equalKey(list[0], legacy) {
+		t.Fatalf("after migrating: %+v, want [%+v]", list, legacy)
+	}
+
+	if err := s.ResealSigningKey(ctx, legacy.ID, "", []byte("sealed"), "kek-1"); err != nil {
+		t.Fatal(err)
+	}
+	legacy.PrivateDER, legacy.KEKID = []byte("sealed"), "kek-1"
+	next := store.SigningKey{ID: "eu-new", Algorithm: "ES256", PrivateDER: []byte("sealed-new"), KEKID: "kek-1",
+		CreatedAt: created.Add(time.Minute), NotBefore: created.Add(10 * time.Minute)}
+	if err := s.AddSigningKey(ctx, next); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ActivateSigningKey(ctx, next.ID, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	next.Active = true
+	legacy.Active, legacy.NotAfter = false, now.Add(time.Hour)
+
+	if _, err := db.ExecContext(ctx, `DELETE FROM schema_migrations WHERE version = 3`); err != nil {
+		t.Fatal(err)
+	}
+	s = open(t, dsn)
+	list, err = s.ListSigningKeys(ctx, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 || !equalKey(list[0], next) || !equalKey(list[1], legacy) {
+		t.Fatalf("after re-running the migration: %+v, want [%+v %+v]", list, next, legacy)
+	}
+}
+
+func equalKey(a, b store.SigningKey) bool {
+	return a.ID == b.ID && a.Algorithm == b.Algorithm && string(a.PrivateDER) == string(b.PrivateDER) && a.KEKID == b.KEKID &&
+		a.CreatedAt.Equal(b.CreatedAt) && a.NotBefore.Equal(b.NotBefore) && a.Active == b.Active && a.NotAfter.Equal(b.NotAfter)
+}
+
+// TestConcurrentReseal: nodes that start at once all try to seal the same
+// legacy key; the conditional UPDATE lets exactly one win, the others get
+// store.ErrConflict, and the row holds the winner's material and KEK.
+func TestConcurrentReseal(t *testing.T) {
+	ctx := t.Context()
+	s := open(t, database(t))
+	if err := s.AddSigningKey(ctx, store.SigningKey{ID: "eu-1", Algorithm: "ES256", PrivateDER: []byte("plain"), Active: true}); err != nil {
+		t.Fatal(err)
+	}
+	const nodes = 8
+	errs := make([]error, nodes)
+	start := make(chan struct{})
+	var wg sync.WaitGroup
+	for i := range nodes {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[i] = s.ResealSigningKey(ctx, "eu-1", "", []byte(fmt.Sprintf("sealed-%d", i)), fmt.Sprintf("kek-%d", i))
+		}()
+	}
+	close(start)
+	wg.Wait()
+	winner := -1
+	for i, err := range errs {
+		switch {
+		case err == nil && winner < 0:
+			winner = i
+		case err == nil:
+			t.Fatalf("nodes %d and %d both resealed the key", winner, i)
+		case !errors.Is(err, store.ErrConflict):
+			t.Fatalf("node %d: %v, want ErrConflict", i, err)
+		}
+	}
+	if winner < 0 {
+		t.Fatal("no node resealed the key")
+	}
+	list, err := s.ListSigningKeys(ctx, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 1 || string(list[0].PrivateDER) != fmt.Sprintf("sealed-%d", winner) || list[0].KEKID != fmt.Sprintf("kek-%d", winner) {
+		t.Fatalf("after the race: %+v, want node %d's material and KEK", list, winner)
+	}
+}

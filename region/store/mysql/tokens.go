@@ -257,13 +257,15 @@ func (s *Store) DeleteSession(ctx context.Context, h store.Hash) error {
 	})
 }
 
-// AddSigningKey inserts k; a zero CreatedAt is set to now. A second active
-// key, like a taken id, gives store.ErrConflict.
+// AddSigningKey inserts k; a zero CreatedAt is set to now and a zero
+// NotBefore to CreatedAt. A second active key, like a taken id, gives
+// store.ErrConflict.
 func (s *Store) AddSigningKey(ctx context.Context, k store.SigningKey) error {
 	k.CreatedAt = nowOr(k.CreatedAt, s.now())
+	k.NotBefore = nowOr(k.NotBefore, k.CreatedAt)
 	return s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO signing_keys (id, algorithm, private_der, created_at, active, not_after)
-			VALUES (?, ?, ?, ?, ?, ?)`, k.ID, k.Algorithm, k.PrivateDER, ts(k.CreatedAt), k.Active, ts(k.NotAfter))
+		_, err := tx.ExecContext(ctx, `INSERT INTO signing_keys (id, algorithm, private_der, kek_id, created_at, not_before, active, not_after)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`, k.ID, k.Algorithm, k.PrivateDER, k.KEKID, ts(k.CreatedAt), ts(k.NotBefore), k.Active, ts(k.NotAfter))
 		return wrap("add signing key", err)
 	})
 }
@@ -313,11 +315,36 @@ func (s *Store) ActivateSigningKey(ctx context.Context, id string, notAfter time
 func (s *Store) ListSigningKeys(ctx context.Context, now time.Time) ([]store.SigningKey, error) {
 	keys, err := collect(ctx, s.db, func(r row) (store.SigningKey, error) {
 		var k store.SigningKey
-		err := r.Scan(&k.ID, &k.Algorithm, &k.PrivateDER, timeCol{&k.CreatedAt}, &k.Active, timeCol{&k.NotAfter})
+		err := r.Scan(&k.ID, &k.Algorithm, &k.PrivateDER, &k.KEKID, timeCol{&k.CreatedAt}, timeCol{&k.NotBefore}, &k.Active, timeCol{&k.NotAfter})
 		return k, err
-	}, `SELECT id, algorithm, private_der, created_at, active, not_after FROM signing_keys
+	}, `SELECT id, algorithm, private_der, kek_id, created_at, not_before, active, not_after FROM signing_keys
 		WHERE active OR not_after > ? ORDER BY created_at DESC, id DESC`, ts(now))
 	return keys, wrap("list signing keys", err)
+}
+
+// ResealSigningKey replaces id's key material and KEK id while the row is
+// still sealed by fromKEK. The compare-and-swap is one conditional UPDATE:
+// InnoDB locks the row and evaluates kek_id on its latest committed
+// version, so of concurrent reseals from the same KEK exactly one matches
+// and the others, once it commits, match nothing. When nothing matched, a
+// read in the same transaction tells an unknown id (store.ErrNotFound) from
+// a row sealed by another KEK (store.ErrConflict); it only classifies the
+// failure, the swap has already been refused.
+func (s *Store) ResealSigningKey(ctx context.Context, id, fromKEK string, material []byte, toKEK string) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		// ClientFoundRows: a reseal that writes identical values still
+		// counts as matched.
+		err := mustAffect(tx.ExecContext(ctx, `UPDATE signing_keys SET private_der = ?, kek_id = ? WHERE id = ? AND kek_id = ?`,
+			material, toKEK, id, fromKEK))
+		if !errors.Is(err, store.ErrNotFound) {
+			return wrap("reseal signing key", err)
+		}
+		var one int
+		if err := tx.QueryRowContext(ctx, `SELECT 1 FROM signing_keys WHERE id = ?`, id).Scan(&one); err != nil {
+			return wrap("reseal signing key", err)
+		}
+		return wrap("reseal signing key", store.ErrConflict)
+	})
 }
 
 // deleteBatch bounds the grant ids one DELETE names.
