@@ -14,7 +14,7 @@ build: ## build the binaries into ./bin
 run: build ## run a local three-region federation on embedded stores
 	$(BIN)/localfed --config $(CONFIG) --bin $(BIN)
 
-test: ## the whole suite against the machine's PostgreSQL and Redis
+test: ## the whole suite against the machine's PostgreSQL, MariaDB and Redis
 	$(GO) vet $(PKGS)
 	$(GO) test -count=1 -timeout 20m $(PKGS)
 

@@ -322,9 +322,8 @@ func (c *Config) Validate() error {
 			return err
 		}
 		if r.Database != "" {
-			u, err := url.Parse(r.Database)
-			if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-				return invalid(key+".database", "must be a postgres:// URL or empty for the embedded store")
+			if err := checkDatabase(r.Database); err != nil {
+				return invalid(key+".database", "%v", err)
 			}
 		}
 		if r.DR != nil {
@@ -445,4 +444,26 @@ func (c *Config) Upstream(s Site) string {
 		port = p
 	}
 	return net.JoinHostPort(s.Addresses[0], port)
+}
+
+// checkDatabase accepts a region's database setting: a postgres:// URL, or
+// a mysql://user:password@host:port/database URL naming its host and
+// database. (The message never repeats the URL: it may hold a password.)
+func checkDatabase(raw string) error {
+	const want = "must be a postgres:// or mysql://user:password@host:port/database URL, or empty for the embedded store"
+	u, err := url.Parse(raw)
+	if err != nil {
+		return errors.New(want)
+	}
+	switch u.Scheme {
+	case "postgres", "postgresql":
+		return nil
+	case "mysql":
+		db := strings.TrimPrefix(u.Path, "/")
+		if u.Host == "" || db == "" || strings.Contains(db, "/") {
+			return errors.New("a mysql:// URL must name a host and a database: mysql://user:password@host:port/database")
+		}
+		return nil
+	}
+	return errors.New(want)
 }

@@ -46,7 +46,9 @@ func TestLoadRejects(t *testing.T) {
 		{"bad address", "addresses: [127.0.0.13]", "addresses: [not-an-ip]", "regions[2].addresses[0]"},
 		{"bad scheme", "scheme: http ", "scheme: ftp ", "federation.scheme"},
 		{"url as host", "global_host: id.localhost", "global_host: https://id.localhost/", "federation.global_host"},
-		{"bad database url", `database: ""                   # PostgreSQL URL`, `database: "mysql://x"          # PostgreSQL URL`, "regions[0].database"},
+		{"bad database url", `database: ""                   # PostgreSQL or MySQL URL`, `database: "redis://x"          # PostgreSQL or MySQL URL`, "regions[0].database"},
+		{"mysql url without database", `database: ""                   # PostgreSQL or MySQL URL`, `database: "mysql://u:p@db:3306"  # URL`, "regions[0].database"},
+		{"mysql url without host", `database: ""                   # PostgreSQL or MySQL URL`, `database: "mysql:///meridian"  # URL`, "regions[0].database"},
 		{"region id with leading dash", "  - id: ap", "  - id: -ap", "regions[2].id"},
 		{"proximity listed twice", "proximity: [us, ap]", "proximity: [us, us]", "regions[0].proximity[1]"},
 		{"bad redis url", `redis: ""`, `redis: "http://x"`, "hub.redis"},
@@ -86,6 +88,41 @@ func TestValidateNamesKey(t *testing.T) {
 	c.Regions[0].Proximity = []string{"eu"}
 	if err := c.Validate(); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "regions[0].proximity[0]") {
 		t.Fatalf("self in proximity: %v", err)
+	}
+}
+
+// TestDatabaseSettings: the database setting selects the backend by
+// scheme; every accepted form validates and nothing else does, and a
+// refusal never repeats the URL (it may hold a password).
+func TestDatabaseSettings(t *testing.T) {
+	tests := []struct {
+		database string
+		ok       bool
+	}{
+		{"", true},
+		{"postgres://meridian@db.internal/meridian?sslmode=verify-full", true},
+		{"postgresql://meridian@db.internal/meridian", true},
+		{"mysql://meridian:s3cret@db.internal:3306/meridian?tls=true", true},
+		{"mysql://meridian@db.internal/meridian", true},
+		{"mysql://meridian:s3cret@db.internal:3306/", false},
+		{"mysql://meridian:s3cret@db.internal:3306/a/b", false},
+		{"mysql://meridian:s3cret@/meridian", false},
+		{"meridian:s3cret@tcp(db.internal:3306)/meridian", false},
+		{"sqlite:///var/lib/meridian.db", false},
+	}
+	for _, tt := range tests {
+		c, err := Load("../configs/regions.yaml")
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Regions[0].Database = tt.database
+		err = c.Validate()
+		if tt.ok != (err == nil) {
+			t.Errorf("database %q: Validate() = %v, want ok=%v", tt.database, err, tt.ok)
+		}
+		if err != nil && (!strings.Contains(err.Error(), "regions[0].database") || strings.Contains(err.Error(), "s3cret")) {
+			t.Errorf("database %q: error %q should name the key and not the password", tt.database, err)
+		}
 	}
 }
 

@@ -25,14 +25,16 @@ type loadWorker struct {
 	ambiguous bool
 }
 
-// TestFaultKillRegionalNode kills `regional serve` with SIGKILL while 8
-// workers issue client_credentials tokens and rotate refresh tokens and a
-// loop runs `regional users add`; after a restart on the same data every
-// access token a worker received introspects active, every refresh token it
-// holds refreshes, and every acknowledged user exists.
+// TestFaultKillRegionalNode kills `regional serve` (on SQLite, PostgreSQL
+// and MySQL/MariaDB) with SIGKILL while 8 workers issue client_credentials
+// tokens and rotate refresh tokens and a loop runs `regional users add`;
+// after a restart on the same data every access token a worker received
+// introspects active, every refresh token it holds refreshes, and every
+// acknowledged user exists.
 func TestFaultKillRegionalNode(t *testing.T) {
 	t.Run("sqlite", func(t *testing.T) { testKillRegionalNode(t, "") })
 	t.Run("postgres", func(t *testing.T) { testKillRegionalNode(t, testenv.PostgresSchema(t)) })
+	t.Run("mysql", func(t *testing.T) { testKillRegionalNode(t, testenv.MySQLURL(t)) })
 }
 
 func testKillRegionalNode(t *testing.T, database string) {

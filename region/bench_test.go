@@ -1,14 +1,17 @@
 package region_test
 
 import (
+	"context"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 
+	"github.com/meridian-id/meridian/internal/testenv"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/store"
+	"github.com/meridian-id/meridian/region/store/mysql"
 )
 
 // benchNode is a node on a real loopback listener with a client_credentials
@@ -80,10 +83,27 @@ func benchIntrospect(b *testing.B, st store.Store) {
 func BenchmarkClientCredentials(b *testing.B) {
 	b.Run("sqlite", func(b *testing.B) { benchIssue(b, openSQLite(b)) })
 	b.Run("postgres", func(b *testing.B) { benchIssue(b, openPostgres(b)) })
+	b.Run("mysql", func(b *testing.B) { benchIssue(b, openMySQL(b)) })
 }
 
 // BenchmarkIntrospect measures introspection of an opaque token (the read path).
 func BenchmarkIntrospect(b *testing.B) {
 	b.Run("sqlite", func(b *testing.B) { benchIntrospect(b, openSQLite(b)) })
 	b.Run("postgres", func(b *testing.B) { benchIntrospect(b, openPostgres(b)) })
+	b.Run("mysql", func(b *testing.B) { benchIntrospect(b, openMySQL(b)) })
+}
+
+// openMySQL opens a migrated MySQL/MariaDB store in a database of its own.
+func openMySQL(t testing.TB) store.Store {
+	t.Helper()
+	ctx := context.Background()
+	s, err := mysql.Open(ctx, testenv.MySQLDatabase(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
 }

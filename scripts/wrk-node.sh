@@ -12,7 +12,9 @@ sed "s|data_dir: ./data|data_dir: $dir/data|" configs/regions.yaml > "$dir/regio
 if [[ -n "${DATABASE_URL:-}" ]]; then
   python3 - "$dir/regions.yaml" "$DATABASE_URL" <<'PY'
 import sys; p, url = sys.argv[1], sys.argv[2]; s = open(p).read()
-s = s.replace('database: ""                   # PostgreSQL URL; empty: SQLite under data_dir/eu', 'database: "%s"' % url, 1)
+old = 'database: ""                   # PostgreSQL or MySQL URL; empty: SQLite under data_dir/eu'
+assert old in s, "configs/regions.yaml changed: update scripts/wrk-node.sh"
+s = s.replace(old, 'database: "%s"' % url, 1)
 open(p, 'w').write(s)
 PY
 fi

@@ -20,17 +20,28 @@ import (
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/federate"
 	"github.com/meridian-id/meridian/region/store"
+	"github.com/meridian-id/meridian/region/store/mysql"
 	"github.com/meridian-id/meridian/region/store/postgres"
 	"github.com/meridian-id/meridian/region/store/sqlite"
 	"github.com/meridian-id/meridian/routing"
 	"github.com/meridian-id/meridian/telemetry"
 )
 
-// OpenStore opens (and migrates) the region's database: PostgreSQL when the
-// region names one, else the embedded SQLite file under dataDir/<region>.
+// OpenStore opens (and migrates) the region's database: MySQL/MariaDB for
+// a mysql:// URL, PostgreSQL for another URL, else the embedded SQLite file
+// under dataDir/<region>.
 func OpenStore(ctx context.Context, r *config.Region, dataDir string) (store.Store, error) {
 	if r.Database != "" {
-		s, err := postgres.Open(ctx, r.Database)
+		var s interface {
+			store.Store
+			Migrate(context.Context) error
+		}
+		var err error
+		if strings.HasPrefix(r.Database, "mysql://") {
+			s, err = mysql.Open(ctx, r.Database)
+		} else {
+			s, err = postgres.Open(ctx, r.Database)
+		}
 		if err != nil {
 			return nil, fmt.Errorf("regions[%s].database: %w", r.ID, err)
 		}

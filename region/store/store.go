@@ -1,6 +1,7 @@
 // Package store defines what a regional authorization server keeps and the
-// one interface every backend (embedded SQLite, PostgreSQL) implements. The
-// conformance suite in store/conformance is run against every backend.
+// one interface every backend (embedded SQLite, PostgreSQL, MySQL/MariaDB)
+// implements. The conformance suite in store/conformance is run against
+// every backend.
 //
 // Secrets never reach a backend in the clear: tokens, codes, refresh tokens
 // and session handles are stored by their SHA-256 digest (Digest), client
