@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -52,6 +53,11 @@ type Site struct {
 	AdminListen string   `mapstructure:"admin_listen"`
 	Addresses   []string `mapstructure:"addresses"`
 	TLS         TLS      `mapstructure:"tls"`
+	// Database is the site's own PostgreSQL URL (regions[i].database,
+	// regions[i].dr.database): the primary's database, and for a DR site
+	// its streaming standby. Empty: embedded SQLite (primary only). The
+	// hub has no database key.
+	Database string `mapstructure:"database"`
 }
 
 // TLS names certificate files; empty means plain HTTP.
@@ -64,7 +70,6 @@ type TLS struct {
 type Region struct {
 	ID        string `mapstructure:"id"`
 	Site      `mapstructure:",squash"`
-	Database  string   `mapstructure:"database"`
 	Proximity []string `mapstructure:"proximity"`
 	DR        *Site    `mapstructure:"dr"`
 }
@@ -127,6 +132,9 @@ func Load(path string) (*Config, error) {
 	v.AutomaticEnv()
 	setDefaults(v)
 	if err := v.ReadInConfig(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := applyEnv(v, os.Environ()); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	var c Config
@@ -249,15 +257,18 @@ func (c *Config) Validate() error {
 		if err := checkSite(key, r.Site, true); err != nil {
 			return err
 		}
-		if r.Database != "" {
-			u, err := url.Parse(r.Database)
-			if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
-				return invalid(key+".database", "must be a postgres:// URL or empty for the embedded store")
-			}
+		if err := checkDatabase(key+".database", r.Database); err != nil {
+			return err
 		}
 		if r.DR != nil {
 			if err := checkSite(key+".dr", *r.DR, false); err != nil {
 				return err
+			}
+			if err := checkDatabase(key+".dr.database", r.DR.Database); err != nil {
+				return err
+			}
+			if r.DR.Database != "" && r.DR.Database == r.Database {
+				return invalid(key+".dr.database", "must be the DR site's own database (its standby), not the primary's")
 			}
 		}
 	}
@@ -268,6 +279,9 @@ func (c *Config) Validate() error {
 	}
 	if err := checkSite("hub", c.Hub.Site, true); err != nil {
 		return err
+	}
+	if c.Hub.Database != "" {
+		return invalid("hub.database", "the hub has no database key (its lookup table is hub.redis)")
 	}
 	if c.Hub.Redis != "" {
 		if u, err := url.Parse(c.Hub.Redis); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
@@ -285,6 +299,18 @@ func (c *Config) Validate() error {
 	case "debug", "info", "warn", "error":
 	default:
 		return invalid("telemetry.log_level", "must be debug, info, warn or error, got %q", c.Telemetry.LogLevel)
+	}
+	return nil
+}
+
+// checkDatabase accepts a PostgreSQL URL or empty (embedded SQLite).
+func checkDatabase(key, db string) error {
+	if db == "" {
+		return nil
+	}
+	u, err := url.Parse(db)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return invalid(key, "must be a postgres:// URL or empty for the embedded store")
 	}
 	return nil
 }
