@@ -13,51 +13,29 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-id/meridian/config"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/federation"
 	"github.com/meridian-id/meridian/region/store"
-	"github.com/meridian-id/meridian/region/store/postgres"
-	"github.com/meridian-id/meridian/region/store/sqlite"
 	"github.com/meridian-id/meridian/routing"
 	"github.com/meridian-id/meridian/telemetry"
 )
 
-// OpenStore opens (and migrates) the region's database: PostgreSQL when the
-// region names one, else the embedded SQLite file under dataDir/<region>.
+// OpenStore opens (and migrates) the region's primary database:
+// PostgreSQL when the region names one, else the embedded SQLite file under
+// dataDir/<region>. On a standby it only checks the schema (OpenSiteStore).
 func OpenStore(ctx context.Context, r *config.Region, dataDir string) (store.Store, error) {
-	if r.Database != "" {
-		s, err := postgres.Open(ctx, r.Database)
-		if err != nil {
-			return nil, fmt.Errorf("regions[%s].database: %w", r.ID, err)
-		}
-		if err := s.Migrate(ctx); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("regions[%s].database: migrate: %w", r.ID, err)
-		}
-		return s, nil
-	}
-	dir := filepath.Join(dataDir, r.ID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	s, err := sqlite.Open(ctx, filepath.Join(dir, "meridian.db"))
-	if err != nil {
-		return nil, err
-	}
-	if err := s.Migrate(ctx); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("migrate: %w", err)
-	}
-	return s, nil
+	s, _, err := OpenSiteStore(ctx, r, false, dataDir)
+	return s, err
 }
 
 // Codec loads the federation routing key and returns the region-tag codec.
 func Codec(cfg *config.Config, dataDir string, log *slog.Logger) (*routing.Codec, error) {
-	key, err := config.LoadSecret("federation.routing_key_file", cfg.Federation.RoutingKeyFile,
-		filepath.Join(dataDir, "secrets", "routing.key"), log)
+	key, err := routingKey(cfg, dataDir, log)
 	if err != nil {
 		return nil, err
 	}
@@ -83,6 +61,14 @@ type Node struct {
 	log      *slog.Logger
 	dr       bool
 	fed      *federation.Node // nil when Options.Upstream was given
+
+	role     atomic.Int32      // region.Role
+	repl     store.Replication // nil for a store without fencing
+	fenceKey []byte            // MACs generation answers between the region's sites
+	rolePoll time.Duration     // how often settleRole runs
+	started  atomic.Bool       // ServeListeners has begun
+	primary  sync.Once         // starts the work only a primary does
+	serveCtx context.Context   // ServeListeners' context, for startPrimaryWork
 }
 
 // Options tune a node beyond the config file.
@@ -94,6 +80,10 @@ type Options struct {
 	Upstream region.Upstream
 	// WrapTransport wraps the router's transport to other regions.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
+	// RolePoll is how often the node re-reads its database's role
+	// (standby → promoted) and asks its peer site for its generation
+	// (default 2s).
+	RolePoll time.Duration
 }
 
 // New builds the node of region id.
@@ -119,7 +109,11 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	if err != nil {
 		return nil, err
 	}
-	st, err := OpenStore(ctx, r, dataDir)
+	rk, err := routingKey(cfg, dataDir, log)
+	if err != nil {
+		return nil, err
+	}
+	st, role, err := OpenSiteStore(ctx, r, opts.DR, dataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -143,7 +137,18 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		}
 		upstream = fed.Upstream
 	}
-	n := &Node{Store: st, cfg: cfg, region: r, tel: tel, log: log, dr: opts.DR, fed: fed}
+	n := &Node{Store: st, cfg: cfg, region: r, tel: tel, log: log, dr: opts.DR, fed: fed,
+		fenceKey: fencingKey(rk), rolePoll: opts.RolePoll}
+	if n.rolePoll <= 0 {
+		n.rolePoll = defaultRolePoll
+	}
+	n.role.Store(int32(role))
+	if repl, ok := st.(store.Replication); ok {
+		n.repl = repl
+		// Settle before the first request: a returning old primary learns
+		// from its peer site that it was superseded before it serves.
+		n.settleRole(ctx)
+	}
 	var local http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.Provider.ServeHTTP(w, r) })
 	if fed != nil {
 		local = fed.Handler(local)
@@ -228,11 +233,18 @@ func (n *Node) Serve(ctx context.Context) error {
 // ServeListeners is Serve on listeners the caller opened (tests use port 0).
 func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error {
 	site := n.site()
-	go n.sweep(ctx)
-	if n.fed != nil {
-		go func() { _ = n.fed.Pusher.Run(ctx) }()
+	n.serveCtx = ctx
+	n.started.Store(true)
+	if n.Role() == region.RolePrimary {
+		n.startPrimaryWork()
 	}
-	srv := &http.Server{Handler: n.tel.Handler(n.Router, "regional"), ReadHeaderTimeout: 10 * time.Second,
+	if n.repl != nil {
+		go n.watchRole(ctx)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+generationPath, n.serveGeneration)
+	mux.Handle("/", n.Provider.WriteGate(n.Router, n.Role))
+	srv := &http.Server{Handler: n.tel.Handler(mux, "regional"), ReadHeaderTimeout: 10 * time.Second,
 		ReadTimeout: 30 * time.Second, WriteTimeout: 60 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 64 << 10}
 	servers := []*http.Server{srv}
 	errc := make(chan error, 2)
@@ -249,6 +261,11 @@ func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error 
 		mux.Handle("GET /metrics", n.tel.MetricsHandler())
 		mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 		mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+			if role := n.Role(); role != region.RolePrimary {
+				w.Header().Set("Meridian-Role", role.String())
+				http.Error(w, role.String(), http.StatusServiceUnavailable)
+				return
+			}
 			c, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 			defer cancel()
 			if err := n.Provider.Ready(c); err != nil {
@@ -261,7 +278,7 @@ func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error 
 		servers = append(servers, as)
 		go func() { errc <- as.Serve(adm) }()
 	}
-	n.log.Info("regional node serving", "region", n.region.ID, "listen", pub.Addr().String(), "dr", n.dr)
+	n.log.Info("regional node serving", "region", n.region.ID, "listen", pub.Addr().String(), "dr", n.dr, "role", n.Role().String())
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
@@ -279,6 +296,18 @@ func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error 
 	return errors.Join(errs...)
 }
 
+// startPrimaryWork starts, once, what only a node on a writable database
+// does: the sweeper and the outbox pusher.
+func (n *Node) startPrimaryWork() {
+	n.primary.Do(func() {
+		ctx := n.serveCtx
+		go n.sweep(ctx)
+		if n.fed != nil {
+			go func() { _ = n.fed.Pusher.Run(ctx) }()
+		}
+	})
+}
+
 // sweep deletes expired artifacts every few minutes.
 func (n *Node) sweep(ctx context.Context) {
 	t := time.NewTicker(5 * time.Minute)
@@ -288,6 +317,9 @@ func (n *Node) sweep(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if n.Role() != region.RolePrimary {
+				continue
+			}
 			if err := n.Store.DeleteExpired(ctx, time.Now().UTC()); err != nil {
 				n.log.Warn("deleting expired artifacts failed", "err", err)
 			}
