@@ -147,7 +147,9 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		n.repl = repl
 		// Settle before the first request: a returning old primary learns
 		// from its peer site that it was superseded before it serves.
-		n.settleRole(ctx)
+		sctx, cancel := context.WithTimeout(ctx, cfg.Federation.ConnectTimeout+cfg.Federation.RequestTimeout)
+		n.settleRole(sctx)
+		cancel()
 	}
 	var local http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.Provider.ServeHTTP(w, r) })
 	if fed != nil {

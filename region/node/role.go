@@ -90,6 +90,73 @@ func OpenSiteStore(ctx context.Context, r *config.Region, dr bool, dataDir strin
 	return s, region.RolePrimary, nil
 }
 
+// Promote makes a site's database the region's writable one, as
+// `regional promote` does: it promotes a standby (pg_promote) and claims
+// the fencing generation for the site, so the other site fences itself
+// when it sees the new generation. It returns the new record.
+func Promote(ctx context.Context, r *config.Region, dr bool, dataDir string) (store.Generation, error) {
+	if dr && r.DR == nil {
+		return store.Generation{}, fmt.Errorf("regions[%s].dr: not configured", r.ID)
+	}
+	st, _, err := OpenSiteStore(ctx, r, dr, dataDir)
+	if err != nil {
+		return store.Generation{}, err
+	}
+	defer st.Close()
+	repl, ok := st.(store.Replication)
+	if !ok {
+		return store.Generation{}, fmt.Errorf("regions[%s]: the store cannot be promoted", r.ID)
+	}
+	if err := repl.Promote(ctx); err != nil {
+		return store.Generation{}, err
+	}
+	// A freshly promoted database may still be applying migrations that
+	// this binary has and the old primary had not: apply them now.
+	if m, ok := st.(interface{ Migrate(context.Context) error }); ok {
+		if err := m.Migrate(ctx); err != nil {
+			return store.Generation{}, err
+		}
+	}
+	host := r.Host
+	if dr {
+		host = r.DR.Host
+	}
+	return repl.ClaimGeneration(ctx, host)
+}
+
+// Fence marks a site's database as superseded, as `regional fence` does:
+// a node on it refuses to serve (503, /readyz failing) until the database
+// is rebuilt from the site that took over. by is the generation to record
+// (0: one above the database's own).
+func Fence(ctx context.Context, r *config.Region, dr bool, dataDir string, by int64, byHolder string) (store.Generation, error) {
+	if dr && r.DR == nil {
+		return store.Generation{}, fmt.Errorf("regions[%s].dr: not configured", r.ID)
+	}
+	st, role, err := OpenSiteStore(ctx, r, dr, dataDir)
+	if err != nil {
+		return store.Generation{}, err
+	}
+	defer st.Close()
+	if role == region.RoleStandby {
+		return store.Generation{}, fmt.Errorf("regions[%s]: the database is a standby: it cannot take writes and needs no fence", r.ID)
+	}
+	repl, ok := st.(store.Replication)
+	if !ok {
+		return store.Generation{}, fmt.Errorf("regions[%s]: the store cannot be fenced", r.ID)
+	}
+	if by <= 0 {
+		g, err := repl.Generation(ctx)
+		if err != nil {
+			return store.Generation{}, err
+		}
+		by = g.Number + 1
+	}
+	if byHolder == "" {
+		byHolder = "operator"
+	}
+	return repl.Fence(ctx, by, byHolder)
+}
+
 // fencingKey derives the key that MACs generation answers between the
 // sites of a region from the federation routing key every node holds.
 func fencingKey(routingKey []byte) []byte {

@@ -40,6 +40,10 @@ type Replication interface {
 	// InRecovery reports whether the database is a read-only standby
 	// (PostgreSQL: pg_is_in_recovery()).
 	InRecovery(ctx context.Context) (bool, error)
+	// Promote asks a standby to leave recovery and waits (up to 60 s)
+	// until it accepts writes (PostgreSQL: pg_promote). On a writable
+	// database it does nothing.
+	Promote(ctx context.Context) error
 	// CheckSchema returns ErrSchemaNotCurrent (wrapped, naming the first
 	// missing migration) unless every embedded migration has been applied.
 	// It only reads, so it works on a standby where Migrate cannot.

@@ -23,6 +23,26 @@ func (s *Store) InRecovery(ctx context.Context) (bool, error) {
 	return in, nil
 }
 
+// Promote promotes a standby with pg_promote(wait => true) and checks that
+// it left recovery.
+func (s *Store) Promote(ctx context.Context) error {
+	in, err := s.InRecovery(ctx)
+	if err != nil || !in {
+		return err
+	}
+	var ok bool
+	err = s.read(ctx, func(c *pgx.Conn) error {
+		return c.QueryRow(ctx, `SELECT pg_promote(true, 60)`).Scan(&ok)
+	})
+	if err != nil {
+		return fmt.Errorf("postgres: pg_promote: %w", err)
+	}
+	if !ok {
+		return fmt.Errorf("postgres: pg_promote: the standby did not leave recovery within 60s")
+	}
+	return nil
+}
+
 // CheckSchema compares schema_migrations with the embedded migrations
 // without writing anything, so it runs on a standby.
 func (s *Store) CheckSchema(ctx context.Context) error {

@@ -13,6 +13,9 @@ var _ store.Replication = (*Store)(nil)
 // InRecovery is always false: a SQLite file has no standby.
 func (s *Store) InRecovery(context.Context) (bool, error) { return false, nil }
 
+// Promote does nothing: a SQLite file is always writable.
+func (s *Store) Promote(context.Context) error { return nil }
+
 // CheckSchema compares schema_migrations with the embedded migrations.
 func (s *Store) CheckSchema(ctx context.Context) error {
 	migs, err := store.LoadMigrations(migrationFiles, "migrations")
