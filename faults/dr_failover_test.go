@@ -22,6 +22,7 @@ type drWorker struct {
 	rotated   []string // refresh tokens the server acknowledged rotating away
 	access    []string // access tokens the server acknowledged issuing
 	uncertain bool     // the last request failed: its outcome is unknown
+	limit     int      // stop after this many rotations (0: until the fault)
 }
 
 // TestFaultDRFailoverFencing follows the runbook of docs/operations.md
@@ -54,10 +55,15 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	}
 	app := f.client("eu", region.GrantAuthorizationCode, region.GrantRefreshToken, region.GrantClientCredentials)
 	f.user("eu", "dee")
-	workers := make([]*drWorker, 4)
+	// Two workers finish before the fault (their last rotation is
+	// certainly acknowledged); four are mid-request when it strikes.
+	workers := make([]*drWorker, 6)
 	for i := range workers {
 		tok := f.tokens("eu", app, "dee")
 		workers[i] = &drWorker{current: tok["refresh_token"].(string), access: []string{tok["access_token"].(string)}}
+		if i < 2 {
+			workers[i].limit = 5
+		}
 	}
 
 	// Step 0: load on eu; the database crashes under it, then the node stops.
@@ -76,6 +82,9 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 				case <-stop:
 					return
 				default:
+				}
+				if w.limit > 0 && len(w.rotated) >= w.limit {
+					return
 				}
 				s, tok := postToken(c, base, app, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {w.current}})
 				if s != http.StatusOK {
@@ -167,8 +176,8 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 			t.Fatalf("worker %d: the current refresh token (acknowledged at eu) refused at the promoted DR site: %d %v", i, s, tok)
 		}
 	}
-	if len(preFailover) == 0 {
-		t.Fatal("no refresh token rotated at the DR site")
+	if len(preFailover) < 2 {
+		t.Fatalf("only %d refresh tokens rotated at the DR site", len(preFailover))
 	}
 	if _, err := region.CreateUser(context.Background(), f.nodes["eu/dr"].Store, region.UserSpec{Username: "eve",
 		Password: "password-eve", Claims: map[string]string{"name": "eve"}}); err != nil {
@@ -217,8 +226,59 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 			replays++
 		}
 	}
-	t.Logf("old primary fenced; %d DR-issued tokens intact; %d rotated refresh tokens all refused; total %s",
+	t.Logf("old primary fenced; %d DR-issued tokens intact; %d rotated refresh tokens all refused; %s so far",
 		len(drAccess), replays, time.Since(start).Round(time.Millisecond))
+
+	// Step 5: rebuild the old primary from the DR site: a new standby of
+	// the DR database replaces eu's, and eu's node starts on it as a
+	// standby that serves what the DR site accepted.
+	f.halt("eu")
+	primary.Stop()
+	rebuilt := standby.Standby(t)
+	f.cfg.Regions[0].Database = rebuilt.URL()
+	f.start("eu")
+	if r := f.nodes["eu"].Role(); r != region.RoleStandby {
+		t.Fatalf("eu rebuilt from the DR site: role %s, want standby", r)
+	}
+	// eve (created at the DR site) is there; the families the replays
+	// revoked at the DR site are revoked here too.
+	if s, m := f.introspect("eu", app, eve["access_token"].(string)); s != http.StatusOK || m["active"] != true {
+		t.Fatalf("eve's access token (DR site) at the rebuilt eu standby: %d %v", s, m)
+	}
+	for _, at := range drAccess[:len(drAccess)-1] {
+		if s, m := f.introspect("eu", app, at); s != http.StatusOK || m["active"] != false {
+			t.Fatalf("an access token of a family revoked at the DR site, at the rebuilt eu standby: %d %v", s, m)
+		}
+	}
+
+	// Step 6: fail back. Stop the DR site's nodes, promote eu, start the
+	// DR nodes again: they find themselves fenced by eu's new generation.
+	f.halt("eu/dr")
+	g3, err := node.Promote(context.Background(), eu, false, f.cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if g3.Number != g.Number+1 || g3.Holder != "eu.id.localhost" {
+		t.Fatalf("generation after failback: %+v (DR held %+v)", g3, g)
+	}
+	waitFor(t, 10*time.Second, "eu's node to become primary", func() bool { return f.nodes["eu"].Role() == region.RolePrimary })
+	f.start("eu/dr")
+	if r := f.nodes["eu/dr"].Role(); r != region.RoleFenced {
+		t.Fatalf("the DR site after failback: role %s, want fenced", r)
+	}
+	s, tok := postToken(euc, euBase, app, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {eve["refresh_token"].(string)}})
+	if s != http.StatusOK {
+		t.Fatalf("eve's refresh token (issued at the DR site), at eu after failback: %d %v", s, tok)
+	}
+	for _, w := range workers {
+		for _, rt := range w.rotated {
+			if s, tok := postToken(euc, euBase, app, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}); s == http.StatusOK {
+				t.Fatalf("a rotated refresh token was accepted at eu after failback: %v", tok)
+			}
+		}
+	}
+	t.Logf("failed back: eu holds generation %d and took a DR-issued refresh token; DR fenced; total %s",
+		g3.Number, time.Since(start).Round(time.Millisecond))
 }
 
 // postToken posts a token request with app's credentials.
