@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"os"
 	"strconv"
 	"strings"
 	"time"
@@ -70,6 +71,11 @@ type Site struct {
 	AdminListen string   `mapstructure:"admin_listen"`
 	Addresses   []string `mapstructure:"addresses"`
 	TLS         TLS      `mapstructure:"tls"`
+	// Database is the site's own PostgreSQL URL (regions[i].database,
+	// regions[i].dr.database): the primary's database, and for a DR site
+	// its streaming standby. Empty: embedded SQLite (primary only). The
+	// hub has no database key.
+	Database string `mapstructure:"database"`
 }
 
 // TLS names certificate files; empty means plain HTTP.
@@ -82,7 +88,6 @@ type TLS struct {
 type Region struct {
 	ID        string `mapstructure:"id"`
 	Site      `mapstructure:",squash"`
-	Database  string   `mapstructure:"database"`
 	Proximity []string `mapstructure:"proximity"`
 	DR        *Site    `mapstructure:"dr"`
 	// RegistrationTokenFile holds the initial access token (RFC 7591 §3,
@@ -168,6 +173,9 @@ func Load(path string) (*Config, error) {
 	v.AutomaticEnv()
 	setDefaults(v)
 	if err := v.ReadInConfig(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if err := applyEnv(v, os.Environ()); err != nil {
 		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	var c Config
@@ -321,14 +329,18 @@ func (c *Config) Validate() error {
 		if err := checkSite(key, r.Site, true); err != nil {
 			return err
 		}
-		if r.Database != "" {
-			if err := checkDatabase(r.Database); err != nil {
-				return invalid(key+".database", "%v", err)
-			}
+		if err := checkDatabase(key+".database", r.Database); err != nil {
+			return err
 		}
 		if r.DR != nil {
 			if err := checkSite(key+".dr", *r.DR, false); err != nil {
 				return err
+			}
+			if err := checkDatabase(key+".dr.database", r.DR.Database); err != nil {
+				return err
+			}
+			if r.DR.Database != "" && r.DR.Database == r.Database {
+				return invalid(key+".dr.database", "must be the DR site's own database (its standby), not the primary's")
 			}
 		}
 		if r.RegistrationsPerMinute < 0 {
@@ -342,6 +354,9 @@ func (c *Config) Validate() error {
 	}
 	if err := checkSite("hub", c.Hub.Site, true); err != nil {
 		return err
+	}
+	if c.Hub.Database != "" {
+		return invalid("hub.database", "the hub has no database key (its lookup table is hub.redis)")
 	}
 	if c.Hub.Redis != "" {
 		if u, err := url.Parse(c.Hub.Redis); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {
@@ -446,10 +461,20 @@ func (c *Config) Upstream(s Site) string {
 	return net.JoinHostPort(s.Addresses[0], port)
 }
 
-// checkDatabase accepts a region's database setting: a postgres:// URL, or
-// a mysql://user:password@host:port/database URL naming its host and
-// database. (The message never repeats the URL: it may hold a password.)
-func checkDatabase(raw string) error {
+// checkDatabase validates a site's database setting under key: empty (the
+// embedded store), a postgres:// URL or a mysql:// URL naming a host and a
+// database. The message never repeats the URL (it may hold a password).
+func checkDatabase(key, raw string) error {
+	if raw == "" {
+		return nil
+	}
+	if err := checkDatabaseURL(raw); err != nil {
+		return invalid(key, "%v", err)
+	}
+	return nil
+}
+
+func checkDatabaseURL(raw string) error {
 	const want = "must be a postgres:// or mysql://user:password@host:port/database URL, or empty for the embedded store"
 	u, err := url.Parse(raw)
 	if err != nil {

@@ -52,6 +52,10 @@ type fedOptions struct {
 	euDR       bool              // configure (and run) eu's DR site on 127.0.0.21
 	databases  map[string]string // region -> PostgreSQL URL; absent: SQLite
 	dnsSubnets bool              // configure GeoDNS (for geodns.FromConfig)
+	// euDRDatabase is eu's DR site's own database (regions[0].dr.database);
+	// empty: the DR site shares eu's.
+	euDRDatabase string
+	rolePoll     time.Duration // node.Options.RolePoll
 }
 
 // federation is three regional nodes (eu, us, ap) in this process, each on
@@ -63,7 +67,8 @@ type federation struct {
 	nodes map[string]*node.Node // by site: "eu", "us", "ap", "eu/dr"
 	stop  map[string]func()
 	// dials counts every outbound request a router made to another region.
-	dials atomic.Int64
+	dials    atomic.Int64
+	rolePoll time.Duration
 }
 
 // freeFedPort finds a TCP port free on the address of every site.
@@ -106,10 +111,11 @@ func fedConfig(t testing.TB, port int, o fedOptions) *config.Config {
 	for _, id := range []string{"eu", "us", "ap"} {
 		ip := siteIP(id)
 		r := config.Region{ID: id, Site: config.Site{Host: id + ".id.localhost", Listen: net.JoinHostPort(ip, strconv.Itoa(port)),
-			Addresses: []string{ip}}, Database: o.databases[id], Proximity: prox[id]}
+			Addresses: []string{ip}, Database: o.databases[id]}, Proximity: prox[id]}
 		if id == "eu" && o.euDR {
 			dr := siteIP("eu/dr")
-			r.DR = &config.Site{Host: "eu-dr.id.localhost", Listen: net.JoinHostPort(dr, strconv.Itoa(port)), Addresses: []string{dr}}
+			r.DR = &config.Site{Host: "eu-dr.id.localhost", Listen: net.JoinHostPort(dr, strconv.Itoa(port)), Addresses: []string{dr},
+				Database: o.euDRDatabase}
 		}
 		cfg.Regions = append(cfg.Regions, r)
 	}
@@ -128,7 +134,7 @@ func fedConfig(t testing.TB, port int, o fedOptions) *config.Config {
 // startFederation runs eu, us and ap (and eu's DR site when asked).
 func startFederation(t testing.TB, o fedOptions) *federation {
 	port := freeFedPort(t)
-	f := &federation{t: t, cfg: fedConfig(t, port, o), port: port, nodes: map[string]*node.Node{}, stop: map[string]func(){}}
+	f := &federation{t: t, cfg: fedConfig(t, port, o), port: port, nodes: map[string]*node.Node{}, stop: map[string]func(){}, rolePoll: o.rolePoll}
 	for _, id := range []string{"eu", "us", "ap"} {
 		f.start(id)
 	}
@@ -156,7 +162,7 @@ func (f *federation) start(site string) {
 	if site == "eu/dr" {
 		id, dr = "eu", true
 	}
-	n, err := node.New(context.Background(), f.cfg, id, node.Options{DR: dr, WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
+	n, err := node.New(context.Background(), f.cfg, id, node.Options{DR: dr, RolePoll: f.rolePoll, WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
 		return roundTripFunc(func(r *http.Request) (*http.Response, error) { f.dials.Add(1); return rt.RoundTrip(r) })
 	}}, quietTelemetry())
 	if err != nil {

@@ -39,6 +39,10 @@ commands:
   keys list       list the published signing keys, when each signs and the KEK that seals it
   keys migrate    seal every signing key with the region's key-encryption key, in place
                   (plaintext keys, and keys sealed by previous_key_encryption_key_file)
+  promote         make a site's database the writable one: pg_promote a standby and claim
+                  the fencing generation ([--dr]); the other site fences itself on seeing it
+  fence           mark a site's database superseded ([--dr] [--by-generation N] [--by-holder H]);
+                  its nodes refuse to serve until it is rebuilt from the site that took over
 
 common flags: --config F (default configs/regions.yaml) --region ID --data-dir D
 `
@@ -103,6 +107,8 @@ var commands = map[string]command{
 	"keys rotate":    withEnv(keysRotateFlags, keysRotate),
 	"keys list":      withEnv(nil, keysList),
 	"keys migrate":   withEnv(nil, keysMigrate),
+	"promote":        withEnv(drFlag, promote),
+	"fence":          withEnv(fenceFlags, fence),
 }
 
 // flagValues holds every command-specific flag; each command reads its own.
@@ -111,6 +117,8 @@ type flagValues struct {
 	passwordStdin, public, asJSON, firstParty, withTOTP, dr  bool
 	redirects, postLogout                                    multi
 	overlap                                                  time.Duration
+	byGeneration                                             int64
+	byHolder                                                 string
 }
 
 type multi []string
@@ -184,6 +192,39 @@ func serve(e *env, fv *flagValues) error {
 	}
 	defer n.Close()
 	return n.Serve(e.ctx)
+}
+
+func drFlag(fs *flag.FlagSet, fv *flagValues) {
+	fs.BoolVar(&fv.dr, "dr", false, "act on the region's DR site (regions[i].dr.database) instead of the primary")
+}
+
+func fenceFlags(fs *flag.FlagSet, fv *flagValues) {
+	drFlag(fs, fv)
+	fs.Int64Var(&fv.byGeneration, "by-generation", 0, "the generation that supersedes this site (default: one above its own)")
+	fs.StringVar(&fv.byHolder, "by-holder", "", "the site that holds it (default: operator)")
+}
+
+// promote runs step 2 of the failover runbook (docs/operations.md).
+func promote(e *env, fv *flagValues) error {
+	r, _ := e.cfg.Region(e.region)
+	g, err := node.Promote(e.ctx, r, fv.dr, e.data)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "region %s: %s holds generation %d\n", e.region, g.Holder, g.Number)
+	return nil
+}
+
+// fence marks a returning old primary's database superseded (runbook).
+func fence(e *env, fv *flagValues) error {
+	r, _ := e.cfg.Region(e.region)
+	g, err := node.Fence(e.ctx, r, fv.dr, e.data, fv.byGeneration, fv.byHolder)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(e.stdout, "region %s: database of generation %d (%s) fenced by generation %d (%s)\n",
+		e.region, g.Number, g.Holder, g.FencedBy, g.FencedHolder)
+	return nil
 }
 
 func migrate(e *env, _ *flagValues) error {

@@ -48,6 +48,12 @@ type Mount struct {
 	Handler http.Handler
 }
 
+// NotReady is a readiness error whose text /readyz shows (a role such as
+// "standby"), unlike other errors, whose details stay out of the answer.
+type NotReady string
+
+func (e NotReady) Error() string { return string(e) }
+
 // Admin returns the server of an admin listener: GET /metrics, /healthz
 // (the process is up) and /readyz (ready answers nil within two seconds;
 // else 503 with notReady).
@@ -62,6 +68,11 @@ func Admin(metrics http.Handler, ready func(context.Context) error, notReady str
 		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 		defer cancel()
 		if err := ready(ctx); err != nil {
+			var nr NotReady
+			if errors.As(err, &nr) {
+				http.Error(w, string(nr), http.StatusServiceUnavailable)
+				return
+			}
 			http.Error(w, notReady, http.StatusServiceUnavailable)
 			return
 		}

@@ -12,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/meridian-id/meridian/config"
@@ -20,50 +22,16 @@ import (
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/federate"
 	"github.com/meridian-id/meridian/region/store"
-	"github.com/meridian-id/meridian/region/store/mysql"
-	"github.com/meridian-id/meridian/region/store/postgres"
-	"github.com/meridian-id/meridian/region/store/sqlite"
 	"github.com/meridian-id/meridian/routing"
 	"github.com/meridian-id/meridian/telemetry"
 )
 
-// OpenStore opens (and migrates) the region's database: MySQL/MariaDB for
-// a mysql:// URL, PostgreSQL for another URL, else the embedded SQLite file
-// under dataDir/<region>.
+// OpenStore opens (and migrates) the region's primary database:
+// PostgreSQL when the region names one, else the embedded SQLite file under
+// dataDir/<region>. On a standby it only checks the schema (OpenSiteStore).
 func OpenStore(ctx context.Context, r *config.Region, dataDir string) (store.Store, error) {
-	if r.Database != "" {
-		var s interface {
-			store.Store
-			Migrate(context.Context) error
-		}
-		var err error
-		if strings.HasPrefix(r.Database, "mysql://") {
-			s, err = mysql.Open(ctx, r.Database)
-		} else {
-			s, err = postgres.Open(ctx, r.Database)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("regions[%s].database: %w", r.ID, err)
-		}
-		if err := s.Migrate(ctx); err != nil {
-			s.Close()
-			return nil, fmt.Errorf("regions[%s].database: migrate: %w", r.ID, err)
-		}
-		return s, nil
-	}
-	dir := filepath.Join(dataDir, r.ID)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	s, err := sqlite.Open(ctx, filepath.Join(dir, "meridian.db"))
-	if err != nil {
-		return nil, err
-	}
-	if err := s.Migrate(ctx); err != nil {
-		s.Close()
-		return nil, fmt.Errorf("migrate: %w", err)
-	}
-	return s, nil
+	s, _, err := OpenSiteStore(ctx, r, false, dataDir)
+	return s, err
 }
 
 // Codec loads the federation routing key and returns the region-tag codec
@@ -121,6 +89,14 @@ type Node struct {
 	log      *slog.Logger
 	dr       bool
 	fed      *federate.Node // nil when Options.Upstream was given
+
+	role     atomic.Int32      // region.Role
+	repl     store.Replication // nil for a store without fencing
+	fenceKey []byte            // MACs generation answers between the region's sites
+	rolePoll time.Duration     // how often settleRole runs
+	started  atomic.Bool       // ServeListeners has begun
+	primary  sync.Once         // starts the work only a primary does
+	serveCtx context.Context   // ServeListeners' context, for startPrimaryWork
 }
 
 // Options tune a node beyond the config file.
@@ -135,6 +111,10 @@ type Options struct {
 	// KeyTimings, when its fields are set, override the signing-key cache
 	// TTLs and publish delay (tests shorten a rotation to seconds).
 	KeyTimings region.KeyOptions
+	// RolePoll is how often the node re-reads its database's role
+	// (standby → promoted) and asks its peer site for its generation
+	// (default 2s).
+	RolePoll time.Duration
 }
 
 // New builds the node of region id.
@@ -171,7 +151,11 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	if t := opts.KeyTimings; t.PublishDelay > 0 || t.CacheTTL > 0 || t.PeerCacheTTL > 0 {
 		keyOpts.PublishDelay, keyOpts.CacheTTL, keyOpts.PeerCacheTTL = t.PublishDelay, t.CacheTTL, t.PeerCacheTTL
 	}
-	st, err := OpenStore(ctx, r, dataDir)
+	rk, err := routingKey(cfg, dataDir, log)
+	if err != nil {
+		return nil, err
+	}
+	st, role, err := OpenSiteStore(ctx, r, opts.DR, dataDir)
 	if err != nil {
 		return nil, err
 	}
@@ -206,7 +190,20 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		}
 		upstream = fed.Upstream
 	}
-	n := &Node{Store: st, cfg: cfg, region: r, tel: tel, log: log, dr: opts.DR, fed: fed}
+	n := &Node{Store: st, cfg: cfg, region: r, tel: tel, log: log, dr: opts.DR, fed: fed,
+		fenceKey: fencingKey(rk), rolePoll: opts.RolePoll}
+	if n.rolePoll <= 0 {
+		n.rolePoll = defaultRolePoll
+	}
+	n.role.Store(int32(role))
+	if repl, ok := st.(store.Replication); ok {
+		n.repl = repl
+		// Settle before the first request: a returning old primary learns
+		// from its peer site that it was superseded before it serves.
+		sctx, cancel := context.WithTimeout(ctx, cfg.Federation.ConnectTimeout+cfg.Federation.RequestTimeout)
+		n.settleRole(sctx)
+		cancel()
+	}
 	var local http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.Provider.ServeHTTP(w, r) })
 	if fed != nil {
 		local = fed.Handler(local)
@@ -327,19 +324,47 @@ func (n *Node) Serve(ctx context.Context) error {
 // ServeListeners is Serve on listeners the caller opened (tests use port 0).
 func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error {
 	site := n.site()
-	go n.sweep(ctx)
-	if n.fed != nil {
-		go func() { _ = n.fed.Pusher.Run(ctx) }()
+	n.serveCtx = ctx
+	n.started.Store(true)
+	if n.Role() == region.RolePrimary {
+		n.startPrimaryWork()
 	}
-	ls := []serve.Listener{{Server: serve.Public(n.tel.Handler(n.Router, "regional", Routes...)), Listener: pub,
+	if n.repl != nil {
+		go n.watchRole(ctx)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET "+generationPath, n.serveGeneration)
+	mux.Handle("/", n.Provider.WriteGate(n.Router, n.Role))
+	ls := []serve.Listener{{Server: serve.Public(n.tel.Handler(mux, "regional", Routes...)), Listener: pub,
 		CertFile: site.TLS.CertFile, KeyFile: site.TLS.KeyFile}}
 	if adm != nil {
-		ls = append(ls, serve.Listener{Server: serve.Admin(n.tel.MetricsHandler(), n.Provider.Ready, "database unreachable"), Listener: adm})
+		ls = append(ls, serve.Listener{Server: serve.Admin(n.tel.MetricsHandler(), n.ready, "database unreachable"), Listener: adm})
 	}
-	n.log.Info("regional node serving", "region", n.region.ID, "listen", pub.Addr().String(), "dr", n.dr)
+	n.log.Info("regional node serving", "region", n.region.ID, "listen", pub.Addr().String(), "dr", n.dr, "role", n.Role().String())
 	err := serve.Run(ctx, ls)
 	n.log.Info("regional node stopped", "region", n.region.ID)
 	return err
+}
+
+// ready is the admin /readyz check: only a primary on a reachable
+// database is ready; a standby or fenced node says which it is.
+func (n *Node) ready(ctx context.Context) error {
+	if role := n.Role(); role != region.RolePrimary {
+		return serve.NotReady(role.String())
+	}
+	return n.Provider.Ready(ctx)
+}
+
+// startPrimaryWork starts, once, what only a node on a writable database
+// does: the sweeper and the outbox pusher.
+func (n *Node) startPrimaryWork() {
+	n.primary.Do(func() {
+		ctx := n.serveCtx
+		go n.sweep(ctx)
+		if n.fed != nil {
+			go func() { _ = n.fed.Pusher.Run(ctx) }()
+		}
+	})
 }
 
 // sweep deletes expired artifacts every few minutes.
@@ -351,6 +376,9 @@ func (n *Node) sweep(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if n.Role() != region.RolePrimary {
+				continue
+			}
 			if err := n.Store.DeleteExpired(ctx, time.Now().UTC()); err != nil {
 				n.log.Warn("deleting expired artifacts failed", "err", err)
 			}

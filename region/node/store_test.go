@@ -27,7 +27,7 @@ func TestOpenStore(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := &config.Region{ID: "eu", Database: tt.database(t)}
+			r := &config.Region{ID: "eu", Site: config.Site{Database: tt.database(t)}}
 			s, err := node.OpenStore(t.Context(), r, t.TempDir())
 			if err != nil {
 				t.Fatal(err)

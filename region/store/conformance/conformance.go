@@ -76,6 +76,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Concurrent/ReserveAttempt", testConcurrentAttempts},
 		{"Concurrent/AcceptTOTPStep", testConcurrentTOTPStep},
 		{"Ping", testPing},
+		{"Generation/ClaimAndFence", testGeneration},
+		{"Concurrent/ClaimGeneration", testConcurrentClaim},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
