@@ -48,7 +48,7 @@ func TestIndexedEnvOverrides(t *testing.T) {
 			"MERIDIAN_REGIONS_5_DATABASE: invalid configuration: sets regions[5].database but the file has 3 entries"},
 		{"unknown key", map[string]string{"MERIDIAN_REGIONS_0_DATBASE": "postgres://x/db"}, nil,
 			"MERIDIAN_REGIONS_0_DATBASE: invalid configuration: names no key of regions[0]"},
-		{"validated after override", map[string]string{"MERIDIAN_REGIONS_0_DR_DATABASE": "mysql://x/db"}, nil,
+		{"validated after override", map[string]string{"MERIDIAN_REGIONS_0_DR_DATABASE": "redis://x/db"}, nil,
 			"regions[0].dr.database: invalid configuration"},
 		{"same database for both sites", map[string]string{"MERIDIAN_REGIONS_0_DATABASE": "postgres://x/db",
 			"MERIDIAN_REGIONS_0_DR_DATABASE": "postgres://x/db"}, nil, "regions[0].dr.database: invalid configuration: must be the DR site's own"},
