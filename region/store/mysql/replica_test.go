@@ -14,6 +14,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/region"
+	"github.com/meridian-id/meridian/region/node"
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/region/store/mysql"
 )
@@ -100,7 +103,8 @@ func exec1(t *testing.T, db *sql.DB, stmts ...string) {
 // TestReplicaPromotion runs the DR story on two real MariaDB servers: a
 // GTID replica kept read_only is a standby (InRecovery, schema checked
 // without writing, no claim, no write), the store's unprivileged account
-// cannot promote it, an administrative one can, and the promoted server
+// cannot promote it, an administrative one can (node.OpenSiteStore and
+// node.Promote, what a DR node and `regional promote` run), and the promoted server
 // then claims a higher generation that fences the old primary.
 func TestReplicaPromotion(t *testing.T) {
 	ctx := context.Background()
@@ -163,17 +167,36 @@ func TestReplicaPromotion(t *testing.T) {
 		t.Fatal("an administrative account claimed the generation on a read_only replica")
 	}
 
+	// What a DR node and `regional promote` do with the site's URL.
+	site := func(user string) *config.Region {
+		return &config.Region{ID: "eu", Site: config.Site{Host: "eu.example", Database: url("meridian", pPort)},
+			DR: &config.Site{Host: "eu-dr.example", Database: url(user, rPort)}}
+	}
+	st, role, err := node.OpenSiteStore(ctx, site("meridian"), true, t.TempDir())
+	if err != nil || role != region.RoleStandby {
+		t.Fatalf("OpenSiteStore on the replica = %v, %v; want a standby", role, err)
+	}
+	st.Close()
+
 	// The store's account lacks the privileges: nothing changes.
 	if err := r.Promote(ctx); err == nil || !strings.Contains(err.Error(), "administrative account") {
 		t.Fatalf("Promote without privileges = %v, want the administrative-account error", err)
+	}
+	if _, err := node.Promote(ctx, site("meridian"), true, t.TempDir()); err == nil {
+		t.Fatal("regional promote with the store's account succeeded")
 	}
 	if in, err := r.InRecovery(ctx); err != nil || !in {
 		t.Fatalf("after a refused Promote: InRecovery = %v, %v", in, err)
 	}
 
-	if err := rootR.Promote(ctx); err != nil {
-		t.Fatalf("Promote: %v", err)
+	if g, err := node.Promote(ctx, site("root"), true, t.TempDir()); err != nil || g.Number != 2 || g.Holder != "eu-dr.example" {
+		t.Fatalf("regional promote with an administrative account = %+v, %v", g, err)
 	}
+	st, role, err = node.OpenSiteStore(ctx, site("meridian"), true, t.TempDir())
+	if err != nil || role != region.RolePrimary {
+		t.Fatalf("OpenSiteStore on the promoted server = %v, %v; want a primary", role, err)
+	}
+	st.Close()
 	if err := rootR.Promote(ctx); err != nil {
 		t.Fatalf("Promote on the promoted (writable) server: %v", err)
 	}
@@ -191,7 +214,7 @@ func TestReplicaPromotion(t *testing.T) {
 	}
 	g, err := r.ClaimGeneration(ctx, "eu-dr.example")
 	if err != nil || g.Number != 2 || g.Holder != "eu-dr.example" {
-		t.Fatalf("promoted site's claim = %+v, %v", g, err)
+		t.Fatalf("the promoted site's claim again = %+v, %v; want no change", g, err)
 	}
 	if _, err := r.GetUserByID(ctx, "usr-1"); err != nil {
 		t.Fatalf("the promoted server lost a replicated user: %v", err)
