@@ -44,7 +44,9 @@ func SiteDatabase(r *config.Region, dr bool) string {
 }
 
 // OpenSiteStore opens a site's database and reports its role: on a
-// PostgreSQL streaming standby (pg_is_in_recovery) it does not migrate —
+// PostgreSQL streaming standby (pg_is_in_recovery) or a read-only
+// MySQL/MariaDB replica (@@read_only, MySQL's @@super_read_only) — a
+// mysql:// URL opens the MySQL backend — it does not migrate —
 // it checks that the replicated schema is current and returns
 // region.RoleStandby; otherwise it migrates and returns region.RolePrimary.
 // Without a PostgreSQL URL it opens the embedded SQLite file under
