@@ -211,7 +211,13 @@ func (l *loginUI) openState(v, id, step, nonce string) (loginState, bool) {
 // ("otp"), or is empty when the login may complete. Federated users'
 // factors were enforced by their resident region.
 func (l *loginUI) missingFactor(ctx context.Context, st loginState) (string, error) {
-	if st.federated {
+	if _, _, fed := ParseFederatedSubject(st.userID); fed || st.federated {
+		// A federated subject is never looked up in the user table; a
+		// federated login without one (a session from before subjects were
+		// bound to their home region) signs in again.
+		if !fed {
+			return "", errors.New("region: federated login without a federated subject")
+		}
 		return "", nil
 	}
 	u, err := l.p.st.GetUserByID(ctx, st.userID)
@@ -268,7 +274,7 @@ func (l *loginUI) start(w http.ResponseWriter, r *http.Request) {
 	}
 	nonce := l.browserNonce(w, r)
 	if sess, ok := l.session(r); ok && !hasPrompt(ar, oidc.PromptLogin) && withinMaxAge(ar, sess.AuthTime) {
-		l.authenticated(w, r, ar, nonce, loginState{id: ar.ID, userID: sess.UserID, amr: strings.Join(sess.AMR, " "), authTime: sess.AuthTime, federated: slices.Contains(sess.AMR, "fed")}, false)
+		l.authenticated(w, r, ar, nonce, loginState{id: ar.ID, userID: sess.UserID, amr: strings.Join(sess.AMR, " "), authTime: sess.AuthTime, federated: isFederatedSubject(sess.UserID)}, false)
 		return
 	}
 	if hasPrompt(ar, oidc.PromptNone) && !l.federateSilently(w, r, ar) {
