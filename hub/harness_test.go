@@ -321,7 +321,7 @@ func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 		}
 	}
 	p, err := region.New(ctx, region.Config{Region: id, Issuer: regionIssuer(id), GlobalIssuer: globalURL,
-		RegionHosts: []string{regionHost(id)}, PeerHosts: peerHosts, CookieKey: cookieKey, Upstream: up, Peers: rt}, st, f.codec, log)
+		RegionHosts: []string{regionHost(id)}, PeerHosts: peerHosts, CookieKey: cookieKey, CookieDomain: globalHost, Upstream: up, Peers: rt}, st, f.codec, log)
 	if err != nil {
 		t.Fatal(err)
 	}
