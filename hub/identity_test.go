@@ -23,9 +23,16 @@ import (
 // us's claims, never the eu user's.
 //
 // us asserting a username the lookup table places in eu (its database
-// renamed one of its users): the hub refuses the answer.
+// renamed one of its users): the hub (or, in mesh, the entry region)
+// refuses the answer.
 func TestFederatedIdentityBinding(t *testing.T) {
-	f := newFed(t, options{topology: federation.TopologyHub})
+	for _, topology := range []string{federation.TopologyHub, federation.TopologyMesh} {
+		t.Run(topology, func(t *testing.T) { identityBinding(t, topology) })
+	}
+}
+
+func identityBinding(t *testing.T, topology string) {
+	f := newFed(t, options{topology: topology})
 	alice := f.addUser("eu", "alice.w", bobPassword, map[string]string{"name": "Alice Victim", "email": "alice@example.org"})
 	f.waitResolves("alice.w", "eu")
 	a := f.newApp("eu", globalURL)
@@ -81,7 +88,10 @@ func TestFederatedIdentityBinding(t *testing.T) {
 	if _, err := db.Exec(`UPDATE users SET username = 'alice.w' WHERE username = 'mallory'`); err != nil {
 		t.Fatal(err)
 	}
-	before := f.loginCount("foreign_assertion", "us")
+	var before int64
+	if topology == federation.TopologyHub {
+		before = f.loginCount("foreign_assertion", "us")
+	}
 	fl = a.start()
 	p := b.visit(fl.url)
 	for i := 0; i < 3 && p.isUsername(); i++ {
@@ -89,6 +99,9 @@ func TestFederatedIdentityBinding(t *testing.T) {
 	}
 	if p.out != nil || p.status != http.StatusBadRequest {
 		t.Fatalf("us asserting eu's username: want a 400 error page, got %d out=%v: %s", p.status, p.out, p.body)
+	}
+	if topology != federation.TopologyHub {
+		return
 	}
 	if got := f.loginCount("foreign_assertion", "us"); got != before+1 {
 		t.Fatalf("foreign_assertion count %d, want %d", got, before+1)
