@@ -639,6 +639,22 @@ func (b *Broker) callback(w http.ResponseWriter, r *http.Request) {
 		b.errorPage(w, http.StatusBadRequest, msgFailed)
 		return
 	}
+	// A region may assert only its own users: the table must name the
+	// asserting region (whose issuer signed the ID token, checked by
+	// Complete against this callback's region) for the asserted username.
+	// A region that signs in a user of another region, or one the table
+	// does not know, is refused.
+	if owner, err := b.table.Resolve(ctx, id.Claims["preferred_username"]); err != nil || owner != reg {
+		if err != nil && !errors.Is(err, lookup.ErrNotFound) && !errors.Is(err, lookup.ErrInvalidUsername) {
+			b.log.ErrorContext(ctx, "lookup table unavailable", "err", err)
+			b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)
+			return
+		}
+		b.log.WarnContext(ctx, "resident region answer rejected: the lookup table does not place the asserted user there", "home", reg)
+		b.count(ctx, "foreign_assertion", reg)
+		b.errorPage(w, http.StatusBadRequest, msgFailed)
+		return
+	}
 	ar.Subject, ar.AuthTime, ar.AMR, ar.Claims, ar.HomeRegion, ar.IsDone = id.Subject, id.AuthTime, id.AMR, id.Claims, reg, true
 	if err := b.storage.saveAuthRequest(ctx, ar); err != nil {
 		b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)

@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/store"
 )
 
@@ -26,8 +27,13 @@ func crossRegionLogin(t *testing.T, f *fed) {
 	fl := a.start()
 	loc, last := b.login(fl.url, "bob.smith", bobPassword)
 	s := a.finish(fl, loc)
-	if s.idToken.Subject != bob.ID {
-		t.Fatalf("sub = %q, want the us subject %q", s.idToken.Subject, bob.ID)
+	// The eu application sees the us user under a subject bound to us.
+	fedSub, err := region.FederatedSubject("us", bob.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.idToken.Subject != fedSub {
+		t.Fatalf("sub = %q, want the us subject bound to us %q", s.idToken.Subject, fedSub)
 	}
 	if !slices.Contains(s.amr, "fed") || !slices.Contains(s.amr, "pwd") {
 		t.Fatalf("amr = %v, want fed and pwd", s.amr)
@@ -54,12 +60,12 @@ func crossRegionLogin(t *testing.T, f *fed) {
 	a2 := f.newApp("ap", regionIssuer("ap"))
 	fl2 := a2.start()
 	loc2, _ := b.login(fl2.url, "bob.smith", "")
-	if s2 := a2.finish(fl2, loc2); s2.idToken.Subject != bob.ID {
+	if s2 := a2.finish(fl2, loc2); s2.idToken.Subject != fedSub {
 		t.Fatalf("SSO sub = %q", s2.idToken.Subject)
 	}
 	fl3 := a.start()
 	loc3, _ := b.login(fl3.url, "bob.smith", "")
-	if s3 := a.finish(fl3, loc3); s3.idToken.Subject != bob.ID {
+	if s3 := a.finish(fl3, loc3); s3.idToken.Subject != fedSub {
 		t.Fatalf("SSO sub = %q", s3.idToken.Subject)
 	}
 }

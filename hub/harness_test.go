@@ -34,6 +34,7 @@ import (
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/federate"
 	"github.com/meridian-id/meridian/region/store"
+	"github.com/meridian-id/meridian/region/store/postgres"
 	"github.com/meridian-id/meridian/region/store/sqlite"
 	"github.com/meridian-id/meridian/routing"
 )
@@ -95,6 +96,7 @@ func (r *routes) transport() *http.Transport {
 type options struct {
 	topology string
 	redis    bool // lookup table (and hub state) on the real Redis
+	postgres bool // region stores on the real PostgreSQL (a schema each)
 }
 
 type fed struct {
@@ -114,6 +116,26 @@ type fed struct {
 	broker  *hub.Broker
 	hubSrv  *http.Server
 	metrics *sdkmetric.ManualReader
+	logs    map[string]*logBuffer // every region's log output
+	dsn     map[string]string     // each region's store: PostgreSQL URL (postgres option) or SQLite file
+}
+
+// logBuffer collects a region's log records for inspection.
+type logBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 type regionNode struct {
@@ -156,7 +178,8 @@ func newFed(t *testing.T, o options) *fed {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	f := &fed{t: t, ctx: ctx, opts: o, routes: &routes{m: map[string]string{}}, regions: map[string]*regionNode{}}
+	f := &fed{t: t, ctx: ctx, opts: o, routes: &routes{m: map[string]string{}}, regions: map[string]*regionNode{},
+		logs: map[string]*logBuffer{}, dsn: map[string]string{}}
 	var err error
 	if f.codec, err = routing.NewCodec(regionIDs, randomKey(t)); err != nil {
 		t.Fatal(err)
@@ -228,17 +251,31 @@ func (f *fed) bases(id string) []string {
 func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 	t := f.t
 	ctx := f.ctx
-	st, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), id+".db"))
+	var st interface {
+		store.Store
+		Migrate(context.Context) error
+		Close() error
+	}
+	var err error
+	if f.opts.postgres {
+		f.dsn[id] = testenv.PostgresSchema(t)
+		st, err = postgres.Open(ctx, f.dsn[id])
+	} else {
+		f.dsn[id] = filepath.Join(t.TempDir(), id+".db")
+		st, err = sqlite.Open(ctx, f.dsn[id])
+	}
 	if err != nil {
 		t.Fatal(err)
 	}
+	f.logs[id] = &logBuffer{}
+	log := slog.New(slog.NewTextHandler(f.logs[id], &slog.HandlerOptions{Level: slog.LevelDebug}))
 	if err := st.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
 	cookieKey := randomKey(t)
 	ucfg := federate.UpstreamConfig{Region: id, Bases: f.bases(id), Topology: f.opts.topology, HubURL: hubURL,
-		Codec: f.codec, CookieKey: cookieKey, HTTPClient: f.client, Log: discard(),
+		Codec: f.codec, CookieKey: cookieKey, HTTPClient: f.client, Log: log,
 		RP: federation.RPOptions{HealthTTL: time.Millisecond, ProbeTimeout: time.Second}}
 	var sink federate.KeySink
 	if f.opts.topology == federation.TopologyMesh {
@@ -273,7 +310,7 @@ func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 	}
 	var local http.Handler // the router's local handler, set below
 	rt, err := routing.NewRouter(routing.RouterConfig{Local: id, Upstreams: ups}, f.codec,
-		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { local.ServeHTTP(w, r) }), discard(), nil)
+		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { local.ServeHTTP(w, r) }), log, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -284,7 +321,7 @@ func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 		}
 	}
 	p, err := region.New(ctx, region.Config{Region: id, Issuer: regionIssuer(id), GlobalIssuer: globalURL,
-		RegionHosts: []string{regionHost(id)}, PeerHosts: peerHosts, CookieKey: cookieKey, Upstream: up, Peers: rt}, st, f.codec, discard())
+		RegionHosts: []string{regionHost(id)}, PeerHosts: peerHosts, CookieKey: cookieKey, CookieDomain: globalHost, Upstream: up, Peers: rt}, st, f.codec, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +341,7 @@ func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 		f.routes.set(globalHost, addr)
 	}
 	pusher, err := federate.NewPusher(federate.PusherConfig{Region: id, Outbox: st, Hasher: f.hasher, Sink: sink,
-		Poll: 30 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Log: discard()})
+		Poll: 30 * time.Millisecond, MinBackoff: 20 * time.Millisecond, MaxBackoff: 100 * time.Millisecond, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}

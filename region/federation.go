@@ -1,13 +1,21 @@
 package region
 
 import (
+	"context"
+	"encoding/json"
 	"errors"
-	"github.com/zitadel/oidc/v3/pkg/oidc"
+	"fmt"
+	"io"
 	"net/http"
+	"net/url"
+	"strings"
 	"time"
+
+	"github.com/zitadel/oidc/v3/pkg/oidc"
 
 	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/region/store"
+	"github.com/meridian-id/meridian/routing"
 )
 
 // Upstream federates users who are not resident in this region: the login
@@ -90,7 +98,7 @@ func relayedError(code string) (*oidc.Error, bool) {
 
 // FederatedIdentity is a user authenticated by their resident region.
 type FederatedIdentity struct {
-	Subject    string            // the resident region's sub (random, globally unique)
+	Subject    string            // the resident region's sub for the user
 	HomeRegion string            // the resident region's id
 	Claims     map[string]string // preferred_username, name, email, ...
 	AuthTime   time.Time
@@ -155,10 +163,14 @@ func (l *loginUI) federatedCallback(w http.ResponseWriter, r *http.Request) {
 		l.errorPage(w, http.StatusBadRequest, "This sign-in could not be completed in this browser. Please start again from the application.")
 		return
 	}
-	fc := store.FederatedClaims{GrantID: ar.ID, HomeRegion: id.HomeRegion, Claims: id.Claims,
-		ExpiresAt: time.Now().UTC().Add(l.p.cfg.Lifetimes.RefreshToken)}
-	if err := l.p.st.SaveFederatedClaims(r.Context(), fc); err != nil {
-		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+	// The entry region keeps no claims of a user resident elsewhere: the
+	// grant names the user by a federated subject bound to (home region,
+	// home subject), and ID tokens and userinfo fetch the claims from the
+	// home region when they are needed (fillUserinfo).
+	sub, err := FederatedSubject(id.HomeRegion, id.Subject)
+	if err != nil || !l.p.codec.HasRegion(id.HomeRegion) || id.HomeRegion == l.p.cfg.Region {
+		l.p.log.WarnContext(r.Context(), "federated login refused: the identity is not bound to another region of the federation", "home", id.HomeRegion)
+		l.errorPage(w, http.StatusBadRequest, "Sign-in through your home region failed. Please start again from the application.")
 		return
 	}
 	// The resident region enforced max_age; check its auth_time anyway
@@ -172,5 +184,140 @@ func (l *loginUI) federatedCallback(w http.ResponseWriter, r *http.Request) {
 	for _, a := range id.AMR {
 		amr += " " + a
 	}
-	l.authenticated(w, r, ar, nonce, loginState{id: ar.ID, userID: id.Subject, amr: amr, authTime: id.AuthTime, federated: true}, false)
+	l.authenticated(w, r, ar, nonce, loginState{id: ar.ID, userID: sub, amr: amr, authTime: id.AuthTime, federated: true}, false)
+}
+
+// federatedPrefix starts every subject this region gives a user resident
+// in another region. A local user id (CreateUser: 22 base64url characters)
+// never contains a dot, and a subject of this form is never looked up in
+// the user table, so a federated identity cannot take a local user's
+// identity, and a row in the user table cannot take a federated one.
+const federatedPrefix = "fed."
+
+// FederatedSubject is the subject the entry region issues for the user
+// whose home region home calls sub: "fed.<home>.<sub>". It binds the user
+// to their home region: a region asserting a subject it does not hold
+// yields a subject of its own namespace, never another region's user.
+func FederatedSubject(home, sub string) (string, error) {
+	if home == "" || strings.ContainsAny(home, ".") || !validHomeSubject(sub) {
+		return "", fmt.Errorf("region: invalid federated identity (home %q)", home)
+	}
+	return federatedPrefix + home + "." + sub, nil
+}
+
+// ParseFederatedSubject splits a subject made by FederatedSubject; ok is
+// false for a local subject.
+func ParseFederatedSubject(s string) (home, sub string, ok bool) {
+	rest, ok := strings.CutPrefix(s, federatedPrefix)
+	if !ok {
+		return "", "", false
+	}
+	home, sub, ok = strings.Cut(rest, ".")
+	if !ok || home == "" || !validHomeSubject(sub) {
+		return "", "", false
+	}
+	return home, sub, true
+}
+
+// validHomeSubject accepts a home region's own subject: printable ASCII,
+// at most 255 bytes, and not itself federated (a home region answers only
+// for users it holds).
+func validHomeSubject(sub string) bool {
+	if sub == "" || len(sub) > 255 || strings.HasPrefix(sub, federatedPrefix) {
+		return false
+	}
+	for i := 0; i < len(sub); i++ {
+		if sub[i] <= ' ' || sub[i] >= 0x7f {
+			return false
+		}
+	}
+	return true
+}
+
+// claimsPath is the home region's internal endpoint that answers a user's
+// claims to a peer region (over an authenticated hop).
+const claimsPath = "/internal/claims"
+
+// errHomeClaims is a failed claims fetch from a user's home region.
+var errHomeClaims = errors.New("region: the home region did not answer the user's claims")
+
+// homeClaims fetches, for a user resident in home, the claims scopes
+// release, from home over an authenticated hop. Nothing is cached or
+// stored: the claims live in the home region only.
+func (rm *remote) homeClaims(ctx context.Context, home, sub string, scopes []string) (map[string]string, error) {
+	resp, err := rm.peers.Call(ctx, home, claimsPath, url.Values{"sub": {sub}, "scope": {strings.Join(scopes, " ")}})
+	if err != nil {
+		raiseFault(ctx)
+		return nil, fmt.Errorf("%w: %s: %v", errHomeClaims, home, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		if resp.StatusCode >= 500 {
+			raiseFault(ctx)
+		}
+		return nil, fmt.Errorf("%w: %s answered %d", errHomeClaims, home, resp.StatusCode)
+	}
+	var body struct {
+		Sub    string            `json:"sub"`
+		Claims map[string]string `json:"claims"`
+	}
+	if err := json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&body); err != nil || body.Sub != sub {
+		return nil, fmt.Errorf("%w: %s: malformed answer", errHomeClaims, home)
+	}
+	if body.Claims == nil {
+		body.Claims = map[string]string{}
+	}
+	return body.Claims, nil
+}
+
+// scopeClaims lists the claims each scope releases.
+var scopeClaims = map[string][]string{
+	oidc.ScopeProfile: {"name", "given_name", "family_name", "locale"},
+	oidc.ScopeEmail:   {"email", "email_verified"},
+	oidc.ScopePhone:   {"phone_number"},
+}
+
+// internalClaims is POST /internal/claims: a peer region asks, for a user
+// resident here who signed in there, the claims the scopes release. It is
+// answered for peer regions only (the router sets the hop-from header
+// after verifying the hop and strips any client-supplied one), for users
+// of this region only.
+func (p *Provider) internalClaims(w http.ResponseWriter, r *http.Request) {
+	from := r.Header.Get(routing.HopFromHeader)
+	if from == "" {
+		http.NotFound(w, r)
+		return
+	}
+	sub := r.PostFormValue("sub")
+	if from == p.cfg.Region || !validHomeSubject(sub) {
+		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+		return
+	}
+	u, err := p.st.GetUserByID(r.Context(), sub)
+	if errors.Is(err, store.ErrNotFound) {
+		writeJSON(w, http.StatusNotFound, map[string]string{"error": "not_found"})
+		return
+	}
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+		return
+	}
+	out := map[string]string{}
+	for _, sc := range strings.Fields(r.PostFormValue("scope")) {
+		if sc == oidc.ScopeProfile {
+			out["preferred_username"] = u.Username
+		}
+		for _, c := range scopeClaims[sc] {
+			if v, ok := u.Claims[c]; ok {
+				out[c] = v
+			}
+		}
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"sub": u.ID, "claims": out})
+}
+
+// isFederatedSubject reports whether sub names a user resident elsewhere.
+func isFederatedSubject(sub string) bool {
+	_, _, ok := ParseFederatedSubject(sub)
+	return ok
 }

@@ -211,7 +211,13 @@ func (l *loginUI) openState(v, id, step, nonce string) (loginState, bool) {
 // ("otp"), or is empty when the login may complete. Federated users'
 // factors were enforced by their resident region.
 func (l *loginUI) missingFactor(ctx context.Context, st loginState) (string, error) {
-	if st.federated {
+	if _, _, fed := ParseFederatedSubject(st.userID); fed || st.federated {
+		// A federated subject is never looked up in the user table; a
+		// federated login without one (a session from before subjects were
+		// bound to their home region) signs in again.
+		if !fed {
+			return "", errors.New("region: federated login without a federated subject")
+		}
 		return "", nil
 	}
 	u, err := l.p.st.GetUserByID(ctx, st.userID)
@@ -268,7 +274,7 @@ func (l *loginUI) start(w http.ResponseWriter, r *http.Request) {
 	}
 	nonce := l.browserNonce(w, r)
 	if sess, ok := l.session(r); ok && !hasPrompt(ar, oidc.PromptLogin) && withinMaxAge(ar, sess.AuthTime) {
-		l.authenticated(w, r, ar, nonce, loginState{id: ar.ID, userID: sess.UserID, amr: strings.Join(sess.AMR, " "), authTime: sess.AuthTime, federated: slices.Contains(sess.AMR, "fed")}, false)
+		l.authenticated(w, r, ar, nonce, loginState{id: ar.ID, userID: sess.UserID, amr: strings.Join(sess.AMR, " "), authTime: sess.AuthTime, federated: isFederatedSubject(sess.UserID)}, false)
 		return
 	}
 	if hasPrompt(ar, oidc.PromptNone) && !l.federateSilently(w, r, ar) {
@@ -514,7 +520,7 @@ func (l *loginUI) authenticated(w http.ResponseWriter, r *http.Request, ar store
 		return
 	}
 	if fresh {
-		if err := l.startSession(w, r, st); err != nil {
+		if err := l.startSession(w, r, st, nonce); err != nil {
 			l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
 			return
 		}
@@ -599,11 +605,28 @@ func (l *loginUI) redirectError(w http.ResponseWriter, r *http.Request, ar store
 
 const ssoCookie = "mrd_sso_"
 
+// ssoBindSep separates the session handle from its browser binding in the
+// SSO cookie (routing artifacts never contain it).
+const ssoBindSep = "~"
+
+// ssoCookieName is host-only (__Host- with https): the session cookie is
+// sent only to the host that set it (the region's host, or the global host
+// while this region served it), never to other regions or the hub.
 func (l *loginUI) ssoCookieName() string {
-	return l.cookieName(ssoCookie+l.p.cfg.Region, l.p.cfg.CookieDomain == "")
+	return l.cookieName(ssoCookie+l.p.cfg.Region, true)
 }
 
-func (l *loginUI) startSession(w http.ResponseWriter, r *http.Request, st loginState) error {
+// ssoBinding binds a session handle to the browser's nonce cookie (itself
+// host-only): an SSO cookie replayed without that browser's nonce cookie
+// signs nobody in.
+func (l *loginUI) ssoBinding(handle, nonce string) string {
+	return l.mac("sso", l.p.cfg.Region, handle, nonce)
+}
+
+func (l *loginUI) startSession(w http.ResponseWriter, r *http.Request, st loginState, nonce string) error {
+	if nonce == "" {
+		return errors.New("region: no browser nonce to bind the session to")
+	}
 	handle, err := l.p.codec.New(routing.KindSession, l.p.cfg.Region)
 	if err != nil {
 		return err
@@ -617,21 +640,71 @@ func (l *loginUI) startSession(w http.ResponseWriter, r *http.Request, st loginS
 	if old, ok := l.sessionHandle(r); ok {
 		_ = l.p.st.DeleteSession(r.Context(), store.Digest(old))
 	}
-	http.SetCookie(w, &http.Cookie{Name: l.ssoCookieName(), Value: handle, Path: "/", Domain: l.p.cfg.CookieDomain,
+	http.SetCookie(w, &http.Cookie{Name: l.ssoCookieName(), Value: handle + ssoBindSep + l.ssoBinding(handle, nonce), Path: "/",
 		HttpOnly: true, Secure: l.p.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, Expires: s.ExpiresAt})
+	name := l.p.signOutName(l.p.cfg.Region)
+	if v, err := l.p.signOut.SealString([]byte(handle), name, s.ExpiresAt); err == nil {
+		http.SetCookie(w, &http.Cookie{Name: name, Value: v, Path: "/", Domain: l.p.cfg.CookieDomain,
+			HttpOnly: true, Secure: l.p.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, Expires: s.ExpiresAt})
+	}
 	return nil
 }
 
-func (l *loginUI) sessionHandle(r *http.Request) (string, bool) {
-	c, err := r.Cookie(l.ssoCookieName())
+// signOutCookie starts the name of the sign-out cookie: the session handle
+// sealed under the region's cookie key, scoped to the cookie domain so a
+// logout on any host ends the session, but good for nothing else: it signs
+// nobody in, and only the region that sealed it can open it (a peer
+// forwards it over an authenticated hop, /internal/end-session).
+const signOutCookie = "mrd_so_"
+
+// signOutName is region's sign-out cookie name.
+func (p *Provider) signOutName(region string) string {
+	name := signOutCookie + region
+	switch {
+	case !p.cfg.SecureCookies:
+		return name
+	case p.cfg.CookieDomain == "":
+		return "__Host-" + name
+	}
+	return "__Secure-" + name
+}
+
+// signedOutHandle opens this region's sign-out cookie value.
+func (p *Provider) signedOutHandle(v string) (string, bool) {
+	plain, err := p.signOut.OpenString(v, p.signOutName(p.cfg.Region), time.Now(), 512)
 	if err != nil {
 		return "", false
 	}
-	tag, err := l.p.codec.VerifyKind(c.Value, routing.KindSession)
-	if err != nil || tag.Region != l.p.cfg.Region {
+	tag, err := p.codec.VerifyKind(string(plain), routing.KindSession)
+	if err != nil || tag.Region != p.cfg.Region {
 		return "", false
 	}
-	return c.Value, true
+	return string(plain), true
+}
+
+// sessionHandle returns this region's session handle from the browser's
+// SSO cookie, when the cookie is bound to the browser's nonce cookie.
+func (l *loginUI) sessionHandle(r *http.Request) (string, bool) {
+	nonce := l.existingNonce(r)
+	if nonce == "" {
+		return "", false
+	}
+	name := l.ssoCookieName()
+	for _, c := range r.Cookies() {
+		if c.Name != name {
+			continue
+		}
+		handle, bind, ok := strings.Cut(c.Value, ssoBindSep)
+		if !ok || !hmac.Equal([]byte(bind), []byte(l.ssoBinding(handle, nonce))) {
+			continue
+		}
+		tag, err := l.p.codec.VerifyKind(handle, routing.KindSession)
+		if err != nil || tag.Region != l.p.cfg.Region {
+			continue
+		}
+		return handle, true
+	}
+	return "", false
 }
 
 func (l *loginUI) session(r *http.Request) (store.Session, bool) {
@@ -647,38 +720,73 @@ func (l *loginUI) session(r *http.Request) (store.Session, bool) {
 }
 
 // endSession deletes the browser's SSO session (RP-initiated logout), and
-// the sessions other regions hold for it: their cookies are scoped to the
-// global domain, so they reach this region; each is cleared in the browser
-// and ended at its region over an authenticated hop (best effort).
+// the sessions other regions hold for it whose cookies this host sees (the
+// global host is served by whichever region GeoDNS picks, so it may hold
+// several regions' host-only cookies): each is cleared in the browser and
+// ended at its region over an authenticated hop (best effort).
 func (l *loginUI) endSession(ctx context.Context, w http.ResponseWriter, r *http.Request) {
 	if h, ok := l.sessionHandle(r); ok {
 		_ = l.p.st.DeleteSession(ctx, store.Digest(h))
 	}
 	for _, c := range r.Cookies() {
 		name := strings.TrimPrefix(strings.TrimPrefix(c.Name, "__Secure-"), "__Host-")
+		if reg, ok := strings.CutPrefix(name, signOutCookie); ok && l.p.codec.HasRegion(reg) && c.Name == l.p.signOutName(reg) {
+			http.SetCookie(w, &http.Cookie{Name: c.Name, Value: "", Path: "/", Domain: l.p.cfg.CookieDomain,
+				HttpOnly: true, Secure: l.p.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, MaxAge: -1})
+			if reg == l.p.cfg.Region {
+				if h, ok := l.p.signedOutHandle(c.Value); ok {
+					_ = l.p.st.DeleteSession(ctx, store.Digest(h))
+				}
+			} else {
+				l.endRemote(ctx, reg, url.Values{"signout": {c.Value}})
+			}
+			continue
+		}
 		other, ok := strings.CutPrefix(name, ssoCookie)
 		if !ok || other == l.p.cfg.Region {
 			continue
 		}
-		tag, err := l.p.codec.VerifyKind(c.Value, routing.KindSession)
+		handle, _, _ := strings.Cut(c.Value, ssoBindSep)
+		tag, err := l.p.codec.VerifyKind(handle, routing.KindSession)
 		if err != nil || tag.Region != other {
 			continue
 		}
-		http.SetCookie(w, &http.Cookie{Name: c.Name, Value: "", Path: "/", Domain: l.p.cfg.CookieDomain,
-			HttpOnly: true, Secure: l.p.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, MaxAge: -1})
-		if l.p.cfg.Peers != nil {
-			cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-			if resp, err := l.p.cfg.Peers.Call(cctx, other, "/internal/end-session", url.Values{"session": {c.Value}}); err == nil {
-				resp.Body.Close()
-			} else {
-				l.p.log.WarnContext(ctx, "ending a session at its region failed; its cookie is cleared", "region", other, "err", err)
-			}
-			cancel()
-		}
+		l.expireSSOCookie(w, c.Name)
+		l.endRemote(ctx, other, url.Values{"session": {handle}})
 	}
-	http.SetCookie(w, &http.Cookie{Name: l.ssoCookieName(), Value: "", Path: "/", Domain: l.p.cfg.CookieDomain,
-		HttpOnly: true, Secure: l.p.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, MaxAge: -1})
+	l.expireSSOCookie(w, l.ssoCookieName())
 	l.clearFedHint(w)
+}
+
+// endRemote ends a session at region other over an authenticated hop
+// (best effort).
+func (l *loginUI) endRemote(ctx context.Context, other string, form url.Values) {
+	if l.p.cfg.Peers == nil {
+		return
+	}
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if resp, err := l.p.cfg.Peers.Call(cctx, other, "/internal/end-session", form); err == nil {
+		resp.Body.Close()
+	} else {
+		l.p.log.WarnContext(ctx, "ending a session at its region failed; its cookie is cleared", "region", other, "err", err)
+	}
+}
+
+// expireSSOCookie clears an SSO cookie, and its domain-wide predecessor
+// (set before session cookies became host-only) when a cookie domain is
+// configured.
+func (l *loginUI) expireSSOCookie(w http.ResponseWriter, name string) {
+	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/",
+		HttpOnly: true, Secure: l.p.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, MaxAge: -1})
+	if l.p.cfg.CookieDomain != "" {
+		legacy := name
+		if l.p.cfg.SecureCookies {
+			legacy = "__Secure-" + strings.TrimPrefix(strings.TrimPrefix(name, "__Host-"), "__Secure-")
+		}
+		http.SetCookie(w, &http.Cookie{Name: legacy, Value: "", Path: "/", Domain: l.p.cfg.CookieDomain,
+			HttpOnly: true, Secure: l.p.cfg.SecureCookies, SameSite: http.SameSiteLaxMode, MaxAge: -1})
+	}
 }
 
 func hasPrompt(ar store.AuthRequest, p string) bool {

@@ -59,6 +59,7 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 	mux.HandleFunc("POST /internal/client-auth", p.internalClientAuth)
 	mux.HandleFunc("GET /internal/keys", p.internalKeys)
 	mux.HandleFunc("POST /internal/end-session", p.internalEndSession)
+	mux.HandleFunc("POST "+claimsPath, p.internalClaims)
 	mux.Handle("POST /dereference", noStore(apiErrors(false, http.HandlerFunc(p.dereference))))
 	mux.Handle("/authorize", p.browser(p.withIss(markRequestURI(next))))
 	mux.Handle("/authorize/callback", p.browser(p.checkCallback(p.withIss(next))))

@@ -185,6 +185,14 @@ func (p *Provider) internalEndSession(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	handle := r.PostFormValue("session")
+	if v := r.PostFormValue("signout"); v != "" {
+		// The peer forwards this region's sealed sign-out cookie.
+		var ok bool
+		if handle, ok = p.signedOutHandle(v); !ok {
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})
+			return
+		}
+	}
 	tag, err := p.codec.VerifyKind(handle, routing.KindSession)
 	if err != nil || tag.Region != p.cfg.Region {
 		writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request"})

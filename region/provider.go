@@ -47,7 +47,9 @@ type Config struct {
 	// forwards here keeps its Host, and is answered with that host's
 	// issuer.
 	PeerHosts map[string]string
-	// CookieDomain scopes the SSO cookie (the global domain); empty keeps it host-only.
+	// CookieDomain scopes the sign-out cookie (the global domain), which
+	// lets a logout anywhere end this region's session; empty keeps it
+	// host-only. The SSO cookie itself is always host-only.
 	CookieDomain string
 	// SecureCookies sets Secure and the __Host- prefix; required with https.
 	SecureCookies bool
@@ -88,6 +90,7 @@ type Provider struct {
 	log     *slog.Logger
 	login   *loginUI
 	fedHint *seal.Box // seals the federated-login hint cookie
+	signOut *seal.Box // seals the session sign-out cookie
 	audit   *auditor
 	remote  *remote
 
@@ -158,6 +161,9 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 		return nil, err
 	}
 	if p.fedHint, err = seal.New("meridian federated-login hint v2", cfg.CookieKey, cfg.PreviousCookieKeys...); err != nil {
+		return nil, fmt.Errorf("%w: cookie key: %v", ErrConfig, err)
+	}
+	if p.signOut, err = seal.New("meridian session sign-out v1", cfg.CookieKey, cfg.PreviousCookieKeys...); err != nil {
 		return nil, fmt.Errorf("%w: cookie key: %v", ErrConfig, err)
 	}
 	p.login, err = newLoginUI(p)

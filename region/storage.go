@@ -670,21 +670,25 @@ func (s *storage) SetUserinfoFromToken(ctx context.Context, info *oidc.UserInfo,
 }
 
 // fillUserinfo sets the claims of a resident user from the user table, or
-// of a user resident elsewhere from the claims kept with the grant.
-func (s *storage) fillUserinfo(ctx context.Context, info *oidc.UserInfo, userID, grantID string, scopes []string) error {
-	u, err := s.st.GetUserByID(ctx, userID)
-	if errors.Is(err, store.ErrNotFound) && grantID != "" {
-		fc, ferr := s.st.GetFederatedClaims(ctx, grantID)
-		if ferr != nil {
-			storeFailed(ctx, ferr)
-			return ferr
+// of a user resident elsewhere (a federated subject, never looked up in the
+// user table) from their home region, fetched now over an authenticated hop.
+func (s *storage) fillUserinfo(ctx context.Context, info *oidc.UserInfo, userID, _ string, scopes []string) error {
+	var u store.User
+	if home, sub, ok := ParseFederatedSubject(userID); ok {
+		if s.remote == nil {
+			return fmt.Errorf("%w: no peers configured", errHomeClaims)
 		}
-		u = store.User{ID: userID, Username: fc.Claims["preferred_username"], Claims: fc.Claims}
-		err = nil
-	}
-	if err != nil {
-		storeFailed(ctx, err)
-		return err
+		claims, err := s.remote.homeClaims(ctx, home, sub, scopes)
+		if err != nil {
+			return err
+		}
+		u = store.User{ID: userID, Username: claims["preferred_username"], Claims: claims}
+	} else {
+		var err error
+		if u, err = s.st.GetUserByID(ctx, userID); err != nil {
+			storeFailed(ctx, err)
+			return err
+		}
 	}
 	info.Subject = u.ID
 	for _, sc := range scopes {
@@ -737,7 +741,7 @@ func (s *storage) SetIntrospectionFromToken(ctx context.Context, resp *oidc.Intr
 	resp.IssuedAt = oidc.FromTime(at.CreatedAt)
 	resp.TokenType = oidc.BearerToken
 	resp.Issuer = op.IssuerFromContext(ctx)
-	if at.Subject != at.ClientID {
+	if _, _, fed := ParseFederatedSubject(at.Subject); at.Subject != at.ClientID && !fed {
 		if u, err := s.st.GetUserByID(ctx, at.Subject); err == nil {
 			resp.Username = u.Username
 		}

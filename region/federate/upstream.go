@@ -263,6 +263,17 @@ func (u *Upstream) Finish(w http.ResponseWriter, r *http.Request) (string, regio
 	if !u.cfg.Codec.HasRegion(home) || home == u.cfg.Region {
 		return "", region.FederatedIdentity{}, fmt.Errorf("federation: identity names home region %q", home)
 	}
+	if u.cfg.Table != nil && st.Target != "" {
+		// Mesh: a region may assert only its own users; the table must
+		// place the asserted username in the region that answered.
+		owner, err := u.cfg.Table.Resolve(r.Context(), id.Claims["preferred_username"])
+		if err != nil && !errors.Is(err, lookup.ErrNotFound) && !errors.Is(err, lookup.ErrInvalidUsername) {
+			return "", region.FederatedIdentity{}, fmt.Errorf("%w: lookup: %v", region.ErrFederationUnavailable, err)
+		}
+		if err != nil || owner != home {
+			return "", region.FederatedIdentity{}, fmt.Errorf("federation: %s asserted a user the lookup table does not place there", home)
+		}
+	}
 	return st.ARID, region.FederatedIdentity{Subject: id.Subject, HomeRegion: home, Claims: id.Claims,
 		AuthTime: id.AuthTime, AMR: id.AMR}, nil
 }

@@ -150,16 +150,6 @@ type SigningKey struct {
 	NotAfter   time.Time // zero while active; published until then once retired
 }
 
-// FederatedClaims are the claims of a user resident in another region, kept
-// with the grant they signed in for (never as a user record) and deleted
-// when the grant expires.
-type FederatedClaims struct {
-	GrantID    string
-	HomeRegion string
-	Claims     map[string]string
-	ExpiresAt  time.Time
-}
-
 // OutboxEntry is a pending change of the user table to announce to the hub.
 type OutboxEntry struct {
 	Seq       int64
@@ -261,12 +251,6 @@ type Store interface {
 
 	// DeleteExpired removes expired auth requests, tokens and sessions.
 	DeleteExpired(ctx context.Context, now time.Time) error
-
-	// Federated identities (users resident elsewhere). SaveFederatedClaims
-	// upserts by GrantID; GetFederatedClaims returns ErrNotFound when absent
-	// or expired; DeleteExpired removes expired rows.
-	SaveFederatedClaims(ctx context.Context, c FederatedClaims) error
-	GetFederatedClaims(ctx context.Context, grantID string) (FederatedClaims, error)
 
 	// Login throttling and TOTP replay, shared by every node of a region.
 	//

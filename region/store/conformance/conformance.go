@@ -65,7 +65,6 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Session", testSession},
 		{"SigningKeys", testSigningKeys},
 		{"SigningKeyReseal", testSigningKeyReseal},
-		{"FederatedClaims", testFederatedClaims},
 		{"DeleteExpired", testDeleteExpired},
 		{"Concurrent/RedeemCode", testConcurrentRedeem},
 		{"Concurrent/RotateRefreshToken", testConcurrentRotate},
@@ -1213,52 +1212,6 @@ func testSigningKeyReseal(t *testing.T, s store.Store) {
 
 	is(t, s.ResealSigningKey(ctx, "eu-unknown", "", []byte("x"), "kek-1"), store.ErrNotFound)
 }
-
-func testFederatedClaims(t *testing.T, s store.Store) {
-	ctx := t.Context()
-	now := base()
-	c := store.FederatedClaims{
-		GrantID:    newID("grant"),
-		HomeRegion: "us-east",
-		Claims:     map[string]string{"name": "Grace Hopper", "email": "grace@example.org"},
-		ExpiresAt:  now.Add(time.Hour),
-	}
-	ok(t, s.SaveFederatedClaims(ctx, c))
-	got, err := s.GetFederatedClaims(ctx, c.GrantID)
-	ok(t, err)
-	equal(t, got, c)
-
-	// Saving again for the grant replaces the row.
-	c2 := c
-	c2.HomeRegion, c2.Claims, c2.ExpiresAt = "ap-south", map[string]string{"name": "G. Hopper"}, now.Add(2*time.Hour)
-	ok(t, s.SaveFederatedClaims(ctx, c2))
-	got, err = s.GetFederatedClaims(ctx, c.GrantID)
-	ok(t, err)
-	equal(t, got, c2)
-
-	bare := store.FederatedClaims{GrantID: newID("grant"), HomeRegion: "eu-west", ExpiresAt: now.Add(time.Hour)}
-	ok(t, s.SaveFederatedClaims(ctx, bare))
-	got, err = s.GetFederatedClaims(ctx, bare.GrantID)
-	ok(t, err)
-	equal(t, got, bare)
-
-	_, err = s.GetFederatedClaims(ctx, newID("grant"))
-	is(t, err, store.ErrNotFound)
-	expired := store.FederatedClaims{GrantID: newID("grant"), HomeRegion: "eu-west", ExpiresAt: now.Add(-time.Second)}
-	ok(t, s.SaveFederatedClaims(ctx, expired))
-	_, err = s.GetFederatedClaims(ctx, expired.GrantID)
-	is(t, err, store.ErrNotFound)
-
-	// DeleteExpired removes the rows: once deleted, claims saved with an
-	// expiry in the future are gone even though they have not expired yet.
-	ok(t, s.DeleteExpired(ctx, now.Add(90*time.Minute)))
-	_, err = s.GetFederatedClaims(ctx, bare.GrantID)
-	is(t, err, store.ErrNotFound)
-	_, err = s.GetFederatedClaims(ctx, c.GrantID)
-	ok(t, err) // expires at now+2h
-}
-
-// --- cleanup ----------------------------------------------------------------
 
 func testDeleteExpired(t *testing.T, s store.Store) {
 	ctx := t.Context()

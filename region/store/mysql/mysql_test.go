@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -94,7 +95,7 @@ func TestMigrateResumes(t *testing.T) {
 	open(t, dsn)
 	db := rawDB(t, dsn)
 	for _, q := range []string{
-		`DROP TABLE federated_claims`,
+		`DROP TABLE totp_steps`,
 		`DROP TABLE signing_keys`,
 		`DELETE FROM schema_migrations`,
 	} {
@@ -106,8 +107,12 @@ func TestMigrateResumes(t *testing.T) {
 	if err := s.AddSigningKey(ctx, store.SigningKey{ID: "k1", Algorithm: "ES256", PrivateDER: []byte{1}, Active: true}); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.SaveFederatedClaims(ctx, store.FederatedClaims{GrantID: "g", HomeRegion: "us", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+	// totp_steps, dropped above, is back.
+	if err := s.CreateUser(ctx, store.User{ID: "usr-1", Username: "ada", CreatedAt: time.Now()}); err != nil {
 		t.Fatal(err)
+	}
+	if ok, err := s.AcceptTOTPStep(ctx, "usr-1", 1); err != nil || !ok {
+		t.Fatalf("totp_steps after the resumed migration: %v %v", ok, err)
 	}
 }
 
@@ -474,4 +479,49 @@ func TestConcurrentReseal(t *testing.T) {
 	if len(list) != 1 || string(list[0].PrivateDER) != fmt.Sprintf("sealed-%d", winner) || list[0].KEKID != fmt.Sprintf("kek-%d", winner) {
 		t.Fatalf("after the race: %+v, want node %d's material and KEK", list, winner)
 	}
+}
+
+// TestDropFederatedClaims runs migration 0012 over grants, tokens and
+// sessions stored before subjects named their home region.
+func TestDropFederatedClaims(t *testing.T) {
+	dsn := database(t)
+	s := open(t, dsn)
+	db := rawDB(t, dsn)
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.ExecContext(t.Context(), q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	script := func(path string) func() {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return func() {
+			for _, q := range strings.Split(string(b), ";\n") {
+				var code []string
+				for _, l := range strings.Split(q, "\n") {
+					if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+						code = append(code, l)
+					}
+				}
+				if q := strings.TrimSpace(strings.Join(code, "\n")); q != "" {
+					exec(q)
+				}
+			}
+		}
+	}
+	create, drop := script("migrations/0002_federated_claims.sql"), script("migrations/0012_drop_federated_claims.sql")
+	conformance.FederatedClaimsMigration(t, s, func(grant, home string) {
+		create()
+		exec(`INSERT INTO federated_claims (grant_id, home_region, claims, expires_at) VALUES (?, ?, ?, ?)`,
+			grant, home, `{"email":"someone@example.org"}`, time.Now().UTC().Add(time.Hour))
+	}, drop, func() bool {
+		var n int
+		if err := db.QueryRowContext(t.Context(), `SELECT count(*) FROM information_schema.tables WHERE table_schema = DATABASE() AND table_name = 'federated_claims'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
 }

@@ -351,7 +351,7 @@ func (s *Store) ResealSigningKey(ctx context.Context, id, fromKEK string, materi
 const deleteBatch = 500
 
 // DeleteExpired removes auth requests, access tokens, refresh tokens,
-// sessions and federated claims that expired at or before now (refresh
+// sessions and login attempt counters that expired at or before now (refresh
 // tokens stay until then even when used or revoked, for reuse detection),
 // and grant rows nothing refers to any more. Grant rows locked by a
 // concurrent issuer or revoker are skipped (SKIP LOCKED), not waited for.
@@ -362,7 +362,6 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) error {
 			`DELETE FROM access_tokens WHERE expires_at <= ?`,
 			`DELETE FROM refresh_tokens WHERE expires_at <= ?`,
 			`DELETE FROM sessions WHERE expires_at <= ?`,
-			`DELETE FROM federated_claims WHERE expires_at <= ?`,
 			`DELETE FROM login_attempts WHERE expires_at <= ?`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, ts(now)); err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -208,4 +209,40 @@ func BenchmarkCreateAccessToken(b *testing.B) {
 
 func BenchmarkGetAccessToken(b *testing.B) {
 	conformance.BenchmarkGetAccessToken(b, func(b testing.TB) store.Store { return open(b, schema(b)) })
+}
+
+// TestDropFederatedClaims runs migration 0012 over rows written before it.
+func TestDropFederatedClaims(t *testing.T) {
+	dsn := schema(t)
+	s := open(t, dsn)
+	c, err := pgx.Connect(t.Context(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close(context.Background())
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := c.Exec(t.Context(), q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	create, err := os.ReadFile("migrations/0002_federated_claims.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	drop, err := os.ReadFile("migrations/0012_drop_federated_claims.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conformance.FederatedClaimsMigration(t, s, func(grant, home string) {
+		exec(string(create)) // the table as 0002 made it (0012 dropped it)
+		exec(`INSERT INTO federated_claims (grant_id, home_region, claims, expires_at) VALUES ($1, $2, $3, $4)`,
+			grant, home, `{"email":"someone@example.org"}`, time.Now().Add(time.Hour))
+	}, func() { exec(string(drop)) }, func() bool {
+		var n int
+		if err := c.QueryRow(t.Context(), `SELECT count(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'federated_claims'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
 }

@@ -370,7 +370,6 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) error {
 			`DELETE FROM access_tokens WHERE expires_at <= $1`,
 			`DELETE FROM refresh_tokens WHERE expires_at <= $1`,
 			`DELETE FROM sessions WHERE expires_at <= $1`,
-			`DELETE FROM federated_claims WHERE expires_at <= $1`,
 			`DELETE FROM login_attempts WHERE expires_at <= $1`,
 			`DELETE FROM grants WHERE id IN (
 				SELECT g.id FROM grants g WHERE g.created_at <= $1

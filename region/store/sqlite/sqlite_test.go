@@ -248,3 +248,39 @@ func BenchmarkCreateAccessToken(b *testing.B) {
 func BenchmarkGetAccessToken(b *testing.B) {
 	conformance.BenchmarkGetAccessToken(b, func(b testing.TB) store.Store { return open(b, filepath.Join(b.TempDir(), "bench.db")) })
 }
+
+// TestDropFederatedClaims runs migration 0012 over rows written before it.
+func TestDropFederatedClaims(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meridian.db")
+	s := open(t, path)
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := db.ExecContext(t.Context(), q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	create, err := os.ReadFile("migrations/0002_federated_claims.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	drop, err := os.ReadFile("migrations/0012_drop_federated_claims.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	conformance.FederatedClaimsMigration(t, s, func(grant, home string) {
+		exec(string(create)) // the table as 0002 made it (0012 dropped it)
+		exec(`INSERT INTO federated_claims (grant_id, home_region, claims, expires_at) VALUES (?, ?, ?, ?)`,
+			grant, home, `{"email":"someone@example.org"}`, time.Now().Add(time.Hour).UnixMicro())
+	}, func() { exec(string(drop)) }, func() bool {
+		var n int
+		if err := db.QueryRow(`SELECT count(*) FROM sqlite_master WHERE name = 'federated_claims'`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n == 0
+	})
+}

@@ -380,7 +380,6 @@ func (s *Store) DeleteExpired(ctx context.Context, now time.Time) error {
 			`DELETE FROM access_tokens WHERE expires_at <= ?`,
 			`DELETE FROM refresh_tokens WHERE expires_at <= ?`,
 			`DELETE FROM sessions WHERE expires_at <= ?`,
-			`DELETE FROM federated_claims WHERE expires_at <= ?`,
 			`DELETE FROM login_attempts WHERE expires_at <= ?`,
 			`DELETE FROM grants WHERE created_at <= ?
 				AND NOT EXISTS (SELECT 1 FROM auth_requests a WHERE a.id = grants.id)
