@@ -44,7 +44,8 @@ type Store struct {
 	w     *sql.DB // exactly one connection: every write transaction
 	r     *sql.DB // read-only connections
 	now   func() time.Time
-	stmts sync.Map // query -> *sql.Stmt on r: hot reads skip SQL parsing
+	stmts sync.Map                    // query -> *sql.Stmt on r: hot reads skip SQL parsing
+	gc    *store.GroupCommit[*sql.Tx] // token inserts, many per transaction
 }
 
 // queryRow runs a read through a statement prepared once per query text;
@@ -119,7 +120,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		_ = w.Close()
 		return nil, fmt.Errorf("sqlite: open %q: %w", path, err)
 	}
-	return &Store{w: w, r: r, now: now}, nil
+	st := &Store{w: w, r: r, now: now}
+	st.gc = store.NewGroupCommit(1, st.write)
+	return st, nil
 }
 
 // now is the clock of a Store: UTC, at the microsecond precision the
@@ -145,6 +148,7 @@ func dsn(abs string, reader bool) string {
 
 // Close closes the database. Calls in flight may fail.
 func (s *Store) Close() error {
+	s.gc.Close()
 	s.stmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 	return errors.Join(s.r.Close(), s.w.Close())
 }
