@@ -82,7 +82,7 @@ func insertRefresh(ctx context.Context, tx pgx.Tx, t store.RefreshToken, now tim
 // revoked grant gives store.ErrRevoked.
 func (s *Store) CreateAccessToken(ctx context.Context, t store.AccessToken) error {
 	now := s.now()
-	return s.write(ctx, func(tx pgx.Tx) error {
+	return s.gc.Do(ctx, func(tx pgx.Tx) error {
 		return wrap("create access token", insertAccess(ctx, tx, t, now))
 	})
 }
@@ -110,7 +110,7 @@ func (s *Store) RevokeAccessToken(ctx context.Context, h store.Hash) error {
 // Tokens of a revoked grant give store.ErrRevoked and nothing is written.
 func (s *Store) CreateTokens(ctx context.Context, at store.AccessToken, rt *store.RefreshToken) error {
 	now := s.now()
-	return s.write(ctx, func(tx pgx.Tx) error {
+	return s.gc.Do(ctx, func(tx pgx.Tx) error {
 		if err := insertAccess(ctx, tx, at, now); err != nil {
 			return wrap("create tokens", err)
 		}
