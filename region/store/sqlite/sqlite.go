@@ -46,6 +46,7 @@ type Store struct {
 	now   func() time.Time
 	stmts sync.Map                    // query -> *sql.Stmt on r: hot reads skip SQL parsing
 	gc    *store.GroupCommit[*sql.Tx] // token inserts, many per transaction
+	wst   sync.Map                    // query -> *sql.Stmt on w: hot inserts (batch.go)
 }
 
 // queryRow runs a read through a statement prepared once per query text;
@@ -149,6 +150,7 @@ func dsn(abs string, reader bool) string {
 // Close closes the database. Calls in flight may fail.
 func (s *Store) Close() error {
 	s.gc.Close()
+	s.wst.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 	s.stmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 	return errors.Join(s.r.Close(), s.w.Close())
 }
@@ -172,7 +174,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.write(ctx, func(tx *sql.Tx) error {
+	if err := s.write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 			version    INTEGER NOT NULL PRIMARY KEY,
 			name       TEXT    NOT NULL,
@@ -213,7 +215,10 @@ func (s *Store) Migrate(ctx context.Context) error {
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	return s.prepareWrites(ctx)
 }
 
 // commitThen wraps an error that write returns only after committing the
