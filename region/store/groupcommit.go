@@ -123,10 +123,15 @@ func (g *GroupCommit[Tx]) loop() {
 	}
 }
 
-// opFailed marks the error of one op inside a batch.
-type opFailed struct{ err error }
+// OpError marks the failure of one op (not of the transaction). An op's
+// own error is wrapped in it inside a batch; a runner that defers an op's
+// statements to the end of the transaction (a pipelined batch) wraps their
+// failures in it too, so GroupCommit runs the ops again one by one instead
+// of failing the whole batch.
+type OpError struct{ Err error }
 
-func (e opFailed) Error() string { return e.err.Error() }
+func (e *OpError) Error() string { return e.Err.Error() }
+func (e *OpError) Unwrap() error { return e.Err }
 
 func (g *GroupCommit[Tx]) commit(batch []*gcOp[Tx]) {
 	live := batch[:0:0]
@@ -152,12 +157,12 @@ func (g *GroupCommit[Tx]) commit(batch []*gcOp[Tx]) {
 	err := g.run(ctx, func(tx Tx) error {
 		for _, op := range live {
 			if err := op.fn(tx); err != nil {
-				return opFailed{err}
+				return &OpError{Err: err}
 			}
 		}
 		return nil
 	})
-	if errors.As(err, new(opFailed)) {
+	if errors.As(err, new(*OpError)) {
 		// One op failed and the batch rolled back: run each alone so the
 		// failure stays its caller's.
 		for _, op := range live {
