@@ -2,6 +2,7 @@ package region
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"time"
 
@@ -54,7 +55,7 @@ func (c *tokenCache) GetAccessToken(ctx context.Context, h store.Hash) (store.Ac
 	gen := c.gen
 	c.mu.RUnlock()
 	if ok && e.gen == gen && now.Sub(e.fetched) < tokenCacheTTL {
-		return e.t, nil
+		return clone(e.t), nil
 	}
 	t, err := c.Store.GetAccessToken(ctx, h)
 	if err != nil || t.Revoked {
@@ -65,10 +66,27 @@ func (c *tokenCache) GetAccessToken(ctx context.Context, h store.Hash) (store.Ac
 		if len(c.m) >= tokenCacheMax {
 			clear(c.m)
 		}
-		c.m[h] = cachedToken{t: t, fetched: now, gen: gen}
+		c.m[h] = cachedToken{t: clone(t), fetched: now, gen: gen}
 	}
 	c.mu.Unlock()
 	return t, nil
+}
+
+// clone gives each caller its own slices: the cached token is shared.
+func clone(t store.AccessToken) store.AccessToken {
+	t.Audience = slices.Clone(t.Audience)
+	t.Scopes = slices.Clone(t.Scopes)
+	t.AMR = slices.Clone(t.AMR)
+	return t
+}
+
+// uncached returns the store behind a tokenCache (or st itself): paths that
+// change a token read it as stored.
+func uncached(st store.Store) store.Store {
+	if c, ok := st.(*tokenCache); ok {
+		return c.Store
+	}
+	return st
 }
 
 // bump invalidates every cached lookup.
