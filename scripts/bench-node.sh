@@ -44,7 +44,7 @@ start() { # label port
   if [[ -n "${PG:-}" ]]; then
     local schema="bench_node_${l}_$$"
     schemas+=("$schema")
-    psql -q "$PGURL" -c "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema" >/dev/null
+    PGOPTIONS="-c client_min_messages=warning" psql -q "$PGURL" -c "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema" >/dev/null
     db="$PGURL&search_path=$schema"
   fi
   python3 - configs/regions.yaml "$d/regions.yaml" "$d/data" "$p" "$db" <<'PY'
