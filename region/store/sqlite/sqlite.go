@@ -34,6 +34,15 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
+// Page cache per connection (SQLite's default is 2 MiB). Token inserts land
+// on random pages of the token table and its indexes (the key is a digest):
+// once those outgrow the writer's cache every insert re-reads pages from the
+// file (a pread each, most of the writer's kernel time under load).
+const (
+	writerCacheKiB = 32 << 10
+	readerCacheKiB = 8 << 10
+)
+
 // busyTimeout is how long a connection waits for a lock held by another
 // process before it reports SQLITE_BUSY.
 const busyTimeout = 10 * time.Second
@@ -138,7 +147,9 @@ func dsn(abs string, reader bool) string {
 	q.Add("_pragma", "foreign_keys(1)")
 	if reader {
 		q.Add("_pragma", "query_only(1)")
+		q.Add("_pragma", "cache_size("+strconv.Itoa(-readerCacheKiB)+")")
 	} else {
+		q.Add("_pragma", "cache_size("+strconv.Itoa(-writerCacheKiB)+")")
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "synchronous(FULL)")
 		q.Set("_txlock", "immediate")
