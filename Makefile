@@ -4,7 +4,7 @@ BIN     := bin
 CONFIG  ?= configs/regions.yaml
 PKGS    := ./...
 
-.PHONY: all build run test test-race test-faults lint bench bench-compare clean
+.PHONY: all build run test test-race test-faults lint bench bench-compare bench-node clean
 
 all: build
 
@@ -34,6 +34,10 @@ bench: ## micro-benchmarks and load figures (see docs/benchmarks.md)
 
 bench-compare: ## deployed routed hop vs a git revision, one interleaved wrk run: make bench-compare REV=main
 	scripts/bench-routed.sh $(REV)
+
+bench-node: ## issuance + introspection at one node vs a git revision, one interleaved wrk run per backend: make bench-node REV=75f78c1
+	scripts/bench-node.sh $(REV)
+	PG=1 scripts/bench-node.sh $(REV)
 
 clean:
 	rm -rf $(BIN) data

@@ -131,7 +131,7 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 		return nil, err
 	}
 	p.storage = &storage{
-		region: cfg.Region, codec: codec, st: st, keys: p.keys, ttl: cfg.Lifetimes, log: log,
+		region: cfg.Region, codec: codec, st: newTokenCache(st), keys: p.keys, ttl: cfg.Lifetimes, log: log,
 		clients: map[string]cachedClient{}, jwts: newJWTAccessTokens(p.keys, codec, cfg.Region),
 	}
 	if cfg.Peers != nil {

@@ -598,7 +598,7 @@ func (s *storage) RevokeToken(ctx context.Context, token, _, clientID string) *o
 		if s.verify(token, tag.Kind) != nil {
 			return nil
 		}
-		at, err := s.st.GetAccessToken(ctx, store.Digest(token))
+		at, err := uncached(s.st).GetAccessToken(ctx, store.Digest(token))
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}

@@ -160,7 +160,10 @@ type OutboxEntry struct {
 }
 
 // Store is what a regional node needs from its database. Every method is
-// atomic: a returned error means nothing was written.
+// atomic: a returned error means nothing was written, and nil means the
+// write committed. Backends may group-commit calls (CreateAccessToken and
+// CreateTokens share transactions with concurrent calls, see GroupCommit):
+// this holds per call all the same.
 type Store interface {
 	// Users. CreateUser, UpdateUser and DeleteUser also append an outbox
 	// entry in the same transaction so the hub hears of every change.

@@ -70,6 +70,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Concurrent/RotateRefreshToken", testConcurrentRotate},
 		{"Concurrent/CreateUsers", testConcurrentUsers},
 		{"Concurrent/Writers", testConcurrentWriters},
+		{"Concurrent/Issue", testConcurrentIssue},
+		{"Concurrent/IssueFailures", testConcurrentIssueFailures},
 		{"Attempts", testAttempts},
 		{"TOTPStep", testTOTPStep},
 		{"Concurrent/ReserveAttempt", testConcurrentAttempts},

@@ -37,6 +37,7 @@ var migrationFiles embed.FS
 type Store struct {
 	pool *pgxpool.Pool
 	now  func() time.Time
+	gc   *store.GroupCommit[pgx.Tx] // token inserts, many per transaction
 }
 
 var _ store.Store = (*Store)(nil)
@@ -65,7 +66,9 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		pool.Close()
 		return nil, fmt.Errorf("postgres: open: %w", err)
 	}
-	return &Store{pool: pool, now: now}, nil
+	st := &Store{pool: pool, now: now}
+	st.gc = store.NewGroupCommit(groupCommitWorkers, st.writeBatch)
+	return st, nil
 }
 
 // now is the clock of a Store: UTC, at the microsecond precision PostgreSQL
@@ -74,6 +77,7 @@ func now() time.Time { return time.Now().UTC().Truncate(time.Microsecond) }
 
 // Close closes the Store's connections.
 func (s *Store) Close() error {
+	s.gc.Close()
 	s.pool.Close()
 	return nil
 }

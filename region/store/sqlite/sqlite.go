@@ -34,6 +34,15 @@ import (
 //go:embed migrations/*.sql
 var migrationFiles embed.FS
 
+// Page cache per connection (SQLite's default is 2 MiB). Token inserts land
+// on random pages of the token table and its indexes (the key is a digest):
+// once those outgrow the writer's cache every insert re-reads pages from the
+// file (a pread each, most of the writer's kernel time under load).
+const (
+	writerCacheKiB = 32 << 10
+	readerCacheKiB = 8 << 10
+)
+
 // busyTimeout is how long a connection waits for a lock held by another
 // process before it reports SQLITE_BUSY.
 const busyTimeout = 10 * time.Second
@@ -44,7 +53,9 @@ type Store struct {
 	w     *sql.DB // exactly one connection: every write transaction
 	r     *sql.DB // read-only connections
 	now   func() time.Time
-	stmts sync.Map // query -> *sql.Stmt on r: hot reads skip SQL parsing
+	stmts sync.Map                    // query -> *sql.Stmt on r: hot reads skip SQL parsing
+	gc    *store.GroupCommit[*sql.Tx] // token inserts, many per transaction
+	wst   sync.Map                    // query -> *sql.Stmt on w: hot inserts (batch.go)
 }
 
 // queryRow runs a read through a statement prepared once per query text;
@@ -119,7 +130,9 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		_ = w.Close()
 		return nil, fmt.Errorf("sqlite: open %q: %w", path, err)
 	}
-	return &Store{w: w, r: r, now: now}, nil
+	st := &Store{w: w, r: r, now: now}
+	st.gc = store.NewGroupCommit(1, st.write)
+	return st, nil
 }
 
 // now is the clock of a Store: UTC, at the microsecond precision the
@@ -134,7 +147,9 @@ func dsn(abs string, reader bool) string {
 	q.Add("_pragma", "foreign_keys(1)")
 	if reader {
 		q.Add("_pragma", "query_only(1)")
+		q.Add("_pragma", "cache_size("+strconv.Itoa(-readerCacheKiB)+")")
 	} else {
+		q.Add("_pragma", "cache_size("+strconv.Itoa(-writerCacheKiB)+")")
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "synchronous(FULL)")
 		q.Set("_txlock", "immediate")
@@ -145,6 +160,8 @@ func dsn(abs string, reader bool) string {
 
 // Close closes the database. Calls in flight may fail.
 func (s *Store) Close() error {
+	s.gc.Close()
+	s.wst.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 	s.stmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 	return errors.Join(s.r.Close(), s.w.Close())
 }
@@ -168,7 +185,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return s.write(ctx, func(tx *sql.Tx) error {
+	if err := s.write(ctx, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS schema_migrations (
 			version    INTEGER NOT NULL PRIMARY KEY,
 			name       TEXT    NOT NULL,
@@ -209,7 +226,10 @@ func (s *Store) Migrate(ctx context.Context) error {
 			}
 		}
 		return nil
-	})
+	}); err != nil {
+		return err
+	}
+	return s.prepareWrites(ctx)
 }
 
 // commitThen wraps an error that write returns only after committing the

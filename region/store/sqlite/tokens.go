@@ -55,7 +55,7 @@ func scanRefresh(sc scanner) (store.RefreshToken, error) {
 }
 
 // insertAccess inserts t after checking that its grant was not revoked.
-func insertAccess(ctx context.Context, tx *sql.Tx, t store.AccessToken, now time.Time) error {
+func (s *Store) insertAccess(ctx context.Context, tx *sql.Tx, t store.AccessToken, now time.Time) error {
 	revoked, err := ensureGrant(ctx, tx, t.GrantID, now)
 	if err != nil {
 		return err
@@ -70,12 +70,12 @@ func insertAccess(ctx context.Context, tx *sql.Tx, t store.AccessToken, now time
 	if e.err != nil {
 		return e.err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO access_tokens (`+accessCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+	_, err = s.exec(ctx, tx, insertAccessSQL, args...)
 	return mapErr(err)
 }
 
 // insertRefresh inserts t after checking that its grant was not revoked.
-func insertRefresh(ctx context.Context, tx *sql.Tx, t store.RefreshToken, now time.Time) error {
+func (s *Store) insertRefresh(ctx context.Context, tx *sql.Tx, t store.RefreshToken, now time.Time) error {
 	if t.GrantID == "" {
 		return errors.New("refresh token without grant id")
 	}
@@ -93,7 +93,7 @@ func insertRefresh(ctx context.Context, tx *sql.Tx, t store.RefreshToken, now ti
 	if e.err != nil {
 		return e.err
 	}
-	_, err = tx.ExecContext(ctx, `INSERT INTO refresh_tokens (`+refreshCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+	_, err = s.exec(ctx, tx, insertRefreshSQL, args...)
 	return mapErr(err)
 }
 
@@ -101,8 +101,8 @@ func insertRefresh(ctx context.Context, tx *sql.Tx, t store.RefreshToken, now ti
 // revoked grant gives store.ErrRevoked.
 func (s *Store) CreateAccessToken(ctx context.Context, t store.AccessToken) error {
 	now := s.now()
-	return s.write(ctx, func(tx *sql.Tx) error {
-		return wrap("create access token", insertAccess(ctx, tx, t, now))
+	return s.gc.Do(ctx, func(tx *sql.Tx) error {
+		return wrap("create access token", s.insertAccess(ctx, tx, t, now))
 	})
 }
 
@@ -128,14 +128,14 @@ func (s *Store) RevokeAccessToken(ctx context.Context, h store.Hash) error {
 // Tokens of a revoked grant give store.ErrRevoked and nothing is written.
 func (s *Store) CreateTokens(ctx context.Context, at store.AccessToken, rt *store.RefreshToken) error {
 	now := s.now()
-	return s.write(ctx, func(tx *sql.Tx) error {
-		if err := insertAccess(ctx, tx, at, now); err != nil {
+	return s.gc.Do(ctx, func(tx *sql.Tx) error {
+		if err := s.insertAccess(ctx, tx, at, now); err != nil {
 			return wrap("create tokens", err)
 		}
 		if rt == nil {
 			return nil
 		}
-		return wrap("create tokens", insertRefresh(ctx, tx, *rt, now))
+		return wrap("create tokens", s.insertRefresh(ctx, tx, *rt, now))
 	})
 }
 
@@ -175,10 +175,10 @@ func (s *Store) RotateRefreshToken(ctx context.Context, old store.Hash, at store
 		if _, err := tx.ExecContext(ctx, `UPDATE refresh_tokens SET used = 1 WHERE hash = ?`, old[:]); err != nil {
 			return wrap("rotate refresh token", err)
 		}
-		if err := insertAccess(ctx, tx, at, now); err != nil {
+		if err := s.insertAccess(ctx, tx, at, now); err != nil {
 			return wrap("rotate refresh token", err)
 		}
-		return wrap("rotate refresh token", insertRefresh(ctx, tx, next, now))
+		return wrap("rotate refresh token", s.insertRefresh(ctx, tx, next, now))
 	})
 }
 
