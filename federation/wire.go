@@ -159,7 +159,8 @@ func ApplyChanges(ctx context.Context, st lookup.Store, region string, changes [
 var ErrUnexpectedStatus = errors.New("federation: unexpected status")
 
 // ListUserKeys fetches one page of region's user keys from its issuer with
-// the hub's client credentials (creds from HubCredentials).
+// the hub's client credentials (creds from HubCredentials): a bearer client
+// assertion signed with the hub's key, audience the region's issuer.
 func ListUserKeys(ctx context.Context, client *http.Client, issuer string, creds Credentials, after string, limit int) (UserKeysPage, error) {
 	q := url.Values{"limit": {strconv.Itoa(limit)}}
 	if after != "" {
@@ -169,7 +170,11 @@ func ListUserKeys(ctx context.Context, client *http.Client, issuer string, creds
 	if err != nil {
 		return UserKeysPage{}, err
 	}
-	req.SetBasicAuth(url.QueryEscape(creds.ClientID), url.QueryEscape(creds.ClientSecret))
+	authz, err := BearerAssertion(creds.Key, creds.ClientID, strings.TrimSuffix(issuer, "/")+UserKeysPath)
+	if err != nil {
+		return UserKeysPage{}, err
+	}
+	req.Header.Set("Authorization", authz)
 	var page UserKeysPage
 	if err := doJSON(client, req, &page); err != nil {
 		return UserKeysPage{}, err
@@ -197,9 +202,9 @@ func doJSON(client *http.Client, req *http.Request, v any) error {
 }
 
 // PostChanges sends one ChangesRequest to the hub's ChangesPath at hubURL
-// with region client credentials (HTTP Basic, form-encoded as RFC 6749
-// §2.3.1 asks).
-func PostChanges(ctx context.Context, client *http.Client, hubURL, id, secret string, changes []KeyChange) (ChangesResult, error) {
+// with region's client credentials: a bearer client assertion signed with
+// the region's own key, audience the hub's ChangesPath URL.
+func PostChanges(ctx context.Context, client *http.Client, hubURL string, creds Credentials, changes []KeyChange) (ChangesResult, error) {
 	body, err := json.Marshal(ChangesRequest{Changes: changes})
 	if err != nil {
 		return ChangesResult{}, err
@@ -209,7 +214,11 @@ func PostChanges(ctx context.Context, client *http.Client, hubURL, id, secret st
 		return ChangesResult{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	authz, err := BearerAssertion(creds.Key, creds.ClientID, strings.TrimSuffix(hubURL, "/")+ChangesPath)
+	if err != nil {
+		return ChangesResult{}, err
+	}
+	req.Header.Set("Authorization", authz)
 	var res ChangesResult
 	if err := doJSON(client, req, &res); err != nil {
 		return ChangesResult{}, err
