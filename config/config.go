@@ -74,6 +74,17 @@ type Region struct {
 	// RegistrationsPerMinute bounds registration attempts per client
 	// address; zero takes the region package's default.
 	RegistrationsPerMinute int `mapstructure:"registrations_per_minute"`
+	// FederationKeyFile holds the region's own federation private key (a
+	// PEM P-256 key, or a secret of >= 32 bytes it is derived from); the
+	// region's DR site reads the same key. MERIDIAN_FEDERATION_KEY_FILE
+	// overrides it for the node being started. Empty: a development key
+	// under data_dir/secrets/federation-<id>.key.
+	FederationKeyFile string `mapstructure:"federation_key_file"`
+	// FederationPublicKey is the public half of the region's federation key
+	// (base64 PKIX DER or PEM), which every other party verifies the
+	// region's hops and client assertions with. Required when
+	// FederationKeyFile is set.
+	FederationPublicKey string `mapstructure:"federation_public_key"`
 }
 
 // Hub is the federation hub.
@@ -81,6 +92,11 @@ type Hub struct {
 	Site    `mapstructure:",squash"`
 	KeyFile string `mapstructure:"key_file"`
 	Redis   string `mapstructure:"redis"`
+	// FederationKeyFile and FederationPublicKey are the hub's federation
+	// identity, as for a region (development key:
+	// data_dir/secrets/federation-hub.key).
+	FederationKeyFile   string `mapstructure:"federation_key_file"`
+	FederationPublicKey string `mapstructure:"federation_public_key"`
 }
 
 // DNS configures the authoritative GeoDNS server.
@@ -270,6 +286,9 @@ func (c *Config) Validate() error {
 		if r.RegistrationsPerMinute < 0 {
 			return invalid(key+".registrations_per_minute", "must not be negative")
 		}
+		if r.FederationKeyFile != "" && r.FederationPublicKey == "" {
+			return invalid(key+".federation_public_key", "required when federation_key_file is set (the other parties verify with it)")
+		}
 	}
 	for i, r := range c.Regions {
 		if err := CheckProximity(fmt.Sprintf("regions[%d].proximity", i), r.ID, ids, r.Proximity); err != nil {
@@ -278,6 +297,9 @@ func (c *Config) Validate() error {
 	}
 	if err := checkSite("hub", c.Hub.Site, true); err != nil {
 		return err
+	}
+	if c.Hub.FederationKeyFile != "" && c.Hub.FederationPublicKey == "" {
+		return invalid("hub.federation_public_key", "required when federation_key_file is set (the regions verify with it)")
 	}
 	if c.Hub.Redis != "" {
 		if u, err := url.Parse(c.Hub.Redis); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {

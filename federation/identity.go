@@ -226,3 +226,17 @@ func AssertionFromRequest(h string) (string, bool) {
 var randRead = rand.Read
 
 const crypto256 = crypto.SHA256
+
+// AssertionIssuer returns the iss claim of a client assertion without
+// verifying it: it names the client whose key must then verify it.
+func AssertionIssuer(token string) (string, error) {
+	t, err := jwt.ParseSigned(token, []jose.SignatureAlgorithm{jose.ES256})
+	if err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadAssertion, err)
+	}
+	var c jwt.Claims
+	if err := t.UnsafeClaimsWithoutVerification(&c); err != nil {
+		return "", fmt.Errorf("%w: %v", ErrBadAssertion, err)
+	}
+	return c.Issuer, nil
+}

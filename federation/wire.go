@@ -97,6 +97,22 @@ func ParseKey(s string) (lookup.Key, error) {
 // POST ChangesPath and what a mesh region does directly. Malformed input is
 // rejected (ErrBadChange) before anything is written.
 func ApplyChanges(ctx context.Context, st lookup.Store, region string, changes []KeyChange) (ChangesResult, error) {
+	return ApplyChangesFunc(ctx, st, region, changes, nil)
+}
+
+// Refusal is a change ApplyChangesFunc refused: a put of a key another
+// region holds (a double claim) or a delete of a key region does not hold.
+type Refusal struct {
+	Op  string
+	Key lookup.Key
+	// Holder is the region the table places the key in ("" for a delete
+	// of an absent key).
+	Holder string
+}
+
+// ApplyChangesFunc is ApplyChanges calling refused, when not nil, for each
+// change it refuses, before the next run of changes is read.
+func ApplyChangesFunc(ctx context.Context, st lookup.Store, region string, changes []KeyChange, refused func(Refusal)) (ChangesResult, error) {
 	var res ChangesResult
 	if err := lookup.ValidateRegion(region); err != nil {
 		return res, err
@@ -127,6 +143,9 @@ func ApplyChanges(ctx context.Context, st lookup.Store, region string, changes [
 			for n, k := range run {
 				if have[n] != "" && have[n] != region {
 					res.Conflicts++
+					if refused != nil {
+						refused(Refusal{Op: OpPut, Key: k, Holder: have[n]})
+					}
 					continue
 				}
 				put = append(put, lookup.Entry{Key: k, Region: region})
@@ -142,6 +161,9 @@ func ApplyChanges(ctx context.Context, st lookup.Store, region string, changes [
 					del = append(del, k)
 				} else {
 					res.Ignored++
+					if refused != nil {
+						refused(Refusal{Op: OpDelete, Key: k, Holder: have[n]})
+					}
 				}
 			}
 			if err := st.DeleteMany(ctx, del); err != nil {

@@ -112,6 +112,12 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	if err != nil {
 		return nil, err
 	}
+	// The region's own federation identity (its DR site shares it): it
+	// signs hops and client assertions; the routing key only MACs tags.
+	keys, err := setup.Keyring(cfg, dataDir, id, log)
+	if err != nil {
+		return nil, err
+	}
 	st, err := OpenStore(ctx, r, dataDir)
 	if err != nil {
 		return nil, err
@@ -140,7 +146,7 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 			return nil, err
 		}
 		fed, err = federate.NewNode(ctx, federate.NodeConfig{Config: cfg, Region: id, Store: st, Codec: codec,
-			CookieKey: cookieKey, PreviousCookieKeys: prevCookieKeys, HubKey: hubKey, Wrap: tel.Transport, Log: log})
+			CookieKey: cookieKey, PreviousCookieKeys: prevCookieKeys, HubKey: hubKey, Keys: keys, Wrap: tel.Transport, Log: log})
 		if err != nil {
 			st.Close()
 			return nil, err
@@ -159,7 +165,9 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		}
 		return rt
 	}
-	n.Router, err = routing.NewRouter(RouterConfig(cfg, id, wrap), codec, local, log, tel.Meter.Meter("meridian/routing"))
+	rc := RouterConfig(cfg, id, wrap)
+	rc.HopKey, rc.HopKeys = keys.Key, setup.HopKeys(keys)
+	n.Router, err = routing.NewRouter(rc, codec, local, log, tel.Meter.Meter("meridian/routing"))
 	if err != nil {
 		n.Close()
 		return nil, err
