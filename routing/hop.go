@@ -74,3 +74,10 @@ func (h hopSigner) verify(v, self, method, path string, now time.Time) (string, 
 	}
 	return f[1], true
 }
+
+// SignHop returns the hop header value of one call (method, path) from
+// region from to region to at now, signed with key (from's federation
+// key). The router signs its own hops; SignHop is for tools and tests.
+func SignHop(key *ecdsa.PrivateKey, from, to, method, path string, now time.Time) string {
+	return hopSigner{key: key}.sign(from, to, method, path, now)
+}
