@@ -54,6 +54,9 @@ func Keyring(cfg *config.Config, dataDir, self string, log *slog.Logger) (*feder
 	parties := make([]party, 0, len(cfg.Regions)+1)
 	for i := range cfg.Regions {
 		r := &cfg.Regions[i]
+		if r.ID == federation.PartyHub {
+			return nil, fmt.Errorf("regions[%d].id: %q names the hub's federation identity", i, r.ID)
+		}
 		parties = append(parties, party{r.ID, fmt.Sprintf("regions[%s]", r.ID), r.FederationKeyFile, r.FederationPublicKey})
 	}
 	parties = append(parties, party{federation.PartyHub, "hub", cfg.Hub.FederationKeyFile, cfg.Hub.FederationPublicKey})
