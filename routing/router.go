@@ -95,6 +95,7 @@ type Router struct {
 	local     http.Handler
 	ups       map[string]*upstream
 	hop       hopSigner
+	verified  hopCache          // hop headers verified in the current second (value+method+path → from)
 	transport http.RoundTripper // to upstreams; failover and breakers are around it
 	log       *slog.Logger
 	decisions metric.Int64Counter
@@ -105,11 +106,77 @@ type upstream struct {
 	Upstream
 	scheme   string
 	breakers map[string]*breaker // by address
+	hops     hopCache
 }
 
-// hopValue signs the hop header of one call (method, path) to up.
+// hopCache keeps the hop header values signed in the current second for
+// one upstream, by method and path: a value covers exactly (from, to,
+// method, path, second), so every call with those in that second may share
+// it, and the router signs once per second and target instead of once per
+// call.
+type hopCache struct {
+	mu sync.Mutex
+	ts int64
+	m  map[string]string
+}
+
+// verifyHop checks an arriving hop header for a call (method, path) and
+// returns the region that sent it. A value verified in the current second
+// is remembered for the rest of that second (senders share one value per
+// target and second), so the router verifies once per second and target.
+func (rt *Router) verifyHop(v, method, path string) (string, bool) {
+	now := rt.now()
+	ts, key := now.Unix(), v+"\x00"+method+"\x00"+path
+	c := &rt.verified
+	c.mu.Lock()
+	if c.ts == ts {
+		if from, ok := c.m[key]; ok {
+			c.mu.Unlock()
+			return from, true
+		}
+	}
+	c.mu.Unlock()
+	from, ok := rt.hop.verify(v, rt.cfg.Local, method, path, now)
+	if !ok {
+		return "", false
+	}
+	c.mu.Lock()
+	if c.ts != ts {
+		c.ts, c.m = ts, make(map[string]string, 8)
+	}
+	if len(c.m) < maxCachedHops {
+		c.m[key] = from
+	}
+	c.mu.Unlock()
+	return from, true
+}
+
+// maxCachedHops bounds the values kept per upstream and second.
+const maxCachedHops = 64
+
+// hopValue returns the signed hop header of one call (method, path) to up.
 func (rt *Router) hopValue(up *upstream, method, path string) string {
-	return rt.hop.sign(rt.cfg.Local, up.Region, method, path, rt.now())
+	now := rt.now()
+	ts, key := now.Unix(), method+" "+path
+	c := &up.hops
+	c.mu.Lock()
+	if c.ts == ts {
+		if v, ok := c.m[key]; ok {
+			c.mu.Unlock()
+			return v
+		}
+	}
+	c.mu.Unlock()
+	v := rt.hop.sign(rt.cfg.Local, up.Region, method, path, now)
+	c.mu.Lock()
+	if c.ts != ts {
+		c.ts, c.m = ts, make(map[string]string, 8)
+	}
+	if len(c.m) < maxCachedHops {
+		c.m[key] = v
+	}
+	c.mu.Unlock()
+	return v
 }
 
 type callInfo struct {
@@ -180,7 +247,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Meridian-Entry", rt.cfg.Local)
 	r.Header.Del(HopFromHeader)
 	if v := r.Header.Get(HopHeader); v != "" {
-		if from, ok := rt.hop.verify(v, rt.cfg.Local, r.Method, r.URL.Path, rt.now()); ok {
+		if from, ok := rt.verifyHop(v, r.Method, r.URL.Path); ok {
 			rt.count(r.Context(), Local, rt.cfg.Local, "hop")
 			r.Header.Set(HopFromHeader, from)
 			rt.local.ServeHTTP(w, r)
