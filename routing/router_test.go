@@ -308,6 +308,19 @@ func TestHopSignedByTheCallingRegion(t *testing.T) {
 				t.Fatalf("refused hop: status %d, want the normal route (us unreachable: 503)", w.Code)
 			}
 		})
+	}	// A hop accepted (and remembered) for one path is not a hop for
+	// another path in the same second.
+	ok := usSigner.sign("us", "eu", "POST", "/oauth/introspect", now)
+	for _, path := range []string{"/oauth/introspect", "/userinfo"} {
+		r := formReq(path, url.Values{})
+		r.Header.Set(HopHeader, ok)
+		f.euRoute.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	f.eu.mu.Lock()
+	last := f.eu.reqs[len(f.eu.reqs)-2:]
+	f.eu.mu.Unlock()
+	if last[0].Header.Get(HopFromHeader) != "us" || last[1].Header.Get(HopFromHeader) != "" {
+		t.Fatalf("hop-from %q then %q, want us then none", last[0].Header.Get(HopFromHeader), last[1].Header.Get(HopFromHeader))
 	}
 }
 
