@@ -105,6 +105,17 @@ type Region struct {
 	// PreviousKeyEncryptionKeyFile, during a KEK rotation, still opens keys
 	// sealed by the old KEK (MERIDIAN_PREVIOUS_KEY_ENCRYPTION_KEY_FILE overrides it).
 	PreviousKeyEncryptionKeyFile string `mapstructure:"previous_key_encryption_key_file"`
+	// FederationKeyFile holds the region's own federation private key (a
+	// PEM P-256 key, or a secret of >= 32 bytes it is derived from); the
+	// region's DR site reads the same key. MERIDIAN_FEDERATION_KEY_FILE
+	// overrides it for the node being started. Empty: a development key
+	// under data_dir/secrets/federation-<id>.key.
+	FederationKeyFile string `mapstructure:"federation_key_file"`
+	// FederationPublicKey is the public half of the region's federation key
+	// (base64 PKIX DER or PEM), which every other party verifies the
+	// region's hops and client assertions with. Required when
+	// FederationKeyFile is set.
+	FederationPublicKey string `mapstructure:"federation_public_key"`
 }
 
 // Hub is the federation hub.
@@ -117,6 +128,11 @@ type Hub struct {
 	// 0 means the store's default. Changing it for an existing table takes a
 	// rehash (docs/operations.md, "Sizing and rehashing the hub table").
 	ExpectedUsers int64 `mapstructure:"expected_users"`
+	// FederationKeyFile and FederationPublicKey are the hub's federation
+	// identity, as for a region (development key:
+	// data_dir/secrets/federation-hub.key).
+	FederationKeyFile   string `mapstructure:"federation_key_file"`
+	FederationPublicKey string `mapstructure:"federation_public_key"`
 }
 
 // MaxExpectedUsers bounds hub.expected_users (2^24 buckets of 80 users).
@@ -346,6 +362,9 @@ func (c *Config) Validate() error {
 		if r.RegistrationsPerMinute < 0 {
 			return invalid(key+".registrations_per_minute", "must not be negative")
 		}
+		if r.FederationKeyFile != "" && r.FederationPublicKey == "" {
+			return invalid(key+".federation_public_key", "required when federation_key_file is set (the other parties verify with it)")
+		}
 	}
 	for i, r := range c.Regions {
 		if err := CheckProximity(fmt.Sprintf("regions[%d].proximity", i), r.ID, ids, r.Proximity); err != nil {
@@ -357,6 +376,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Hub.Database != "" {
 		return invalid("hub.database", "the hub has no database key (its lookup table is hub.redis)")
+	}
+	if c.Hub.FederationKeyFile != "" && c.Hub.FederationPublicKey == "" {
+		return invalid("hub.federation_public_key", "required when federation_key_file is set (the regions verify with it)")
 	}
 	if c.Hub.Redis != "" {
 		if u, err := url.Parse(c.Hub.Redis); err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") {

@@ -19,6 +19,8 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/meridian-id/meridian/config"
+	fedkeys "github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/federation/setup"
 	"github.com/meridian-id/meridian/internal/oidctest"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/node"
@@ -214,6 +216,16 @@ func (f *federation) at(entry string) (*http.Client, string) {
 }
 
 // codec is the federation's routing codec.
+// keyring is party self's federation identity in this federation (the
+// development keys under its data_dir).
+func (f *federation) keyring(self string) *fedkeys.Keyring {
+	kr, err := setup.Keyring(f.cfg, f.cfg.DataDir, self, slog.New(slog.DiscardHandler))
+	if err != nil {
+		panic(err)
+	}
+	return kr
+}
+
 func (f *federation) codec() *routing.Codec {
 	c, err := node.Codec(f.cfg, f.cfg.DataDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {

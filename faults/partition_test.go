@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/meridian-id/meridian/federation/setup"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/routing"
 )
@@ -81,10 +82,11 @@ func newLinkRig(t *testing.T) *linkRig {
 	local := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "served locally", http.StatusTeapot) // an eu artifact must never be served by us
 	})
+	kr := f.keyring("us")
 	rig.router, err = routing.NewRouter(routing.RouterConfig{Local: "us",
 		Upstreams:      []routing.Upstream{{Region: "eu", URL: f.cfg.Issuer(eu), Addr: rig.primary.Addr(), DRAddr: rig.dr.Addr()}},
 		ConnectTimeout: 300 * time.Millisecond, RequestTimeout: rig.requestTimeout,
-		BreakerThreshold: 3, BreakerCooldown: rig.cooldown}, f.codec(), local, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		BreakerThreshold: 3, BreakerCooldown: rig.cooldown, HopKey: kr.Key, HopKeys: setup.HopKeys(kr)}, f.codec(), local, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

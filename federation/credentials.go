@@ -1,10 +1,11 @@
 package federation
 
 import (
-	"crypto/subtle"
+	"crypto/ecdsa"
 	"errors"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/meridian-id/meridian/routing"
 )
@@ -22,24 +23,22 @@ const (
 // responses (region.Upstream.Finish runs there).
 const CallbackPath = "/login/federated/callback"
 
-// Credentials are one federation client's id, secret and redirect URIs.
+// Credentials are one federation client's id, private key and redirect
+// URIs. The client authenticates with private_key_jwt (RFC 7523) signed by
+// its party's own key; nothing about it derives from the routing key.
 // RedirectURIs[0] is the default; the others are the same callback on the
 // region's other hosts (DR site, global host).
 type Credentials struct {
 	ClientID     string
-	ClientSecret string
+	Key          *ecdsa.PrivateKey
 	RedirectURIs []string
 }
 
-// HubClientID is the client_id of the hub's client at region.
+// HubClientID is the client_id of the hub's client at region. It is a
+// name, not a secret: the routing key derives it, the hub's key
+// authenticates it.
 func HubClientID(codec *routing.Codec, region string) (string, error) {
 	return codec.Derive(routing.KindClient, region, "hub")
-}
-
-// HubClientSecret is the secret of the hub's client at region. Regions also
-// use it to authenticate the hub on their internal endpoints.
-func HubClientSecret(codec *routing.Codec, region string) string {
-	return codec.DeriveSecret("hub@" + region)
 }
 
 // HubRedirectURI is the redirect URI of the hub's client at region.
@@ -47,14 +46,14 @@ func HubRedirectURI(hubURL, region string) string {
 	return strings.TrimSuffix(hubURL, "/") + "/callback/" + region
 }
 
-// HubCredentials are the hub's client credentials at region.
-func HubCredentials(codec *routing.Codec, region, hubURL string) (Credentials, error) {
+// HubCredentials are the hub's client credentials at region; key is the
+// hub's private key.
+func HubCredentials(codec *routing.Codec, region, hubURL string, key *ecdsa.PrivateKey) (Credentials, error) {
 	id, err := HubClientID(codec, region)
 	if err != nil {
 		return Credentials{}, err
 	}
-	return Credentials{ClientID: id, ClientSecret: HubClientSecret(codec, region),
-		RedirectURIs: []string{HubRedirectURI(hubURL, region)}}, nil
+	return Credentials{ClientID: id, Key: key, RedirectURIs: []string{HubRedirectURI(hubURL, region)}}, nil
 }
 
 // RegionClientID is the client_id of region's client at the hub.
@@ -64,12 +63,6 @@ func RegionClientID(region string) string { return "region-" + region }
 func RegionFromClientID(clientID string) (string, bool) {
 	r, ok := strings.CutPrefix(clientID, "region-")
 	return r, ok && routing.ValidRegionID(r)
-}
-
-// RegionClientSecret is the secret of region's client at the hub; the
-// region's Pusher authenticates with it too.
-func RegionClientSecret(codec *routing.Codec, region string) string {
-	return codec.DeriveSecret("region@hub|" + region)
 }
 
 // CallbackURIs returns the federated-login callback on each base URL (the
@@ -88,11 +81,11 @@ func CallbackURIs(bases ...string) []string {
 	return out
 }
 
-// RegionCredentials are region's client credentials at the hub; bases are
-// the region's issuer and the other URLs its login pages are served on.
-func RegionCredentials(codec *routing.Codec, region string, bases ...string) Credentials {
-	return Credentials{ClientID: RegionClientID(region), ClientSecret: RegionClientSecret(codec, region),
-		RedirectURIs: CallbackURIs(bases...)}
+// RegionCredentials are region's client credentials at the hub; key is the
+// region's private key, bases the region's issuer and the other URLs its
+// login pages are served on.
+func RegionCredentials(region string, key *ecdsa.PrivateKey, bases ...string) Credentials {
+	return Credentials{ClientID: RegionClientID(region), Key: key, RedirectURIs: CallbackURIs(bases...)}
 }
 
 // PeerClientID is the client_id of entry region's client at resident region
@@ -101,35 +94,30 @@ func PeerClientID(codec *routing.Codec, entry, resident string) (string, error) 
 	return codec.Derive(routing.KindClient, resident, "peer|"+entry)
 }
 
-// PeerClientSecret is the secret of entry region's client at resident.
-func PeerClientSecret(codec *routing.Codec, entry, resident string) string {
-	return codec.DeriveSecret("peer|" + entry + "|" + resident)
-}
-
 // PeerCredentials are entry region's client credentials at resident region;
-// entryBases are the entry region's issuer and other login URLs.
-func PeerCredentials(codec *routing.Codec, entry, resident string, entryBases ...string) (Credentials, error) {
+// key is the entry region's private key, entryBases the entry region's
+// issuer and other login URLs.
+func PeerCredentials(codec *routing.Codec, entry, resident string, key *ecdsa.PrivateKey, entryBases ...string) (Credentials, error) {
 	id, err := PeerClientID(codec, entry, resident)
 	if err != nil {
 		return Credentials{}, err
 	}
-	return Credentials{ClientID: id, ClientSecret: PeerClientSecret(codec, entry, resident),
-		RedirectURIs: CallbackURIs(entryBases...)}, nil
+	return Credentials{ClientID: id, Key: key, RedirectURIs: CallbackURIs(entryBases...)}, nil
 }
 
-// ErrBadCredentials is returned by CheckHubCredentials for a wrong client.
+// ErrBadCredentials is returned by CheckHubAssertion for a wrong client.
 var ErrBadCredentials = errors.New("federation: invalid client credentials")
 
-// CheckHubCredentials checks, in constant time, that id and secret are the
-// hub's client credentials at region.
-func CheckHubCredentials(codec *routing.Codec, region, id, secret string) error {
-	want, err := HubClientID(codec, region)
+// CheckHubAssertion checks that the Authorization header of an internal
+// call to aud carries a client assertion of the hub's client at region,
+// signed with the hub's key (hubPub).
+func CheckHubAssertion(codec *routing.Codec, region, authz, aud string, hubPub *ecdsa.PublicKey) error {
+	id, err := HubClientID(codec, region)
 	if err != nil {
 		return err
 	}
-	okID := subtle.ConstantTimeCompare([]byte(id), []byte(want))
-	okSecret := subtle.ConstantTimeCompare([]byte(secret), []byte(HubClientSecret(codec, region)))
-	if okID&okSecret != 1 {
+	a, ok := AssertionFromRequest(authz)
+	if !ok || VerifyAssertion(a, hubPub, id, aud, time.Now()) != nil {
 		return ErrBadCredentials
 	}
 	return nil

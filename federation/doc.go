@@ -2,9 +2,10 @@
 // other, shared by both and tied to neither: it imports no region or
 // configuration package.
 //
-//   - credentials.go derives every federation client's id and secret from
-//     the federation routing key, so regions and hub agree on credentials
-//     with no manual bootstrap.
+//   - identity.go is each party's own ES256 key (Keyring) and the
+//     private_key_jwt client assertions made with it; credentials.go names
+//     the federation clients (ids from the routing key, which never
+//     authenticates anyone).
 //   - RP is the OpenID Connect relying party a region (towards the hub or a
 //     mesh peer) and the hub (towards a resident region) use: go-oidc and
 //     x/oauth2, PKCE S256, state, nonce, exact issuer and RFC 9207 iss

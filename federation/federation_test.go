@@ -3,6 +3,9 @@ package federation_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
 	"io"
 	"net/http"
@@ -66,7 +69,7 @@ func TestHTTPClientDialsOnlyFederationHosts(t *testing.T) {
 // TestRPRejectsBeforeAnyRequest: a response naming another issuer
 // (mix-up) or carrying an error is refused without calling anyone.
 func TestRPRejectsBeforeAnyRequest(t *testing.T) {
-	rp, err := federation.NewRP("https://hub.example", federation.Credentials{ClientID: "region-eu", ClientSecret: "s",
+	rp, err := federation.NewRP("https://hub.example", federation.Credentials{ClientID: "region-eu", Key: testKey(t),
 		RedirectURIs: []string{"https://eu.example" + federation.CallbackPath}}, federation.NewHTTPClient(nil, federation.ClientOptions{}), federation.RPOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -95,4 +98,13 @@ func hasher(t *testing.T) *lookup.Hasher {
 		t.Fatal(err)
 	}
 	return h
+}
+
+func testKey(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
 }

@@ -119,8 +119,8 @@ func NewRP(issuer string, creds Credentials, client *http.Client, opts RPOptions
 	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 		return nil, fmt.Errorf("federation: issuer %q is not an http(s) URL", issuer)
 	}
-	if creds.ClientID == "" || creds.ClientSecret == "" || len(creds.RedirectURIs) == 0 {
-		return nil, errors.New("federation: RP needs a client id, secret and redirect URI")
+	if creds.ClientID == "" || creds.Key == nil || len(creds.RedirectURIs) == 0 {
+		return nil, errors.New("federation: RP needs a client id, private key and redirect URI")
 	}
 	if client == nil {
 		return nil, errors.New("federation: RP needs an HTTP client")
@@ -220,8 +220,8 @@ func (rp *RP) discovered(ctx context.Context) (*oidc.Provider, error) {
 
 func (rp *RP) config(p *oidc.Provider, redirectURI string) *oauth2.Config {
 	ep := p.Endpoint()
-	ep.AuthStyle = oauth2.AuthStyleInHeader
-	return &oauth2.Config{ClientID: rp.creds.ClientID, ClientSecret: rp.creds.ClientSecret, Endpoint: ep,
+	ep.AuthStyle = oauth2.AuthStyleInParams // client_id in the body; no secret, a private_key_jwt assertion
+	return &oauth2.Config{ClientID: rp.creds.ClientID, Endpoint: ep,
 		RedirectURL: redirectURI, Scopes: rp.opts.Scopes}
 }
 
@@ -286,7 +286,14 @@ func (rp *RP) Complete(ctx context.Context, q url.Values, f Flow, redirectURI st
 		return Identity{}, err
 	}
 	cctx := rp.ctx(ctx)
-	tok, err := rp.config(p, redirectURI).Exchange(cctx, code, oauth2.VerifierOption(f.Verifier))
+	// private_key_jwt (RFC 7523 §2.2): the assertion names the OP's issuer
+	// and its token endpoint as audience.
+	assertion, err := SignAssertion(rp.creds.Key, rp.creds.ClientID, []string{rp.issuer, p.Endpoint().TokenURL}, time.Now())
+	if err != nil {
+		return Identity{}, err
+	}
+	tok, err := rp.config(p, redirectURI).Exchange(cctx, code, oauth2.VerifierOption(f.Verifier),
+		oauth2.SetAuthURLParam("client_assertion_type", ClientAssertionType), oauth2.SetAuthURLParam("client_assertion", assertion))
 	if err != nil {
 		var re *oauth2.RetrieveError
 		if !errors.As(err, &re) || re.Response == nil || re.Response.StatusCode >= 500 {

@@ -97,6 +97,22 @@ func ParseKey(s string) (lookup.Key, error) {
 // POST ChangesPath and what a mesh region does directly. Malformed input is
 // rejected (ErrBadChange) before anything is written.
 func ApplyChanges(ctx context.Context, st lookup.Store, region string, changes []KeyChange) (ChangesResult, error) {
+	return ApplyChangesFunc(ctx, st, region, changes, nil)
+}
+
+// Refusal is a change ApplyChangesFunc refused: a put of a key another
+// region holds (a double claim) or a delete of a key region does not hold.
+type Refusal struct {
+	Op  string
+	Key lookup.Key
+	// Holder is the region the table places the key in ("" for a delete
+	// of an absent key).
+	Holder string
+}
+
+// ApplyChangesFunc is ApplyChanges calling refused, when not nil, for each
+// change it refuses, before the next run of changes is read.
+func ApplyChangesFunc(ctx context.Context, st lookup.Store, region string, changes []KeyChange, refused func(Refusal)) (ChangesResult, error) {
 	var res ChangesResult
 	if err := lookup.ValidateRegion(region); err != nil {
 		return res, err
@@ -127,6 +143,9 @@ func ApplyChanges(ctx context.Context, st lookup.Store, region string, changes [
 			for n, k := range run {
 				if have[n] != "" && have[n] != region {
 					res.Conflicts++
+					if refused != nil {
+						refused(Refusal{Op: OpPut, Key: k, Holder: have[n]})
+					}
 					continue
 				}
 				put = append(put, lookup.Entry{Key: k, Region: region})
@@ -142,6 +161,9 @@ func ApplyChanges(ctx context.Context, st lookup.Store, region string, changes [
 					del = append(del, k)
 				} else {
 					res.Ignored++
+					if refused != nil {
+						refused(Refusal{Op: OpDelete, Key: k, Holder: have[n]})
+					}
 				}
 			}
 			if err := st.DeleteMany(ctx, del); err != nil {
@@ -159,7 +181,8 @@ func ApplyChanges(ctx context.Context, st lookup.Store, region string, changes [
 var ErrUnexpectedStatus = errors.New("federation: unexpected status")
 
 // ListUserKeys fetches one page of region's user keys from its issuer with
-// the hub's client credentials (creds from HubCredentials).
+// the hub's client credentials (creds from HubCredentials): a bearer client
+// assertion signed with the hub's key, audience the region's issuer.
 func ListUserKeys(ctx context.Context, client *http.Client, issuer string, creds Credentials, after string, limit int) (UserKeysPage, error) {
 	q := url.Values{"limit": {strconv.Itoa(limit)}}
 	if after != "" {
@@ -169,7 +192,11 @@ func ListUserKeys(ctx context.Context, client *http.Client, issuer string, creds
 	if err != nil {
 		return UserKeysPage{}, err
 	}
-	req.SetBasicAuth(url.QueryEscape(creds.ClientID), url.QueryEscape(creds.ClientSecret))
+	authz, err := BearerAssertion(creds.Key, creds.ClientID, strings.TrimSuffix(issuer, "/")+UserKeysPath)
+	if err != nil {
+		return UserKeysPage{}, err
+	}
+	req.Header.Set("Authorization", authz)
 	var page UserKeysPage
 	if err := doJSON(client, req, &page); err != nil {
 		return UserKeysPage{}, err
@@ -197,9 +224,9 @@ func doJSON(client *http.Client, req *http.Request, v any) error {
 }
 
 // PostChanges sends one ChangesRequest to the hub's ChangesPath at hubURL
-// with region client credentials (HTTP Basic, form-encoded as RFC 6749
-// §2.3.1 asks).
-func PostChanges(ctx context.Context, client *http.Client, hubURL, id, secret string, changes []KeyChange) (ChangesResult, error) {
+// with region's client credentials: a bearer client assertion signed with
+// the region's own key, audience the hub's ChangesPath URL.
+func PostChanges(ctx context.Context, client *http.Client, hubURL string, creds Credentials, changes []KeyChange) (ChangesResult, error) {
 	body, err := json.Marshal(ChangesRequest{Changes: changes})
 	if err != nil {
 		return ChangesResult{}, err
@@ -209,7 +236,11 @@ func PostChanges(ctx context.Context, client *http.Client, hubURL, id, secret st
 		return ChangesResult{}, err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	authz, err := BearerAssertion(creds.Key, creds.ClientID, strings.TrimSuffix(hubURL, "/")+ChangesPath)
+	if err != nil {
+		return ChangesResult{}, err
+	}
+	req.Header.Set("Authorization", authz)
 	var res ChangesResult
 	if err := doJSON(client, req, &res); err != nil {
 		return ChangesResult{}, err

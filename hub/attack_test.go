@@ -155,7 +155,8 @@ func TestHubAuthorizeRejectsBadRequests(t *testing.T) {
 // region tag. (Skipped until the router routes the federated callback.)
 func TestCallbackOnGlobalHostReachesEntryRegion(t *testing.T) {
 	f := newFed(t, options{topology: federation.TopologyHub})
-	probe, err := routing.NewRouter(routing.RouterConfig{Local: "us", Upstreams: []routing.Upstream{{Region: "eu", URL: regionIssuer("eu"), Addr: "127.0.0.1:1"}}},
+	probe, err := routing.NewRouter(routing.RouterConfig{Local: "us", Upstreams: []routing.Upstream{{Region: "eu", URL: regionIssuer("eu"), Addr: "127.0.0.1:1"}},
+		HopKey: f.fedKeys["us"], HopKeys: f.hopKeys()},
 		f.codec, http.NotFoundHandler(), discard(), nil)
 	if err != nil {
 		t.Fatal(err)

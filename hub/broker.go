@@ -2,6 +2,7 @@ package hub
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
@@ -16,6 +17,8 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
+	"sync"
 	"time"
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -29,6 +32,7 @@ import (
 	"github.com/meridian-id/meridian/federation/setup"
 	"github.com/meridian-id/meridian/loginpage"
 	"github.com/meridian-id/meridian/lookup"
+	"github.com/meridian-id/meridian/lookup/memstore"
 	"github.com/meridian-id/meridian/password"
 	"github.com/meridian-id/meridian/routing"
 	"github.com/meridian-id/meridian/seal"
@@ -61,8 +65,17 @@ type Config struct {
 	// Issuer is the hub's issuer URL (config: hub.host).
 	Issuer  string
 	Regions []Region
-	// Codec derives the federation clients' credentials (routing key).
+	// Codec derives the federation clients' ids (routing key).
 	Codec *routing.Codec
+	// Keys is the hub's federation identity (setup.Keyring with self
+	// federation.PartyHub): its private key signs the hub's client
+	// assertions at the regions; each region's public key authenticates
+	// that region's client at the hub and its table changes.
+	Keys *federation.Keyring
+	// Conflicts holds the users two regions claim (lookup key → the
+	// region whose claim was refused) until an operator resolves them
+	// (hub conflicts). nil: in memory.
+	Conflicts lookup.Store
 	// Hasher holds k_hub; Lookup is the table's store (Redis or embedded).
 	Hasher *lookup.Hasher
 	Lookup lookup.Store
@@ -109,7 +122,12 @@ type Broker struct {
 	log      *slog.Logger
 	logins   metric.Int64Counter
 	lookups  metric.Int64Counter
-	handler  http.Handler
+	// tableMu serializes this node's writes to the table (applyChanges,
+	// ResolveConflict).
+	tableMu     sync.Mutex
+	conflicts   metric.Int64Counter
+	auditEvents metric.Int64Counter
+	handler     http.Handler
 }
 
 // New builds a Broker.
@@ -117,6 +135,8 @@ func New(cfg Config) (*Broker, error) {
 	switch {
 	case cfg.Codec == nil || cfg.Hasher == nil || cfg.Lookup == nil:
 		return nil, errors.New("hub: codec, hasher and lookup store are required")
+	case cfg.Keys == nil || cfg.Keys.Key == nil:
+		return nil, errors.New("hub: the hub's federation key is required")
 	case len(cfg.Secret) < 32:
 		return nil, errors.New("hub: the hub secret must be at least 32 bytes")
 	case cfg.HTTPClient == nil:
@@ -130,6 +150,9 @@ func New(cfg Config) (*Broker, error) {
 	}
 	if cfg.State == nil {
 		cfg.State = NewMemoryState()
+	}
+	if cfg.Conflicts == nil {
+		cfg.Conflicts = memstore.New()
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
@@ -166,9 +189,13 @@ func New(cfg Config) (*Broker, error) {
 		if len(bases) == 0 {
 			bases = []string{r.Issuer}
 		}
-		c := federation.RegionCredentials(cfg.Codec, r.ID, bases...)
-		b.storage.clients[c.ClientID] = &regionClient{id: c.ClientID, region: r.ID, secret: c.ClientSecret, redirects: c.RedirectURIs}
-		creds, err := federation.HubCredentials(cfg.Codec, r.ID, cfg.Issuer)
+		pub, ok := cfg.Keys.PublicKey(r.ID)
+		if !ok {
+			return nil, fmt.Errorf("hub: no federation public key for region %q", r.ID)
+		}
+		c := federation.RegionCredentials(r.ID, nil, bases...)
+		b.storage.clients[c.ClientID] = &regionClient{id: c.ClientID, region: r.ID, key: federation.JWK(pub), redirects: c.RedirectURIs}
+		creds, err := federation.HubCredentials(cfg.Codec, r.ID, cfg.Issuer, cfg.Keys.Key)
 		if err != nil {
 			return nil, err
 		}
@@ -194,10 +221,11 @@ func New(cfg Config) (*Broker, error) {
 		opts = append(opts, op.WithAllowInsecure())
 	}
 	b.op, err = op.NewProvider(&op.Config{
-		CryptoKey:          ck,
-		CodeMethodS256:     true,
-		SupportedUILocales: []language.Tag{language.English},
-		SupportedScopes:    []string{oidc.ScopeOpenID, oidc.ScopeProfile, oidc.ScopeEmail, oidc.ScopePhone},
+		CryptoKey:               ck,
+		CodeMethodS256:          true,
+		AuthMethodPrivateKeyJWT: true,
+		SupportedUILocales:      []language.Tag{language.English},
+		SupportedScopes:         []string{oidc.ScopeOpenID, oidc.ScopeProfile, oidc.ScopeEmail, oidc.ScopePhone},
 		SupportedClaims: []string{"sub", "aud", "exp", "iat", "iss", "auth_time", "nonce", "amr", "at_hash", "c_hash", "azp",
 			"preferred_username", "name", "given_name", "family_name", "locale", "email", "email_verified", "phone_number", "home_region"},
 	}, b.storage, op.StaticIssuer(cfg.Issuer), opts...)
@@ -211,6 +239,14 @@ func New(cfg Config) (*Broker, error) {
 		}
 		if b.lookups, err = cfg.Meter.Int64Counter("meridian.lookup.resolves",
 			metric.WithDescription("user→region table lookups by result (found, unknown, error)")); err != nil {
+			return nil, err
+		}
+		if b.conflicts, err = cfg.Meter.Int64Counter("meridian.hub.table.conflicts",
+			metric.WithDescription("users claimed by a region while the table places them in another (held, not written)")); err != nil {
+			return nil, err
+		}
+		if b.auditEvents, err = cfg.Meter.Int64Counter("meridian_audit_events",
+			metric.WithDescription("Security audit events by event name.")); err != nil {
 			return nil, err
 		}
 	}
@@ -757,12 +793,14 @@ func (b *Broker) browser(next http.Handler) http.Handler {
 // --- internal API ---
 
 // changes is POST ChangesPath: a region's outbox, as keyed hashes,
-// authenticated with the region's hub client credentials.
+// authenticated with a client assertion signed by the region's own key.
+// The authenticated region is the only region the changes may name: a put
+// writes an entry pointing to it, a delete removes only its own entries.
 func (b *Broker) changes(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	reg, ok := b.authenticateRegion(r)
 	if !ok {
-		w.Header().Set("WWW-Authenticate", `Basic realm="meridian-hub"`)
+		w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-hub"`)
 		writeJSON(w, http.StatusUnauthorized, apiError("invalid_client", "region client credentials required"))
 		return
 	}
@@ -777,7 +815,7 @@ func (b *Broker) changes(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, apiError("invalid_request", fmt.Sprintf("at most %d changes per request", federation.MaxChanges)))
 		return
 	}
-	res, err := federation.ApplyChanges(r.Context(), b.cfg.Lookup, reg, req.Changes)
+	res, err := b.applyChanges(r.Context(), reg, req.Changes)
 	switch {
 	case errors.Is(err, federation.ErrBadChange):
 		writeJSON(w, http.StatusBadRequest, apiError("invalid_request", err.Error()))
@@ -787,9 +825,6 @@ func (b *Broker) changes(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusServiceUnavailable, apiError("temporarily_unavailable", "lookup table unavailable"))
 		return
 	}
-	if res.Conflicts > 0 {
-		b.log.WarnContext(r.Context(), "region announced users the table places elsewhere", "region", reg, "conflicts", res.Conflicts)
-	}
 	writeJSON(w, http.StatusOK, res)
 }
 
@@ -797,19 +832,24 @@ func apiError(code, desc string) map[string]string {
 	return map[string]string{"error": code, "error_description": desc}
 }
 
+// authenticateRegion checks the bearer client assertion of an internal
+// call: signed by the key of the region whose client it names, for the
+// hub's ChangesPath. It returns that region.
 func (b *Broker) authenticateRegion(r *http.Request) (string, bool) {
-	id, secret, ok := r.BasicAuth()
+	a, ok := federation.AssertionFromRequest(r.Header.Get("Authorization"))
 	if !ok {
 		return "", false
 	}
-	if u, err := url.QueryUnescape(id); err == nil {
-		id = u
-	}
-	if s, err := url.QueryUnescape(secret); err == nil {
-		secret = s
+	id, err := federation.AssertionIssuer(a)
+	if err != nil {
+		return "", false
 	}
 	c, ok := b.storage.clients[id]
-	if !ok || subtle.ConstantTimeCompare([]byte(secret), []byte(c.secret)) != 1 {
+	if !ok {
+		return "", false
+	}
+	pub, _ := c.key.Key.(*ecdsa.PublicKey)
+	if federation.VerifyAssertion(a, pub, id, strings.TrimSuffix(b.cfg.Issuer, "/")+federation.ChangesPath, time.Now()) != nil {
 		return "", false
 	}
 	return c.region, true

@@ -2,8 +2,8 @@
 // regions and the owner of the user→region lookup table.
 //
 // Towards the regions the Broker is an OpenID provider (zitadel/oidc op)
-// whose clients are the regions ("region-<id>", credentials derived from
-// the federation routing key). A region that cannot sign a user in sends
+// whose clients are the regions ("region-<id>", each authenticated with
+// private_key_jwt by its own region's federation key). A region that cannot sign a user in sends
 // them to the hub's /authorize with login_hint; the hub resolves the
 // username's keyed hash in the lookup table and, as a relying party
 // (go-oidc, x/oauth2, PKCE, nonce, RFC 9207 iss), sends the user to the

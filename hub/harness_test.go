@@ -2,6 +2,8 @@ package hub_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
@@ -97,14 +99,19 @@ type options struct {
 	topology string
 	redis    bool // lookup table (and hub state) on the real Redis
 	postgres bool // region stores on the real PostgreSQL (a schema each)
+	// hubLog, when set, receives the hub's log (audit records).
+	hubLog *slog.Logger
 }
 
 type fed struct {
-	t       *testing.T
-	ctx     context.Context
-	opts    options
-	codec   *routing.Codec
-	hubKey  []byte
+	t      *testing.T
+	ctx    context.Context
+	opts   options
+	codec  *routing.Codec
+	hubKey []byte
+	// fedKeys are the parties' federation private keys (regions and
+	// federation.PartyHub); keyring(self) is a party's view of them.
+	fedKeys map[string]*ecdsa.PrivateKey
 	routes  *routes
 	client  *http.Client // back channel
 	lookup  lookup.Store
@@ -185,6 +192,12 @@ func newFed(t *testing.T, o options) *fed {
 		t.Fatal(err)
 	}
 	f.hubKey = randomKey(t)
+	f.fedKeys = map[string]*ecdsa.PrivateKey{}
+	for _, p := range append([]string{federation.PartyHub}, regionIDs...) {
+		if f.fedKeys[p], err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if f.hasher, err = lookup.NewHasher(f.hubKey, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -232,6 +245,25 @@ func newFed(t *testing.T, o options) *fed {
 	return f
 }
 
+// keyring is party self's federation identity: its own private key and
+// every party's public key.
+func (f *fed) keyring(self string) *federation.Keyring {
+	kr := &federation.Keyring{Self: self, Key: f.fedKeys[self], Public: map[string]*ecdsa.PublicKey{}}
+	for p, k := range f.fedKeys {
+		kr.Public[p] = &k.PublicKey
+	}
+	return kr
+}
+
+// hopKeys are the regions' public keys, as a router takes them.
+func (f *fed) hopKeys() map[string]*ecdsa.PublicKey {
+	m := map[string]*ecdsa.PublicKey{}
+	for _, id := range regionIDs {
+		m[id] = &f.fedKeys[id].PublicKey
+	}
+	return m
+}
+
 func (f *fed) bases(id string) []string {
 	out := []string{regionIssuer(id)}
 	if id == "eu" {
@@ -275,7 +307,7 @@ func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 	t.Cleanup(func() { st.Close() })
 	cookieKey := randomKey(t)
 	ucfg := federate.UpstreamConfig{Region: id, Bases: f.bases(id), Topology: f.opts.topology, HubURL: hubURL,
-		Codec: f.codec, CookieKey: cookieKey, HTTPClient: f.client, Log: log,
+		Codec: f.codec, Key: f.fedKeys[id], CookieKey: cookieKey, HTTPClient: f.client, Log: log,
 		RP: federation.RPOptions{HealthTTL: time.Millisecond, ProbeTimeout: time.Second}}
 	var sink federate.KeySink
 	if f.opts.topology == federation.TopologyMesh {
@@ -286,15 +318,15 @@ func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 			ucfg.Peers[r] = regionIssuer(r)
 			entries[r] = f.bases(r)
 		}
-		if err := federate.EnsurePeerClients(ctx, st, f.codec, id, entries); err != nil {
+		if err := federate.EnsurePeerClients(ctx, st, f.codec, id, entries, f.keyring(id)); err != nil {
 			t.Fatal(err)
 		}
 		sink = federate.StoreSink{Store: f.lookup, Region: id}
 	} else {
-		if err := federate.EnsureHubClient(ctx, st, f.codec, id, hubURL); err != nil {
+		if err := federate.EnsureHubClient(ctx, st, f.codec, id, hubURL, &f.fedKeys[federation.PartyHub].PublicKey); err != nil {
 			t.Fatal(err)
 		}
-		if sink, err = federate.NewHubSink(hubURL, f.codec, id, f.client); err != nil {
+		if sink, err = federate.NewHubSink(hubURL, f.fedKeys[id], id, f.client); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -309,7 +341,7 @@ func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 		}
 	}
 	var local http.Handler // the router's local handler, set below
-	rt, err := routing.NewRouter(routing.RouterConfig{Local: id, Upstreams: ups}, f.codec,
+	rt, err := routing.NewRouter(routing.RouterConfig{Local: id, Upstreams: ups, HopKey: f.fedKeys[id], HopKeys: f.hopKeys()}, f.codec,
 		http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { local.ServeHTTP(w, r) }), log, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -325,7 +357,8 @@ func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keys, err := federate.NewUserKeysHandler(federate.UserKeysConfig{Region: id, Codec: f.codec, Hasher: f.hasher,
+	keys, err := federate.NewUserKeysHandler(federate.UserKeysConfig{Region: id, Issuer: regionIssuer(id), Codec: f.codec,
+		HubKey: &f.fedKeys[federation.PartyHub].PublicKey, Hasher: f.hasher,
 		Users: st, CursorKey: cookieKey})
 	if err != nil {
 		t.Fatal(err)
@@ -362,8 +395,12 @@ func (f *fed) startHub() {
 		}
 		f.metrics = sdkmetric.NewManualReader()
 		meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(f.metrics)).Meter("test")
-		b, err := hub.New(hub.Config{Issuer: hubURL, Regions: regs, Codec: f.codec, Hasher: f.hasher, Lookup: f.lookup,
-			State: state, Secret: randomKey(t), HTTPClient: f.client, Log: discard(), Meter: meter,
+		log := f.opts.hubLog
+		if log == nil {
+			log = discard()
+		}
+		b, err := hub.New(hub.Config{Issuer: hubURL, Regions: regs, Codec: f.codec, Keys: f.keyring(federation.PartyHub),
+			Hasher: f.hasher, Lookup: f.lookup, State: state, Secret: randomKey(t), HTTPClient: f.client, Log: log, Meter: meter,
 			RP: federation.RPOptions{HealthTTL: time.Millisecond}})
 		if err != nil {
 			t.Fatal(err)

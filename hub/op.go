@@ -7,7 +7,6 @@ import (
 	"crypto/hkdf"
 	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -101,9 +100,11 @@ type accessToken struct {
 
 // regionClient is a region as a client of the hub.
 type regionClient struct {
-	id        string
-	region    string
-	secret    string
+	id     string
+	region string
+	// key is the region's federation public key: the region's client
+	// authenticates with private_key_jwt signed by the region's own key.
+	key       jose.JSONWebKey
 	redirects []string
 }
 
@@ -111,7 +112,7 @@ func (c *regionClient) GetID() string                       { return c.id }
 func (c *regionClient) RedirectURIs() []string              { return c.redirects }
 func (c *regionClient) PostLogoutRedirectURIs() []string    { return nil }
 func (c *regionClient) ApplicationType() op.ApplicationType { return op.ApplicationTypeWeb }
-func (c *regionClient) AuthMethod() oidc.AuthMethod         { return oidc.AuthMethodBasic }
+func (c *regionClient) AuthMethod() oidc.AuthMethod         { return oidc.AuthMethodPrivateKeyJWT }
 func (c *regionClient) ResponseTypes() []oidc.ResponseType {
 	return []oidc.ResponseType{oidc.ResponseTypeCode}
 }
@@ -175,12 +176,10 @@ func (s *storage) GetClientByClientID(_ context.Context, id string) (op.Client, 
 	return c, nil
 }
 
-func (s *storage) AuthorizeClientIDSecret(_ context.Context, id, secret string) error {
-	c, ok := s.clients[id]
-	if !ok || secret == "" || subtle.ConstantTimeCompare([]byte(secret), []byte(c.secret)) != 1 {
-		return errors.New("invalid client credentials")
-	}
-	return nil
+// AuthorizeClientIDSecret refuses every secret: regions authenticate at
+// the hub only with private_key_jwt (GetKeyByIDAndClientID).
+func (s *storage) AuthorizeClientIDSecret(context.Context, string, string) error {
+	return errors.New("invalid client credentials")
 }
 
 // CreateAuthRequest enforces what op leaves open: code flow only, PKCE
@@ -399,8 +398,15 @@ func (s *storage) GetPrivateClaimsFromScopes(context.Context, string, string, []
 	return nil, nil
 }
 
-func (s *storage) GetKeyByIDAndClientID(context.Context, string, string) (*jose.JSONWebKey, error) {
-	return nil, notFoundError{"client key"}
+// GetKeyByIDAndClientID returns the federation public key of the region
+// whose client clientID is (private_key_jwt).
+func (s *storage) GetKeyByIDAndClientID(_ context.Context, keyID, clientID string) (*jose.JSONWebKey, error) {
+	c, ok := s.clients[clientID]
+	if !ok || (keyID != "" && keyID != c.key.KeyID) {
+		return nil, notFoundError{"client key"}
+	}
+	k := c.key
+	return &k, nil
 }
 
 func (s *storage) ValidateJWTProfileScopes(context.Context, string, []string) ([]string, error) {

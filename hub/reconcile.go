@@ -193,7 +193,7 @@ func (b *Broker) Reconcile(ctx context.Context, fix bool) (ReconcileReport, erro
 // listRegion calls fn for every user key region lists.
 func (b *Broker) listRegion(ctx context.Context, id string, fn func(cur lookup.Key, prev *lookup.Key)) error {
 	r := b.regions[id]
-	creds, err := federation.HubCredentials(b.cfg.Codec, id, b.cfg.Issuer)
+	creds, err := federation.HubCredentials(b.cfg.Codec, id, b.cfg.Issuer, b.cfg.Keys.Key)
 	if err != nil {
 		return err
 	}

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/url"
 	"testing"
 	"time"
 
@@ -124,12 +123,23 @@ func TestReconcile(t *testing.T) {
 	}
 }
 
-func postChanges(t *testing.T, f *fed, id, secret string, body []byte) (int, map[string]any, http.Header) {
+// regionAuth is the Authorization header of region claimed's client at
+// the hub, signed with party signer's federation key.
+func regionAuth(t *testing.T, f *fed, claimed, signer string) string {
+	t.Helper()
+	a, err := federation.BearerAssertion(f.fedKeys[signer], federation.RegionClientID(claimed), hubURL+federation.ChangesPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
+}
+
+func postChanges(t *testing.T, f *fed, authz string, body []byte) (int, map[string]any, http.Header) {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPost, hubURL+federation.ChangesPath, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
-	if id != "" {
-		req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
 	}
 	resp, err := f.client.Do(req)
 	if err != nil {
@@ -147,7 +157,7 @@ func postChanges(t *testing.T, f *fed, id, secret string, body []byte) (int, map
 // take over or delete another region's users.
 func TestChangesEndpoint(t *testing.T) {
 	f := newFed(t, options{topology: federation.TopologyHub})
-	secret := func(id string) string { return federation.RegionClientSecret(f.codec, id) }
+	own := func(id string) string { return regionAuth(t, f, id, id) }
 	key, err := f.hasher.Key("someone")
 	if err != nil {
 		t.Fatal(err)
@@ -162,11 +172,11 @@ func TestChangesEndpoint(t *testing.T) {
 	}
 	k := key.String()
 
-	if st, m, h := postChanges(t, f, "", "", body("put", k)); st != http.StatusUnauthorized || m["error"] != "invalid_client" || h.Get("WWW-Authenticate") == "" {
+	if st, m, h := postChanges(t, f, "", body("put", k)); st != http.StatusUnauthorized || m["error"] != "invalid_client" || h.Get("WWW-Authenticate") == "" {
 		t.Fatalf("no credentials: %d %v", st, m)
 	}
-	if st, _, _ := postChanges(t, f, "region-eu", secret("us"), body("put", k)); st != http.StatusUnauthorized {
-		t.Fatalf("another region's secret: %d", st)
+	if st, _, _ := postChanges(t, f, regionAuth(t, f, "eu", "us"), body("put", k)); st != http.StatusUnauthorized {
+		t.Fatalf("another region's key: %d", st)
 	}
 	for name, b := range map[string][]byte{
 		"not JSON":    []byte("{"),
@@ -174,26 +184,26 @@ func TestChangesEndpoint(t *testing.T) {
 		"bad key":     body("put", k, "zz"),
 		"extra field": []byte(`{"changes":[],"usernames":["x"]}`),
 	} {
-		if st, m, _ := postChanges(t, f, "region-eu", secret("eu"), b); st != http.StatusBadRequest || m["error"] != "invalid_request" {
+		if st, m, _ := postChanges(t, f, own("eu"), b); st != http.StatusBadRequest || m["error"] != "invalid_request" {
 			t.Fatalf("%s: %d %v", name, st, m)
 		}
 	}
 	if _, err := f.lookup.Get(f.ctx, key); !errors.Is(err, lookup.ErrNotFound) {
 		t.Fatalf("a rejected request wrote: %v", err)
 	}
-	if st, m, _ := postChanges(t, f, "region-eu", secret("eu"), body("put", k)); st != http.StatusOK || m["applied"] != 1.0 {
+	if st, m, _ := postChanges(t, f, own("eu"), body("put", k)); st != http.StatusOK || m["applied"] != 1.0 {
 		t.Fatalf("put: %d %v", st, m)
 	}
-	if st, m, _ := postChanges(t, f, "region-ap", secret("ap"), body("put", k)); st != http.StatusOK || m["conflicts"] != 1.0 {
+	if st, m, _ := postChanges(t, f, own("ap"), body("put", k)); st != http.StatusOK || m["conflicts"] != 1.0 {
 		t.Fatalf("takeover: %d %v", st, m)
 	}
-	if st, m, _ := postChanges(t, f, "region-ap", secret("ap"), body("delete", k)); st != http.StatusOK || m["ignored"] != 1.0 {
+	if st, m, _ := postChanges(t, f, own("ap"), body("delete", k)); st != http.StatusOK || m["ignored"] != 1.0 {
 		t.Fatalf("foreign delete: %d %v", st, m)
 	}
 	if r, _ := f.lookup.Get(f.ctx, key); r != "eu" {
 		t.Fatalf("entry is %q, want eu", r)
 	}
-	if st, m, _ := postChanges(t, f, "region-eu", secret("eu"), body("delete", k)); st != http.StatusOK || m["applied"] != 1.0 {
+	if st, m, _ := postChanges(t, f, own("eu"), body("delete", k)); st != http.StatusOK || m["applied"] != 1.0 {
 		t.Fatalf("delete: %d %v", st, m)
 	}
 }

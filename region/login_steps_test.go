@@ -2,6 +2,9 @@ package region_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"net/http"
 	"net/url"
 	"strings"
@@ -71,8 +74,12 @@ func TestLoginStateBoundToStep(t *testing.T) {
 	// The region federates (hub topology), so its federated callback is
 	// live: a login state posted there must not complete anything either.
 	n, _ := startConfiguredNode(t, "eu", openSQLite(t), func(cfg *region.Config, base string) {
+		fedKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
 		up, err := federate.NewUpstream(federate.UpstreamConfig{Region: "eu", Bases: []string{base}, Topology: federation.TopologyHub,
-			HubURL: "http://127.0.0.1:1", Codec: newCodec(t), CookieKey: cfg.CookieKey, HTTPClient: http.DefaultClient})
+			HubURL: "http://127.0.0.1:1", Codec: newCodec(t), Key: fedKey, CookieKey: cfg.CookieKey, HTTPClient: http.DefaultClient})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -16,10 +16,10 @@ import (
 //	go test -run '^$' -fuzz FuzzDecide -fuzztime 20s ./routing/
 func FuzzDecide(f *testing.F) {
 	c := testCodec(f)
-	rt, err := NewRouter(RouterConfig{Local: "us", Upstreams: []Upstream{
+	rt, err := NewRouter(keyed(RouterConfig{Local: "us", Upstreams: []Upstream{
 		{Region: "eu", URL: "http://eu.id.test", Addr: "127.0.0.1:1"},
 		{Region: "ap", URL: "http://ap.id.test", Addr: "127.0.0.1:2"},
-	}}, c, http.NotFoundHandler(), quiet(), nil)
+	}}), c, http.NotFoundHandler(), quiet(), nil)
 	if err != nil {
 		f.Fatal(err)
 	}

@@ -1,7 +1,8 @@
 package routing
 
 import (
-	"crypto/hmac"
+	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
 	"strconv"
@@ -10,8 +11,13 @@ import (
 )
 
 // HopHeader marks a call one region's router forwarded to another. It is
-// MACed with a key derived from the routing key, so a client cannot forge
-// it; a request carrying a valid hop header is always served where it
+// signed (ECDSA P-256, SHA-256) with the calling region's own federation
+// key and verified against that region's configured public key, so neither
+// a client nor another region (which holds the shared routing key, but not
+// this region's private key) can forge it. The signature covers the
+// sending and receiving region, the method, the path and the time: a hop
+// is valid for hopWindow, for that one call target, at the region it
+// names. A request carrying a valid hop header is always served where it
 // lands, which stops any forwarding loop after one hop.
 const HopHeader = "Meridian-Hop"
 
@@ -23,39 +29,36 @@ const HopFromHeader = "Meridian-Hop-From"
 // hopWindow bounds how old a hop header may be (clock skew plus latency).
 const hopWindow = 30 * time.Second
 
-// hopSigner signs hop headers with a key derived from the signing routing
-// key and accepts ones derived from any routing key that verifies, so two
-// nodes in different phases of a routing-key rotation still accept each
-// other's hops.
-type hopSigner struct{ keys [][]byte }
-
-func newHopSigner(c *Codec) hopSigner {
-	var h hopSigner
-	for _, k := range c.DeriveSecrets("router-hop") {
-		h.keys = append(h.keys, []byte(k))
-	}
-	return h
+// hopSigner signs this region's hop headers and checks other regions'.
+type hopSigner struct {
+	key  *ecdsa.PrivateKey
+	peer map[string]*ecdsa.PublicKey
 }
 
-func (h hopSigner) mac(from, to string, ts int64) string { return h.macWith(0, from, to, ts) }
-
-func (h hopSigner) macWith(i int, from, to string, ts int64) string {
-	m := hmac.New(sha256.New, h.keys[i])
-	m.Write([]byte(from + "\x00" + to + "\x00" + strconv.FormatInt(ts, 10)))
-	return base64.RawURLEncoding.EncodeToString(m.Sum(nil)[:16])
+func hopMessage(from, to, method, path string, ts int64) []byte {
+	h := sha256.Sum256([]byte("meridian hop v2\x00" + from + "\x00" + to + "\x00" + method + "\x00" + path + "\x00" + strconv.FormatInt(ts, 10)))
+	return h[:]
 }
 
 // sign returns the header value for a call from region from to region to.
-func (h hopSigner) sign(from, to string, now time.Time) string {
+func (h hopSigner) sign(from, to, method, path string, now time.Time) string {
 	ts := now.Unix()
-	return "v1;" + from + ";" + to + ";" + strconv.FormatInt(ts, 10) + ";" + h.mac(from, to, ts)
+	sig, err := ecdsa.SignASN1(rand.Reader, h.key, hopMessage(from, to, method, path, ts))
+	if err != nil {
+		return "" // never happens with a valid key; an empty header is refused
+	}
+	return "v2;" + from + ";" + to + ";" + strconv.FormatInt(ts, 10) + ";" + base64.RawURLEncoding.EncodeToString(sig)
 }
 
-// verify checks a header value addressed to region self and returns the
-// region it came from.
-func (h hopSigner) verify(v, self string, now time.Time) (string, bool) {
+// verify checks a header value addressed to region self for a call with
+// this method and path, and returns the region it came from.
+func (h hopSigner) verify(v, self, method, path string, now time.Time) (string, bool) {
 	f := strings.Split(v, ";")
-	if len(f) != 5 || f[0] != "v1" || f[2] != self {
+	if len(f) != 5 || f[0] != "v2" || f[2] != self || len(f[4]) > 200 {
+		return "", false
+	}
+	pub := h.peer[f[1]]
+	if pub == nil || f[1] == self {
 		return "", false
 	}
 	ts, err := strconv.ParseInt(f[3], 10, 64)
@@ -65,10 +68,16 @@ func (h hopSigner) verify(v, self string, now time.Time) (string, bool) {
 	if d := now.Sub(time.Unix(ts, 0)); d > hopWindow || d < -hopWindow {
 		return "", false
 	}
-	for i := range h.keys {
-		if hmac.Equal([]byte(f[4]), []byte(h.macWith(i, f[1], f[2], ts))) {
-			return f[1], true
-		}
+	sig, err := base64.RawURLEncoding.DecodeString(f[4])
+	if err != nil || !ecdsa.VerifyASN1(pub, hopMessage(f[1], f[2], method, path, ts), sig) {
+		return "", false
 	}
 	return "", false
+}
+
+// SignHop returns the hop header value of one call (method, path) from
+// region from to region to at now, signed with key (from's federation
+// key). The router signs its own hops; SignHop is for tools and tests.
+func SignHop(key *ecdsa.PrivateKey, from, to, method, path string, now time.Time) string {
+	return hopSigner{key: key}.sign(from, to, method, path, now)
 }

@@ -2,6 +2,9 @@ package routing_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"io"
 	"log/slog"
 	"net/http"
@@ -32,7 +35,8 @@ func BenchmarkRoutedHop(b *testing.B) {
 		_, _ = w.Write(answer)
 	}))
 	defer up.Close()
-	rt, err := routing.NewRouter(routing.RouterConfig{Local: "us", WrapTransport: tel.Transport,
+	hopKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rt, err := routing.NewRouter(routing.RouterConfig{Local: "us", WrapTransport: tel.Transport, HopKey: hopKey,
 		Upstreams: []routing.Upstream{{Region: "eu", URL: "http://eu.id.test", Addr: up.Listener.Addr().String()}}},
 		codec, http.NotFoundHandler(), slog.New(slog.NewTextHandler(io.Discard, nil)), tel.Meter.Meter("routing"))
 	if err != nil {

@@ -3,6 +3,7 @@ package routing
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
@@ -16,7 +17,6 @@ import (
 	"net/url"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
@@ -48,6 +48,13 @@ type RouterConfig struct {
 	WrapTransport func(http.RoundTripper) http.RoundTripper
 	// TLSConfig for upstreams with TLS (mTLS client certificates, CAs).
 	TLSConfig *tls.Config
+	// HopKey is this region's federation private key (ES256): it signs the
+	// hop header of every call the router sends. Required.
+	HopKey *ecdsa.PrivateKey
+	// HopKeys are the other regions' federation public keys, by region id:
+	// a hop header is accepted only with a valid signature by the region
+	// it names.
+	HopKeys map[string]*ecdsa.PublicKey
 }
 
 // Action is what the router does with a call.
@@ -88,6 +95,7 @@ type Router struct {
 	local     http.Handler
 	ups       map[string]*upstream
 	hop       hopSigner
+	verified  hopCache          // hop headers verified in the current second (value+method+path → from)
 	transport http.RoundTripper // to upstreams; failover and breakers are around it
 	log       *slog.Logger
 	decisions metric.Int64Counter
@@ -98,25 +106,76 @@ type upstream struct {
 	Upstream
 	scheme   string
 	breakers map[string]*breaker // by address
-	hopCache atomic.Pointer[signedHop]
+	hops     hopCache
 }
 
-// signedHop is a hop header value, valid for the second it names.
-type signedHop struct {
+// hopCache keeps the hop header values signed in the current second for
+// one upstream, by method and path: a value covers exactly (from, to,
+// method, path, second), so every call with those in that second may share
+// it, and the router signs once per second and target instead of once per
+// call.
+type hopCache struct {
+	mu sync.Mutex
 	ts int64
-	v  string
+	m  map[string]string
 }
 
-// hopValue signs a hop header for a call to up. The MAC covers the second,
-// so one value per upstream and second is computed and shared.
-func (rt *Router) hopValue(up *upstream) string {
+// verifyHop checks an arriving hop header for a call (method, path) and
+// returns the region that sent it. A value verified in the current second
+// is remembered for the rest of that second (senders share one value per
+// target and second), so the router verifies once per second and target.
+func (rt *Router) verifyHop(v, method, path string) (string, bool) {
 	now := rt.now()
-	ts := now.Unix()
-	if c := up.hopCache.Load(); c != nil && c.ts == ts {
-		return c.v
+	ts, key := now.Unix(), v+"\x00"+method+"\x00"+path
+	c := &rt.verified
+	c.mu.Lock()
+	if c.ts == ts {
+		if from, ok := c.m[key]; ok {
+			c.mu.Unlock()
+			return from, true
+		}
 	}
-	v := rt.hop.sign(rt.cfg.Local, up.Region, now)
-	up.hopCache.Store(&signedHop{ts: ts, v: v})
+	c.mu.Unlock()
+	from, ok := rt.hop.verify(v, rt.cfg.Local, method, path, now)
+	if !ok {
+		return "", false
+	}
+	c.mu.Lock()
+	if c.ts != ts {
+		c.ts, c.m = ts, make(map[string]string, 8)
+	}
+	if len(c.m) < maxCachedHops {
+		c.m[key] = from
+	}
+	c.mu.Unlock()
+	return from, true
+}
+
+// maxCachedHops bounds the values kept per upstream and second.
+const maxCachedHops = 64
+
+// hopValue returns the signed hop header of one call (method, path) to up.
+func (rt *Router) hopValue(up *upstream, method, path string) string {
+	now := rt.now()
+	ts, key := now.Unix(), method+" "+path
+	c := &up.hops
+	c.mu.Lock()
+	if c.ts == ts {
+		if v, ok := c.m[key]; ok {
+			c.mu.Unlock()
+			return v
+		}
+	}
+	c.mu.Unlock()
+	v := rt.hop.sign(rt.cfg.Local, up.Region, method, path, now)
+	c.mu.Lock()
+	if c.ts != ts {
+		c.ts, c.m = ts, make(map[string]string, 8)
+	}
+	if len(c.m) < maxCachedHops {
+		c.m[key] = v
+	}
+	c.mu.Unlock()
 	return v
 }
 
@@ -146,7 +205,10 @@ func NewRouter(cfg RouterConfig, codec *Codec, local http.Handler, log *slog.Log
 	if cfg.BreakerCooldown <= 0 {
 		cfg.BreakerCooldown = 10 * time.Second
 	}
-	rt := &Router{cfg: cfg, codec: codec, local: local, ups: map[string]*upstream{}, hop: newHopSigner(codec), log: log, now: time.Now}
+	if cfg.HopKey == nil {
+		return nil, errors.New("routing: a hop key (the region's federation key) is required")
+	}
+	rt := &Router{cfg: cfg, codec: codec, local: local, ups: map[string]*upstream{}, hop: hopSigner{key: cfg.HopKey, peer: cfg.HopKeys}, log: log, now: time.Now}
 	for _, u := range cfg.Upstreams {
 		if !codec.HasRegion(u.Region) || u.Region == cfg.Local {
 			return nil, fmt.Errorf("routing: upstream %q is not another configured region", u.Region)
@@ -185,7 +247,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Meridian-Entry", rt.cfg.Local)
 	r.Header.Del(HopFromHeader)
 	if v := r.Header.Get(HopHeader); v != "" {
-		if from, ok := rt.hop.verify(v, rt.cfg.Local, rt.now()); ok {
+		if from, ok := rt.verifyHop(v, r.Method, r.URL.Path); ok {
 			rt.count(r.Context(), Local, rt.cfg.Local, "hop")
 			r.Header.Set(HopFromHeader, from)
 			rt.local.ServeHTTP(w, r)
@@ -419,7 +481,7 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, ci *callInfo) 
 	if _, ok := h["User-Agent"]; !ok {
 		h["User-Agent"] = []string{""} // not Go's default
 	}
-	h[HopHeader] = []string{rt.hopValue(ci.up)}
+	h[HopHeader] = []string{rt.hopValue(ci.up, r.Method, r.URL.Path)}
 	out := (&http.Request{
 		Method:     r.Method,
 		URL:        &url.URL{Scheme: ci.up.scheme, Host: ci.up.Addr, Path: r.URL.Path, RawPath: r.URL.RawPath, RawQuery: r.URL.RawQuery},
@@ -541,7 +603,7 @@ func (rt *Router) Call(ctx context.Context, region, path string, form url.Values
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
 	}
-	req.Header.Set(HopHeader, rt.hopValue(up))
+	req.Header.Set(HopHeader, rt.hopValue(up, method, req.URL.Path))
 	resp, err := rt.roundTrip(req, &callInfo{up: up, safe: true, body: body})
 	if err != nil {
 		cancel()

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -70,7 +71,7 @@ type fixture struct {
 func newFixture(t *testing.T, mutate func(*RouterConfig)) *fixture {
 	f := &fixture{codec: testCodec(t), local: &seen{}, eu: &seen{}}
 	var err error
-	f.euRoute, err = NewRouter(RouterConfig{Local: "eu", Upstreams: []Upstream{{Region: "us", URL: "http://us.id.test", Addr: "127.0.0.1:1"}}},
+	f.euRoute, err = NewRouter(keyed(RouterConfig{Local: "eu", Upstreams: []Upstream{{Region: "us", URL: "http://us.id.test", Addr: "127.0.0.1:1"}}}),
 		f.codec, f.eu.handler("eu"), quiet(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -89,7 +90,7 @@ func newFixture(t *testing.T, mutate func(*RouterConfig)) *fixture {
 	if mutate != nil {
 		mutate(&cfg)
 	}
-	f.router, err = NewRouter(cfg, f.codec, f.local.handler("us"), quiet(), nil)
+	f.router, err = NewRouter(keyed(cfg), f.codec, f.local.handler("us"), quiet(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +255,7 @@ func TestHopStopsLoops(t *testing.T) {
 	// locally rather than bounce it back.
 	at := f.mint(t, KindAccess, "us")
 	r := formReq("/oauth/introspect", url.Values{"token": {at}})
-	r.Header.Set(HopHeader, f.router.hop.sign("us", "eu", time.Now()))
+	r.Header.Set(HopHeader, f.router.hop.sign("us", "eu", http.MethodPost, "/oauth/introspect", time.Now()))
 	w := httptest.NewRecorder()
 	f.euRoute.ServeHTTP(w, r)
 	if w.Header().Get("X-Served-By") != "eu" {
@@ -267,6 +268,59 @@ func TestHopStopsLoops(t *testing.T) {
 	f.euRoute.ServeHTTP(w, r)
 	if w.Code != http.StatusServiceUnavailable {
 		t.Fatalf("forged hop: status %d, want the normal route (us unreachable here: 503)", w.Code)
+	}
+}
+
+// TestHopSignedByTheCallingRegion plays region ap's compromise from eu's
+// side and eu's from us's: a hop is accepted only with the signature of
+// the region it names, for the method and path it was signed for, while
+// fresh. Holding the routing key (every node has it) is not enough.
+func TestHopSignedByTheCallingRegion(t *testing.T) {
+	f := newFixture(t, nil)
+	at := f.mint(t, KindAccess, "us")
+	now := time.Now()
+	apSigner := hopSigner{key: testHopPriv["ap"]}
+	usSigner := hopSigner{key: testHopPriv["us"]}
+	for _, tc := range []struct {
+		name string
+		hop  string
+		ok   bool
+	}{
+		{"us signs as us", usSigner.sign("us", "eu", "POST", "/oauth/introspect", now), true},
+		{"ap's key claims to be us", apSigner.sign("us", "eu", "POST", "/oauth/introspect", now), false},
+		{"signed for another path", usSigner.sign("us", "eu", "POST", "/oauth/token", now), false},
+		{"signed for another method", usSigner.sign("us", "eu", "GET", "/oauth/introspect", now), false},
+		{"addressed to another region", usSigner.sign("us", "ap", "POST", "/oauth/introspect", now), false},
+		{"expired", usSigner.sign("us", "eu", "POST", "/oauth/introspect", now.Add(-time.Minute)), false},
+		{"unknown region", apSigner.sign("zz", "eu", "POST", "/oauth/introspect", now), false},
+		{"v1 routing-key MAC", "v1;us;eu;" + strconv.FormatInt(now.Unix(), 10) + ";AAAAAAAAAAAAAAAAAAAAAA", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := formReq("/oauth/introspect", url.Values{"token": {at}})
+			r.Header.Set(HopHeader, tc.hop)
+			w := httptest.NewRecorder()
+			f.euRoute.ServeHTTP(w, r)
+			served := w.Header().Get("X-Served-By") == "eu"
+			if served != tc.ok {
+				t.Fatalf("served locally as a hop = %v, want %v (status %d)", served, tc.ok, w.Code)
+			}
+			if !tc.ok && w.Code != http.StatusServiceUnavailable {
+				t.Fatalf("refused hop: status %d, want the normal route (us unreachable: 503)", w.Code)
+			}
+		})
+	}	// A hop accepted (and remembered) for one path is not a hop for
+	// another path in the same second.
+	ok := usSigner.sign("us", "eu", "POST", "/oauth/introspect", now)
+	for _, path := range []string{"/oauth/introspect", "/userinfo"} {
+		r := formReq(path, url.Values{})
+		r.Header.Set(HopHeader, ok)
+		f.euRoute.ServeHTTP(httptest.NewRecorder(), r)
+	}
+	f.eu.mu.Lock()
+	last := f.eu.reqs[len(f.eu.reqs)-2:]
+	f.eu.mu.Unlock()
+	if last[0].Header.Get(HopFromHeader) != "us" || last[1].Header.Get(HopFromHeader) != "" {
+		t.Fatalf("hop-from %q then %q, want us then none", last[0].Header.Get(HopFromHeader), last[1].Header.Get(HopFromHeader))
 	}
 }
 
@@ -470,7 +524,7 @@ func TestBreakerHalfOpen(t *testing.T) {
 
 func BenchmarkDecide(b *testing.B) {
 	c := testCodec(b)
-	rt, err := NewRouter(RouterConfig{Local: "us", Upstreams: []Upstream{{Region: "eu", URL: "http://eu", Addr: "127.0.0.1:1"}}}, c, http.NotFoundHandler(), quiet(), nil)
+	rt, err := NewRouter(keyed(RouterConfig{Local: "us", Upstreams: []Upstream{{Region: "eu", URL: "http://eu", Addr: "127.0.0.1:1"}}}), c, http.NotFoundHandler(), quiet(), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/geodns"
 	"github.com/meridian-id/meridian/hub/server"
 	"github.com/meridian-id/meridian/lookup"
@@ -34,10 +35,13 @@ commands:
   table-rehash     resize the Redis table's buckets to hub.expected_users (online, resumable)
   dns-failback     move a failed-over region host back to its primary (--region R; asks
                    the running hub's admin listener, hub.admin_listen)
+  conflicts        list the users two regions claim (held, never last-writer-wins);
+                   --resolve KEY --region R gives the entry to R (the holder or the claimant)
 
 common flags: --config F (default configs/regions.yaml) --data-dir D --prefix P (Redis key prefix)
 
-secrets: federation.routing_key_file, hub.key_file (k_hub) and MERIDIAN_HUB_SECRET_FILE
+secrets: federation.routing_key_file, hub.key_file (k_hub), hub.federation_key_file (the hub's
+federation identity; MERIDIAN_FEDERATION_KEY_FILE) and MERIDIAN_HUB_SECRET_FILE
 (the hub's own signing/sealing secret); without them development keys under data_dir/secrets
 are used (and created), with a warning.
 `
@@ -57,8 +61,8 @@ type env struct {
 }
 
 type flags struct {
-	region, file, previousKey string
-	fix                       bool
+	region, file, previousKey, resolve string
+	fix                                bool
 }
 
 type usageError struct{ msg string }
@@ -74,6 +78,10 @@ func commands() map[string]command {
 	return map[string]command{
 		"serve":     {nil, serve},
 		"reconcile": {func(fs *flag.FlagSet, f *flags) { fs.BoolVar(&f.fix, "fix", false, "repair the table") }, reconcile},
+		"conflicts": {func(fs *flag.FlagSet, f *flags) {
+			fs.StringVar(&f.resolve, "resolve", "", "lookup key (32 hex digits) of the conflict to resolve")
+			fs.StringVar(&f.region, "region", "", "with --resolve: the region that keeps the user")
+		}, conflicts},
 		"import": {func(fs *flag.FlagSet, f *flags) {
 			fs.StringVar(&f.region, "region", "", "region the users live in (required)")
 			fs.StringVar(&f.file, "file", "", `file of usernames, one per line ("-": stdin) (required)`)
@@ -377,4 +385,55 @@ func finishRotation(e *env) error {
 	return e.rotation(func(t *lookup.Table, names iter.Seq[string]) (lookup.RehashReport, error) {
 		return t.FinishRotation(e.ctx, names)
 	})
+}
+
+// conflicts lists the users two regions claim, or resolves one.
+func conflicts(e *env) error {
+	if e.flags.resolve != "" {
+		k, err := federation.ParseKey(e.flags.resolve)
+		if err != nil {
+			return usageError{"--resolve: " + err.Error()}
+		}
+		if err := e.checkRegion(); err != nil {
+			return err
+		}
+		h, err := server.New(e.ctx, e.cfg, e.opts(), e.tel)
+		if err != nil {
+			return err
+		}
+		defer h.Close()
+		if err := h.Broker.ResolveConflict(e.ctx, k, e.flags.region); err != nil {
+			return err
+		}
+		fmt.Fprintf(e.stdout, "resolved: %s now lives in %s\n", k, e.flags.region)
+		return nil
+	}
+	if e.flags.region != "" {
+		return usageError{"--region needs --resolve"}
+	}
+	h, err := server.New(e.ctx, e.cfg, e.opts(), e.tel)
+	if err != nil {
+		return err
+	}
+	defer h.Close()
+	list, err := h.Broker.Conflicts(e.ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "KEY\tHOLDER\tCLAIMANT")
+	for _, c := range list {
+		holder := c.Holder
+		if holder == "" {
+			holder = "-"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", c.Key, holder, c.Claimant)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(list) > 0 {
+		fmt.Fprintln(e.stdout, "resolve: find which account is genuine, then hub conflicts --resolve KEY --region R")
+	}
+	return nil
 }

@@ -322,3 +322,51 @@ func TestDNSFailbackUsage(t *testing.T) {
 		t.Fatalf("dns-failback with no hub running: %d %s", code, errOut)
 	}
 }
+
+// TestConflictsCommand lists a held double claim and resolves it.
+func TestConflictsCommand(t *testing.T) {
+	s := newSetup(t, "")
+	ctx := context.Background()
+	dir := filepath.Join(s.dir, "data", "hub")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	var k lookup.Key
+	k[0] = 0xab
+	put := func(file, region string) {
+		st, err := embedded.Open(ctx, filepath.Join(dir, file))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		if err := st.Put(ctx, k, region); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("lookup.db", "us")
+	put("conflicts.db", "eu")
+	code, out, errOut := runHub(t, "", "conflicts", "--config", s.config)
+	if code != 0 || !strings.Contains(out, k.String()+"  us      eu") {
+		t.Fatalf("list: %d\n%s\n%s", code, out, errOut)
+	}
+	if code, _, errOut := runHub(t, "", "conflicts", "--config", s.config, "--resolve", k.String(), "--region", "ap"); code == 0 {
+		t.Fatalf("resolved to a region that claims nothing: %s", errOut)
+	}
+	if code, _, errOut := runHub(t, "", "conflicts", "--config", s.config, "--resolve", "zz", "--region", "eu"); code != 2 {
+		t.Fatalf("bad key: %d %s", code, errOut)
+	}
+	if code, out, errOut := runHub(t, "", "conflicts", "--config", s.config, "--resolve", k.String(), "--region", "eu"); code != 0 || !strings.Contains(out, "now lives in eu") {
+		t.Fatalf("resolve: %d %s %s", code, out, errOut)
+	}
+	if code, out, _ := runHub(t, "", "conflicts", "--config", s.config); code != 0 || strings.Contains(out, k.String()) {
+		t.Fatalf("after resolve: %d %s", code, out)
+	}
+	st, err := embedded.Open(ctx, filepath.Join(dir, "lookup.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if r, err := st.Get(ctx, k); r != "eu" || err != nil {
+		t.Fatalf("table entry %q %v, want eu", r, err)
+	}
+}

@@ -6,9 +6,11 @@
 package setup
 
 import (
+	"crypto/ecdsa"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 
 	"github.com/meridian-id/meridian/config"
@@ -50,6 +52,94 @@ func Codec(cfg *config.Config, dataDir string, log *slog.Logger) (*routing.Codec
 		keys = append(keys, prev)
 	}
 	return routing.NewCodec(cfg.RegionIDs(), keys...)
+}
+
+// FederationKeyEnv overrides the federation_key_file of the party being
+// started (a region's or the hub's).
+const FederationKeyEnv = "MERIDIAN_FEDERATION_KEY_FILE"
+
+// Keyring loads party self's federation key (a region id or
+// federation.PartyHub) and every party's public key. A party whose public
+// key the config does not give uses its development key under
+// dataDir/secrets/federation-<party>.key (generated on first use), and
+// only when no key file is configured for it: that is the one-command local
+// federation, where every party's dev key sits in one data_dir. In
+// production every party sets federation_key_file and
+// federation_public_key, and no node reads another party's private key.
+func Keyring(cfg *config.Config, dataDir, self string, log *slog.Logger) (*federation.Keyring, error) {
+	type party struct{ id, prefix, keyFile, pub string }
+	parties := make([]party, 0, len(cfg.Regions)+1)
+	for i := range cfg.Regions {
+		r := &cfg.Regions[i]
+		if r.ID == federation.PartyHub {
+			return nil, fmt.Errorf("regions[%d].id: %q names the hub's federation identity", i, r.ID)
+		}
+		parties = append(parties, party{r.ID, fmt.Sprintf("regions[%s]", r.ID), r.FederationKeyFile, r.FederationPublicKey})
+	}
+	parties = append(parties, party{federation.PartyHub, "hub", cfg.Hub.FederationKeyFile, cfg.Hub.FederationPublicKey})
+	kr := &federation.Keyring{Self: self, Public: map[string]*ecdsa.PublicKey{}}
+	devPath := func(id string) string { return filepath.Join(dataDir, "secrets", "federation-"+id+".key") }
+	for _, p := range parties {
+		var pub *ecdsa.PublicKey
+		if p.pub != "" {
+			k, err := federation.ParsePublicKey(p.pub)
+			if err != nil {
+				return nil, fmt.Errorf("%s.federation_public_key: %w", p.prefix, err)
+			}
+			pub = k
+		}
+		if p.id == self {
+			path := p.keyFile
+			if e := os.Getenv(FederationKeyEnv); e != "" {
+				path = e
+			}
+			if path != "" && pub == nil {
+				return nil, fmt.Errorf("%s.federation_public_key: required with a federation key file", p.prefix)
+			}
+			b, err := config.LoadSecret(p.prefix+".federation_key_file", path, devPath(p.id), log)
+			if err != nil {
+				return nil, err
+			}
+			if kr.Key, err = federation.ParsePrivateKey(b); err != nil {
+				return nil, fmt.Errorf("%s.federation_key_file: %w", p.prefix, err)
+			}
+			if pub != nil && !pub.Equal(&kr.Key.PublicKey) {
+				return nil, fmt.Errorf("%s.federation_public_key: does not match the key file", p.prefix)
+			}
+			pub = &kr.Key.PublicKey
+		}
+		if pub == nil {
+			if p.keyFile != "" {
+				return nil, fmt.Errorf("%s.federation_public_key: required", p.prefix)
+			}
+			b, err := config.LoadSecret(p.prefix+".federation_key_file", "", devPath(p.id), log)
+			if err != nil {
+				return nil, err
+			}
+			k, err := federation.ParsePrivateKey(b)
+			if err != nil {
+				return nil, fmt.Errorf("%s: development key: %w", p.prefix, err)
+			}
+			pub = &k.PublicKey
+		}
+		kr.Public[p.id] = pub
+	}
+	if kr.Key == nil {
+		return nil, fmt.Errorf("federation: %q is neither a configured region nor the hub", self)
+	}
+	return kr, nil
+}
+
+// HopKeys returns the regions' public keys (the hub's left out), as
+// routing.RouterConfig.HopKeys takes them.
+func HopKeys(kr *federation.Keyring) map[string]*ecdsa.PublicKey {
+	m := make(map[string]*ecdsa.PublicKey, len(kr.Public))
+	for id, k := range kr.Public {
+		if id != federation.PartyHub {
+			m[id] = k
+		}
+	}
+	return m
 }
 
 // Routes returns the dial addresses of every region (primary and DR) and

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/federation/setup"
 	"github.com/meridian-id/meridian/geodns"
 	"github.com/meridian-id/meridian/hub"
@@ -53,7 +54,9 @@ type Stores struct {
 	// Redis is the lookup store when hub.redis is set (nil for the
 	// embedded store): its bucket layout can be resized.
 	Redis *redisstore.Store
-	close func()
+	// Conflicts holds the users two regions claim (hub conflicts).
+	Conflicts lookup.Store
+	close     func()
 }
 
 // Close releases the stores.
@@ -74,7 +77,12 @@ func OpenStores(ctx context.Context, cfg *config.Config, opts Options) (*Stores,
 			c.Close()
 			return nil, fmt.Errorf("hub.redis: %w", err)
 		}
-		return &Stores{Lookup: st, Redis: st, State: hub.NewRedisState(c, opts.Prefix+"hub:"), close: func() { c.Close() }}, nil
+		cf, err := redisstore.New(ctx, c, redisstore.Options{Prefix: opts.Prefix + "conflicts:"})
+		if err != nil {
+			c.Close()
+			return nil, fmt.Errorf("hub.redis: %w", err)
+		}
+		return &Stores{Lookup: st, Redis: st, State: hub.NewRedisState(c, opts.Prefix+"hub:"), Conflicts: cf, close: func() { c.Close() }}, nil
 	}
 	dir := filepath.Join(opts.DataDir, "hub")
 	if err := os.MkdirAll(dir, 0o700); err != nil {
@@ -84,7 +92,12 @@ func OpenStores(ctx context.Context, cfg *config.Config, opts Options) (*Stores,
 	if err != nil {
 		return nil, err
 	}
-	return &Stores{Lookup: st, State: hub.NewMemoryState(), close: func() { st.Close() }}, nil
+	cf, err := embedded.Open(ctx, filepath.Join(dir, "conflicts.db"))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
+	return &Stores{Lookup: st, State: hub.NewMemoryState(), Conflicts: cf, close: func() { st.Close(); cf.Close() }}, nil
 }
 
 // Hasher returns the lookup hasher of k_hub (hub.key_file) and, during a
@@ -140,12 +153,16 @@ func New(ctx context.Context, cfg *config.Config, opts Options, tel *telemetry.T
 		}
 		previous = append(previous, prev)
 	}
+	keys, err := setup.Keyring(cfg, opts.DataDir, federation.PartyHub, log)
+	if err != nil {
+		return nil, err
+	}
 	stores, err := OpenStores(ctx, cfg, opts)
 	if err != nil {
 		return nil, err
 	}
 	b, err := hub.New(hub.Config{Issuer: cfg.Federation.URL(cfg.Hub.Host), Regions: hub.RegionsFromConfig(cfg),
-		Codec: codec, Hasher: h, Lookup: stores.Lookup, State: stores.State, Secret: secret, PreviousSecrets: previous,
+		Codec: codec, Keys: keys, Hasher: h, Lookup: stores.Lookup, State: stores.State, Conflicts: stores.Conflicts, Secret: secret, PreviousSecrets: previous,
 		HTTPClient: setup.HTTPClient(cfg, tel.Transport), SecureCookies: cfg.Federation.Scheme == "https",
 		Log: log, Meter: tel.Meter.Meter("meridian/hub")})
 	if err != nil {

@@ -2,7 +2,7 @@ package federate
 
 import (
 	"context"
-	"crypto/subtle"
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"slices"
@@ -16,40 +16,45 @@ import (
 
 // HubClientSpec describes the hub's client at a region for documentation
 // and display; register it with EnsureHubClient, which keeps the derived id
-// and secret (region.CreateClient would mint random ones).
+// and the hub's public key (region.CreateClient would mint a random id).
 func HubClientSpec(hubURL, region string) region.ClientSpec {
 	return federationSpec("Meridian federation hub", []string{federation.HubRedirectURI(hubURL, region)})
 }
 
 func federationSpec(name string, redirects []string) region.ClientSpec {
 	return region.ClientSpec{Name: name, RedirectURIs: redirects, GrantTypes: []string{region.GrantAuthorizationCode},
-		AuthMethod: region.AuthSecretBasic, FirstParty: true, Scopes: []string{region.ScopeFederation}}
+		AuthMethod: region.AuthPrivateKey, FirstParty: true, Scopes: []string{region.ScopeFederation}}
 }
 
 // EnsureHubClient registers (or repairs) the hub's client at region in the
-// region's store, with its derived id and secret. It is idempotent and
-// meant for node startup in hub topology.
-func EnsureHubClient(ctx context.Context, st store.Store, codec *routing.Codec, region, hubURL string) error {
-	c, err := federation.HubCredentials(codec, region, hubURL)
+// region's store: its derived id, authenticated by private_key_jwt with the
+// hub's public key (hubKey). It is idempotent and meant for node startup in
+// hub topology.
+func EnsureHubClient(ctx context.Context, st store.Store, codec *routing.Codec, region, hubURL string, hubKey *ecdsa.PublicKey) error {
+	id, err := federation.HubClientID(codec, region)
 	if err != nil {
 		return err
 	}
-	return EnsureClient(ctx, st, "Meridian federation hub", c)
+	return EnsureClient(ctx, st, "Meridian federation hub", id, []string{federation.HubRedirectURI(hubURL, region)}, hubKey)
 }
 
 // EnsurePeerClients registers (or repairs) at resident region the client of
 // every other region of the mesh; entries maps an entry region id to its
-// login base URLs (issuer first).
-func EnsurePeerClients(ctx context.Context, st store.Store, codec *routing.Codec, resident string, entries map[string][]string) error {
+// login base URLs (issuer first), keys holds each region's public key.
+func EnsurePeerClients(ctx context.Context, st store.Store, codec *routing.Codec, resident string, entries map[string][]string, keys *federation.Keyring) error {
 	for entry, bases := range entries {
 		if entry == resident {
 			continue
 		}
-		c, err := federation.PeerCredentials(codec, entry, resident, bases...)
+		pub, ok := keys.PublicKey(entry)
+		if !ok {
+			return fmt.Errorf("peer client of %s: no federation public key", entry)
+		}
+		id, err := federation.PeerClientID(codec, entry, resident)
 		if err != nil {
 			return err
 		}
-		if err := EnsureClient(ctx, st, "Meridian region "+entry, c); err != nil {
+		if err := EnsureClient(ctx, st, "Meridian region "+entry, id, federation.CallbackURIs(bases...), pub); err != nil {
 			return fmt.Errorf("peer client of %s: %w", entry, err)
 		}
 	}
@@ -57,23 +62,28 @@ func EnsurePeerClients(ctx context.Context, st store.Store, codec *routing.Codec
 }
 
 // EnsureClient stores a federation client (first party, code flow only,
-// client_secret_basic, scope meridian:federation so that authorization
-// responses carry the region issuer) with the given derived credentials,
-// replacing a stored client of that id that differs.
-func EnsureClient(ctx context.Context, st store.Store, name string, c federation.Credentials) error {
-	spec := federationSpec(name, c.RedirectURIs)
+// private_key_jwt with the calling party's public key, scope
+// meridian:federation so that authorization responses carry the region
+// issuer), replacing a stored client of that id that differs (a client
+// stored with a secret derived from the routing key, before per-party keys,
+// is replaced).
+func EnsureClient(ctx context.Context, st store.Store, name, id string, redirects []string, pub *ecdsa.PublicKey) error {
+	if pub == nil {
+		return errors.New("federation: client " + id + " needs a public key")
+	}
+	spec := federationSpec(name, redirects)
 	want := store.Client{
-		ID: c.ClientID, SecretHash: region.HashClientSecret(c.ClientSecret), Name: name,
+		ID: id, Name: name, JWKS: federation.JWKS(pub),
 		RedirectURIs: spec.RedirectURIs, GrantTypes: spec.GrantTypes, AuthMethod: spec.AuthMethod,
 		AccessTokenFormat: region.FormatOpaque, FirstParty: true, Scopes: spec.Scopes, CreatedAt: time.Now().UTC(),
 	}
-	have, err := st.GetClient(ctx, c.ClientID)
+	have, err := st.GetClient(ctx, id)
 	switch {
 	case err == nil:
 		if sameClient(have, want) {
 			return nil
 		}
-		if err := st.DeleteClient(ctx, c.ClientID); err != nil && !errors.Is(err, store.ErrNotFound) {
+		if err := st.DeleteClient(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 	case !errors.Is(err, store.ErrNotFound):
@@ -86,7 +96,7 @@ func EnsureClient(ctx context.Context, st store.Store, name string, c federation
 }
 
 func sameClient(a, b store.Client) bool {
-	return subtle.ConstantTimeCompare(a.SecretHash, b.SecretHash) == 1 && a.Name == b.Name &&
+	return len(a.SecretHash) == 0 && a.JWKS == b.JWKS && a.Name == b.Name &&
 		slices.Equal(a.RedirectURIs, b.RedirectURIs) && slices.Equal(a.GrantTypes, b.GrantTypes) &&
 		a.AuthMethod == b.AuthMethod && a.FirstParty == b.FirstParty && slices.Equal(a.Scopes, b.Scopes)
 }

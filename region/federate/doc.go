@@ -11,6 +11,7 @@
 //     UserKeysHandler lists the region's users as keyed hashes for the hub's
 //     reconciliation.
 //   - EnsureHubClient and EnsurePeerClients register the federation clients
-//     (credentials derived by package federation) in the region's store.
+//     (private_key_jwt, holding the calling party's public key) in the
+//     region's store.
 //   - NewNode builds all of the above from the configuration.
 package federate

@@ -3,6 +3,9 @@ package federate_test
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -56,27 +59,49 @@ func openStore(t *testing.T) store.Store {
 	return s
 }
 
-// TestCredentials: every node derives the same credentials; they are
-// tagged for the right region; EnsureClient is idempotent and repairs.
+// partyKeys are test federation identities: every region's and the hub's.
+func partyKeys(t *testing.T) map[string]*ecdsa.PrivateKey {
+	t.Helper()
+	m := map[string]*ecdsa.PrivateKey{}
+	for _, p := range []string{"eu", "us", "ap", federation.PartyHub} {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m[p] = k
+	}
+	return m
+}
+
+func keyring(keys map[string]*ecdsa.PrivateKey, self string) *federation.Keyring {
+	kr := &federation.Keyring{Self: self, Key: keys[self], Public: map[string]*ecdsa.PublicKey{}}
+	for p, k := range keys {
+		kr.Public[p] = &k.PublicKey
+	}
+	return kr
+}
+
+// TestCredentials: every node derives the same client ids, tagged for the
+// right region; federation clients are private_key_jwt clients holding the
+// calling party's public key and no secret; EnsureClient is idempotent and
+// repairs.
 func TestCredentials(t *testing.T) {
 	c := codec(t)
+	keys := partyKeys(t)
 	id1, err := federation.HubClientID(c, "us")
 	if err != nil {
 		t.Fatal(err)
 	}
 	id2, _ := federation.HubClientID(codec(t), "us")
-	if id1 != id2 || federation.HubClientSecret(c, "us") != federation.HubClientSecret(codec(t), "us") {
+	if id1 != id2 {
 		t.Fatal("derivation is not deterministic")
 	}
 	if tag, err := c.VerifyKind(id1, routing.KindClient); err != nil || tag.Region != "us" {
 		t.Fatalf("hub client id %s: %+v %v", id1, tag, err)
 	}
 	peer, _ := federation.PeerClientID(c, "eu", "us")
-	if peer == id1 || federation.PeerClientSecret(c, "eu", "us") == federation.PeerClientSecret(c, "ap", "us") {
+	if peer == id1 {
 		t.Fatal("peer credentials collide")
-	}
-	if federation.RegionClientSecret(c, "eu") == federation.RegionClientSecret(c, "us") {
-		t.Fatal("region secrets collide")
 	}
 	if r, ok := federation.RegionFromClientID("region-eu"); !ok || r != "eu" {
 		t.Fatal("RegionFromClientID")
@@ -84,45 +109,54 @@ func TestCredentials(t *testing.T) {
 	if _, ok := federation.RegionFromClientID("region-EU/../x"); ok {
 		t.Fatal("RegionFromClientID accepted a bad id")
 	}
-	if err := federation.CheckHubCredentials(c, "us", id1, federation.HubClientSecret(c, "us")); err != nil {
+	hubPub := &keys[federation.PartyHub].PublicKey
+	aud := "https://us.example" + federation.UserKeysPath
+	authz, _ := federation.BearerAssertion(keys[federation.PartyHub], id1, aud)
+	if err := federation.CheckHubAssertion(c, "us", authz, aud, hubPub); err != nil {
 		t.Fatal(err)
 	}
-	if err := federation.CheckHubCredentials(c, "eu", id1, federation.HubClientSecret(c, "us")); err == nil {
-		t.Fatal("us credentials accepted at eu")
+	if err := federation.CheckHubAssertion(c, "eu", authz, aud, hubPub); err == nil {
+		t.Fatal("the hub's assertion for us accepted at eu")
+	}
+	forged, _ := federation.BearerAssertion(keys["eu"], id1, aud)
+	if err := federation.CheckHubAssertion(c, "us", forged, aud, hubPub); err == nil {
+		t.Fatal("an assertion signed by eu's key accepted as the hub's")
 	}
 
 	ctx := context.Background()
 	st := openStore(t)
 	for range 2 {
-		if err := federate.EnsureHubClient(ctx, st, c, "us", "http://hub.example"); err != nil {
+		if err := federate.EnsureHubClient(ctx, st, c, "us", "http://hub.example", hubPub); err != nil {
 			t.Fatal(err)
 		}
 	}
 	got, err := st.GetClient(ctx, id1)
 	if err != nil || !slices.Equal(got.RedirectURIs, []string{"http://hub.example/callback/us"}) ||
-		!slices.Contains(got.Scopes, region.ScopeFederation) || !got.FirstParty {
+		!slices.Contains(got.Scopes, region.ScopeFederation) || !got.FirstParty || got.AuthMethod != region.AuthPrivateKey ||
+		len(got.SecretHash) != 0 || got.JWKS != federation.JWKS(hubPub) {
 		t.Fatalf("hub client: %+v %v", got, err)
 	}
-	if err := federate.EnsureHubClient(ctx, st, c, "us", "https://hub.example.com"); err != nil {
+	if err := federate.EnsureHubClient(ctx, st, c, "us", "https://hub.example.com", hubPub); err != nil {
 		t.Fatal(err)
 	}
 	if got, _ := st.GetClient(ctx, id1); got.RedirectURIs[0] != "https://hub.example.com/callback/us" {
 		t.Fatalf("not repaired: %v", got.RedirectURIs)
 	}
-	if err := federate.EnsurePeerClients(ctx, st, c, "us", map[string][]string{"eu": {"http://eu.example", "http://id.example"}, "us": {"x"}}); err != nil {
+	if err := federate.EnsurePeerClients(ctx, st, c, "us", map[string][]string{"eu": {"http://eu.example", "http://id.example"}, "us": {"x"}}, keyring(keys, "us")); err != nil {
 		t.Fatal(err)
 	}
 	got, err = st.GetClient(ctx, peer)
-	if err != nil || !slices.Equal(got.RedirectURIs, []string{"http://eu.example" + federation.CallbackPath, "http://id.example" + federation.CallbackPath}) {
+	if err != nil || !slices.Equal(got.RedirectURIs, []string{"http://eu.example" + federation.CallbackPath, "http://id.example" + federation.CallbackPath}) ||
+		got.JWKS != federation.JWKS(&keys["eu"].PublicKey) {
 		t.Fatalf("peer client: %+v %v", got, err)
 	}
 }
 
-func getKeys(t *testing.T, h http.Handler, id, secret, query string) (int, map[string]any, string) {
+func getKeys(t *testing.T, h http.Handler, authz, query string) (int, map[string]any, string) {
 	t.Helper()
 	req := httptest.NewRequest(http.MethodGet, federation.UserKeysPath+"?"+query, nil)
-	if id != "" {
-		req.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret))
+	if authz != "" {
+		req.Header.Set("Authorization", authz)
 	}
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
@@ -143,20 +177,38 @@ func TestUserKeysHandler(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	handler, err := federate.NewUserKeysHandler(federate.UserKeysConfig{Region: "us", Codec: c, Hasher: h, Users: st, CursorKey: bytes.Repeat([]byte{1}, 32)})
+	pk := partyKeys(t)
+	const issuer = "https://us.example"
+	handler, err := federate.NewUserKeysHandler(federate.UserKeysConfig{Region: "us", Issuer: issuer, Codec: c,
+		HubKey: &pk[federation.PartyHub].PublicKey, Hasher: h, Users: st, CursorKey: bytes.Repeat([]byte{1}, 32)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	id, _ := federation.HubClientID(c, "us")
-	secret := federation.HubClientSecret(c, "us")
 	euID, _ := federation.HubClientID(c, "eu")
-	for name, creds := range map[string][2]string{"none": {"", ""}, "wrong secret": {id, "nope"}, "eu's hub client": {euID, federation.HubClientSecret(c, "eu")}} {
-		if code, m, _ := getKeys(t, handler, creds[0], creds[1], ""); code != http.StatusUnauthorized || m["error"] != "invalid_client" {
+	assert := func(signer, clientID, aud string) string {
+		a, err := federation.BearerAssertion(pk[signer], clientID, aud)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	aud := issuer + federation.UserKeysPath
+	authz := assert(federation.PartyHub, id, aud)
+	for name, a := range map[string]string{
+		"none":                     "",
+		"basic":                    "Basic " + id,
+		"eu's key as the hub":      assert("eu", id, aud),
+		"eu's hub client":          assert(federation.PartyHub, euID, aud),
+		"another audience":         assert(federation.PartyHub, id, "https://eu.example"+federation.UserKeysPath),
+		"the assertion, truncated": authz[:len(authz)-5],
+	} {
+		if code, m, _ := getKeys(t, handler, a, ""); code != http.StatusUnauthorized || m["error"] != "invalid_client" {
 			t.Errorf("%s: %d %v", name, code, m)
 		}
 	}
 	for _, q := range []string{"limit=0", "limit=x", "limit=999999", "after=bob.smith", "after=AAAA"} {
-		if code, m, _ := getKeys(t, handler, id, secret, q); code != http.StatusBadRequest || m["error"] != "invalid_request" {
+		if code, m, _ := getKeys(t, handler, authz, q); code != http.StatusBadRequest || m["error"] != "invalid_request" {
 			t.Errorf("%s: %d %v", q, code, m)
 		}
 	}
@@ -167,7 +219,7 @@ func TestUserKeysHandler(t *testing.T) {
 		if after != "" {
 			q.Set("after", after)
 		}
-		code, _, body := getKeys(t, handler, id, secret, q.Encode())
+		code, _, body := getKeys(t, handler, authz, q.Encode())
 		if code != http.StatusOK {
 			t.Fatalf("page %d: %d %s", pages, code, body)
 		}
@@ -278,7 +330,7 @@ func TestPusherLosesNothing(t *testing.T) {
 func TestNewUpstreamValidates(t *testing.T) {
 	c := codec(t)
 	good := federate.UpstreamConfig{Region: "eu", Bases: []string{"https://eu.example"}, Topology: federation.TopologyHub,
-		HubURL: "https://hub.example", Codec: c, CookieKey: bytes.Repeat([]byte{1}, 32), HTTPClient: http.DefaultClient}
+		HubURL: "https://hub.example", Codec: c, Key: partyKeys(t)["eu"], CookieKey: bytes.Repeat([]byte{1}, 32), HTTPClient: http.DefaultClient}
 	if _, err := federate.NewUpstream(good); err != nil {
 		t.Fatal(err)
 	}

@@ -2,12 +2,13 @@ package federate
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
-	"net/url"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/meridian-id/meridian/federation"
@@ -25,8 +26,14 @@ type UserLister interface {
 // UserKeysConfig configures NewUserKeysHandler.
 type UserKeysConfig struct {
 	Region string
-	// Codec checks the hub's client credentials.
+	// Issuer is the region's issuer: hub assertions name Issuer+UserKeysPath
+	// as their audience.
+	Issuer string
+	// Codec derives the hub's client id.
 	Codec *routing.Codec
+	// HubKey is the hub's federation public key, which verifies the hub's
+	// client assertion.
+	HubKey *ecdsa.PublicKey
 	// Hasher computes the lookup keys (k_hub).
 	Hasher *lookup.Hasher
 	Users  UserLister
@@ -43,12 +50,13 @@ type userKeys struct {
 }
 
 // NewUserKeysHandler returns the handler of GET UserKeysPath?after=&limit=:
-// a page of the region's users' lookup keys, authenticated with the hub's
-// client credentials (HTTP Basic), never a username. Mount it on the
+// a page of the region's users' lookup keys, authenticated with a client
+// assertion of the hub's client signed by the hub's own key (Authorization:
+// Bearer), never a username. Mount it on the
 // region's public listener next to the provider.
 func NewUserKeysHandler(cfg UserKeysConfig) (http.Handler, error) {
-	if cfg.Codec == nil || cfg.Hasher == nil || cfg.Users == nil {
-		return nil, errors.New("federation: user keys handler needs codec, hasher and users")
+	if cfg.Codec == nil || cfg.Hasher == nil || cfg.Users == nil || cfg.HubKey == nil || cfg.Issuer == "" {
+		return nil, errors.New("federation: user keys handler needs issuer, codec, hub key, hasher and users")
 	}
 	box, err := seal.New("meridian user-keys cursor v1", cfg.CursorKey, cfg.PreviousCursorKeys...)
 	if err != nil {
@@ -64,9 +72,9 @@ func (h *userKeys) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeAPIError(w, http.StatusMethodNotAllowed, "invalid_request", "GET only")
 		return
 	}
-	id, secret, ok := basicAuth(r)
-	if !ok || federation.CheckHubCredentials(h.cfg.Codec, h.cfg.Region, id, secret) != nil {
-		w.Header().Set("WWW-Authenticate", `Basic realm="meridian-internal"`)
+	aud := strings.TrimSuffix(h.cfg.Issuer, "/") + federation.UserKeysPath
+	if federation.CheckHubAssertion(h.cfg.Codec, h.cfg.Region, r.Header.Get("Authorization"), aud, h.cfg.HubKey) != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-internal"`)
 		writeAPIError(w, http.StatusUnauthorized, "invalid_client", "hub client credentials required")
 		return
 	}
@@ -126,22 +134,6 @@ func (h *userKeys) openCursor(c string) (string, error) {
 
 // cursorTTL bounds how long a reconciliation may pause between pages.
 const cursorTTL = time.Hour
-
-// basicAuth reads HTTP Basic credentials, form-urlencoded per RFC 6749
-// §2.3.1 (what x/oauth2 sends) or raw.
-func basicAuth(r *http.Request) (string, string, bool) {
-	id, secret, ok := r.BasicAuth()
-	if !ok {
-		return "", "", false
-	}
-	if u, err := url.QueryUnescape(id); err == nil {
-		id = u
-	}
-	if s, err := url.QueryUnescape(secret); err == nil {
-		secret = s
-	}
-	return id, secret, true
-}
 
 func writeAPIError(w http.ResponseWriter, status int, code, desc string) {
 	w.Header().Set("Content-Type", "application/json")

@@ -38,6 +38,9 @@ type NodeConfig struct {
 	// HubKey is k_hub (hub.key_file): lookup keys are computed in the
 	// region so that usernames never travel to the hub.
 	HubKey []byte
+	// Keys is the region's federation identity (setup.Keyring): its own
+	// private key and every party's public key.
+	Keys *federation.Keyring
 	// Lookup is the shared lookup store (mesh topology). When nil in mesh
 	// topology, NewNode opens hub.redis under LookupPrefix.
 	Lookup lookup.Store
@@ -61,8 +64,12 @@ type Node struct {
 // Pusher and user-keys handler from the configuration.
 func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 	cfg := nc.Config
-	if cfg == nil || nc.Store == nil || nc.Codec == nil {
-		return nil, errors.New("federation: node needs the config, store and codec")
+	if cfg == nil || nc.Store == nil || nc.Codec == nil || nc.Keys == nil || nc.Keys.Key == nil {
+		return nil, errors.New("federation: node needs the config, store, codec and federation keys")
+	}
+	hubPub, ok := nc.Keys.PublicKey(federation.PartyHub)
+	if !ok {
+		return nil, errors.New("federation: no public key for the hub")
 	}
 	r, ok := cfg.Region(nc.Region)
 	if !ok {
@@ -79,7 +86,7 @@ func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 	hubURL := cfg.Federation.URL(cfg.Hub.Host)
 	n := &Node{}
 	ucfg := UpstreamConfig{Region: nc.Region, Bases: setup.RegionBases(cfg, r), Topology: cfg.Federation.Topology, HubURL: hubURL,
-		Codec: nc.Codec, CookieKey: nc.CookieKey, PreviousCookieKeys: nc.PreviousCookieKeys, SecureCookies: cfg.Federation.Scheme == "https", HTTPClient: client, Log: nc.Log}
+		Codec: nc.Codec, Key: nc.Keys.Key, CookieKey: nc.CookieKey, PreviousCookieKeys: nc.PreviousCookieKeys, SecureCookies: cfg.Federation.Scheme == "https", HTTPClient: client, Log: nc.Log}
 	var sink KeySink
 	switch cfg.Federation.Topology {
 	case federation.TopologyMesh:
@@ -110,16 +117,16 @@ func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 			ucfg.Peers[p.ID] = cfg.Issuer(p)
 			entries[p.ID] = setup.RegionBases(cfg, p)
 		}
-		if err := EnsurePeerClients(ctx, nc.Store, nc.Codec, nc.Region, entries); err != nil {
+		if err := EnsurePeerClients(ctx, nc.Store, nc.Codec, nc.Region, entries, nc.Keys); err != nil {
 			n.Close()
 			return nil, err
 		}
 		sink = StoreSink{Store: lk, Region: nc.Region}
 	default:
-		if err := EnsureHubClient(ctx, nc.Store, nc.Codec, nc.Region, hubURL); err != nil {
+		if err := EnsureHubClient(ctx, nc.Store, nc.Codec, nc.Region, hubURL, hubPub); err != nil {
 			return nil, err
 		}
-		if sink, err = NewHubSink(hubURL, nc.Codec, nc.Region, client); err != nil {
+		if sink, err = NewHubSink(hubURL, nc.Keys.Key, nc.Region, client); err != nil {
 			return nil, err
 		}
 	}
@@ -131,7 +138,7 @@ func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 		n.Close()
 		return nil, err
 	}
-	if n.UserKeys, err = NewUserKeysHandler(UserKeysConfig{Region: nc.Region, Codec: nc.Codec, Hasher: hasher,
+	if n.UserKeys, err = NewUserKeysHandler(UserKeysConfig{Region: nc.Region, Issuer: cfg.Issuer(r), Codec: nc.Codec, HubKey: hubPub, Hasher: hasher,
 		Users: nc.Store, CursorKey: nc.CookieKey, PreviousCursorKeys: nc.PreviousCookieKeys}); err != nil {
 		n.Close()
 		return nil, err

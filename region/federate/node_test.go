@@ -38,7 +38,7 @@ func TestNewNodeFromExampleConfig(t *testing.T) {
 			t.Setenv("MERIDIAN_FEDERATION_TOPOLOGY", topo)
 			cfg, c := loadExample(t)
 			st := openStore(t)
-			n, err := federate.NewNode(ctx, federate.NodeConfig{Config: cfg, Region: "eu", Store: st, Codec: c,
+			n, err := federate.NewNode(ctx, federate.NodeConfig{Config: cfg, Region: "eu", Store: st, Codec: c, Keys: keyring(partyKeys(t), "eu"),
 				CookieKey: bytes.Repeat([]byte{1}, 32), HubKey: bytes.Repeat([]byte{2}, 32), Lookup: memstore.New()})
 			if err != nil {
 				t.Fatal(err)

@@ -2,6 +2,7 @@ package federate
 
 import (
 	"context"
+	"crypto/ecdsa"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,7 +14,6 @@ import (
 	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/region/store"
-	"github.com/meridian-id/meridian/routing"
 )
 
 // Outbox is the part of the region store the Pusher drains.
@@ -184,21 +184,20 @@ func (p *Pusher) Flush(ctx context.Context) (int, error) {
 // client credentials (HTTP Basic).
 type HubSink struct {
 	hubURL string
-	id     string
-	secret string
+	creds  federation.Credentials
 	client *http.Client
 }
 
-// NewHubSink returns the sink of region towards the hub at hubURL.
-func NewHubSink(hubURL string, codec *routing.Codec, region string, client *http.Client) (*HubSink, error) {
-	if client == nil || codec == nil {
-		return nil, errors.New("federation: hub sink needs a codec and an HTTP client")
+// NewHubSink returns the sink of region towards the hub at hubURL; key is
+// the region's federation private key, which signs its client assertions.
+func NewHubSink(hubURL string, key *ecdsa.PrivateKey, region string, client *http.Client) (*HubSink, error) {
+	if client == nil || key == nil {
+		return nil, errors.New("federation: hub sink needs the region's key and an HTTP client")
 	}
 	if _, err := url.Parse(hubURL); err != nil {
 		return nil, err
 	}
-	return &HubSink{hubURL: hubURL, id: federation.RegionClientID(region),
-		secret: federation.RegionClientSecret(codec, region), client: client}, nil
+	return &HubSink{hubURL: hubURL, creds: federation.RegionCredentials(region, key), client: client}, nil
 }
 
 // Apply implements KeySink.
@@ -206,7 +205,7 @@ func (s *HubSink) Apply(ctx context.Context, changes []federation.KeyChange) (fe
 	var total federation.ChangesResult
 	for len(changes) > 0 {
 		n := min(len(changes), federation.MaxChanges)
-		res, err := federation.PostChanges(ctx, s.client, s.hubURL, s.id, s.secret, changes[:n])
+		res, err := federation.PostChanges(ctx, s.client, s.hubURL, s.creds, changes[:n])
 		if err != nil {
 			return total, err
 		}

@@ -3,6 +3,7 @@ package federate
 import (
 	"cmp"
 	"context"
+	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -40,8 +41,13 @@ type UpstreamConfig struct {
 	HubURL string
 	// Peers maps every region id to its issuer (mesh topology).
 	Peers map[string]string
-	// Codec derives the client credentials (federation routing key).
+	// Codec derives the client ids and MACs login state (federation
+	// routing key).
 	Codec *routing.Codec
+	// Key is the region's own federation private key: its client
+	// assertions (private_key_jwt) at the hub or mesh peers are signed
+	// with it.
+	Key *ecdsa.PrivateKey
 	// Table resolves a username to its home region (mesh topology only;
 	// it needs k_hub and the lookup store).
 	Table *lookup.Table
@@ -112,7 +118,7 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 	u := &Upstream{cfg: cfg, box: box, pages: pages, log: cfg.Log, peers: map[string]*federation.RP{}}
 	switch cfg.Topology {
 	case federation.TopologyHub:
-		u.hub, err = federation.NewRP(cfg.HubURL, federation.RegionCredentials(cfg.Codec, cfg.Region, cfg.Bases...), cfg.HTTPClient, cfg.RP)
+		u.hub, err = federation.NewRP(cfg.HubURL, federation.RegionCredentials(cfg.Region, cfg.Key, cfg.Bases...), cfg.HTTPClient, cfg.RP)
 		if err != nil {
 			return nil, err
 		}
@@ -124,7 +130,7 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 			if id == cfg.Region {
 				continue
 			}
-			creds, err := federation.PeerCredentials(cfg.Codec, cfg.Region, id, cfg.Bases...)
+			creds, err := federation.PeerCredentials(cfg.Codec, cfg.Region, id, cfg.Key, cfg.Bases...)
 			if err != nil {
 				return nil, err
 			}

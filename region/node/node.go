@@ -144,16 +144,18 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	if err != nil {
 		return nil, err
 	}
+	// The region's own federation identity (its DR site shares it): it
+	// signs hops and client assertions; the routing key only MACs tags.
+	keys, err := setup.Keyring(cfg, dataDir, id, log)
+	if err != nil {
+		return nil, err
+	}
 	keyOpts, err := KeyOptions(cfg, r, dataDir, log)
 	if err != nil {
 		return nil, err
 	}
 	if t := opts.KeyTimings; t.PublishDelay > 0 || t.CacheTTL > 0 || t.PeerCacheTTL > 0 {
 		keyOpts.PublishDelay, keyOpts.CacheTTL, keyOpts.PeerCacheTTL = t.PublishDelay, t.CacheTTL, t.PeerCacheTTL
-	}
-	rk, err := routingKey(cfg, dataDir, log)
-	if err != nil {
-		return nil, err
 	}
 	st, role, err := OpenSiteStore(ctx, r, opts.DR, dataDir)
 	if err != nil {
@@ -183,7 +185,7 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 			return nil, err
 		}
 		fed, err = federate.NewNode(ctx, federate.NodeConfig{Config: cfg, Region: id, Store: st, Codec: codec,
-			CookieKey: cookieKey, PreviousCookieKeys: prevCookieKeys, HubKey: hubKey, Wrap: tel.Transport, Log: log})
+			CookieKey: cookieKey, PreviousCookieKeys: prevCookieKeys, HubKey: hubKey, Keys: keys, Wrap: tel.Transport, Log: log})
 		if err != nil {
 			st.Close()
 			return nil, err
@@ -191,7 +193,7 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		upstream = fed.Upstream
 	}
 	n := &Node{Store: st, cfg: cfg, region: r, tel: tel, log: log, dr: opts.DR, fed: fed,
-		fenceKey: fencingKey(rk), rolePoll: opts.RolePoll}
+		fenceKey: fencingKey(keys.Key.D.FillBytes(make([]byte, 32))), rolePoll: opts.RolePoll}
 	if n.rolePoll <= 0 {
 		n.rolePoll = defaultRolePoll
 	}
@@ -215,7 +217,9 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		}
 		return rt
 	}
-	n.Router, err = routing.NewRouter(RouterConfig(cfg, id, wrap), codec, local, log, tel.Meter.Meter("meridian/routing"))
+	rc := RouterConfig(cfg, id, wrap)
+	rc.HopKey, rc.HopKeys = keys.Key, setup.HopKeys(keys)
+	n.Router, err = routing.NewRouter(rc, codec, local, log, tel.Meter.Meter("meridian/routing"))
 	if err != nil {
 		n.Close()
 		return nil, err

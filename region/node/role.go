@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -173,9 +172,11 @@ func Fence(ctx context.Context, r *config.Region, dr bool, dataDir string, by in
 }
 
 // fencingKey derives the key that MACs generation answers between the
-// sites of a region from the federation routing key every node holds.
-func fencingKey(routingKey []byte) []byte {
-	m := hmac.New(sha256.New, routingKey)
+// sites of a region from the region's own federation private key, which
+// only the region's primary and DR site hold (another region's secrets
+// cannot forge an answer that fences this region).
+func fencingKey(regionKey []byte) []byte {
+	m := hmac.New(sha256.New, regionKey)
 	m.Write([]byte("meridian/fencing/v1"))
 	return m.Sum(nil)
 }
@@ -389,14 +390,3 @@ func (n *Node) watchRole(ctx context.Context) {
 	}
 }
 
-// routingKey loads the routing key the codec signs with: the key ring's
-// signing key when federation.routing_keys is set, else routing_key_file.
-func routingKey(cfg *config.Config, dataDir string, log *slog.Logger) ([]byte, error) {
-	for i, k := range cfg.Federation.RoutingKeys {
-		if k.Use == "sign" {
-			return config.LoadSecret(fmt.Sprintf("federation.routing_keys[%d].file", i), k.File, "", log)
-		}
-	}
-	return config.LoadSecret("federation.routing_key_file", cfg.Federation.RoutingKeyFile,
-		filepath.Join(dataDir, "secrets", "routing.key"), log)
-}
