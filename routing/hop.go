@@ -72,7 +72,7 @@ func (h hopSigner) verify(v, self, method, path string, now time.Time) (string, 
 	if err != nil || !ecdsa.VerifyASN1(pub, hopMessage(f[1], f[2], method, path, ts), sig) {
 		return "", false
 	}
-	return "", false
+	return f[1], true
 }
 
 // SignHop returns the hop header value of one call (method, path) from
