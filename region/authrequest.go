@@ -1,6 +1,7 @@
 package region
 
 import (
+	"slices"
 	"time"
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
@@ -12,7 +13,7 @@ import (
 type authRequest struct{ store.AuthRequest }
 
 func (a *authRequest) GetID() string          { return a.ID }
-func (a *authRequest) GetACR() string         { return "" }
+func (a *authRequest) GetACR() string         { return satisfiedACR(a.AMR, a.ACRValues) }
 func (a *authRequest) GetAMR() []string       { return a.AMR }
 func (a *authRequest) GetAudience() []string  { return []string{a.ClientID} }
 func (a *authRequest) GetAuthTime() time.Time { return a.AuthTime }
@@ -57,3 +58,51 @@ type clientCredentialsRequest struct {
 func (c *clientCredentialsRequest) GetSubject() string    { return c.clientID }
 func (c *clientCredentialsRequest) GetAudience() []string { return []string{c.clientID} }
 func (c *clientCredentialsRequest) GetScopes() []string   { return c.scopes }
+
+// The authentication context classes a region asserts in the acr claim
+// (OIDC Core §2), ordered: ACRMFA satisfies a request for ACRPassword too.
+// Discovery lists them as acr_values_supported.
+const (
+	// ACRPassword: the user proved a password (amr pwd).
+	ACRPassword = "urn:meridian:acr:pwd"
+	// ACRMFA: the user proved a password and a second factor, a TOTP code
+	// (amr mfa).
+	ACRMFA = "urn:meridian:acr:mfa"
+)
+
+// acrValuesSupported is what discovery advertises.
+var acrValuesSupported = []string{ACRPassword, ACRMFA}
+
+// Bounds on an authorization request's acr_values, kept with the request.
+const (
+	maxACRValues   = 8
+	maxACRValueLen = 255
+)
+
+// satisfiedACR is the acr of an authentication with methods amr for a
+// request that asked acr_values: the first requested class the
+// authentication satisfies, else the class it reached ("" before any
+// authentication). acr_values is a voluntary request (OIDC Core
+// §3.1.2.1): a class that cannot be met does not fail the login, the acr
+// claim says what was met and the client decides. An essential acr can
+// only be asked with the claims parameter, which is not supported
+// (claims_parameter_supported is false). A federated login's amr is the
+// resident region's with "fed" in front, so the entry region asserts what
+// the resident region verified.
+func satisfiedACR(amr, requested []string) string {
+	reached := ""
+	switch {
+	case slices.Contains(amr, "mfa"):
+		reached = ACRMFA
+	case slices.Contains(amr, "pwd"):
+		reached = ACRPassword
+	default:
+		return ""
+	}
+	for _, want := range requested {
+		if want == reached || (want == ACRPassword && reached == ACRMFA) {
+			return want
+		}
+	}
+	return reached
+}

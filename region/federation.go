@@ -37,19 +37,20 @@ type Upstream interface {
 // FederatedLogin is what the entry region hands the hub (or the resident
 // region) for a user resident elsewhere: the authorization request's id,
 // the username as login_hint, and the request parameters the resident
-// region must enforce (OIDC Core §3.1.2.1): prompt (login, none), max_age
-// and ui_locales.
+// region must enforce (OIDC Core §3.1.2.1): prompt (login, none), max_age,
+// ui_locales and acr_values.
 type FederatedLogin struct {
 	ARID      string
 	Username  string
 	Prompt    []string
 	MaxAge    *uint
 	UILocales []string
+	ACRValues []string
 }
 
 // federatedLogin is the FederatedLogin of ar for username.
 func federatedLogin(ar store.AuthRequest, username string) FederatedLogin {
-	fl := FederatedLogin{ARID: ar.ID, Username: username, MaxAge: ar.MaxAge, UILocales: ar.UILocales}
+	fl := FederatedLogin{ARID: ar.ID, Username: username, MaxAge: ar.MaxAge, UILocales: ar.UILocales, ACRValues: ar.ACRValues}
 	for _, p := range ar.Prompt {
 		if p == oidc.PromptLogin || p == oidc.PromptNone {
 			fl.Prompt = append(fl.Prompt, p)

@@ -335,6 +335,7 @@ func (p *Provider) discovery(w http.ResponseWriter, r *http.Request) {
 	m["authorization_response_iss_parameter_supported"] = true
 	m["prompt_values_supported"] = []string{"none", "login", "consent"}
 	m["claims_parameter_supported"] = false
+	m["acr_values_supported"] = acrValuesSupported
 	m["request_parameter_supported"] = false
 	m["request_uri_parameter_supported"] = false
 	m["subject_types_supported"] = []string{"public"}

@@ -270,6 +270,16 @@ func (s *storage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, 
 	if req.ResponseMode != "" && req.ResponseMode != oidc.ResponseModeQuery {
 		return nil, oidc.ErrInvalidRequest().WithDescription("only response_mode=query is supported")
 	}
+	// acr_values is kept with the request (and passed on to the resident
+	// region of a user from elsewhere): bounded.
+	if len(req.ACRValues) > maxACRValues {
+		return nil, oidc.ErrInvalidRequest().WithDescription("too many acr_values")
+	}
+	for _, v := range req.ACRValues {
+		if len(v) > maxACRValueLen {
+			return nil, oidc.ErrInvalidRequest().WithDescription("an acr_values entry is too long")
+		}
+	}
 	id, err := s.codec.New(routing.KindAuthRequest, s.region)
 	if err != nil {
 		return nil, oidc.ErrServerError().WithParent(err)
@@ -289,6 +299,7 @@ func (s *storage) CreateAuthRequest(ctx context.Context, req *oidc.AuthRequest, 
 		Prompt:              req.Prompt,
 		MaxAge:              req.MaxAge,
 		LoginHint:           req.LoginHint,
+		ACRValues:           req.ACRValues,
 		CreatedAt:           now,
 		ExpiresAt:           now.Add(s.ttl.AuthRequest),
 	}

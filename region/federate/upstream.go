@@ -207,7 +207,7 @@ func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, login region.Fe
 		return
 	}
 	redirect := rp.RedirectURI(r.Host)
-	params := federation.LoginParams{Prompt: login.Prompt, MaxAge: login.MaxAge, UILocales: login.UILocales}
+	params := federation.LoginParams{Prompt: login.Prompt, MaxAge: login.MaxAge, UILocales: login.UILocales, ACRValues: login.ACRValues}
 	authURL, err := rp.AuthCodeURL(ctx, f, redirect, username, params.Values())
 	if err != nil {
 		u.pages.Error(w, http.StatusServiceUnavailable, u.cfg.Region, federation.UnavailableMessage)

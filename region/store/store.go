@@ -78,6 +78,7 @@ type AuthRequest struct {
 	MaxAge              *uint // seconds; nil when absent
 	LoginHint           string
 	UILocales           []string
+	ACRValues           []string // acr_values, in the client's order of preference
 
 	// Set once the user authenticated.
 	UserID   string

@@ -233,8 +233,10 @@ func sampleAuth(now time.Time, maxAge *uint) store.AuthRequest {
 		MaxAge:              maxAge,
 		LoginHint:           "ada",
 		UILocales:           []string{"fr-CA", "en"},
-		CreatedAt:           now,
-		ExpiresAt:           now.Add(10 * time.Minute),
+		// In the client's order of preference, which must survive.
+		ACRValues: []string{"urn:meridian:acr:mfa", "urn:example:loa:2", "urn:meridian:acr:pwd"},
+		CreatedAt: now,
+		ExpiresAt: now.Add(10 * time.Minute),
 	}
 }
 
@@ -635,7 +637,7 @@ func testAuthRoundTrip(t *testing.T, s store.Store) {
 		}
 	}
 	r := sampleAuth(base(), nil)
-	r.Scopes, r.Prompt, r.UILocales = nil, nil, nil
+	r.Scopes, r.Prompt, r.UILocales, r.ACRValues = nil, nil, nil, nil
 	ok(t, s.CreateAuthRequest(ctx, r))
 	got, err := s.GetAuthRequest(ctx, r.ID)
 	ok(t, err)

@@ -12,14 +12,14 @@ import (
 
 const authCols = `id, client_id, redirect_uri, scopes, state, nonce, response_type, response_mode,
 	code_challenge, code_challenge_method, prompt, max_age, login_hint, ui_locales,
-	user_id, auth_time, amr, done, created_at, expires_at`
+	acr_values, user_id, auth_time, amr, done, created_at, expires_at`
 
 func scanAuth(r row) (store.AuthRequest, error) {
 	var a store.AuthRequest
 	var age *int64
 	if err := r.Scan(&a.ID, &a.ClientID, &a.RedirectURI, listCol{&a.Scopes}, &a.State, &a.Nonce, &a.ResponseType, &a.ResponseMode,
 		&a.CodeChallenge, &a.CodeChallengeMethod, listCol{&a.Prompt}, &age, &a.LoginHint, listCol{&a.UILocales},
-		&a.UserID, timeCol{&a.AuthTime}, listCol{&a.AMR}, &a.Done, timeCol{&a.CreatedAt}, timeCol{&a.ExpiresAt}); err != nil {
+		listCol{&a.ACRValues}, &a.UserID, timeCol{&a.AuthTime}, listCol{&a.AMR}, &a.Done, timeCol{&a.CreatedAt}, timeCol{&a.ExpiresAt}); err != nil {
 		return store.AuthRequest{}, err
 	}
 	var err error
@@ -36,10 +36,10 @@ func (s *Store) CreateAuthRequest(ctx context.Context, r store.AuthRequest) erro
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO auth_requests (`+authCols+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			r.ID, r.ClientID, r.RedirectURI, list(r.Scopes), r.State, r.Nonce, r.ResponseType, r.ResponseMode,
 			r.CodeChallenge, r.CodeChallengeMethod, list(r.Prompt), age, r.LoginHint, list(r.UILocales),
-			r.UserID, ts(r.AuthTime), list(r.AMR), r.Done, ts(r.CreatedAt), ts(r.ExpiresAt))
+			list(r.ACRValues), r.UserID, ts(r.AuthTime), list(r.AMR), r.Done, ts(r.CreatedAt), ts(r.ExpiresAt))
 		return wrap("create auth request", err)
 	})
 }

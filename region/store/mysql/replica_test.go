@@ -117,7 +117,7 @@ func TestReplicaPromotion(t *testing.T) {
 	exec1(t, primary,
 		"CREATE DATABASE meridian CHARACTER SET utf8mb4 COLLATE utf8mb4_bin",
 		"CREATE USER 'meridian'@'127.0.0.1'",
-		"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, INDEX ON meridian.* TO 'meridian'@'127.0.0.1'")
+		"GRANT SELECT, INSERT, UPDATE, DELETE, CREATE, ALTER, DROP, INDEX ON meridian.* TO 'meridian'@'127.0.0.1'")
 	url := func(user string, port int) string { return fmt.Sprintf("mysql://%s@127.0.0.1:%d/meridian", user, port) }
 	poll(t, "the database to reach the replica", func() bool {
 		s, err := mysql.Open(ctx, url("meridian", rPort))

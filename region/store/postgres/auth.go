@@ -13,17 +13,18 @@ import (
 
 const authCols = `id, client_id, redirect_uri, scopes, state, nonce, response_type, response_mode,
 	code_challenge, code_challenge_method, prompt, max_age, login_hint, ui_locales,
-	user_id, auth_time, amr, done, created_at, expires_at`
+	acr_values, user_id, auth_time, amr, done, created_at, expires_at`
 
 func scanAuth(row pgx.Row) (store.AuthRequest, error) {
 	var r store.AuthRequest
 	var age *int64
 	if err := row.Scan(&r.ID, &r.ClientID, &r.RedirectURI, &r.Scopes, &r.State, &r.Nonce, &r.ResponseType, &r.ResponseMode,
 		&r.CodeChallenge, &r.CodeChallengeMethod, &r.Prompt, &age, &r.LoginHint, &r.UILocales,
-		&r.UserID, &r.AuthTime, &r.AMR, &r.Done, &r.CreatedAt, &r.ExpiresAt); err != nil {
+		&r.ACRValues, &r.UserID, &r.AuthTime, &r.AMR, &r.Done, &r.CreatedAt, &r.ExpiresAt); err != nil {
 		return store.AuthRequest{}, err
 	}
 	r.Scopes, r.Prompt, r.UILocales, r.AMR = unlist(r.Scopes), unlist(r.Prompt), unlist(r.UILocales), unlist(r.AMR)
+	r.ACRValues = unlist(r.ACRValues)
 	r.AuthTime, r.CreatedAt, r.ExpiresAt = utc(r.AuthTime), utc(r.CreatedAt), utc(r.ExpiresAt)
 	var err error
 	r.MaxAge, err = unmaxAge(age)
@@ -39,10 +40,10 @@ func (s *Store) CreateAuthRequest(ctx context.Context, r store.AuthRequest) erro
 	}
 	return s.write(ctx, func(tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO auth_requests (`+authCols+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)`,
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)`,
 			r.ID, r.ClientID, r.RedirectURI, list(r.Scopes), r.State, r.Nonce, r.ResponseType, r.ResponseMode,
 			r.CodeChallenge, r.CodeChallengeMethod, list(r.Prompt), age, r.LoginHint, list(r.UILocales),
-			r.UserID, r.AuthTime, list(r.AMR), r.Done, r.CreatedAt, r.ExpiresAt)
+			list(r.ACRValues), r.UserID, r.AuthTime, list(r.AMR), r.Done, r.CreatedAt, r.ExpiresAt)
 		return wrap("create auth request", err)
 	})
 }

@@ -12,22 +12,23 @@ import (
 
 const authCols = `id, client_id, redirect_uri, scopes, state, nonce, response_type, response_mode,
 	code_challenge, code_challenge_method, prompt, max_age, login_hint, ui_locales,
-	user_id, auth_time, amr, done, created_at, expires_at`
+	acr_values, user_id, auth_time, amr, done, created_at, expires_at`
 
 func scanAuth(sc scanner) (store.AuthRequest, error) {
 	var r store.AuthRequest
-	var scopes, prompt, locales, amr string
+	var scopes, prompt, locales, acr, amr string
 	var age sql.NullInt64
 	var authTime, created, expires int64
 	if err := sc.Scan(&r.ID, &r.ClientID, &r.RedirectURI, &scopes, &r.State, &r.Nonce, &r.ResponseType, &r.ResponseMode,
 		&r.CodeChallenge, &r.CodeChallengeMethod, &prompt, &age, &r.LoginHint, &locales,
-		&r.UserID, &authTime, &amr, &r.Done, &created, &expires); err != nil {
+		&acr, &r.UserID, &authTime, &amr, &r.Done, &created, &expires); err != nil {
 		return store.AuthRequest{}, err
 	}
 	var d dec
 	r.Scopes = d.list(scopes)
 	r.Prompt = d.list(prompt)
 	r.UILocales = d.list(locales)
+	r.ACRValues = d.list(acr)
 	r.AMR = d.list(amr)
 	if age.Valid {
 		if age.Int64 < 0 {
@@ -53,13 +54,13 @@ func (s *Store) CreateAuthRequest(ctx context.Context, r store.AuthRequest) erro
 	var e enc
 	args := []any{r.ID, r.ClientID, r.RedirectURI, e.list(r.Scopes), r.State, r.Nonce, r.ResponseType, r.ResponseMode,
 		r.CodeChallenge, r.CodeChallengeMethod, e.list(r.Prompt), age, r.LoginHint, e.list(r.UILocales),
-		r.UserID, micros(r.AuthTime), e.list(r.AMR), r.Done, micros(r.CreatedAt), micros(r.ExpiresAt)}
+		e.list(r.ACRValues), r.UserID, micros(r.AuthTime), e.list(r.AMR), r.Done, micros(r.CreatedAt), micros(r.ExpiresAt)}
 	if e.err != nil {
 		return wrap("create auth request", e.err)
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO auth_requests (`+authCols+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 		return wrap("create auth request", err)
 	})
 }
