@@ -268,6 +268,10 @@ type Store interface {
 	// that turned out not to count); the counter never goes below zero and
 	// an absent counter is not an error.
 	ReleaseAttempt(ctx context.Context, key string, window time.Time) error
+	// CountAttempts returns the attempts counted against key in the window
+	// that starts at window (zero for an absent counter). A caller checks a
+	// finished window with it, whose count only ever goes down.
+	CountAttempts(ctx context.Context, key string, window time.Time) (int, error)
 	// AcceptTOTPStep records step as the last accepted TOTP time step of
 	// userID if it is later than the one recorded (RFC 6238 §5.2), and
 	// reports whether it was: a code's step is accepted at most once per

@@ -31,6 +31,13 @@ func testAttempts(t *testing.T, s store.Store) {
 	if got, err := s.ReserveAttempt(ctx, key, win.Add(time.Minute), 3, exp); err != nil || !got {
 		t.Fatalf("the next window: %v, %v", got, err)
 	}
+	// CountAttempts reads a window's counter; an absent one is zero.
+	if n, err := s.CountAttempts(ctx, key, win); err != nil || n != 3 {
+		t.Fatalf("count of a full window: %d, %v; want 3", n, err)
+	}
+	if n, err := s.CountAttempts(ctx, key, win.Add(-time.Minute)); err != nil || n != 0 {
+		t.Fatalf("count of an absent window: %d, %v; want 0", n, err)
+	}
 	// A release makes room for exactly one more.
 	ok(t, s.ReleaseAttempt(ctx, key, win))
 	if got, err := s.ReserveAttempt(ctx, key, win, 3, exp); err != nil || !got {

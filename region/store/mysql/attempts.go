@@ -2,6 +2,7 @@ package mysql
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"math/rand/v2"
 	"time"
@@ -41,6 +42,16 @@ func (s *Store) ReleaseAttempt(ctx context.Context, key string, window time.Time
 	_, err := s.exec(ctx, `UPDATE login_attempts SET count = count - 1
 		WHERE attempt_key = ? AND window_start = ? AND count > 0`, key, ts(window))
 	return wrap("release attempt", err)
+}
+
+// CountAttempts returns the count of key in window (zero when absent).
+func (s *Store) CountAttempts(ctx context.Context, key string, window time.Time) (int, error) {
+	var n int
+	err := s.db.QueryRowContext(ctx, `SELECT count FROM login_attempts WHERE attempt_key = ? AND window_start = ?`, key, ts(window)).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return n, wrap("count attempts", err)
 }
 
 // AcceptTOTPStep records step for userID if it is later than the last one.

@@ -2,6 +2,7 @@ package postgres
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -36,6 +37,20 @@ func (s *Store) ReleaseAttempt(ctx context.Context, key string, window time.Time
 			WHERE key = $1 AND window_start = $2 AND count > 0`, key, window)
 		return wrap("release attempt", err)
 	})
+}
+
+// CountAttempts returns the count of key in window (zero when absent).
+func (s *Store) CountAttempts(ctx context.Context, key string, window time.Time) (int, error) {
+	var n int
+	err := s.read(ctx, func(c *pgx.Conn) error {
+		err := c.QueryRow(ctx, `SELECT count FROM login_attempts WHERE key = $1 AND window_start = $2`, key, window).Scan(&n)
+		if errors.Is(err, pgx.ErrNoRows) {
+			n = 0
+			return nil
+		}
+		return wrap("count attempts", err)
+	})
+	return n, err
 }
 
 // AcceptTOTPStep records step for userID if it is later than the last one;

@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"time"
 )
 
@@ -34,6 +35,16 @@ func (s *Store) ReleaseAttempt(ctx context.Context, key string, window time.Time
 			WHERE key = ? AND window_start = ? AND count > 0`, key, micros(window))
 		return wrap("release attempt", err)
 	})
+}
+
+// CountAttempts returns the count of key in window (zero when absent).
+func (s *Store) CountAttempts(ctx context.Context, key string, window time.Time) (int, error) {
+	var n int
+	err := s.queryRow(ctx, `SELECT count FROM login_attempts WHERE key = ? AND window_start = ?`, key, micros(window)).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	return n, wrap("count attempts", err)
 }
 
 // AcceptTOTPStep records step for userID if it is later than the last one.
