@@ -46,6 +46,10 @@ type Federation struct {
 	Topology       string        `mapstructure:"topology"`
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 	RequestTimeout time.Duration `mapstructure:"request_timeout"`
+	// DrainPeriod is how long a node or hub that was told to stop (SIGTERM)
+	// keeps serving with /readyz failing, so that GeoDNS (health interval x
+	// fall) and resolver caches (dns.ttl) stop handing it out first.
+	DrainPeriod time.Duration `mapstructure:"drain_period"`
 	// SigningKeyPublishDelay is how long a rotated signing key is published
 	// before it signs (at least the key caches' refresh bound, see
 	// docs/operations.md); SigningKeyOverlap is how long a retired key stays
@@ -207,6 +211,9 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("federation.topology", "hub")
 	v.SetDefault("federation.connect_timeout", 2*time.Second)
 	v.SetDefault("federation.request_timeout", 10*time.Second)
+	// Longer than the default health fall window (5s x 3) plus the default
+	// DNS TTL (30s).
+	v.SetDefault("federation.drain_period", 50*time.Second)
 	v.SetDefault("hub.expected_users", 0)
 	v.SetDefault("federation.signing_key_publish_delay", 10*time.Minute)
 	v.SetDefault("federation.signing_key_overlap", 24*time.Hour)
@@ -243,6 +250,9 @@ func (c *Config) Validate() error {
 	}
 	if f.ConnectTimeout <= 0 || f.RequestTimeout <= 0 {
 		return invalid("federation.request_timeout", "connect_timeout and request_timeout must be positive")
+	}
+	if f.DrainPeriod < 0 {
+		return invalid("federation.drain_period", "must not be negative, got %s", f.DrainPeriod)
 	}
 	if len(f.RoutingKeys) > 0 {
 		if f.RoutingKeyFile != "" || f.PreviousRoutingKeyFile != "" {

@@ -214,7 +214,7 @@ func (h *Hub) ServeListeners(ctx context.Context, pub, adm net.Listener) error {
 		ls = append(ls, serve.Listener{Server: serve.Admin(h.tel.MetricsHandler(), h.Broker.Ready, "lookup or state store unreachable", mounts...), Listener: adm})
 	}
 	h.log.Info("hub serving", "issuer", h.Broker.Issuer(), "listen", pub.Addr().String())
-	err := serve.Run(ctx, ls, tasks...)
+	err := serve.RunDrain(ctx, h.cfg.Federation.DrainPeriod, ls, tasks...)
 	h.log.Info("hub stopped")
 	return err
 }

@@ -304,6 +304,7 @@ func (n *Node) site() config.Site {
 }
 
 // Serve runs the public and admin listeners until ctx is cancelled, then
+// fails /readyz for federation.drain_period while still serving, and
 // drains in-flight requests for up to 15 seconds.
 func (n *Node) Serve(ctx context.Context) error {
 	site := n.site()
@@ -341,7 +342,7 @@ func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error 
 		ls = append(ls, serve.Listener{Server: serve.Admin(n.tel.MetricsHandler(), n.ready, "database unreachable"), Listener: adm})
 	}
 	n.log.Info("regional node serving", "region", n.region.ID, "listen", pub.Addr().String(), "dr", n.dr, "role", n.Role().String())
-	err := serve.Run(ctx, ls)
+	err := serve.RunDrain(ctx, n.cfg.Federation.DrainPeriod, ls)
 	n.log.Info("regional node stopped", "region", n.region.ID)
 	return err
 }
