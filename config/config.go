@@ -50,6 +50,9 @@ type Federation struct {
 	// keeps serving with /readyz failing, so that GeoDNS (health interval x
 	// fall) and resolver caches (dns.ttl) stop handing it out first.
 	DrainPeriod time.Duration `mapstructure:"drain_period"`
+	// TLS is how nodes verify each other (router, hub back channel,
+	// GeoDNS health checks): federation.tls.ca_file.
+	TLS FederationTLS `mapstructure:"tls"`
 	// SigningKeyPublishDelay is how long a rotated signing key is published
 	// before it signs (at least the key caches' refresh bound, see
 	// docs/operations.md); SigningKeyOverlap is how long a retired key stays
@@ -86,6 +89,17 @@ type Site struct {
 type TLS struct {
 	CertFile string `mapstructure:"cert_file"`
 	KeyFile  string `mapstructure:"key_file"`
+	// Admin serves the admin listener (metrics, health, operator
+	// endpoints) with the same certificate.
+	Admin bool `mapstructure:"admin"`
+}
+
+// FederationTLS is the trust between nodes.
+type FederationTLS struct {
+	// CAFile is a PEM bundle of CA certificates trusted, besides the
+	// system roots, for calls between nodes and health checks (a private
+	// CA). Environment: MERIDIAN_FEDERATION_TLS_CA_FILE.
+	CAFile string `mapstructure:"ca_file"`
 }
 
 // Region is one geography.
@@ -251,6 +265,9 @@ func (c *Config) Validate() error {
 	if f.ConnectTimeout <= 0 || f.RequestTimeout <= 0 {
 		return invalid("federation.request_timeout", "connect_timeout and request_timeout must be positive")
 	}
+	if _, err := f.ClientTLS(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
 	if f.DrainPeriod < 0 {
 		return invalid("federation.drain_period", "must not be negative, got %s", f.DrainPeriod)
 	}
@@ -324,6 +341,9 @@ func (c *Config) Validate() error {
 		}
 		if (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
 			return invalid(key+".tls", "cert_file and key_file go together")
+		}
+		if s.TLS.Admin && s.TLS.CertFile == "" {
+			return invalid(key+".tls.admin", "serves the admin listener with cert_file and key_file; set them")
 		}
 		return nil
 	}

@@ -636,6 +636,11 @@ func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, er
 			return resp, nil
 		}
 		cancel()
+		if i == 0 && len(addrs) > 1 && !callerGone(req.Context()) {
+			// The DR attempt's error replaces this one: log the primary's
+			// cause (a TLS failure, a refused dial) before it is lost.
+			rt.log.WarnContext(req.Context(), "routed call to primary failed", "region", ci.up.Region, "addr", addr, "err", err)
+		}
 		lastErr = err
 		if callerGone(req.Context()) {
 			// The downstream client (or internal caller) cancelled: that is

@@ -215,7 +215,12 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		}
 		return rt
 	}
-	n.Router, err = routing.NewRouter(RouterConfig(cfg, id, wrap), codec, local, log, tel.Meter.Meter("meridian/routing"))
+	rc := RouterConfig(cfg, id, wrap)
+	if rc.TLSConfig, err = cfg.Federation.ClientTLS(); err != nil {
+		n.Close()
+		return nil, err
+	}
+	n.Router, err = routing.NewRouter(rc, codec, local, log, tel.Meter.Meter("meridian/routing"))
 	if err != nil {
 		n.Close()
 		return nil, err
@@ -339,7 +344,11 @@ func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error 
 	ls := []serve.Listener{{Server: serve.Public(n.tel.Handler(mux, "regional", Routes...)), Listener: pub,
 		CertFile: site.TLS.CertFile, KeyFile: site.TLS.KeyFile}}
 	if adm != nil {
-		ls = append(ls, serve.Listener{Server: serve.Admin(n.tel.MetricsHandler(), n.ready, "database unreachable"), Listener: adm})
+		al := serve.Listener{Server: serve.Admin(n.tel.MetricsHandler(), n.ready, "database unreachable"), Listener: adm}
+		if site.TLS.Admin {
+			al.CertFile, al.KeyFile = site.TLS.CertFile, site.TLS.KeyFile
+		}
+		ls = append(ls, al)
 	}
 	n.log.Info("regional node serving", "region", n.region.ID, "listen", pub.Addr().String(), "dr", n.dr, "role", n.Role().String())
 	err := serve.RunDrain(ctx, n.cfg.Federation.DrainPeriod, ls)
