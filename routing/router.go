@@ -91,6 +91,7 @@ type Router struct {
 	transport http.RoundTripper // to upstreams; failover and breakers are around it
 	log       *slog.Logger
 	decisions metric.Int64Counter
+	calls     metric.Int64Counter // upstream attempts by region, site, result
 	now       func() time.Time
 }
 
@@ -176,6 +177,9 @@ func NewRouter(cfg RouterConfig, codec *Codec, local http.Handler, log *slog.Log
 			return nil, err
 		}
 		rt.decisions = c
+		if err := rt.registerUpstreamMetrics(meter); err != nil {
+			return nil, err
+		}
 	}
 	return rt, nil
 }
@@ -630,6 +634,7 @@ func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, er
 			}
 		}
 		resp, err := rt.transport.RoundTrip(out)
+		rt.countCall(req.Context(), ci.up, i, err)
 		if err == nil {
 			b.done(true, rt.now())
 			resp.Body = cancelOnClose{resp.Body, cancel}

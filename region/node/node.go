@@ -196,6 +196,10 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		n.rolePoll = defaultRolePoll
 	}
 	n.role.Store(int32(role))
+	if err := n.registerMetrics(tel.Meter.Meter("meridian/region/node")); err != nil {
+		_ = n.Close()
+		return nil, err
+	}
 	if repl, ok := st.(store.Replication); ok {
 		n.repl = repl
 		// Settle before the first request: a returning old primary learns
