@@ -46,6 +46,13 @@ type Federation struct {
 	Topology       string        `mapstructure:"topology"`
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 	RequestTimeout time.Duration `mapstructure:"request_timeout"`
+	// DrainPeriod is how long a node or hub that was told to stop (SIGTERM)
+	// keeps serving with /readyz failing, so that GeoDNS (health interval x
+	// fall) and resolver caches (dns.ttl) stop handing it out first.
+	DrainPeriod time.Duration `mapstructure:"drain_period"`
+	// TLS is how nodes verify each other (router, hub back channel,
+	// GeoDNS health checks): federation.tls.ca_file.
+	TLS FederationTLS `mapstructure:"tls"`
 	// SigningKeyPublishDelay is how long a rotated signing key is published
 	// before it signs (at least the key caches' refresh bound, see
 	// docs/operations.md); SigningKeyOverlap is how long a retired key stays
@@ -82,6 +89,17 @@ type Site struct {
 type TLS struct {
 	CertFile string `mapstructure:"cert_file"`
 	KeyFile  string `mapstructure:"key_file"`
+	// Admin serves the admin listener (metrics, health, operator
+	// endpoints) with the same certificate.
+	Admin bool `mapstructure:"admin"`
+}
+
+// FederationTLS is the trust between nodes.
+type FederationTLS struct {
+	// CAFile is a PEM bundle of CA certificates trusted, besides the
+	// system roots, for calls between nodes and health checks (a private
+	// CA). Environment: MERIDIAN_FEDERATION_TLS_CA_FILE.
+	CAFile string `mapstructure:"ca_file"`
 }
 
 // Region is one geography.
@@ -223,6 +241,9 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("federation.topology", "hub")
 	v.SetDefault("federation.connect_timeout", 2*time.Second)
 	v.SetDefault("federation.request_timeout", 10*time.Second)
+	// Longer than the default health fall window (5s x 3) plus the default
+	// DNS TTL (30s).
+	v.SetDefault("federation.drain_period", 50*time.Second)
 	v.SetDefault("hub.expected_users", 0)
 	v.SetDefault("federation.signing_key_publish_delay", 10*time.Minute)
 	v.SetDefault("federation.signing_key_overlap", 24*time.Hour)
@@ -259,6 +280,12 @@ func (c *Config) Validate() error {
 	}
 	if f.ConnectTimeout <= 0 || f.RequestTimeout <= 0 {
 		return invalid("federation.request_timeout", "connect_timeout and request_timeout must be positive")
+	}
+	if _, err := f.ClientTLS(); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
+	}
+	if f.DrainPeriod < 0 {
+		return invalid("federation.drain_period", "must not be negative, got %s", f.DrainPeriod)
 	}
 	if len(f.RoutingKeys) > 0 {
 		if f.RoutingKeyFile != "" || f.PreviousRoutingKeyFile != "" {
@@ -330,6 +357,9 @@ func (c *Config) Validate() error {
 		}
 		if (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
 			return invalid(key+".tls", "cert_file and key_file go together")
+		}
+		if s.TLS.Admin && s.TLS.CertFile == "" {
+			return invalid(key+".tls.admin", "serves the admin listener with cert_file and key_file; set them")
 		}
 		return nil
 	}

@@ -2,6 +2,7 @@ package federation
 
 import (
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"net/http"
@@ -23,6 +24,16 @@ type ClientOptions struct {
 	RequestTimeout time.Duration
 	// Wrap, when set, wraps the transport (tracing: telemetry.Transport).
 	Wrap func(http.RoundTripper) http.RoundTripper
+	// TLSConfig verifies https federation hosts (nil: system roots). The
+	// server name is always the federation host of the URL, never the
+	// address dialled.
+	TLSConfig *tls.Config
+	// Fallback maps a federation host (a region's host) to a second
+	// address (its DR site) dialled when the first cannot be connected to.
+	// Nothing was sent to the first, so any call may go there; the DR
+	// site's certificate must name the region's host (as GeoDNS failover
+	// already requires).
+	Fallback Routes
 }
 
 // NewHTTPClient returns the back-channel client of a federation node: it
@@ -40,6 +51,10 @@ func NewHTTPClient(routes Routes, opts ClientOptions) *http.Client {
 	for h, a := range routes {
 		table[strings.ToLower(h)] = a
 	}
+	fallback := make(map[string]string, len(opts.Fallback))
+	for h, a := range opts.Fallback {
+		fallback[strings.ToLower(h)] = a
+	}
 	d := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -51,8 +66,21 @@ func NewHTTPClient(routes Routes, opts ClientOptions) *http.Client {
 			if !ok {
 				return nil, fmt.Errorf("federation: %q is not a federation host", host)
 			}
-			return d.DialContext(ctx, network, to)
+			c, err := d.DialContext(ctx, network, to)
+			if err == nil || ctx.Err() != nil {
+				return c, err
+			}
+			dr, ok := fallback[strings.ToLower(host)]
+			if !ok {
+				return nil, err
+			}
+			c, drErr := d.DialContext(ctx, network, dr)
+			if drErr != nil {
+				return nil, fmt.Errorf("federation: %s: %w; DR site %s: %w", host, err, dr, drErr)
+			}
+			return c, nil
 		},
+		TLSClientConfig:       opts.TLSConfig,
 		MaxIdleConnsPerHost:   16,
 		IdleConnTimeout:       90 * time.Second,
 		TLSHandshakeTimeout:   opts.ConnectTimeout,

@@ -53,6 +53,9 @@ func FromConfig(c *config.Config) (Config, error) {
 		g.StateFile = filepath.Join(c.DataDir, StateFileName)
 	}
 	var err error
+	if g.Health.TLSClientConfig, err = c.Federation.ClientTLS(); err != nil {
+		return Config{}, err
+	}
 	if g.HubHost.Addrs, err = addrs("hub.addresses", c.Hub.Addresses); err != nil {
 		return Config{}, err
 	}

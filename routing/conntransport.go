@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -63,7 +64,7 @@ func (t *connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	pc := t.get(addr)
 	if pc == nil {
 		var err error
-		if pc, err = t.dial(ctx, req.URL.Scheme, addr); err != nil {
+		if pc, err = t.dial(ctx, req.URL.Scheme, addr, serverName(req)); err != nil {
 			closeBody(req)
 			return nil, err
 		}
@@ -107,7 +108,21 @@ func closeBody(req *http.Request) {
 	}
 }
 
-func (t *connTransport) dial(ctx context.Context, scheme, addr string) (*pconn, error) {
+// serverName is the name a TLS upstream's certificate is verified against:
+// the request's Host (the site's host name; the dial address is an IP
+// address), else the dial address's host.
+func serverName(req *http.Request) string {
+	h := req.Host
+	if h == "" {
+		h = req.URL.Host
+	}
+	if host, _, err := net.SplitHostPort(h); err == nil {
+		return host
+	}
+	return h
+}
+
+func (t *connTransport) dial(ctx context.Context, scheme, addr, name string) (*pconn, error) {
 	c, err := t.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
@@ -118,15 +133,15 @@ func (t *connTransport) dial(ctx context.Context, scheme, addr string) (*pconn, 
 			cfg = &tls.Config{MinVersion: tls.VersionTLS12}
 		}
 		if cfg.ServerName == "" {
-			host, _, _ := net.SplitHostPort(addr)
-			cfg.ServerName = host
+			cfg.ServerName = name
 		}
 		cfg.NextProtos = []string{"http/1.1"}
 		tc := tls.Client(c, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			c.Close()
-			// A failed handshake sent no request: report it as a dial error.
-			return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: c.RemoteAddr(), Err: err}
+			// A failed handshake sent no request: report it as a dial error
+			// that names the TLS cause (unknown authority, wrong name).
+			return nil, &net.OpError{Op: "dial", Net: "tcp", Addr: c.RemoteAddr(), Err: fmt.Errorf("tls handshake with %s as %q: %w", addr, name, err)}
 		}
 		c = tc
 	}

@@ -99,6 +99,7 @@ type Router struct {
 	transport http.RoundTripper // to upstreams; failover and breakers are around it
 	log       *slog.Logger
 	decisions metric.Int64Counter
+	calls     metric.Int64Counter // upstream attempts by region, site, result
 	now       func() time.Time
 }
 
@@ -238,6 +239,9 @@ func NewRouter(cfg RouterConfig, codec *Codec, local http.Handler, log *slog.Log
 			return nil, err
 		}
 		rt.decisions = c
+		if err := rt.registerUpstreamMetrics(meter); err != nil {
+			return nil, err
+		}
 	}
 	return rt, nil
 }
@@ -692,12 +696,18 @@ func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, er
 			}
 		}
 		resp, err := rt.transport.RoundTrip(out)
+		rt.countCall(req.Context(), ci.up, i, err)
 		if err == nil {
 			b.done(true, rt.now())
 			resp.Body = cancelOnClose{resp.Body, cancel}
 			return resp, nil
 		}
 		cancel()
+		if i == 0 && len(addrs) > 1 && !callerGone(req.Context()) {
+			// The DR attempt's error replaces this one: log the primary's
+			// cause (a TLS failure, a refused dial) before it is lost.
+			rt.log.WarnContext(req.Context(), "routed call to primary failed", "region", ci.up.Region, "addr", addr, "err", err)
+		}
 		lastErr = err
 		if callerGone(req.Context()) {
 			// The downstream client (or internal caller) cancelled: that is

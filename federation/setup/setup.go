@@ -159,9 +159,28 @@ func Routes(cfg *config.Config) federation.Routes {
 
 // HTTPClient is federation.NewHTTPClient with the configured routes and
 // timeouts; wrap (may be nil) wraps its transport (tracing).
+//
+// A region host whose primary site cannot be dialled falls back to the
+// region's DR site (issue 13.3). Servers are verified against
+// federation.tls.ca_file besides the system roots (Validate has read it;
+// should it become unreadable later, only the system roots are trusted).
 func HTTPClient(cfg *config.Config, wrap func(http.RoundTripper) http.RoundTripper) *http.Client {
+	tc, _ := cfg.Federation.ClientTLS()
 	return federation.NewHTTPClient(Routes(cfg), federation.ClientOptions{
-		ConnectTimeout: cfg.Federation.ConnectTimeout, RequestTimeout: cfg.Federation.RequestTimeout, Wrap: wrap})
+		ConnectTimeout: cfg.Federation.ConnectTimeout, RequestTimeout: cfg.Federation.RequestTimeout, Wrap: wrap,
+		TLSConfig: tc, Fallback: Fallback(cfg)})
+}
+
+// Fallback maps each region's host to its DR site's address.
+func Fallback(cfg *config.Config) federation.Routes {
+	r := federation.Routes{}
+	for i := range cfg.Regions {
+		reg := &cfg.Regions[i]
+		if reg.DR != nil {
+			r[reg.Host] = cfg.Upstream(*reg.DR)
+		}
+	}
+	return r
 }
 
 // RegionBases returns the base URLs a region's login pages are served on:

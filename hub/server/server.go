@@ -228,10 +228,14 @@ func (h *Hub) ServeListeners(ctx context.Context, pub, adm net.Listener) error {
 	ls := []serve.Listener{{Server: serve.Public(h.tel.Handler(h.Broker, "hub")), Listener: pub,
 		CertFile: site.TLS.CertFile, KeyFile: site.TLS.KeyFile}}
 	if adm != nil {
-		ls = append(ls, serve.Listener{Server: serve.Admin(h.tel.MetricsHandler(), h.Broker.Ready, "lookup or state store unreachable", mounts...), Listener: adm})
+		al := serve.Listener{Server: serve.Admin(h.tel.MetricsHandler(), h.Broker.Ready, "lookup or state store unreachable", mounts...), Listener: adm}
+		if site.TLS.Admin {
+			al.CertFile, al.KeyFile = site.TLS.CertFile, site.TLS.KeyFile
+		}
+		ls = append(ls, al)
 	}
 	h.log.Info("hub serving", "issuer", h.Broker.Issuer(), "listen", pub.Addr().String())
-	err := serve.Run(ctx, ls, tasks...)
+	err := serve.RunDrain(ctx, h.cfg.Federation.DrainPeriod, ls, tasks...)
 	h.log.Info("hub stopped")
 	return err
 }

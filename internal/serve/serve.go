@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -90,11 +91,30 @@ func AdminServer(h http.Handler) *http.Server {
 		WriteTimeout: 30 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
 }
 
-// Run serves every listener and runs every task until ctx ends (then it
-// drains for up to DrainTimeout and returns the shutdown errors) or a
-// server or task fails (then it closes every server and returns the
-// failure). Tasks are cancelled and waited for before Run returns.
+// Run is RunDrain without a drain period: when ctx ends, in-flight
+// requests drain for up to DrainTimeout and the listeners close.
 func Run(ctx context.Context, ls []Listener, tasks ...Task) error {
+	return RunDrain(ctx, 0, ls, tasks...)
+}
+
+// DrainingText is what /readyz answers (503) during the drain period.
+const DrainingText = "draining"
+
+// RunDrain serves every listener and runs every task until ctx ends or a
+// server or task fails (then it closes every server and returns the
+// failure). When ctx ends, the node drains gracefully: /readyz on every
+// listener (public and admin) answers 503 "draining" at once, so that
+// GeoDNS and load balancers stop handing out the node, while every other
+// request is still served, without keep-alive, for the drain period
+// (federation.drain_period); tasks (the hub's DNS server) keep running
+// too. Then the listeners stop accepting, in-flight requests finish within
+// DrainTimeout and tasks are cancelled and waited for before RunDrain
+// returns.
+func RunDrain(ctx context.Context, drain time.Duration, ls []Listener, tasks ...Task) error {
+	var draining atomic.Bool
+	for _, l := range ls {
+		l.Server.Handler = drainGate(l.Server.Handler, &draining)
+	}
 	errc := make(chan error, len(ls)+len(tasks))
 	for _, l := range ls {
 		go func() {
@@ -108,7 +128,9 @@ func Run(ctx context.Context, ls []Listener, tasks ...Task) error {
 			errc <- l.Server.Serve(l.Listener)
 		}()
 	}
-	taskCtx, stopTasks := context.WithCancel(ctx)
+	// Tasks outlive ctx by the drain period: a hub keeps answering DNS
+	// while it drains.
+	taskCtx, stopTasks := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	for _, t := range tasks {
 		wg.Add(1)
@@ -121,16 +143,35 @@ func Run(ctx context.Context, ls []Listener, tasks ...Task) error {
 	}
 	defer func() { stopTasks(); wg.Wait() }()
 
+	fail := func(err error) error {
+		for _, l := range ls {
+			_ = l.Server.Close()
+		}
+		return err
+	}
 	select {
 	case <-ctx.Done():
 	case err := <-errc:
 		if !errors.Is(err, http.ErrServerClosed) {
-			for _, l := range ls {
-				_ = l.Server.Close()
-			}
-			return err
+			return fail(err)
 		}
 	}
+	if drain > 0 && ctx.Err() != nil {
+		draining.Store(true)
+		for _, l := range ls {
+			l.Server.SetKeepAlivesEnabled(false)
+		}
+		t := time.NewTimer(drain)
+		select {
+		case <-t.C:
+		case err := <-errc:
+			t.Stop()
+			if !errors.Is(err, http.ErrServerClosed) {
+				return fail(err)
+			}
+		}
+	}
+	stopTasks()
 	shutCtx, cancel := context.WithTimeout(context.Background(), DrainTimeout)
 	defer cancel()
 	var errs []error
@@ -138,4 +179,20 @@ func Run(ctx context.Context, ls []Listener, tasks ...Task) error {
 		errs = append(errs, l.Server.Shutdown(shutCtx))
 	}
 	return errors.Join(errs...)
+}
+
+// drainGate answers /readyz with 503 once draining is set and passes every
+// other request (and /readyz before the drain) to h.
+func drainGate(h http.Handler, draining *atomic.Bool) http.Handler {
+	if h == nil {
+		h = http.DefaultServeMux
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if draining.Load() && r.URL.Path == "/readyz" {
+			w.Header().Set("Retry-After", "5")
+			http.Error(w, DrainingText, http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }

@@ -3,8 +3,10 @@ package serve_test
 import (
 	"context"
 	"errors"
+	"io"
 	"net"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -88,5 +90,83 @@ func TestRunDrainsOnCancel(t *testing.T) {
 	}
 	if err := get(pub.Addr().String()); err == nil {
 		t.Fatal("still serving after shutdown")
+	}
+}
+
+// TestRunDrainFailsReadinessFirst: after the context ends, /readyz on the
+// public and the admin listener answers 503 "draining" while every other
+// request is still served; when the drain period is over, the listeners
+// close.
+func TestRunDrainFailsReadinessFirst(t *testing.T) {
+	pub, adm := listen(t), listen(t)
+	readyz := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = w.Write([]byte("ok " + r.URL.Path))
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	taskDone := make(chan struct{})
+	done := make(chan error, 1)
+	go func() {
+		done <- serve.RunDrain(ctx, 2*time.Second, []serve.Listener{
+			{Server: serve.Public(readyz), Listener: pub},
+			{Server: serve.Admin(ok(), func(context.Context) error { return nil }, "no"), Listener: adm},
+		}, func(tctx context.Context) error { <-tctx.Done(); close(taskDone); return nil })
+	}()
+	c := &http.Client{Timeout: 2 * time.Second}
+	status := func(addr, path string) (int, string, error) {
+		resp, err := c.Get("http://" + addr + path)
+		if err != nil {
+			return 0, "", err
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b), nil
+	}
+	for _, l := range []net.Listener{pub, adm} {
+		if code, _, err := status(l.Addr().String(), "/readyz"); err != nil || code != http.StatusOK {
+			t.Fatalf("before the drain: /readyz %d %v", code, err)
+		}
+	}
+	cancel()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, body, err := status(pub.Addr().String(), "/readyz")
+		if err != nil {
+			t.Fatalf("public /readyz during the drain: %v", err)
+		}
+		if code == http.StatusServiceUnavailable && strings.TrimSpace(body) == serve.DrainingText {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("public /readyz still %d %q after cancel", code, body)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if code, body, err := status(adm.Addr().String(), "/readyz"); err != nil || code != http.StatusServiceUnavailable || strings.TrimSpace(body) != serve.DrainingText {
+		t.Fatalf("admin /readyz during the drain: %d %q %v", code, body, err)
+	}
+	if code, body, err := status(pub.Addr().String(), "/authorize"); err != nil || code != http.StatusOK || body != "ok /authorize" {
+		t.Fatalf("public request during the drain: %d %q %v", code, body, err)
+	}
+	if code, _, err := status(adm.Addr().String(), "/healthz"); err != nil || code != http.StatusOK {
+		t.Fatalf("admin /healthz during the drain: %d %v", code, err)
+	}
+	select {
+	case <-taskDone:
+		t.Fatal("a task was cancelled before the drain period ended")
+	default:
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("RunDrain = %v", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("RunDrain did not return after the drain period")
+	}
+	<-taskDone
+	for _, l := range []net.Listener{pub, adm} {
+		if _, _, err := status(l.Addr().String(), "/healthz"); err == nil {
+			t.Fatalf("%s still serves after the drain", l.Addr())
+		}
 	}
 }

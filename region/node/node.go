@@ -198,6 +198,10 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		n.rolePoll = defaultRolePoll
 	}
 	n.role.Store(int32(role))
+	if err := n.registerMetrics(tel.Meter.Meter("meridian/region/node")); err != nil {
+		_ = n.Close()
+		return nil, err
+	}
 	if repl, ok := st.(store.Replication); ok {
 		n.repl = repl
 		// Settle before the first request: a returning old primary learns
@@ -219,6 +223,10 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	}
 	rc := RouterConfig(cfg, id, wrap)
 	rc.HopKey, rc.HopKeys = keys.Key, setup.HopKeys(keys)
+	if rc.TLSConfig, err = cfg.Federation.ClientTLS(); err != nil {
+		n.Close()
+		return nil, err
+	}
 	n.Router, err = routing.NewRouter(rc, codec, local, log, tel.Meter.Meter("meridian/routing"))
 	if err != nil {
 		n.Close()
@@ -308,6 +316,7 @@ func (n *Node) site() config.Site {
 }
 
 // Serve runs the public and admin listeners until ctx is cancelled, then
+// fails /readyz for federation.drain_period while still serving, and
 // drains in-flight requests for up to 15 seconds.
 func (n *Node) Serve(ctx context.Context) error {
 	site := n.site()
@@ -342,10 +351,14 @@ func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error 
 	ls := []serve.Listener{{Server: serve.Public(n.tel.Handler(mux, "regional", Routes...)), Listener: pub,
 		CertFile: site.TLS.CertFile, KeyFile: site.TLS.KeyFile}}
 	if adm != nil {
-		ls = append(ls, serve.Listener{Server: serve.Admin(n.tel.MetricsHandler(), n.ready, "database unreachable"), Listener: adm})
+		al := serve.Listener{Server: serve.Admin(n.tel.MetricsHandler(), n.ready, "database unreachable"), Listener: adm}
+		if site.TLS.Admin {
+			al.CertFile, al.KeyFile = site.TLS.CertFile, site.TLS.KeyFile
+		}
+		ls = append(ls, al)
 	}
 	n.log.Info("regional node serving", "region", n.region.ID, "listen", pub.Addr().String(), "dr", n.dr, "role", n.Role().String())
-	err := serve.Run(ctx, ls)
+	err := serve.RunDrain(ctx, n.cfg.Federation.DrainPeriod, ls)
 	n.log.Info("regional node stopped", "region", n.region.ID)
 	return err
 }

@@ -254,3 +254,6 @@ func mustAffect(tag pgconn.CommandTag, err error) error {
 	}
 	return nil
 }
+
+// PoolStat is the connection pool's statistics (operator metrics).
+func (s *Store) PoolStat() *pgxpool.Stat { return s.pool.Stat() }

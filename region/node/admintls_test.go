@@ -1,0 +1,75 @@
+package node_test
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"io"
+	"net/http"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/internal/testenv"
+	"github.com/meridian-id/meridian/region/node"
+	"github.com/meridian-id/meridian/telemetry"
+)
+
+// TestAdminListenerTLS: with tls.admin the admin listener (metrics,
+// /readyz) serves the site's certificate, verified against the site's host
+// name with the private CA; plain HTTP gets no answer from it.
+func TestAdminListenerTLS(t *testing.T) {
+	ca := testenv.NewTestCA(t)
+	certFile, keyFile := ca.Issue(t, "eu.id.localhost")
+	cfg := &config.Config{
+		DataDir: t.TempDir(),
+		Federation: config.Federation{GlobalHost: "id.localhost", Scheme: "https", Port: 443, CookieDomain: "id.localhost",
+			Topology: "hub", ConnectTimeout: 500 * time.Millisecond, RequestTimeout: 2 * time.Second},
+		Hub:       config.Hub{Site: config.Site{Host: "hub.id.localhost", Listen: "127.0.0.1:1", Addresses: []string{"127.0.0.1"}}},
+		Telemetry: config.Telemetry{LogLevel: "error"},
+		Regions: []config.Region{{ID: "eu", Site: config.Site{Host: "eu.id.localhost", Listen: "127.0.0.1:0", Addresses: []string{"127.0.0.1"},
+			TLS: config.TLS{CertFile: certFile, KeyFile: keyFile, Admin: true}}}},
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tel, err := telemetry.New(ctx, telemetry.Config{Service: "test", Instance: "eu", LogLevel: "error"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n, err := node.New(ctx, cfg, "eu", node.Options{DataDir: cfg.DataDir}, tel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, adm := listen(t), listen(t)
+	sctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { _ = n.ServeListeners(sctx, pub, adm); n.Close(); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	pem, err := os.ReadFile(ca.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{
+		TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "eu.id.localhost"}}}
+	resp, err := c.Get("https://" + adm.Addr().String() + "/metrics")
+	if err != nil {
+		t.Fatalf("admin /metrics over TLS: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("admin /metrics over TLS: %d", resp.StatusCode)
+	}
+	plain := &http.Client{Timeout: 2 * time.Second}
+	if resp, err := plain.Get("http://" + adm.Addr().String() + "/metrics"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Fatal("the admin listener answered plain HTTP with metrics")
+		}
+	}
+}
