@@ -15,7 +15,7 @@ import (
 	"github.com/meridian-id/meridian/routing"
 )
 
-// Login limits, per fixed one-minute window, region-wide.
+// Login limits, per one-minute window (the previous window counts too), region-wide.
 const (
 	// addressMax bounds failed password and TOTP attempts per client address.
 	addressMax = 30
@@ -74,19 +74,41 @@ var errLimited = errors.New("region: too many attempts")
 
 // reserve reserves one attempt against every limit, or none: when one is
 // exhausted the attempts already taken are released and it returns
-// errLimited and how long until the window ends.
+// errLimited and how long until the attempt could count again.
+//
+// The windows are fixed, but a limit is checked against the current window
+// and the whole previous one (a sliding approximation): the previous
+// window's attempts count against the current window's room, so no burst
+// straddling a window boundary gets twice the limit, and a run of guesses
+// that happens to cross a boundary stays limited. A finished window's count
+// only goes down (releases), so reading it first keeps the reservation in
+// the current window atomic.
 func (l *limiter) reserve(ctx context.Context, limits ...limit) (reservation, time.Duration, error) {
 	now := l.now()
 	res := reservation{window: now.Truncate(l.interval)}
 	end := res.window.Add(l.interval)
 	for _, lim := range limits {
-		ok, err := l.st.ReserveAttempt(ctx, lim.key, res.window, lim.max, end.Add(l.interval))
+		prev, err := l.st.CountAttempts(ctx, lim.key, res.window.Add(-l.interval))
+		if err != nil {
+			l.release(context.WithoutCancel(ctx), res)
+			return reservation{}, 0, err
+		}
+		ok := false
+		if room := lim.max - prev; room > 0 {
+			ok, err = l.st.ReserveAttempt(ctx, lim.key, res.window, room, end.Add(l.interval))
+		}
 		if err != nil || !ok {
 			l.release(context.WithoutCancel(ctx), res)
 			if err != nil {
 				return reservation{}, 0, err
 			}
-			return reservation{}, end.Sub(now), errLimited
+			wait := end.Sub(now)
+			if prev > 0 {
+				// The previous window's attempts count until the current
+				// window ends too.
+				wait += l.interval
+			}
+			return reservation{}, wait, errLimited
 		}
 		res.keys = append(res.keys, lim.key)
 	}
