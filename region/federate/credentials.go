@@ -26,10 +26,18 @@ func federationSpec(name string, redirects []string) region.ClientSpec {
 		AuthMethod: region.AuthSecretBasic, FirstParty: true, Scopes: []string{region.ScopeFederation}}
 }
 
+// ClientStore is the part of the regional store the federation clients
+// are kept in.
+type ClientStore interface {
+	GetClient(ctx context.Context, id string) (store.Client, error)
+	CreateClient(ctx context.Context, c store.Client) error
+	DeleteClient(ctx context.Context, id string) error
+}
+
 // EnsureHubClient registers (or repairs) the hub's client at region in the
 // region's store, with its derived id and secret. It is idempotent and
 // meant for node startup in hub topology.
-func EnsureHubClient(ctx context.Context, st store.Store, codec *routing.Codec, region, hubURL string) error {
+func EnsureHubClient(ctx context.Context, st ClientStore, codec *routing.Codec, region, hubURL string) error {
 	c, err := federation.HubCredentials(codec, region, hubURL)
 	if err != nil {
 		return err
@@ -40,7 +48,7 @@ func EnsureHubClient(ctx context.Context, st store.Store, codec *routing.Codec, 
 // EnsurePeerClients registers (or repairs) at resident region the client of
 // every other region of the mesh; entries maps an entry region id to its
 // login base URLs (issuer first).
-func EnsurePeerClients(ctx context.Context, st store.Store, codec *routing.Codec, resident string, entries map[string][]string) error {
+func EnsurePeerClients(ctx context.Context, st ClientStore, codec *routing.Codec, resident string, entries map[string][]string) error {
 	for entry, bases := range entries {
 		if entry == resident {
 			continue
@@ -60,7 +68,7 @@ func EnsurePeerClients(ctx context.Context, st store.Store, codec *routing.Codec
 // client_secret_basic, scope meridian:federation so that authorization
 // responses carry the region issuer) with the given derived credentials,
 // replacing a stored client of that id that differs.
-func EnsureClient(ctx context.Context, st store.Store, name string, c federation.Credentials) error {
+func EnsureClient(ctx context.Context, st ClientStore, name string, c federation.Credentials) error {
 	spec := federationSpec(name, c.RedirectURIs)
 	want := store.Client{
 		ID: c.ClientID, SecretHash: region.HashClientSecret(c.ClientSecret), Name: name,
