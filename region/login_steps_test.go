@@ -71,7 +71,7 @@ func TestLoginStateBoundToStep(t *testing.T) {
 	// The region federates (hub topology), so its federated callback is
 	// live: a login state posted there must not complete anything either.
 	n, _ := startConfiguredNode(t, "eu", openSQLite(t), func(cfg *region.Config, base string) {
-		up, err := federate.NewUpstream(federate.UpstreamConfig{Region: "eu", Bases: []string{base}, Topology: federation.TopologyHub,
+		up, err := federate.NewLogin(federate.LoginConfig{Region: "eu", Bases: []string{base}, Topology: federation.TopologyHub,
 			HubURL: "http://127.0.0.1:1", Codec: newCodec(t), CookieKey: cfg.CookieKey, HTTPClient: http.DefaultClient})
 		if err != nil {
 			t.Fatal(err)
