@@ -46,9 +46,19 @@ var ErrInvalidClientMetadata = errors.New("invalid client metadata")
 // ErrInvalidRedirectURI is wrapped when a redirect URI is unacceptable.
 var ErrInvalidRedirectURI = errors.New("invalid redirect_uri")
 
+// ClientCreator is the part of the regional store CreateClient writes to.
+type ClientCreator interface {
+	CreateClient(ctx context.Context, c store.Client) error
+}
+
+// UserCreator is the part of the regional store CreateUser writes to.
+type UserCreator interface {
+	CreateUser(ctx context.Context, u store.User) error
+}
+
 // CreateClient validates spec, mints a tagged client_id (and a 256-bit
 // secret for confidential clients) and stores the client.
-func CreateClient(ctx context.Context, st store.Store, codec *routing.Codec, region string, spec ClientSpec) (RegisteredClient, error) {
+func CreateClient(ctx context.Context, st ClientCreator, codec *routing.Codec, region string, spec ClientSpec) (RegisteredClient, error) {
 	if len(spec.GrantTypes) == 0 {
 		spec.GrantTypes = []string{GrantAuthorizationCode, GrantRefreshToken}
 	}
@@ -177,7 +187,7 @@ type UserSpec struct {
 
 // CreateUser normalizes the username, hashes the password with argon2id
 // and stores the user with a fresh random subject id.
-func CreateUser(ctx context.Context, st store.Store, spec UserSpec) (store.User, error) {
+func CreateUser(ctx context.Context, st UserCreator, spec UserSpec) (store.User, error) {
 	name, err := NormalizeUsername(spec.Username)
 	if err != nil {
 		return store.User{}, err

@@ -62,6 +62,14 @@ var (
 	ErrPublishDelay = errors.New("region: signing-key publish delay shorter than the key caches' refresh bound")
 )
 
+// KeyStore is the part of the regional store that keeps signing keys.
+type KeyStore interface {
+	AddSigningKey(ctx context.Context, k store.SigningKey) error
+	ActivateSigningKey(ctx context.Context, id string, notAfter time.Time) error
+	ListSigningKeys(ctx context.Context, now time.Time) ([]store.SigningKey, error)
+	ResealSigningKey(ctx context.Context, id, fromKEK string, material []byte, toKEK string) error
+}
+
 // Keys manages a region's ES256 signing keys. A rotated key is published
 // at once and signs from its NotBefore (PublishDelay later); the retired key
 // signs until then and stays published for the overlap after it, so tokens
@@ -70,7 +78,7 @@ var (
 // key only vouches for its own region.
 type Keys struct {
 	region string
-	store  store.Store
+	store  KeyStore
 	opts   KeyOptions
 	now    func() time.Time
 
@@ -88,7 +96,7 @@ type parsedKey struct {
 
 // NewKeys returns the key manager of region. It fails for a publish delay
 // shorter than the caches' propagation bound.
-func NewKeys(region string, st store.Store, opts KeyOptions) (*Keys, error) {
+func NewKeys(region string, st KeyStore, opts KeyOptions) (*Keys, error) {
 	if opts.CacheTTL <= 0 {
 		opts.CacheTTL = DefaultKeyCacheTTL
 	}

@@ -28,6 +28,13 @@ const (
 	limitWindow = time.Minute
 )
 
+// attemptStore is the part of the regional store that counts attempts.
+type attemptStore interface {
+	ReserveAttempt(ctx context.Context, key string, window time.Time, limit int, expires time.Time) (bool, error)
+	ReleaseAttempt(ctx context.Context, key string, window time.Time) error
+	CountAttempts(ctx context.Context, key string, window time.Time) (int, error)
+}
+
 // limiter bounds login attempts with fixed windows whose counters live in
 // the region's database, so every node of a region shares them. An attempt
 // is reserved before the work it guards (the argon2id verification, the
@@ -35,12 +42,12 @@ const (
 // successful attempt releases its reservation, so only failures count and a
 // shared address signing many people in is never throttled.
 type limiter struct {
-	st       store.Store
+	st       attemptStore
 	interval time.Duration
 	now      func() time.Time
 }
 
-func newLimiter(st store.Store) *limiter {
+func newLimiter(st attemptStore) *limiter {
 	return &limiter{st: st, interval: limitWindow, now: time.Now}
 }
 

@@ -78,7 +78,7 @@ func TestLoginStateBoundToStep(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		up, err := federate.NewUpstream(federate.UpstreamConfig{Region: "eu", Bases: []string{base}, Topology: federation.TopologyHub,
+		up, err := federate.NewLogin(federate.LoginConfig{Region: "eu", Bases: []string{base}, Topology: federation.TopologyHub,
 			HubURL: "http://127.0.0.1:1", Codec: newCodec(t), Key: fedKey, CookieKey: cfg.CookieKey, HTTPClient: http.DefaultClient})
 		if err != nil {
 			t.Fatal(err)

@@ -24,41 +24,59 @@ import (
 
 	"github.com/meridian-id/meridian/config"
 	"github.com/meridian-id/meridian/geodns"
+	"github.com/meridian-id/meridian/internal/cli"
 	"github.com/meridian-id/meridian/telemetry"
 )
 
-func main() {
-	args := os.Args[1:]
-	cmd := "serve"
-	if len(args) > 0 && (args[0] == "serve" || args[0] == "failback" || args[0] == "state") {
-		cmd, args = args[0], args[1:]
-	}
-	fs := flag.NewFlagSet("geodns "+cmd, flag.ExitOnError)
-	cfgPath := fs.String("config", "configs/regions.yaml", "federation config (serve)")
-	admin := fs.String("admin", "", "admin listener: serve /metrics and /dns/ there (serve; empty: off), or the one to ask (failback, state)")
-	_ = fs.Parse(args)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	var err error
-	switch {
-	case cmd == "serve":
-		err = serve(ctx, *cfgPath, *admin)
-	case *admin == "":
-		err = fmt.Errorf("%s: --admin is required", cmd)
-	case cmd == "failback" && fs.NArg() == 1:
-		err = failback(ctx, *admin, fs.Arg(0))
-	case cmd == "state" && fs.NArg() == 0:
-		err = state(ctx, *admin)
-	default:
-		err = fmt.Errorf("usage: geodns failback --admin HOST:PORT REGION | geodns state --admin HOST:PORT")
-	}
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "geodns:", err)
-		os.Exit(1)
-	}
+const usage = `usage: geodns [command] [flags]
+
+commands:
+  serve     serve the zone (the default) --config F [--admin HOST:PORT]
+  failback  fail a region back to its primary --admin HOST:PORT REGION
+  state     print the failover state --admin HOST:PORT
+`
+
+var program = &cli.Program{Name: "geodns", Usage: usage, Default: "serve", Commands: []cli.Command{
+	{Name: "serve", Summary: "serve the federation zone", Setup: func(fs *flag.FlagSet) cli.RunFunc {
+		cfgPath := fs.String("config", "configs/regions.yaml", "federation config")
+		admin := fs.String("admin", "", "admin listener serving /metrics and /dns/ (empty: off)")
+		return func(ctx context.Context, _ []string, s cli.Stdio) error { return serve(ctx, *cfgPath, *admin, s.Err) }
+	}},
+	{Name: "failback", Args: "REGION", Summary: "fail a region back to its primary", Setup: func(fs *flag.FlagSet) cli.RunFunc {
+		admin := adminFlag(fs)
+		return func(ctx context.Context, args []string, s cli.Stdio) error {
+			if *admin == "" {
+				return cli.Usagef("--admin is required")
+			}
+			if len(args) != 1 {
+				return cli.Usagef("want one REGION, got %d arguments", len(args))
+			}
+			return failback(ctx, *admin, args[0], s.Out)
+		}
+	}},
+	{Name: "state", Summary: "print the failover state", Setup: func(fs *flag.FlagSet) cli.RunFunc {
+		admin := adminFlag(fs)
+		return func(ctx context.Context, _ []string, s cli.Stdio) error {
+			if *admin == "" {
+				return cli.Usagef("--admin is required")
+			}
+			return state(ctx, *admin, s.Out)
+		}
+	}},
+}}
+
+func adminFlag(fs *flag.FlagSet) *string {
+	return fs.String("admin", "", "the running geodns's admin listener to ask (required)")
 }
 
-func serve(ctx context.Context, cfgPath, admin string) error {
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := program.Run(ctx, os.Args[1:], cli.Stdio{In: os.Stdin, Out: os.Stdout, Err: os.Stderr})
+	stop()
+	os.Exit(code)
+}
+
+func serve(ctx context.Context, cfgPath, admin string, logOut io.Writer) error {
 	cfg, err := config.Load(cfgPath)
 	if err != nil {
 		return err
@@ -71,7 +89,7 @@ func serve(ctx context.Context, cfgPath, admin string) error {
 		return err
 	}
 	tel, err := telemetry.New(ctx, telemetry.Config{Service: "meridian-geodns", Instance: cfg.DNS.Listen,
-		OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, LogLevel: cfg.Telemetry.LogLevel}, os.Stderr)
+		OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, LogLevel: cfg.Telemetry.LogLevel}, logOut)
 	if err != nil {
 		return err
 	}
@@ -93,15 +111,15 @@ func serve(ctx context.Context, cfgPath, admin string) error {
 	return srv.ListenAndServe(ctx, cfg.DNS.Listen)
 }
 
-func failback(ctx context.Context, admin, region string) error {
+func failback(ctx context.Context, admin, region string, out io.Writer) error {
 	rs, err := geodns.RequestFailback(ctx, nil, "http://"+admin, region)
 	if err != nil {
 		return err
 	}
-	return json.NewEncoder(os.Stdout).Encode(rs)
+	return json.NewEncoder(out).Encode(rs)
 }
 
-func state(ctx context.Context, admin string) error {
+func state(ctx context.Context, admin string, out io.Writer) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+admin+"/dns/state", nil)
 	if err != nil {
 		return err
@@ -114,6 +132,6 @@ func state(ctx context.Context, admin string) error {
 	if resp.StatusCode != http.StatusOK {
 		return fmt.Errorf("state: HTTP %d", resp.StatusCode)
 	}
-	_, err = io.Copy(os.Stdout, resp.Body)
+	_, err = io.Copy(out, resp.Body)
 	return err
 }

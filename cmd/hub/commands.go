@@ -18,6 +18,7 @@ import (
 	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/geodns"
 	"github.com/meridian-id/meridian/hub/server"
+	"github.com/meridian-id/meridian/internal/cli"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/telemetry"
 )
@@ -65,42 +66,38 @@ type flags struct {
 	fix                                bool
 }
 
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
 type command struct {
-	flags func(*flag.FlagSet, *flags)
-	run   func(*env) error
+	name, summary string
+	flags         func(*flag.FlagSet, *flags)
+	run           func(*env) error
 }
 
-func commands() map[string]command {
-	return map[string]command{
-		"serve":     {nil, serve},
-		"reconcile": {func(fs *flag.FlagSet, f *flags) { fs.BoolVar(&f.fix, "fix", false, "repair the table") }, reconcile},
-		"conflicts": {func(fs *flag.FlagSet, f *flags) {
-			fs.StringVar(&f.resolve, "resolve", "", "lookup key (32 hex digits) of the conflict to resolve")
-			fs.StringVar(&f.region, "region", "", "with --resolve: the region that keeps the user")
-		}, conflicts},
-		"import": {func(fs *flag.FlagSet, f *flags) {
-			fs.StringVar(&f.region, "region", "", "region the users live in (required)")
-			fs.StringVar(&f.file, "file", "", `file of usernames, one per line ("-": stdin) (required)`)
-		}, importUsers},
-		"rotate-key": {func(fs *flag.FlagSet, f *flags) {
-			fs.StringVar(&f.region, "region", "", "region announcing the users (required)")
-			fs.StringVar(&f.file, "file", "", "the region's usernames, one per line (required)")
-			fs.StringVar(&f.previousKey, "previous-key-file", "", "the previous k_hub (required)")
-		}, rotateKey},
-		"finish-rotation": {func(fs *flag.FlagSet, f *flags) {
-			fs.StringVar(&f.file, "file", "", "every region's usernames, one per line (required)")
-			fs.StringVar(&f.previousKey, "previous-key-file", "", "the previous k_hub (required)")
-		}, finishRotation},
-		"table-rehash": {nil, tableRehash},
-		"dns-failback": {func(fs *flag.FlagSet, f *flags) {
-			fs.StringVar(&f.region, "region", "", "region to fail back (required)")
-		}, dnsFailback},
-	}
-}
+var program = &cli.Program{Name: "hub", Usage: usage, Commands: commands([]command{
+	{"serve", "run the hub (public and admin listeners)", nil, serve},
+	{"reconcile", "compare the lookup table with every region's users; --fix repairs it",
+		func(fs *flag.FlagSet, f *flags) { fs.BoolVar(&f.fix, "fix", false, "repair the table") }, reconcile},
+	{"conflicts", "list the users two regions claim; --resolve KEY --region R gives the entry to R", func(fs *flag.FlagSet, f *flags) {
+		fs.StringVar(&f.resolve, "resolve", "", "lookup key (32 hex digits) of the conflict to resolve")
+		fs.StringVar(&f.region, "region", "", "with --resolve: the region that keeps the user")
+	}, conflicts},
+	{"import", "assign the usernames of a file (one per line) to a region", func(fs *flag.FlagSet, f *flags) {
+		fs.StringVar(&f.region, "region", "", "region the users live in (required)")
+		fs.StringVar(&f.file, "file", "", `file of usernames, one per line ("-": stdin) (required)`)
+	}, importUsers},
+	{"rotate-key", "step 2 of a hub key rotation: copy entries to the new key", func(fs *flag.FlagSet, f *flags) {
+		fs.StringVar(&f.region, "region", "", "region announcing the users (required)")
+		fs.StringVar(&f.file, "file", "", "the region's usernames, one per line (required)")
+		fs.StringVar(&f.previousKey, "previous-key-file", "", "the previous k_hub (required)")
+	}, rotateKey},
+	{"finish-rotation", "step 3 of a hub key rotation: drop the previous-key entries", func(fs *flag.FlagSet, f *flags) {
+		fs.StringVar(&f.file, "file", "", "every region's usernames, one per line (required)")
+		fs.StringVar(&f.previousKey, "previous-key-file", "", "the previous k_hub (required)")
+	}, finishRotation},
+	{"table-rehash", "resize the Redis table's buckets to hub.expected_users", nil, tableRehash},
+	{"dns-failback", "move a failed-over region host back to its primary", func(fs *flag.FlagSet, f *flags) {
+		fs.StringVar(&f.region, "region", "", "region to fail back (required)")
+	}, dnsFailback},
+})}
 
 // tableRehash resizes the Redis lookup table to the bucket count
 // hub.expected_users asks for (docs/operations.md, sizing the hub table).
@@ -120,7 +117,7 @@ func tableRehash(e *env) error {
 // again after an operator has rebuilt it (docs/operations.md, failback).
 func dnsFailback(e *env) error {
 	if e.flags.region == "" {
-		return usageError{"--region is required"}
+		return cli.Usagef("--region is required")
 	}
 	if e.cfg.Hub.AdminListen == "" {
 		return errors.New("hub.admin_listen is not set: the failback endpoint lives on the admin listener")
@@ -134,67 +131,46 @@ func dnsFailback(e *env) error {
 }
 
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stdout, usage)
-		return 0
-	}
-	name := args[0]
-	cmd, ok := commands()[name]
-	if !ok {
-		fmt.Fprintf(stderr, "hub: unknown command %q\n\n%s", name, usage)
-		return 2
-	}
-	if err := runCommand(ctx, name, cmd, args[1:], stdin, stdout, stderr); err != nil {
-		var ue usageError
-		switch {
-		case errors.Is(err, flag.ErrHelp):
-			return 2
-		case errors.As(err, &ue):
-			fmt.Fprintf(stderr, "hub %s: %v\n", name, err)
-			return 2
-		}
-		fmt.Fprintf(stderr, "hub %s: %v\n", name, err)
-		return 1
-	}
-	return 0
+	return program.Run(ctx, args, cli.Stdio{In: stdin, Out: stdout, Err: stderr})
 }
 
-func runCommand(ctx context.Context, name string, cmd command, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("hub "+name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	cfgPath := fs.String("config", "configs/regions.yaml", "federation config file")
-	dataDir := fs.String("data-dir", "", "data directory (default: data_dir from the config)")
-	prefix := fs.String("prefix", "meridian:", "key prefix in Redis")
-	fv := &flags{}
-	if cmd.flags != nil {
-		cmd.flags(fs, fv)
+// commands gives each command the common flags and the env it runs with.
+func commands(cs []command) []cli.Command {
+	out := make([]cli.Command, 0, len(cs))
+	for _, cmd := range cs {
+		out = append(out, cli.Command{Name: cmd.name, Summary: cmd.summary, Setup: func(fs *flag.FlagSet) cli.RunFunc {
+			cfgPath := fs.String("config", "configs/regions.yaml", "federation config file")
+			dataDir := fs.String("data-dir", "", "data directory (default: data_dir from the config)")
+			prefix := fs.String("prefix", "meridian:", "key prefix in Redis")
+			fv := &flags{}
+			if cmd.flags != nil {
+				cmd.flags(fs, fv)
+			}
+			return func(ctx context.Context, _ []string, s cli.Stdio) error {
+				cfg, err := config.Load(*cfgPath)
+				if err != nil {
+					return err
+				}
+				data := *dataDir
+				if data == "" {
+					data = cfg.DataDir
+				}
+				logOut := io.Discard
+				if cmd.name == "serve" {
+					logOut = s.Err
+				}
+				tel, err := telemetry.New(ctx, telemetry.Config{Service: "meridian-hub", Instance: cfg.Hub.Host,
+					OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, LogLevel: cfg.Telemetry.LogLevel}, logOut)
+				if err != nil {
+					return err
+				}
+				defer tel.Shutdown(context.Background())
+				return cmd.run(&env{ctx: ctx, stdin: s.In, stdout: s.Out, stderr: s.Err, cfg: cfg, data: data,
+					prefix: *prefix, tel: tel, log: tel.Log, flags: fv})
+			}
+		}})
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
-	}
-	cfg, err := config.Load(*cfgPath)
-	if err != nil {
-		return err
-	}
-	data := *dataDir
-	if data == "" {
-		data = cfg.DataDir
-	}
-	logOut := io.Discard
-	if name == "serve" {
-		logOut = stderr
-	}
-	tel, err := telemetry.New(ctx, telemetry.Config{Service: "meridian-hub", Instance: cfg.Hub.Host,
-		OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, LogLevel: cfg.Telemetry.LogLevel}, logOut)
-	if err != nil {
-		return err
-	}
-	defer tel.Shutdown(context.Background())
-	return cmd.run(&env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, cfg: cfg, data: data,
-		prefix: *prefix, tel: tel, log: tel.Log, flags: fv})
+	return out
 }
 
 func (e *env) opts() server.Options { return server.Options{DataDir: e.data, Prefix: e.prefix} }
@@ -248,7 +224,7 @@ func reconcile(e *env) error {
 // usernames yields the non-empty, non-comment lines of the --file.
 func (e *env) usernames() (iter.Seq[string], func() error, func(), error) {
 	if e.flags.file == "" {
-		return nil, nil, nil, usageError{"--file is required"}
+		return nil, nil, nil, cli.Usagef("--file is required")
 	}
 	var r io.Reader = e.stdin
 	closeFile := func() {}
@@ -277,10 +253,10 @@ func (e *env) usernames() (iter.Seq[string], func() error, func(), error) {
 
 func (e *env) checkRegion() error {
 	if e.flags.region == "" {
-		return usageError{"--region is required"}
+		return cli.Usagef("--region is required")
 	}
 	if _, ok := e.cfg.Region(e.flags.region); !ok {
-		return usageError{fmt.Sprintf("--region: %q is not configured (have %s)", e.flags.region, strings.Join(e.cfg.RegionIDs(), ", "))}
+		return cli.Usagef("--region: %q is not configured (have %s)", e.flags.region, strings.Join(e.cfg.RegionIDs(), ", "))
 	}
 	return nil
 }
@@ -344,7 +320,7 @@ func importUsers(e *env) error {
 // rotating hasher.
 func (e *env) rotation(step func(*lookup.Table, iter.Seq[string]) (lookup.RehashReport, error)) error {
 	if e.flags.previousKey == "" {
-		return usageError{"--previous-key-file is required"}
+		return cli.Usagef("--previous-key-file is required")
 	}
 	names, scanErr, closeFile, err := e.usernames()
 	if err != nil {
@@ -392,7 +368,7 @@ func conflicts(e *env) error {
 	if e.flags.resolve != "" {
 		k, err := federation.ParseKey(e.flags.resolve)
 		if err != nil {
-			return usageError{"--resolve: " + err.Error()}
+			return cli.Usagef("--resolve: %v", err)
 		}
 		if err := e.checkRegion(); err != nil {
 			return err
@@ -409,7 +385,7 @@ func conflicts(e *env) error {
 		return nil
 	}
 	if e.flags.region != "" {
-		return usageError{"--region needs --resolve"}
+		return cli.Usagef("--region needs --resolve")
 	}
 	h, err := server.New(e.ctx, e.cfg, e.opts(), e.tel)
 	if err != nil {

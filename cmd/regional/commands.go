@@ -16,6 +16,7 @@ import (
 	"github.com/pquerna/otp/totp"
 
 	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/internal/cli"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/node"
 	"github.com/meridian-id/meridian/region/store"
@@ -59,57 +60,25 @@ type env struct {
 	tel    *telemetry.Telemetry
 }
 
-type usageError struct{ msg string }
-
-func (e usageError) Error() string { return e.msg }
-
 func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
-		fmt.Fprint(stdout, usage)
-		return 0
-	}
-	name := args[0]
-	rest := args[1:]
-	if (name == "users" || name == "clients" || name == "keys") && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
-		name += " " + rest[0]
-		rest = rest[1:]
-	}
-	cmd, ok := commands[name]
-	if !ok {
-		fmt.Fprintf(stderr, "regional: unknown command %q\n\n%s", name, usage)
-		return 2
-	}
-	if err := cmd(ctx, name, rest, stdin, stdout, stderr); err != nil {
-		var ue usageError
-		if errors.As(err, &ue) || errors.Is(err, flag.ErrHelp) {
-			if !errors.Is(err, flag.ErrHelp) {
-				fmt.Fprintf(stderr, "regional %s: %v\n", name, err)
-			}
-			return 2
-		}
-		fmt.Fprintf(stderr, "regional %s: %v\n", name, err)
-		return 1
-	}
-	return 0
+	return program.Run(ctx, args, cli.Stdio{In: stdin, Out: stdout, Err: stderr})
 }
 
-type command func(ctx context.Context, name string, args []string, stdin io.Reader, stdout, stderr io.Writer) error
-
-var commands = map[string]command{
-	"serve":          withEnv(nil, serve),
-	"migrate":        withEnv(nil, migrate),
-	"users add":      withEnv(usersAddFlags, usersAdd),
-	"users list":     withEnv(nil, usersList),
-	"users delete":   withEnv(usersDeleteFlags, usersDelete),
-	"clients add":    withEnv(clientsAddFlags, clientsAdd),
-	"clients list":   withEnv(jsonFlag, clientsList),
-	"clients delete": withEnv(clientsDeleteFlags, clientsDelete),
-	"keys rotate":    withEnv(keysRotateFlags, keysRotate),
-	"keys list":      withEnv(nil, keysList),
-	"keys migrate":   withEnv(nil, keysMigrate),
-	"promote":        withEnv(drFlag, promote),
-	"fence":          withEnv(fenceFlags, fence),
-}
+var program = &cli.Program{Name: "regional", Usage: usage, Commands: []cli.Command{
+	withEnv("serve", "run the regional node (public and admin listeners)", nil, serve),
+	withEnv("migrate", "apply database migrations and exit", nil, migrate),
+	withEnv("users add", "create a user", usersAddFlags, usersAdd),
+	withEnv("users list", "list users", nil, usersList),
+	withEnv("users delete", "delete a user", usersDeleteFlags, usersDelete),
+	withEnv("clients add", "register a client", clientsAddFlags, clientsAdd),
+	withEnv("clients list", "list clients", jsonFlag, clientsList),
+	withEnv("clients delete", "delete a client", clientsDeleteFlags, clientsDelete),
+	withEnv("keys rotate", "create a new signing key, signing after the publish delay", keysRotateFlags, keysRotate),
+	withEnv("keys list", "list the published signing keys and the KEK that seals each", nil, keysList),
+	withEnv("keys migrate", "seal every signing key with the region's key-encryption key", nil, keysMigrate),
+	withEnv("promote", "make a site's database the writable one", drFlag, promote),
+	withEnv("fence", "mark a site's database superseded", fenceFlags, fence),
+}}
 
 // flagValues holds every command-specific flag; each command reads its own.
 type flagValues struct {
@@ -126,10 +95,8 @@ type multi []string
 func (m *multi) String() string     { return strings.Join(*m, ",") }
 func (m *multi) Set(v string) error { *m = append(*m, v); return nil }
 
-func withEnv(extra func(*flag.FlagSet, *flagValues), body func(*env, *flagValues) error) command {
-	return func(ctx context.Context, name string, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
-		fs := flag.NewFlagSet("regional "+name, flag.ContinueOnError)
-		fs.SetOutput(stderr)
+func withEnv(name, summary string, extra func(*flag.FlagSet, *flagValues), body func(*env, *flagValues) error) cli.Command {
+	return cli.Command{Name: name, Summary: summary, Setup: func(fs *flag.FlagSet) cli.RunFunc {
 		cfgPath := fs.String("config", "configs/regions.yaml", "federation config file")
 		regionID := fs.String("region", "", "region id (required)")
 		dataDir := fs.String("data-dir", "", "data directory (default: data_dir from the config)")
@@ -140,38 +107,35 @@ func withEnv(extra func(*flag.FlagSet, *flagValues), body func(*env, *flagValues
 		if extra != nil {
 			extra(fs, fv)
 		}
-		if err := fs.Parse(args); err != nil {
-			return err
+		return func(ctx context.Context, _ []string, s cli.Stdio) error {
+			stdin, stdout, stderr := s.In, s.Out, s.Err
+			if *regionID == "" {
+				return cli.Usagef("--region is required")
+			}
+			cfg, err := config.Load(*cfgPath)
+			if err != nil {
+				return err
+			}
+			if _, ok := cfg.Region(*regionID); !ok {
+				return cli.Usagef("--region: %q is not configured (have %s)", *regionID, strings.Join(cfg.RegionIDs(), ", "))
+			}
+			data := *dataDir
+			if data == "" {
+				data = cfg.DataDir
+			}
+			logOut := io.Discard
+			if name == "serve" || name == "migrate" {
+				logOut = stderr
+			}
+			tel, err := telemetry.New(ctx, telemetry.Config{Service: "meridian-regional", Instance: *regionID,
+				OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, LogLevel: cfg.Telemetry.LogLevel}, logOut)
+			if err != nil {
+				return err
+			}
+			defer tel.Shutdown(context.Background())
+			return body(&env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, cfg: cfg, region: *regionID, data: data, tel: tel}, fv)
 		}
-		if fs.NArg() > 0 {
-			return usageError{fmt.Sprintf("unexpected argument %q", fs.Arg(0))}
-		}
-		if *regionID == "" {
-			return usageError{"--region is required"}
-		}
-		cfg, err := config.Load(*cfgPath)
-		if err != nil {
-			return err
-		}
-		if _, ok := cfg.Region(*regionID); !ok {
-			return usageError{fmt.Sprintf("--region: %q is not configured (have %s)", *regionID, strings.Join(cfg.RegionIDs(), ", "))}
-		}
-		data := *dataDir
-		if data == "" {
-			data = cfg.DataDir
-		}
-		logOut := io.Discard
-		if name == "serve" || name == "migrate" {
-			logOut = stderr
-		}
-		tel, err := telemetry.New(ctx, telemetry.Config{Service: "meridian-regional", Instance: *regionID,
-			OTLPEndpoint: cfg.Telemetry.OTLPEndpoint, LogLevel: cfg.Telemetry.LogLevel}, logOut)
-		if err != nil {
-			return err
-		}
-		defer tel.Shutdown(context.Background())
-		return body(&env{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr, cfg: cfg, region: *regionID, data: data, tel: tel}, fv)
-	}
+	}}
 }
 
 // audit records an admin change as one JSON audit line on stderr (the
@@ -247,10 +211,10 @@ func usersAddFlags(fs *flag.FlagSet, fv *flagValues) {
 
 func usersAdd(e *env, fv *flagValues) error {
 	if fv.username == "" {
-		return usageError{"--username is required"}
+		return cli.Usagef("--username is required")
 	}
 	if !fv.passwordStdin {
-		return usageError{"--password-stdin is required (passwords are never taken from the command line)"}
+		return cli.Usagef("--password-stdin is required (passwords are never taken from the command line)")
 	}
 	line, err := bufio.NewReader(e.stdin).ReadString('\n')
 	if err != nil && !errors.Is(err, io.EOF) {
@@ -260,7 +224,7 @@ func usersAdd(e *env, fv *flagValues) error {
 	spec := region.UserSpec{Username: fv.username, Password: password}
 	if fv.claims != "" {
 		if err := json.Unmarshal([]byte(fv.claims), &spec.Claims); err != nil {
-			return usageError{"--claims must be a JSON object of string values: " + err.Error()}
+			return cli.Usagef("--claims must be a JSON object of string values: %v", err)
 		}
 	}
 	var otpURI string
@@ -326,7 +290,7 @@ func usersDeleteFlags(fs *flag.FlagSet, fv *flagValues) {
 func usersDelete(e *env, fv *flagValues) error {
 	name, err := region.NormalizeUsername(fv.username)
 	if err != nil {
-		return usageError{"--username: " + err.Error()}
+		return cli.Usagef("--username: %v", err)
 	}
 	st, err := e.openStore()
 	if err != nil {
@@ -380,7 +344,7 @@ func clientsAdd(e *env, fv *flagValues) error {
 		GrantTypes: splitList(fv.grants), AccessTokenFormat: fv.format, FirstParty: fv.firstParty, Scopes: splitList(fv.scopes),
 	})
 	if errors.Is(err, region.ErrInvalidClientMetadata) || errors.Is(err, region.ErrInvalidRedirectURI) {
-		return usageError{err.Error()}
+		return cli.Usagef("%v", err)
 	}
 	if err != nil {
 		return err
@@ -444,7 +408,7 @@ func clientsDeleteFlags(fs *flag.FlagSet, fv *flagValues) {
 
 func clientsDelete(e *env, fv *flagValues) error {
 	if fv.clientID == "" {
-		return usageError{"--client-id is required"}
+		return cli.Usagef("--client-id is required")
 	}
 	st, err := e.openStore()
 	if err != nil {

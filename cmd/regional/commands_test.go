@@ -17,13 +17,13 @@ import (
 	"github.com/meridian-id/meridian/region/store/sqlite"
 )
 
-// cli runs the command with a config whose data dir is private to the test.
-type cli struct {
+// testCLI runs the command with a config whose data dir is private to the test.
+type testCLI struct {
 	t   *testing.T
 	cfg string
 }
 
-func newCLI(t *testing.T) *cli {
+func newCLI(t *testing.T) *testCLI {
 	example, err := os.ReadFile("../../configs/regions.yaml")
 	if err != nil {
 		t.Fatal(err)
@@ -34,10 +34,10 @@ func newCLI(t *testing.T) *cli {
 	if err := os.WriteFile(cfg, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	return &cli{t: t, cfg: cfg}
+	return &testCLI{t: t, cfg: cfg}
 }
 
-func (c *cli) run(stdin string, args ...string) (int, string, string) {
+func (c *testCLI) run(stdin string, args ...string) (int, string, string) {
 	var out, errb bytes.Buffer
 	code := run(context.Background(), append(args, "--config", c.cfg), strings.NewReader(stdin), &out, &errb)
 	return code, out.String(), errb.String()

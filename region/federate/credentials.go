@@ -26,11 +26,19 @@ func federationSpec(name string, redirects []string) region.ClientSpec {
 		AuthMethod: region.AuthPrivateKey, FirstParty: true, Scopes: []string{region.ScopeFederation}}
 }
 
+// ClientStore is the part of the regional store the federation clients
+// are kept in.
+type ClientStore interface {
+	GetClient(ctx context.Context, id string) (store.Client, error)
+	CreateClient(ctx context.Context, c store.Client) error
+	DeleteClient(ctx context.Context, id string) error
+}
+
 // EnsureHubClient registers (or repairs) the hub's client at region in the
 // region's store: its derived id, authenticated by private_key_jwt with the
 // hub's public key (hubKey). It is idempotent and meant for node startup in
 // hub topology.
-func EnsureHubClient(ctx context.Context, st store.Store, codec *routing.Codec, region, hubURL string, hubKey *ecdsa.PublicKey) error {
+func EnsureHubClient(ctx context.Context, st ClientStore, codec *routing.Codec, region, hubURL string, hubKey *ecdsa.PublicKey) error {
 	id, err := federation.HubClientID(codec, region)
 	if err != nil {
 		return err
@@ -41,7 +49,7 @@ func EnsureHubClient(ctx context.Context, st store.Store, codec *routing.Codec, 
 // EnsurePeerClients registers (or repairs) at resident region the client of
 // every other region of the mesh; entries maps an entry region id to its
 // login base URLs (issuer first), keys holds each region's public key.
-func EnsurePeerClients(ctx context.Context, st store.Store, codec *routing.Codec, resident string, entries map[string][]string, keys *federation.Keyring) error {
+func EnsurePeerClients(ctx context.Context, st ClientStore, codec *routing.Codec, resident string, entries map[string][]string, keys *federation.Keyring) error {
 	for entry, bases := range entries {
 		if entry == resident {
 			continue
@@ -67,7 +75,7 @@ func EnsurePeerClients(ctx context.Context, st store.Store, codec *routing.Codec
 // issuer), replacing a stored client of that id that differs (a client
 // stored with a secret derived from the routing key, before per-party keys,
 // is replaced).
-func EnsureClient(ctx context.Context, st store.Store, name, id string, redirects []string, pub *ecdsa.PublicKey) error {
+func EnsureClient(ctx context.Context, st ClientStore, name, id string, redirects []string, pub *ecdsa.PublicKey) error {
 	if pub == nil {
 		return errors.New("federation: client " + id + " needs a public key")
 	}

@@ -329,22 +329,22 @@ func TestPusherLosesNothing(t *testing.T) {
 
 func TestNewUpstreamValidates(t *testing.T) {
 	c := codec(t)
-	good := federate.UpstreamConfig{Region: "eu", Bases: []string{"https://eu.example"}, Topology: federation.TopologyHub,
+	good := federate.LoginConfig{Region: "eu", Bases: []string{"https://eu.example"}, Topology: federation.TopologyHub,
 		HubURL: "https://hub.example", Codec: c, Key: partyKeys(t)["eu"], CookieKey: bytes.Repeat([]byte{1}, 32), HTTPClient: http.DefaultClient}
-	if _, err := federate.NewUpstream(good); err != nil {
+	if _, err := federate.NewLogin(good); err != nil {
 		t.Fatal(err)
 	}
-	for name, mod := range map[string]func(*federate.UpstreamConfig){
-		"short key":       func(u *federate.UpstreamConfig) { u.CookieKey = []byte("short") },
-		"unknown region":  func(u *federate.UpstreamConfig) { u.Region = "mars" },
-		"bad topology":    func(u *federate.UpstreamConfig) { u.Topology = "star" },
-		"mesh, no table":  func(u *federate.UpstreamConfig) { u.Topology = federation.TopologyMesh },
-		"hub, bad issuer": func(u *federate.UpstreamConfig) { u.HubURL = "ftp://hub" },
-		"no bases":        func(u *federate.UpstreamConfig) { u.Bases = nil },
+	for name, mod := range map[string]func(*federate.LoginConfig){
+		"short key":       func(u *federate.LoginConfig) { u.CookieKey = []byte("short") },
+		"unknown region":  func(u *federate.LoginConfig) { u.Region = "mars" },
+		"bad topology":    func(u *federate.LoginConfig) { u.Topology = "star" },
+		"mesh, no table":  func(u *federate.LoginConfig) { u.Topology = federation.TopologyMesh },
+		"hub, bad issuer": func(u *federate.LoginConfig) { u.HubURL = "ftp://hub" },
+		"no bases":        func(u *federate.LoginConfig) { u.Bases = nil },
 	} {
 		cfg := good
 		mod(&cfg)
-		if _, err := federate.NewUpstream(cfg); err == nil {
+		if _, err := federate.NewLogin(cfg); err == nil {
 			t.Errorf("%s: accepted", name)
 		}
 	}

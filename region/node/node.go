@@ -88,7 +88,7 @@ type Node struct {
 	tel      *telemetry.Telemetry
 	log      *slog.Logger
 	dr       bool
-	fed      *federate.Node // nil when Options.Upstream was given
+	fed      *federate.Member // nil when Options.Upstream was given
 
 	role     atomic.Int32      // region.Role
 	repl     store.Replication // nil for a store without fencing
@@ -177,20 +177,20 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		}
 	}
 	upstream := opts.Upstream
-	var fed *federate.Node
+	var fed *federate.Member
 	if upstream == nil {
 		hubKey, err := config.LoadSecret("hub.key_file", cfg.Hub.KeyFile, filepath.Join(dataDir, "secrets", "hub.key"), log)
 		if err != nil {
 			st.Close()
 			return nil, err
 		}
-		fed, err = federate.NewNode(ctx, federate.NodeConfig{Config: cfg, Region: id, Store: st, Codec: codec,
+		fed, err = federate.NewMember(ctx, federate.MemberConfig{Config: cfg, Region: id, Store: st, Codec: codec,
 			CookieKey: cookieKey, PreviousCookieKeys: prevCookieKeys, HubKey: hubKey, Keys: keys, Wrap: tel.Transport, Log: log})
 		if err != nil {
 			st.Close()
 			return nil, err
 		}
-		upstream = fed.Upstream
+		upstream = fed.Login
 	}
 	n := &Node{Store: st, cfg: cfg, region: r, tel: tel, log: log, dr: opts.DR, fed: fed,
 		fenceKey: fencingKey(keys.Key.D.FillBytes(make([]byte, 32))), rolePoll: opts.RolePoll}

@@ -389,4 +389,3 @@ func (n *Node) watchRole(ctx context.Context) {
 		}
 	}
 }
-

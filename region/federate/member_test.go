@@ -28,17 +28,17 @@ func loadExample(t *testing.T) (*config.Config, *routing.Codec) {
 	return cfg, c
 }
 
-// TestNewNodeFromExampleConfig wires a node of the example federation in
+// TestNewMemberFromExampleConfig wires a node of the example federation in
 // both topologies: the right federation clients are registered and the
 // user-keys listing is mounted in front of the provider.
-func TestNewNodeFromExampleConfig(t *testing.T) {
+func TestNewMemberFromExampleConfig(t *testing.T) {
 	ctx := context.Background()
 	for _, topo := range []string{federation.TopologyHub, federation.TopologyMesh} {
 		t.Run(topo, func(t *testing.T) {
 			t.Setenv("MERIDIAN_FEDERATION_TOPOLOGY", topo)
 			cfg, c := loadExample(t)
 			st := openStore(t)
-			n, err := federate.NewNode(ctx, federate.NodeConfig{Config: cfg, Region: "eu", Store: st, Codec: c, Keys: keyring(partyKeys(t), "eu"),
+			n, err := federate.NewMember(ctx, federate.MemberConfig{Config: cfg, Region: "eu", Store: st, Codec: c, Keys: keyring(partyKeys(t), "eu"),
 				CookieKey: bytes.Repeat([]byte{1}, 32), HubKey: bytes.Repeat([]byte{2}, 32), Lookup: memstore.New()})
 			if err != nil {
 				t.Fatal(err)

@@ -26,8 +26,8 @@ import (
 // flowTTL bounds a federated login from Begin to Finish.
 const flowTTL = 10 * time.Minute
 
-// UpstreamConfig configures an Upstream.
-type UpstreamConfig struct {
+// LoginConfig configures a Login.
+type LoginConfig struct {
 	// Region is this (entry) region's id.
 	Region string
 	// Bases are the base URLs this region's login is served on, issuer
@@ -66,7 +66,7 @@ type UpstreamConfig struct {
 	RP federation.RPOptions
 }
 
-// Upstream implements region.Upstream as an OpenID Connect relying party
+// Login implements region.Upstream as an OpenID Connect relying party
 // towards the hub (hub topology) or the user's resident region (mesh).
 //
 // The in-flight state (authorization request id, state, nonce, PKCE
@@ -79,8 +79,8 @@ type UpstreamConfig struct {
 // of the region can finish a login another node began, and nothing is left
 // behind by abandoned logins; AEAD rather than a bare MAC because the PKCE
 // verifier and nonce must not be readable from the cookie.
-type Upstream struct {
-	cfg   UpstreamConfig
+type Login struct {
+	cfg   LoginConfig
 	hub   *federation.RP
 	peers map[string]*federation.RP
 	box   *seal.Box
@@ -88,10 +88,10 @@ type Upstream struct {
 	log   *slog.Logger
 }
 
-var _ region.Upstream = (*Upstream)(nil)
+var _ region.Upstream = (*Login)(nil)
 
-// NewUpstream builds an Upstream.
-func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
+// NewLogin builds a Login.
+func NewLogin(cfg LoginConfig) (*Login, error) {
 	if cfg.Codec == nil || !cfg.Codec.HasRegion(cfg.Region) {
 		return nil, fmt.Errorf("federation: region %q is not in the routing codec", cfg.Region)
 	}
@@ -115,7 +115,7 @@ func NewUpstream(cfg UpstreamConfig) (*Upstream, error) {
 	if err != nil {
 		return nil, err
 	}
-	u := &Upstream{cfg: cfg, box: box, pages: pages, log: cfg.Log, peers: map[string]*federation.RP{}}
+	u := &Login{cfg: cfg, box: box, pages: pages, log: cfg.Log, peers: map[string]*federation.RP{}}
 	switch cfg.Topology {
 	case federation.TopologyHub:
 		u.hub, err = federation.NewRP(cfg.HubURL, federation.RegionCredentials(cfg.Region, cfg.Key, cfg.Bases...), cfg.HTTPClient, cfg.RP)
@@ -148,7 +148,7 @@ var errUnknownUser = errors.New("federation: user unknown to the federation")
 
 // target returns the provider to federate with: the hub, or in mesh the
 // resident region ("" for the hub).
-func (u *Upstream) target(ctx context.Context, username string) (string, *federation.RP, error) {
+func (u *Login) target(ctx context.Context, username string) (string, *federation.RP, error) {
 	if u.hub != nil {
 		return "", u.hub, nil
 	}
@@ -172,7 +172,7 @@ func (u *Upstream) target(ctx context.Context, username string) (string, *federa
 }
 
 // Begin implements region.Upstream.
-func (u *Upstream) Begin(w http.ResponseWriter, r *http.Request, login region.FederatedLogin) {
+func (u *Login) Begin(w http.ResponseWriter, r *http.Request, login region.FederatedLogin) {
 	ctx := r.Context()
 	arID, username := login.ARID, login.Username
 	target, rp, err := u.target(ctx, username)
@@ -235,7 +235,7 @@ func targetName(t string) string {
 }
 
 // Finish implements region.Upstream.
-func (u *Upstream) Finish(w http.ResponseWriter, r *http.Request) (string, region.FederatedIdentity, error) {
+func (u *Login) Finish(w http.ResponseWriter, r *http.Request) (string, region.FederatedIdentity, error) {
 	// The region's callback handler writes to r.Form; make sure it exists.
 	if err := r.ParseForm(); err != nil {
 		return "", region.FederatedIdentity{}, fmt.Errorf("federation: callback query: %w", err)
@@ -308,7 +308,7 @@ const loginCookiePrefix = "mrd_fl_"
 // evictPending expires unreadable in-flight login cookies and the oldest
 // readable ones, so that with the one about to be set at most
 // MaxPendingLogins remain.
-func (u *Upstream) evictPending(w http.ResponseWriter, r *http.Request) {
+func (u *Login) evictPending(w http.ResponseWriter, r *http.Request) {
 	type pending struct {
 		name    string
 		created int64
@@ -334,7 +334,7 @@ func (u *Upstream) evictPending(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-func (u *Upstream) expireCookie(w http.ResponseWriter, name string) {
+func (u *Login) expireCookie(w http.ResponseWriter, name string) {
 	http.SetCookie(w, &http.Cookie{Name: name, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
 		Secure: u.cfg.SecureCookies, SameSite: http.SameSiteLaxMode})
 }
@@ -345,7 +345,7 @@ var (
 	ErrLoginExpired = errors.New("federation: the login took too long")
 )
 
-func (u *Upstream) cookieName(state string) string {
+func (u *Login) cookieName(state string) string {
 	sum := sha256.Sum256([]byte(state))
 	base := loginCookiePrefix + hex.EncodeToString(sum[:8])
 	if u.cfg.SecureCookies {
@@ -354,7 +354,7 @@ func (u *Upstream) cookieName(state string) string {
 	return base
 }
 
-func (u *Upstream) seal(name string, st inFlight) (string, error) {
+func (u *Login) seal(name string, st inFlight) (string, error) {
 	plain, err := json.Marshal(st)
 	if err != nil {
 		return "", err
@@ -363,7 +363,7 @@ func (u *Upstream) seal(name string, st inFlight) (string, error) {
 }
 
 // open reads, deletes and checks the login cookie of state.
-func (u *Upstream) open(w http.ResponseWriter, r *http.Request, state string) (inFlight, error) {
+func (u *Login) open(w http.ResponseWriter, r *http.Request, state string) (inFlight, error) {
 	if state == "" || len(state) > 128 {
 		return inFlight{}, ErrNoLoginState
 	}

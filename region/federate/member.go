@@ -23,8 +23,8 @@ import (
 // default, see cmd/hub --prefix).
 const LookupPrefix = "meridian:lookup:"
 
-// NodeConfig is what a regional node hands to NewNode.
-type NodeConfig struct {
+// MemberConfig is what a regional node hands to NewMember.
+type MemberConfig struct {
 	Config *config.Config
 	Region string
 	Store  store.Store
@@ -42,27 +42,27 @@ type NodeConfig struct {
 	// private key and every party's public key.
 	Keys *federation.Keyring
 	// Lookup is the shared lookup store (mesh topology). When nil in mesh
-	// topology, NewNode opens hub.redis under LookupPrefix.
+	// topology, NewMember opens hub.redis under LookupPrefix.
 	Lookup lookup.Store
 	// Wrap wraps the back-channel transport (telemetry.Transport).
 	Wrap func(http.RoundTripper) http.RoundTripper
 	Log  *slog.Logger
 }
 
-// Node is what a regional node runs for the federation: the Upstream
+// Member is what a regional node runs as a member of the federation: the Login
 // (region.Config.Upstream), the outbox Pusher (run it with Run) and the
 // user-keys listing (mount it with Handler).
-type Node struct {
-	Upstream *Upstream
+type Member struct {
+	Login    *Login
 	Pusher   *Pusher
 	UserKeys http.Handler
 	closers  []func() error
 }
 
-// NewNode registers the region's federation clients (the hub's client,
-// or every peer's in mesh topology) in the store and builds the Upstream,
+// NewMember registers the region's federation clients (the hub's client,
+// or every peer's in mesh topology) in the store and builds the Login,
 // Pusher and user-keys handler from the configuration.
-func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
+func NewMember(ctx context.Context, nc MemberConfig) (*Member, error) {
 	cfg := nc.Config
 	if cfg == nil || nc.Store == nil || nc.Codec == nil || nc.Keys == nil || nc.Keys.Key == nil {
 		return nil, errors.New("federation: node needs the config, store, codec and federation keys")
@@ -84,8 +84,8 @@ func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 	}
 	client := setup.HTTPClient(cfg, nc.Wrap)
 	hubURL := cfg.Federation.URL(cfg.Hub.Host)
-	n := &Node{}
-	ucfg := UpstreamConfig{Region: nc.Region, Bases: setup.RegionBases(cfg, r), Topology: cfg.Federation.Topology, HubURL: hubURL,
+	n := &Member{}
+	ucfg := LoginConfig{Region: nc.Region, Bases: setup.RegionBases(cfg, r), Topology: cfg.Federation.Topology, HubURL: hubURL,
 		Codec: nc.Codec, Key: nc.Keys.Key, CookieKey: nc.CookieKey, PreviousCookieKeys: nc.PreviousCookieKeys, SecureCookies: cfg.Federation.Scheme == "https", HTTPClient: client, Log: nc.Log}
 	var sink KeySink
 	switch cfg.Federation.Topology {
@@ -130,7 +130,7 @@ func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 			return nil, err
 		}
 	}
-	if n.Upstream, err = NewUpstream(ucfg); err != nil {
+	if n.Login, err = NewLogin(ucfg); err != nil {
 		n.Close()
 		return nil, err
 	}
@@ -147,15 +147,15 @@ func NewNode(ctx context.Context, nc NodeConfig) (*Node, error) {
 }
 
 // Handler serves UserKeysPath and passes everything else to provider.
-func (n *Node) Handler(provider http.Handler) http.Handler {
+func (n *Member) Handler(provider http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.Handle(federation.UserKeysPath, n.UserKeys)
 	mux.Handle("/", provider)
 	return mux
 }
 
-// Close releases what NewNode opened (the Redis client in mesh topology).
-func (n *Node) Close() error {
+// Close releases what NewMember opened (the Redis client in mesh topology).
+func (n *Member) Close() error {
 	var errs []error
 	for _, c := range n.closers {
 		errs = append(errs, c())
