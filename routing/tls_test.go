@@ -77,9 +77,9 @@ func TestRoutedCallOverTLSWithPrivateCA(t *testing.T) {
 				tlsConf = &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool}
 			}
 			logs := &syncBuf{mu: make(chan struct{}, 1)}
-			rt, err := NewRouter(RouterConfig{Local: "us",
+			rt, err := NewRouter(keyed(RouterConfig{Local: "us",
 				Upstreams:      []Upstream{{Region: "eu", URL: "https://eu.id.test", Addr: srv.Listener.Addr().String(), TLS: true}},
-				ConnectTimeout: time.Second, RequestTimeout: 5 * time.Second, TLSConfig: tlsConf},
+				ConnectTimeout: time.Second, RequestTimeout: 5 * time.Second, TLSConfig: tlsConf}),
 				codec, http.NotFoundHandler(), slog.New(slog.NewTextHandler(logs, nil)), nil)
 			if err != nil {
 				t.Fatal(err)
