@@ -7,8 +7,6 @@ import (
 	"net"
 	"net/http"
 	"net/url"
-	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"testing"
@@ -17,6 +15,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/meridian-id/meridian/internal/oidctest"
+	"github.com/meridian-id/meridian/internal/timingstat"
 	"github.com/meridian-id/meridian/region"
 )
 
@@ -239,59 +238,17 @@ func TestAbuseEnumerationTiming(t *testing.T) {
 	if failure != nil {
 		t.Fatal(failure)
 	}
-	mu1, mu2 := median(unknown), median(wrong)
+	mu1, mu2 := timingstat.Median(unknown), timingstat.Median(wrong)
 	diff := math.Abs(float64(mu1-mu2)) / float64(min(mu1, mu2))
-	auc := superiority(unknown, wrong)
+	auc := timingstat.Superiority(unknown, wrong)
 	t.Logf("%d+%d samples in %s: unknown user median %s (p10 %s, p90 %s); wrong password median %s (p10 %s, p90 %s); "+
 		"median difference %.2f%%; P(unknown slower) = %.3f",
-		len(unknown), len(wrong), time.Since(start).Round(time.Second), mu1, quantile(unknown, .1), quantile(unknown, .9),
-		mu2, quantile(wrong, .1), quantile(wrong, .9), 100*diff, auc)
+		len(unknown), len(wrong), time.Since(start).Round(time.Second), mu1, timingstat.Quantile(unknown, .1), timingstat.Quantile(unknown, .9),
+		mu2, timingstat.Quantile(wrong, .1), timingstat.Quantile(wrong, .9), 100*diff, auc)
 	if diff > 0.05 {
 		t.Errorf("medians differ by %.1f%%: an attacker can tell unknown users from wrong passwords", 100*diff)
 	}
 	if auc < 0.45 || auc > 0.55 {
 		t.Errorf("probability of superiority %.3f outside [0.45, 0.55]: the distributions are distinguishable", auc)
 	}
-}
-
-func quantile(d []time.Duration, q float64) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[int(q*float64(len(s)-1))].Round(time.Microsecond)
-}
-
-func median(d []time.Duration) time.Duration { return quantile(d, .5) }
-
-// superiority is the Mann–Whitney U statistic of a over b divided by
-// len(a)·len(b): the probability that a sample of a exceeds one of b (ties
-// count half). 0.5 means no difference.
-func superiority(a, b []time.Duration) float64 {
-	type v struct {
-		d   time.Duration
-		inA bool
-	}
-	all := make([]v, 0, len(a)+len(b))
-	for _, d := range a {
-		all = append(all, v{d, true})
-	}
-	for _, d := range b {
-		all = append(all, v{d, false})
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i].d < all[j].d })
-	rankSumA := 0.0
-	for i := 0; i < len(all); {
-		j := i
-		for j < len(all) && all[j].d == all[i].d {
-			j++
-		}
-		rank := float64(i+j+1) / 2 // average rank of the tie group, 1-based
-		for k := i; k < j; k++ {
-			if all[k].inA {
-				rankSumA += rank
-			}
-		}
-		i = j
-	}
-	n1, n2 := float64(len(a)), float64(len(b))
-	return (rankSumA - n1*(n1+1)/2) / (n1 * n2)
 }

@@ -9,12 +9,12 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"slices"
-	"sort"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/internal/timingstat"
 )
 
 // browserFrom is a browser whose connections leave from the loopback
@@ -178,13 +178,13 @@ func TestCrossRegionEnumerationTiming(t *testing.T) {
 		{"username step (eu → hub → region's password page)", uu, ur, usernameTime},
 		{"password step (wrong password → error page)", pu, pr, passwordTime},
 	} {
-		mu, mr := median(c.unknown), median(c.resident)
+		mu, mr := timingstat.Median(c.unknown), timingstat.Median(c.resident)
 		diff := math.Abs(float64(mu-mr)) / float64(min(mu, mr))
-		auc := superiority(c.unknown, c.resident)
+		auc := timingstat.Superiority(c.unknown, c.resident)
 		t.Logf("%s: %d+%d samples in %s: unknown name median %s (p10 %s, p90 %s); resident in us median %s (p10 %s, p90 %s); "+
 			"median difference %.2f%%; P(unknown slower) = %.3f",
 			c.step, len(c.unknown), len(c.resident), c.took.Round(time.Second),
-			mu, quantile(c.unknown, .1), quantile(c.unknown, .9), mr, quantile(c.resident, .1), quantile(c.resident, .9), 100*diff, auc)
+			mu, timingstat.Quantile(c.unknown, .1), timingstat.Quantile(c.unknown, .9), mr, timingstat.Quantile(c.resident, .1), timingstat.Quantile(c.resident, .9), 100*diff, auc)
 		if diff > 0.10 {
 			t.Errorf("%s: medians differ by %.1f%%: an attacker can tell unknown names from users resident elsewhere", c.step, 100*diff)
 		}
@@ -192,51 +192,6 @@ func TestCrossRegionEnumerationTiming(t *testing.T) {
 			t.Errorf("%s: probability of superiority %.3f outside [0.4, 0.6]: the distributions are distinguishable", c.step, auc)
 		}
 	}
-}
-
-// quantile, median and superiority are those of
-// faults.TestAbuseEnumerationTiming (test helpers cannot be shared across
-// packages).
-func quantile(d []time.Duration, q float64) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[int(q*float64(len(s)-1))].Round(time.Microsecond)
-}
-
-func median(d []time.Duration) time.Duration { return quantile(d, .5) }
-
-// superiority is the Mann–Whitney U statistic of a over b divided by
-// len(a)·len(b): the probability that a sample of a exceeds one of b (ties
-// count half). 0.5 means no difference.
-func superiority(a, b []time.Duration) float64 {
-	type v struct {
-		d   time.Duration
-		inA bool
-	}
-	all := make([]v, 0, len(a)+len(b))
-	for _, d := range a {
-		all = append(all, v{d, true})
-	}
-	for _, d := range b {
-		all = append(all, v{d, false})
-	}
-	sort.Slice(all, func(i, j int) bool { return all[i].d < all[j].d })
-	rankSumA := 0.0
-	for i := 0; i < len(all); {
-		j := i
-		for j < len(all) && all[j].d == all[i].d {
-			j++
-		}
-		rank := float64(i+j+1) / 2 // average rank of the tie group, 1-based
-		for k := i; k < j; k++ {
-			if all[k].inA {
-				rankSumA += rank
-			}
-		}
-		i = j
-	}
-	n1, n2 := float64(len(a)), float64(len(b))
-	return (rankSumA - n1*(n1+1)/2) / (n1 * n2)
 }
 
 // TestDecoyRegionConsistentAcrossEntries is the two-probe attack on the
