@@ -308,7 +308,8 @@ func TestHopSignedByTheCallingRegion(t *testing.T) {
 				t.Fatalf("refused hop: status %d, want the normal route (us unreachable: 503)", w.Code)
 			}
 		})
-	}	// A hop accepted (and remembered) for one path is not a hop for
+	}
+	// A hop accepted (and remembered) for one path is not a hop for
 	// another path in the same second.
 	ok := usSigner.sign("us", "eu", "POST", "/oauth/introspect", now)
 	for _, path := range []string{"/oauth/introspect", "/userinfo"} {

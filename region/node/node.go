@@ -192,8 +192,16 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		}
 		upstream = fed.Login
 	}
+	raw, err := keys.Key.Bytes()
+	if err != nil {
+		if fed != nil {
+			_ = fed.Close()
+		}
+		st.Close()
+		return nil, fmt.Errorf("federation key: %w", err)
+	}
 	n := &Node{Store: st, cfg: cfg, region: r, tel: tel, log: log, dr: opts.DR, fed: fed,
-		fenceKey: fencingKey(keys.Key.D.FillBytes(make([]byte, 32))), rolePoll: opts.RolePoll}
+		fenceKey: fencingKey(raw), rolePoll: opts.RolePoll}
 	if n.rolePoll <= 0 {
 		n.rolePoll = defaultRolePoll
 	}
