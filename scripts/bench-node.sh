@@ -15,6 +15,7 @@
 # /proc over the run. Needs wrk, python3, curl (and psql for PG=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/wrklua.sh
 rev=${1:?usage: scripts/bench-node.sh REV}
 DUR=${DUR:-3s}
 ROUNDS=${ROUNDS:-3}
@@ -70,31 +71,8 @@ PY
   url[$l-issue]="http://127.0.0.11:$p/oauth/token"
   url[$l-introspect]="http://127.0.0.11:$p/oauth/introspect"
   local auth; auth=$(printf '%s:%s' "$id" "$secret" | base64 -w0)
-  lua "grant_type=client_credentials" '"access_token"' "$auth" "$dir/$l-issue.lua"
-  lua "token=$token" '"active":true' "$auth" "$dir/$l-introspect.lua"
-}
-lua() { # body expect auth file
-  cat > "$4" <<LUA
-wrk.method = "POST"
-wrk.body = "$1"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-wrk.headers["Authorization"] = "Basic $3"
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) non2xx = 0; bad = 0 end
-function response(status, headers, body)
-  if status < 200 or status > 299 then non2xx = non2xx + 1
-  elseif not string.find(body, '$2', 1, true) then bad = bad + 1 end
-end
-function done(summary, latency, requests)
-  local n, b = 0, 0
-  for _, t in ipairs(threads) do n = n + t:get("non2xx"); b = b + t:get("bad") end
-  local e = summary.errors
-  io.write(string.format("RESULT requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d bad=%d sockerr=%d\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), n, b,
-    e.connect + e.read + e.write + e.timeout))
-end
-LUA
+  wrk_lua "grant_type=client_credentials" '"access_token"' "$auth" "$dir/$l-issue.lua"
+  wrk_lua "token=$token" '"active":true' "$auth" "$dir/$l-introspect.lua"
 }
 i=0
 for l in "${labels[@]}"; do start "$l" $((base + i)); i=$((i + 1)); done

@@ -19,6 +19,7 @@
 # Needs wrk (apt-get install wrk), python3, curl. SQLite stores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/wrklua.sh
 rev=${1:-}
 DUR=${DUR:-3s}
 ROUNDS=${ROUNDS:-3}
@@ -106,33 +107,8 @@ PY
 i=0
 for l in "${labels[@]}"; do start "$l" $((base + i)); i=$((i + 1)); done
 
-# wrk script: POST the introspection form, count every non-2xx response and
-# every body without the expected answer, print one RESULT line.
-lua() { # body auth file
-  cat > "$3" <<LUA
-wrk.method = "POST"
-wrk.body = "$1"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-wrk.headers["Authorization"] = "Basic $2"
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) non2xx = 0; bad = 0 end
-function response(status, headers, body)
-  if status < 200 or status > 299 then non2xx = non2xx + 1
-  elseif not string.find(body, '"active":true', 1, true) then bad = bad + 1 end
-end
-function done(summary, latency, requests)
-  local n, b = 0, 0
-  for _, t in ipairs(threads) do n = n + t:get("non2xx"); b = b + t:get("bad") end
-  local e = summary.errors
-  io.write(string.format("RESULT requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d bad=%d sockerr=%d\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), n, b,
-    e.connect + e.read + e.write + e.timeout))
-end
-LUA
-}
 for l in "${labels[@]}"; do
-  lua "$(cat "$dir/$l/body")" "$(cat "$dir/$l/auth")" "$dir/$l.lua"
+  wrk_lua "$(cat "$dir/$l/body")" '"active":true' "$(cat "$dir/$l/auth")" "$dir/$l.lua"
 done
 cp "$dir/cur.lua" "$dir/trivial.lua"
 

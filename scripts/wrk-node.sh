@@ -6,6 +6,7 @@
 # DUR=3s shortens the runs (default 10s). Needs wrk (apt-get install wrk). Uses 127.0.0.11:8080 (region eu of configs/regions.yaml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/wrklua.sh
 dir=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$dir"' EXIT
 sed "s|data_dir: ./data|data_dir: $dir/data|" configs/regions.yaml > "$dir/regions.yaml"
@@ -30,31 +31,8 @@ token=$(curl -s -u "$id:$secret" -d grant_type=client_credentials http://127.0.0
 # Every answer is checked: a non-2xx status, a body without the expected
 # answer or a socket error/timeout fails the run (exit 1). Server CPU per
 # request is the node's utime+stime (/proc) over the run / requests.
-lua() { # body expect file
-  cat > "$3" <<LUA
-wrk.method = "POST"
-wrk.body = "$1"
-wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"
-wrk.headers["Authorization"] = "Basic $auth"
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function init(args) non2xx = 0; bad = 0 end
-function response(status, headers, body)
-  if status < 200 or status > 299 then non2xx = non2xx + 1
-  elseif not string.find(body, '$2', 1, true) then bad = bad + 1 end
-end
-function done(summary, latency, requests)
-  local n, b = 0, 0
-  for _, t in ipairs(threads) do n = n + t:get("non2xx"); b = b + t:get("bad") end
-  local e = summary.errors
-  io.write(string.format("RESULT requests=%d duration_us=%d p50_us=%d p99_us=%d non2xx=%d bad=%d sockerr=%d\\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(99), n, b,
-    e.connect + e.read + e.write + e.timeout))
-end
-LUA
-}
-lua "grant_type=client_credentials" '"access_token"' "$dir/issue.lua"
-lua "token=$token" '"active":true' "$dir/introspect.lua"
+wrk_lua "grant_type=client_credentials" '"access_token"' "$auth" "$dir/issue.lua"
+wrk_lua "token=$token" '"active":true' "$auth" "$dir/introspect.lua"
 failed=0
 run() { # name script path
   local t0 t1 out line
