@@ -1,10 +1,8 @@
 package node_test
 
 import (
-	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"io"
 	"net/http"
 	"os"
 	"testing"
@@ -12,8 +10,6 @@ import (
 
 	"github.com/meridian-id/meridian/config"
 	"github.com/meridian-id/meridian/internal/testenv"
-	"github.com/meridian-id/meridian/region/node"
-	"github.com/meridian-id/meridian/telemetry"
 )
 
 // TestAdminListenerTLS: with tls.admin the admin listener (metrics,
@@ -31,23 +27,7 @@ func TestAdminListenerTLS(t *testing.T) {
 		Regions: []config.Region{{ID: "eu", Site: config.Site{Host: "eu.id.localhost", Listen: "127.0.0.1:0", Addresses: []string{"127.0.0.1"},
 			TLS: config.TLS{CertFile: certFile, KeyFile: keyFile, Admin: true}}}},
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	tel, err := telemetry.New(ctx, telemetry.Config{Service: "test", Instance: "eu", LogLevel: "error"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := node.New(ctx, cfg, "eu", node.Options{DataDir: cfg.DataDir}, tel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, adm := listen(t), listen(t)
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { _ = n.ServeListeners(sctx, pub, adm); n.Close(); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	_, adm, _, _ := startNode(t, cfg)
 
 	pem, err := os.ReadFile(ca.CAFile)
 	if err != nil {

@@ -45,24 +45,7 @@ func TestOperatorMetrics(t *testing.T) {
 				DR: &config.Site{Host: "us-dr.id.localhost", Listen: dead(), Addresses: []string{"127.0.0.1"}}},
 		},
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	tel, err := telemetry.New(ctx, telemetry.Config{Service: "test", Instance: "eu", LogLevel: "error"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
-	n, err := node.New(ctx, cfg, "eu", node.Options{DataDir: cfg.DataDir}, tel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, adm := listen(t), listen(t)
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { _ = n.ServeListeners(sctx, pub, adm); n.Close(); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	pub, adm, _, _ := startNode(t, cfg)
 
 	// A routed call to us: its primary and DR site both refuse.
 	codec, err := node.Codec(cfg, cfg.DataDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -120,6 +103,32 @@ func TestOperatorMetrics(t *testing.T) {
 	}
 }
 
+// startNode validates cfg and serves region eu's node on fresh loopback
+// listeners until the test ends; cancel stops it (the node drains for
+// cfg's drain period), and done closes once it has stopped.
+func startNode(t *testing.T, cfg *config.Config) (pub, adm net.Listener, cancel func(), done <-chan struct{}) {
+	t.Helper()
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tel, err := telemetry.New(ctx, telemetry.Config{Service: "test", Instance: "eu", LogLevel: "error"}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
+	n, err := node.New(ctx, cfg, "eu", node.Options{DataDir: cfg.DataDir}, tel)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, adm = listen(t), listen(t)
+	sctx, stop := context.WithCancel(ctx)
+	stopped := make(chan struct{})
+	go func() { _ = n.ServeListeners(sctx, pub, adm); n.Close(); close(stopped) }()
+	t.Cleanup(func() { stop(); <-stopped })
+	return pub, adm, stop, stopped
+}
+
 func listen(t *testing.T) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -141,23 +150,7 @@ func TestNodeDrainsOnStop(t *testing.T) {
 		Telemetry: config.Telemetry{LogLevel: "error"},
 		Regions:   []config.Region{{ID: "eu", Site: config.Site{Host: "eu.id.localhost", Listen: "127.0.0.1:0", Addresses: []string{"127.0.0.1"}}}},
 	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	tel, err := telemetry.New(ctx, telemetry.Config{Service: "test", Instance: "eu", LogLevel: "error"}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := node.New(ctx, cfg, "eu", node.Options{DataDir: cfg.DataDir}, tel)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub, adm := listen(t), listen(t)
-	sctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { _ = n.ServeListeners(sctx, pub, adm); n.Close(); close(done) }()
-	t.Cleanup(func() { cancel(); <-done })
+	pub, adm, cancel, done := startNode(t, cfg)
 	c := &http.Client{Timeout: 2 * time.Second}
 	get := func(addr, path string) (int, string, error) {
 		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
