@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -32,7 +33,8 @@ import (
 const appRedirect = "http://127.0.0.1:9999/callback"
 
 // siteIP is the loopback address of a site, as in configs/regions.yaml:
-// "eu", "us", "ap", "eu/dr" (eu's DR site) and "hub".
+// "eu", "us", "ap", "eu/dr" (eu's DR site), "eu/2" (eu's second node,
+// with fedOptions.euNode2) and "hub".
 func siteIP(site string) string {
 	switch site {
 	case "eu":
@@ -43,6 +45,8 @@ func siteIP(site string) string {
 		return "127.0.0.13"
 	case "eu/dr":
 		return "127.0.0.21"
+	case "eu/2":
+		return "127.0.0.31"
 	case "hub":
 		return "127.0.0.10"
 	}
@@ -58,6 +62,9 @@ type fedOptions struct {
 	// empty: the DR site shares eu's.
 	euDRDatabase string
 	rolePoll     time.Duration // node.Options.RolePoll
+	// euNode2 gives eu a second address (127.0.0.31, site "eu/2") served
+	// by a second node on the same database.
+	euNode2 bool
 }
 
 // federation is three regional nodes (eu, us, ap) in this process, each on
@@ -71,6 +78,35 @@ type federation struct {
 	// dials counts every outbound request a router made to another region.
 	dials    atomic.Int64
 	rolePoll time.Duration
+	// dialsTo counts the routers' outbound requests by address dialled.
+	dialsTo sync.Map // string → *atomic.Int64
+	// accepts counts the connections each site's listener accepted.
+	accepts map[string]*atomic.Int64
+	// hosts, when set, overrides where at() resolves a host (as GeoDNS
+	// would answer it after a health change).
+	hosts map[string]string
+}
+
+// dialed is how many requests the routers sent to addr.
+func (f *federation) dialed(addr string) int64 {
+	if c, ok := f.dialsTo.Load(addr); ok {
+		return c.(*atomic.Int64).Load()
+	}
+	return 0
+}
+
+// countingListener counts the connections it accepts.
+type countingListener struct {
+	net.Listener
+	n *atomic.Int64
+}
+
+func (l countingListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err == nil {
+		l.n.Add(1)
+	}
+	return c, err
 }
 
 // freeFedPort finds a TCP port free on the address of every site.
@@ -83,7 +119,7 @@ func freeFedPort(t testing.TB) int {
 		port := ln.Addr().(*net.TCPAddr).Port
 		ln.Close()
 		ok := true
-		for _, site := range []string{"hub", "eu", "us", "ap", "eu/dr"} {
+		for _, site := range []string{"hub", "eu", "us", "ap", "eu/dr", "eu/2"} {
 			ip := siteIP(site)
 			l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(port)))
 			if err != nil {
@@ -112,8 +148,12 @@ func fedConfig(t testing.TB, port int, o fedOptions) *config.Config {
 	prox := map[string][]string{"eu": {"us", "ap"}, "us": {"eu", "ap"}, "ap": {"us", "eu"}}
 	for _, id := range []string{"eu", "us", "ap"} {
 		ip := siteIP(id)
+		addrs := []string{ip}
+		if id == "eu" && o.euNode2 {
+			addrs = append(addrs, siteIP("eu/2"))
+		}
 		r := config.Region{ID: id, Site: config.Site{Host: id + ".id.localhost", Listen: net.JoinHostPort(ip, strconv.Itoa(port)),
-			Addresses: []string{ip}, Database: o.databases[id]}, Proximity: prox[id]}
+			Addresses: addrs, Database: o.databases[id]}, Proximity: prox[id]}
 		if id == "eu" && o.euDR {
 			dr := siteIP("eu/dr")
 			r.DR = &config.Site{Host: "eu-dr.id.localhost", Listen: net.JoinHostPort(dr, strconv.Itoa(port)), Addresses: []string{dr},
@@ -136,7 +176,8 @@ func fedConfig(t testing.TB, port int, o fedOptions) *config.Config {
 // startFederation runs eu, us and ap (and eu's DR site when asked).
 func startFederation(t testing.TB, o fedOptions) *federation {
 	port := freeFedPort(t)
-	f := &federation{t: t, cfg: fedConfig(t, port, o), port: port, nodes: map[string]*node.Node{}, stop: map[string]func(){}, rolePoll: o.rolePoll}
+	f := &federation{t: t, cfg: fedConfig(t, port, o), port: port, nodes: map[string]*node.Node{}, stop: map[string]func(){}, rolePoll: o.rolePoll,
+		accepts: map[string]*atomic.Int64{}}
 	for _, id := range []string{"eu", "us", "ap"} {
 		f.start(id)
 	}
@@ -156,16 +197,24 @@ func quietTelemetry() *telemetry.Telemetry {
 	}
 }
 
-// start runs the node of site ("eu", "eu/dr", …) on its configured listener
-// until halted or the test ends.
+// start runs the node of site ("eu", "eu/dr", "eu/2", …) on its configured
+// listener until halted or the test ends.
 func (f *federation) start(site string) {
 	t := f.t
 	id, dr := site, false
-	if site == "eu/dr" {
+	switch site {
+	case "eu/dr":
 		id, dr = "eu", true
+	case "eu/2":
+		id = "eu"
 	}
 	n, err := node.New(context.Background(), f.cfg, id, node.Options{DR: dr, RolePoll: f.rolePoll, WrapTransport: func(rt http.RoundTripper) http.RoundTripper {
-		return roundTripFunc(func(r *http.Request) (*http.Response, error) { f.dials.Add(1); return rt.RoundTrip(r) })
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			f.dials.Add(1)
+			c, _ := f.dialsTo.LoadOrStore(r.URL.Host, new(atomic.Int64))
+			c.(*atomic.Int64).Add(1)
+			return rt.RoundTrip(r)
+		})
 	}}, quietTelemetry())
 	if err != nil {
 		t.Fatal(err)
@@ -175,11 +224,18 @@ func (f *federation) start(site string) {
 	if dr {
 		listen = r.DR.Listen
 	}
+	if site == "eu/2" {
+		listen = net.JoinHostPort(siteIP(site), strconv.Itoa(f.port))
+	}
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		n.Close()
 		t.Fatal(err)
 	}
+	if f.accepts[site] == nil {
+		f.accepts[site] = new(atomic.Int64)
+	}
+	ln = countingListener{ln, f.accepts[site]}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = n.ServeListeners(ctx, ln, nil); n.Close(); close(done) }()
@@ -209,6 +265,9 @@ func (f *federation) at(entry string) (*http.Client, string) {
 	res := oidctest.NewResolver(map[string]string{"id.localhost": siteIP(entry)})
 	for _, id := range []string{"eu", "us", "ap"} {
 		res.Set(id+".id.localhost", siteIP(id))
+	}
+	for h, ip := range f.hosts {
+		res.Set(h, ip)
 	}
 	c := res.Client()
 	c.Timeout = 30 * time.Second

@@ -55,7 +55,7 @@ func TestApplyChanges(t *testing.T) {
 func TestHTTPClientDialsOnlyFederationHosts(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.WriteString(w, "ok") }))
 	defer srv.Close()
-	c := federation.NewHTTPClient(federation.Routes{"hub.example": srv.Listener.Addr().String()}, federation.ClientOptions{})
+	c := federation.NewHTTPClient(federation.Routes{"hub.example": {srv.Listener.Addr().String()}}, federation.ClientOptions{})
 	resp, err := c.Get("http://hub.example/x")
 	if err != nil {
 		t.Fatal(err)

@@ -3,18 +3,20 @@ package federation
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 )
 
 // Routes maps the federation's host names (lower case, without port) to
-// the address to dial for them ("127.0.0.12:8080"). Back-channel clients
-// dial only these: an issuer or endpoint URL naming any other host is
-// refused before a connection is made.
-type Routes map[string]string
+// the addresses to dial for them, one per node of the site
+// ("127.0.0.12:8080"). Back-channel clients dial only these: an issuer or
+// endpoint URL naming any other host is refused before a connection is made.
+type Routes map[string][]string
 
 // ClientOptions tune NewHTTPClient.
 type ClientOptions struct {
@@ -28,12 +30,16 @@ type ClientOptions struct {
 	// server name is always the federation host of the URL, never the
 	// address dialled.
 	TLSConfig *tls.Config
-	// Fallback maps a federation host (a region's host) to a second
-	// address (its DR site) dialled when the first cannot be connected to.
-	// Nothing was sent to the first, so any call may go there; the DR
-	// site's certificate must name the region's host (as GeoDNS failover
-	// already requires).
+	// Fallback maps a federation host (a region's host) to its DR site's
+	// addresses, dialled when none of the host's own addresses can be
+	// connected to. Nothing was sent to those, so any call may go there;
+	// the DR site's certificate must name the region's host (as GeoDNS
+	// failover already requires).
 	Fallback Routes
+	// DownFor is how long an address that refused a connection (or timed
+	// out connecting) is tried after its site's other addresses (default
+	// 10s). It is still tried before the DR site.
+	DownFor time.Duration
 }
 
 // NewHTTPClient returns the back-channel client of a federation node: it
@@ -47,15 +53,19 @@ func NewHTTPClient(routes Routes, opts ClientOptions) *http.Client {
 	if opts.RequestTimeout <= 0 {
 		opts.RequestTimeout = 10 * time.Second
 	}
-	table := make(map[string]string, len(routes))
+	if opts.DownFor <= 0 {
+		opts.DownFor = 10 * time.Second
+	}
+	table := make(map[string][]string, len(routes))
 	for h, a := range routes {
 		table[strings.ToLower(h)] = a
 	}
-	fallback := make(map[string]string, len(opts.Fallback))
+	fallback := make(map[string][]string, len(opts.Fallback))
 	for h, a := range opts.Fallback {
 		fallback[strings.ToLower(h)] = a
 	}
-	d := &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}
+	d := &addrDialer{d: &net.Dialer{Timeout: opts.ConnectTimeout, KeepAlive: 30 * time.Second}, downFor: opts.DownFor,
+		down: map[string]time.Time{}}
 	tr := &http.Transport{
 		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			host, _, err := net.SplitHostPort(addr)
@@ -66,17 +76,17 @@ func NewHTTPClient(routes Routes, opts ClientOptions) *http.Client {
 			if !ok {
 				return nil, fmt.Errorf("federation: %q is not a federation host", host)
 			}
-			c, err := d.DialContext(ctx, network, to)
+			c, err := d.dialSite(ctx, network, to)
 			if err == nil || ctx.Err() != nil {
 				return c, err
 			}
 			dr, ok := fallback[strings.ToLower(host)]
-			if !ok {
-				return nil, err
+			if !ok || len(dr) == 0 {
+				return nil, fmt.Errorf("federation: %s: %w", host, err)
 			}
-			c, drErr := d.DialContext(ctx, network, dr)
+			c, drErr := d.dialSite(ctx, network, dr)
 			if drErr != nil {
-				return nil, fmt.Errorf("federation: %s: %w; DR site %s: %w", host, err, dr, drErr)
+				return nil, fmt.Errorf("federation: %s: %w; DR site: %w", host, err, drErr)
 			}
 			return c, nil
 		},
@@ -93,4 +103,53 @@ func NewHTTPClient(routes Routes, opts ClientOptions) *http.Client {
 	}
 	return &http.Client{Transport: rt, Timeout: opts.RequestTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// addrDialer dials one of a site's addresses: each in turn until one
+// connects, those that failed within downFor after the others.
+type addrDialer struct {
+	d       *net.Dialer
+	downFor time.Duration
+	mu      sync.Mutex
+	down    map[string]time.Time // address → when its last dial failed
+}
+
+// dialSite connects to the first of addrs that accepts, trying addresses
+// that failed recently last; the error names every address tried.
+func (a *addrDialer) dialSite(ctx context.Context, network string, addrs []string) (net.Conn, error) {
+	now := time.Now()
+	order := make([]string, 0, len(addrs))
+	var later []string
+	a.mu.Lock()
+	for _, addr := range addrs {
+		if t, ok := a.down[addr]; ok && now.Sub(t) < a.downFor {
+			later = append(later, addr)
+		} else {
+			order = append(order, addr)
+		}
+	}
+	a.mu.Unlock()
+	order = append(order, later...)
+	var errs []error
+	for _, addr := range order {
+		c, err := a.d.DialContext(ctx, network, addr)
+		a.mu.Lock()
+		if err == nil {
+			delete(a.down, addr)
+		} else if ctx.Err() == nil {
+			a.down[addr] = time.Now()
+		}
+		a.mu.Unlock()
+		if err == nil {
+			return c, nil
+		}
+		errs = append(errs, err)
+		if ctx.Err() != nil {
+			break
+		}
+	}
+	if len(errs) == 0 {
+		return nil, errors.New("no address")
+	}
+	return nil, errors.Join(errs...)
 }

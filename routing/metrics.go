@@ -9,17 +9,17 @@ import (
 
 // siteName is the site label of an upstream attempt: the region's primary
 // or its DR site (a closed set).
-func siteName(i int) string {
-	if i == 0 {
-		return "primary"
+func siteName(dr bool) string {
+	if dr {
+		return "dr"
 	}
-	return "dr"
+	return "primary"
 }
 
 // registerUpstreamMetrics registers the per-upstream operator metrics:
 // meridian.routing.upstream.calls{region,site,result} (primary vs DR
 // routing, ok|error) and the gauge meridian.routing.breaker.open{region,site}
-// (1 while the breaker rejects calls). Regions come from the configuration.
+// (1 while the breakers of all the site's addresses reject calls). Regions come from the configuration.
 func (rt *Router) registerUpstreamMetrics(meter metric.Meter) error {
 	c, err := meter.Int64Counter("meridian.routing.upstream.calls",
 		metric.WithDescription("proxied call attempts by owning region, site (primary|dr) and result (ok|error)"))
@@ -32,16 +32,24 @@ func (rt *Router) registerUpstreamMetrics(meter metric.Meter) error {
 		metric.WithInt64Callback(func(_ context.Context, o metric.Int64Observer) error {
 			now := rt.now()
 			for _, up := range rt.ups {
-				for i, addr := range []string{up.Addr, up.DRAddr} {
-					b := up.breakers[addr]
-					if addr == "" || b == nil {
+				for _, dr := range []bool{false, true} {
+					// A site rejects calls when the breaker of every one
+					// of its addresses is open.
+					seen, open := false, true
+					for _, at := range up.attempts {
+						if at.dr == dr {
+							seen = true
+							open = open && up.breakers[at.addr].open(now)
+						}
+					}
+					if !seen {
 						continue
 					}
 					v := int64(0)
-					if b.open(now) {
+					if open {
 						v = 1
 					}
-					o.Observe(v, metric.WithAttributes(attribute.String("region", up.Region), attribute.String("site", siteName(i))))
+					o.Observe(v, metric.WithAttributes(attribute.String("region", up.Region), attribute.String("site", siteName(dr))))
 				}
 			}
 			return nil
@@ -49,8 +57,8 @@ func (rt *Router) registerUpstreamMetrics(meter metric.Meter) error {
 	return err
 }
 
-// countCall counts one attempt at site i of up.
-func (rt *Router) countCall(ctx context.Context, up *upstream, i int, err error) {
+// countCall counts one attempt at a primary or DR address of up.
+func (rt *Router) countCall(ctx context.Context, up *upstream, dr bool, err error) {
 	if rt.calls == nil {
 		return
 	}
@@ -59,5 +67,5 @@ func (rt *Router) countCall(ctx context.Context, up *upstream, i int, err error)
 		result = "error"
 	}
 	rt.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("region", up.Region),
-		attribute.String("site", siteName(i)), attribute.String("result", result)))
+		attribute.String("site", siteName(dr)), attribute.String("result", result)))
 }

@@ -26,12 +26,41 @@ import (
 
 // Upstream is another region as the router reaches it. Only these
 // addresses are ever dialled: an artifact names a region id, never a host.
+//
+// Each address is a node of its own: a call that cannot be connected to
+// one primary address (or whose breaker is open) goes to the next primary
+// address, and to the DR site's addresses only when none of the primary
+// ones answered.
 type Upstream struct {
 	Region string
 	URL    string // public base URL of the region host, for browser redirects
-	Addr   string // host:port of the region's nodes
-	DRAddr string // host:port of its DR site; empty if none
-	TLS    bool   // dial with TLS
+	Addr   string // host:port of the region's (first) node
+	DRAddr string // host:port of its DR site's (first) node; empty if none
+	// Addrs and DRAddrs, when set, are every node of the primary and the
+	// DR site (config.UpstreamAddrs), in the order they are tried; they
+	// replace Addr and DRAddr.
+	Addrs   []string
+	DRAddrs []string
+	TLS     bool // dial with TLS
+}
+
+// primaries returns every primary address of u.
+func (u Upstream) primaries() []string {
+	if len(u.Addrs) > 0 {
+		return u.Addrs
+	}
+	return []string{u.Addr}
+}
+
+// drs returns every DR address of u (none without a DR site).
+func (u Upstream) drs() []string {
+	if len(u.DRAddrs) > 0 {
+		return u.DRAddrs
+	}
+	if u.DRAddr != "" {
+		return []string{u.DRAddr}
+	}
+	return nil
 }
 
 // RouterConfig configures a Router.
@@ -107,7 +136,14 @@ type upstream struct {
 	Upstream
 	scheme   string
 	breakers map[string]*breaker // by address
+	attempts []attempt           // every address, primary ones first
 	hops     hopCache
+}
+
+// attempt is one address of an upstream and the site it belongs to.
+type attempt struct {
+	addr string
+	dr   bool
 }
 
 // hopCache keeps the hop header values signed in the current second for
@@ -214,15 +250,30 @@ func NewRouter(cfg RouterConfig, codec *Codec, local http.Handler, log *slog.Log
 		if !codec.HasRegion(u.Region) || u.Region == cfg.Local {
 			return nil, fmt.Errorf("routing: upstream %q is not another configured region", u.Region)
 		}
-		if _, _, err := net.SplitHostPort(u.Addr); err != nil {
-			return nil, fmt.Errorf("routing: upstream %s address %q: %w", u.Region, u.Addr, err)
+		if len(u.Addrs) > 0 {
+			u.Addr = u.Addrs[0]
 		}
-		up := &upstream{Upstream: u, scheme: "http", breakers: map[string]*breaker{u.Addr: newBreaker(cfg.BreakerThreshold, cfg.BreakerCooldown)}}
+		if len(u.DRAddrs) > 0 {
+			u.DRAddr = u.DRAddrs[0]
+		}
+		up := &upstream{Upstream: u, scheme: "http", breakers: map[string]*breaker{}}
+		for _, dr := range []bool{false, true} {
+			addrs := u.primaries()
+			if dr {
+				addrs = u.drs()
+			}
+			for _, a := range addrs {
+				if _, _, err := net.SplitHostPort(a); err != nil {
+					return nil, fmt.Errorf("routing: upstream %s address %q: %w", u.Region, a, err)
+				}
+				if up.breakers[a] == nil {
+					up.breakers[a] = newBreaker(cfg.BreakerThreshold, cfg.BreakerCooldown)
+					up.attempts = append(up.attempts, attempt{addr: a, dr: dr})
+				}
+			}
+		}
 		if u.TLS {
 			up.scheme = "https"
-		}
-		if u.DRAddr != "" {
-			up.breakers[u.DRAddr] = newBreaker(cfg.BreakerThreshold, cfg.BreakerCooldown)
 		}
 		rt.ups[u.Region] = up
 	}
@@ -654,39 +705,39 @@ func writeError(w http.ResponseWriter, status int, code, desc string) {
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": code, "error_description": desc})
 }
 
-// roundTrip sends a proxied call to the region, then to its DR site when the
-// region cannot be reached and repeating is safe: always when the
-// connection was never made, after sending only for idempotent calls. A
-// code redemption is never sent twice; a blind retry would look like reuse.
+// roundTrip sends a proxied call to the region's addresses in turn, then
+// to its DR site's, while the region cannot be reached and repeating is
+// safe: always when the connection was never made (a refused dial, a
+// failed TLS handshake, an open breaker), after sending only for
+// idempotent calls. A code redemption is never sent twice; a blind retry
+// would look like reuse. The region is failed over to its DR site only
+// when none of its primary addresses answered.
 func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, error) {
-	addrs := []string{ci.up.Addr}
-	if ci.up.DRAddr != "" {
-		addrs = append(addrs, ci.up.DRAddr)
-	}
+	atts := ci.up.attempts
 	lastErr := ErrUpstreamUnavailable
-	for i, addr := range addrs {
-		b := ci.up.breakers[addr]
+	for i, at := range atts {
+		b := ci.up.breakers[at.addr]
 		now := rt.now()
 		if !b.allow(now) {
-			lastErr = fmt.Errorf("%w: breaker open for %s", ErrUpstreamUnavailable, addr)
+			lastErr = fmt.Errorf("%w: breaker open for %s", ErrUpstreamUnavailable, at.addr)
 			continue
 		}
 		out := req
-		// A safe call with a DR site gives the primary half of what is left,
-		// so a slow (not refusing) primary still leaves the DR site time to
-		// answer within the deadline.
+		// A safe call with more addresses to try gives this attempt its
+		// share of what is left, so a slow (not refusing) node still
+		// leaves the others time to answer within the deadline (with one
+		// primary address and a DR site: half each).
 		cancel := context.CancelFunc(func() {})
-		if i == 0 && ci.safe && len(addrs) > 1 {
-			if dl, ok := req.Context().Deadline(); ok {
-				var actx context.Context
-				actx, cancel = context.WithTimeout(req.Context(), time.Until(dl)/2)
-				out = req.WithContext(actx)
+		ctx := req.Context()
+		if left := len(atts) - i; ci.safe && left > 1 {
+			if dl, ok := ctx.Deadline(); ok {
+				ctx, cancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(left))
 			}
 		}
-		if i > 0 {
-			out = req.Clone(req.Context())
-			out.URL.Host = addr
-			if req.GetBody != nil {
+		if at.addr != req.URL.Host || i > 0 {
+			out = req.Clone(ctx)
+			out.URL.Host = at.addr
+			if i > 0 && req.GetBody != nil {
 				body, err := req.GetBody()
 				if err != nil {
 					cancel()
@@ -694,19 +745,26 @@ func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, er
 				}
 				out.Body = body
 			}
+		} else if ctx != req.Context() {
+			out = req.WithContext(ctx)
 		}
 		resp, err := rt.transport.RoundTrip(out)
-		rt.countCall(req.Context(), ci.up, i, err)
+		rt.countCall(req.Context(), ci.up, at.dr, err)
 		if err == nil {
 			b.done(true, rt.now())
 			resp.Body = cancelOnClose{resp.Body, cancel}
 			return resp, nil
 		}
 		cancel()
-		if i == 0 && len(addrs) > 1 && !callerGone(req.Context()) {
-			// The DR attempt's error replaces this one: log the primary's
-			// cause (a TLS failure, a refused dial) before it is lost.
-			rt.log.WarnContext(req.Context(), "routed call to primary failed", "region", ci.up.Region, "addr", addr, "err", err)
+		if i < len(atts)-1 && !callerGone(req.Context()) {
+			// The next attempt's error replaces this one: log this
+			// address's cause (a TLS failure, a refused dial) before it is lost.
+			site := "primary"
+			if at.dr {
+				site = "dr"
+			}
+			rt.log.WarnContext(req.Context(), "routed call to one address failed; trying the next", "region", ci.up.Region,
+				"site", site, "addr", at.addr, "err", err)
 		}
 		lastErr = err
 		if callerGone(req.Context()) {

@@ -2,6 +2,7 @@ package routing
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"encoding/json"
 	"io"
@@ -480,6 +481,75 @@ func TestFailover(t *testing.T) {
 		_ = json.Unmarshal(w.Body.Bytes(), &e)
 		if e["error"] != "temporarily_unavailable" {
 			t.Fatalf("body %s", w.Body)
+		}
+	})
+	t.Run("every primary address before the DR site", func(t *testing.T) {
+		node2 := &seen{}
+		node2Srv := httptest.NewServer(node2.handler("eu-2"))
+		t.Cleanup(node2Srv.Close)
+		drAddr := drSrv.Listener.Addr().String()
+		tests := []struct {
+			name  string
+			addrs []string
+			path  string
+			form  func(f *fixture) url.Values
+			want  string // X-Served-By, or "" for a 503
+		}{
+			{"node 1 refuses: introspection at node 2", []string{dead, node2Srv.Listener.Addr().String()}, "/oauth/introspect",
+				func(f *fixture) url.Values { return url.Values{"token": {f.mint(t, KindAccess, "eu")}} }, "eu-2"},
+			{"node 1 refuses: code redemption (never sent) at node 2", []string{dead, node2Srv.Listener.Addr().String()}, "/oauth/token",
+				func(f *fixture) url.Values {
+					return url.Values{"grant_type": {"authorization_code"}, "code": {f.mint(t, KindCode, "eu")}}
+				}, "eu-2"},
+			{"node 1 took the redemption and dropped it: not repeated anywhere", []string{reset, node2Srv.Listener.Addr().String()}, "/oauth/token",
+				func(f *fixture) url.Values {
+					return url.Values{"grant_type": {"authorization_code"}, "code": {f.mint(t, KindCode, "eu")}}
+				}, ""},
+			{"node 1 dropped introspection: node 2 answers", []string{reset, node2Srv.Listener.Addr().String()}, "/oauth/introspect",
+				func(f *fixture) url.Values { return url.Values{"token": {f.mint(t, KindAccess, "eu")}} }, "eu-2"},
+			{"every primary address refuses: DR", []string{dead, deadAddr(t)}, "/oauth/introspect",
+				func(f *fixture) url.Values { return url.Values{"token": {f.mint(t, KindAccess, "eu")}} }, "eu-dr"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				f := newFixture(t, func(c *RouterConfig) {
+					c.Upstreams[0].Addr, c.Upstreams[0].Addrs, c.Upstreams[0].DRAddrs = "", tt.addrs, []string{drAddr}
+				})
+				n2, d := node2.count(), dr.count()
+				w := call(f, tt.path, tt.form(f))
+				if got := w.Header().Get("X-Served-By"); got != tt.want || (tt.want == "" && w.Code != http.StatusServiceUnavailable) {
+					t.Fatalf("served by %q (status %d), want %q", got, w.Code, tt.want)
+				}
+				if tt.want != "eu-dr" && dr.count() != d {
+					t.Fatal("the DR site was called while a primary address could answer")
+				}
+				if tt.want == "" && node2.count() != n2 {
+					t.Fatal("a sent code redemption was repeated at the second address")
+				}
+			})
+		}
+	})
+	t.Run("caller cancellation never counts against an address", func(t *testing.T) {
+		hang := hangAddr(t)
+		f := newFixture(t, func(c *RouterConfig) {
+			c.Upstreams[0].Addr, c.Upstreams[0].Addrs = "", []string{hang, dead}
+			c.BreakerThreshold, c.BreakerCooldown = 1, time.Hour
+		})
+		for range 3 {
+			ctx, cancel := context.WithCancel(context.Background())
+			r := formReq("/oauth/introspect", url.Values{"token": {f.mint(t, KindAccess, "eu")}}).WithContext(ctx)
+			time.AfterFunc(50*time.Millisecond, cancel)
+			f.router.ServeHTTP(httptest.NewRecorder(), r)
+		}
+		if f.router.ups["eu"].breakers[hang].open(time.Now()) {
+			t.Fatal("abandoned calls opened the breaker of the address they were waiting on")
+		}
+		b := f.router.ups["eu"].breakers[dead]
+		b.mu.Lock()
+		n := b.failures
+		b.mu.Unlock()
+		if n != 0 {
+			t.Fatalf("the second address counted %d failures for calls abandoned at the first", n)
 		}
 	})
 	t.Run("breaker opens and fails fast", func(t *testing.T) {

@@ -143,25 +143,26 @@ func HopKeys(kr *federation.Keyring) map[string]*ecdsa.PublicKey {
 }
 
 // Routes returns the dial addresses of every region (primary and DR) and
-// of the hub, as the configuration lists them.
+// of the hub, as the configuration lists them: every address of each site.
 func Routes(cfg *config.Config) federation.Routes {
 	r := federation.Routes{}
 	for i := range cfg.Regions {
 		reg := &cfg.Regions[i]
-		r[reg.Host] = cfg.Upstream(reg.Site)
+		r[reg.Host] = cfg.UpstreamAddrs(reg.Site)
 		if reg.DR != nil {
-			r[reg.DR.Host] = cfg.Upstream(*reg.DR)
+			r[reg.DR.Host] = cfg.UpstreamAddrs(*reg.DR)
 		}
 	}
-	r[cfg.Hub.Host] = cfg.Upstream(cfg.Hub.Site)
+	r[cfg.Hub.Host] = cfg.UpstreamAddrs(cfg.Hub.Site)
 	return r
 }
 
 // HTTPClient is federation.NewHTTPClient with the configured routes and
 // timeouts; wrap (may be nil) wraps its transport (tracing).
 //
-// A region host whose primary site cannot be dialled falls back to the
-// region's DR site (issue 13.3). Servers are verified against
+// Each address of a site is dialled on its own: a region host whose first
+// node refuses goes to the next, and falls back to the region's DR site
+// only when none of its addresses can be dialled (issue 13.3, 13.4). Servers are verified against
 // federation.tls.ca_file besides the system roots (Validate has read it;
 // should it become unreadable later, only the system roots are trusted).
 func HTTPClient(cfg *config.Config, wrap func(http.RoundTripper) http.RoundTripper) *http.Client {
@@ -171,13 +172,13 @@ func HTTPClient(cfg *config.Config, wrap func(http.RoundTripper) http.RoundTripp
 		TLSConfig: tc, Fallback: Fallback(cfg)})
 }
 
-// Fallback maps each region's host to its DR site's address.
+// Fallback maps each region's host to its DR site's addresses.
 func Fallback(cfg *config.Config) federation.Routes {
 	r := federation.Routes{}
 	for i := range cfg.Regions {
 		reg := &cfg.Regions[i]
 		if reg.DR != nil {
-			r[reg.Host] = cfg.Upstream(*reg.DR)
+			r[reg.Host] = cfg.UpstreamAddrs(*reg.DR)
 		}
 	}
 	return r

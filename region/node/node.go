@@ -281,8 +281,8 @@ func previousSecret(what, path string, log *slog.Logger) ([][]byte, error) {
 }
 
 // RouterConfig derives region id's router configuration from the
-// federation config: every other region at its configured address, its DR
-// site as fallback.
+// federation config: every other region at each of its configured
+// addresses, then its DR site's as fallback.
 func RouterConfig(cfg *config.Config, id string, wrap func(http.RoundTripper) http.RoundTripper) routing.RouterConfig {
 	rc := routing.RouterConfig{Local: id, ConnectTimeout: cfg.Federation.ConnectTimeout, RequestTimeout: cfg.Federation.RequestTimeout,
 		WrapTransport: wrap}
@@ -291,9 +291,9 @@ func RouterConfig(cfg *config.Config, id string, wrap func(http.RoundTripper) ht
 		if o.ID == id {
 			continue
 		}
-		u := routing.Upstream{Region: o.ID, URL: cfg.Issuer(o), Addr: cfg.Upstream(o.Site), TLS: cfg.Federation.Scheme == "https"}
+		u := routing.Upstream{Region: o.ID, URL: cfg.Issuer(o), Addrs: cfg.UpstreamAddrs(o.Site), TLS: cfg.Federation.Scheme == "https"}
 		if o.DR != nil {
-			u.DRAddr = cfg.Upstream(*o.DR)
+			u.DRAddrs = cfg.UpstreamAddrs(*o.DR)
 		}
 		rc.Upstreams = append(rc.Upstreams, u)
 	}

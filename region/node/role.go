@@ -323,7 +323,8 @@ func (n *Node) askPeer(ctx context.Context) (generationAnswer, error) {
 
 func (n *Node) askAddr(ctx context.Context, peer config.Site, addr, nonce string) (generationAnswer, error) {
 	d := &net.Dialer{Timeout: n.cfg.Federation.ConnectTimeout}
-	tr := &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+	tc, _ := n.cfg.Federation.ClientTLS() // federation.tls.ca_file (Validate has read it)
+	tr := &http.Transport{TLSClientConfig: tc, DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 		return d.DialContext(ctx, network, addr)
 	}}
 	defer tr.CloseIdleConnections()
