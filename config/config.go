@@ -59,6 +59,12 @@ type Federation struct {
 	// published after it stopped signing (at least the longest token lifetime).
 	SigningKeyPublishDelay time.Duration `mapstructure:"signing_key_publish_delay"`
 	SigningKeyOverlap      time.Duration `mapstructure:"signing_key_overlap"`
+	// Production (federation.production, env MERIDIAN_FEDERATION_PRODUCTION)
+	// refuses what only suits a laptop: a secret whose file is not
+	// configured (no generated development keys), a key file readable by
+	// group or others, and plain HTTP anywhere (federation.scheme, every
+	// site's public and admin listener). See docs/security.md.
+	Production bool `mapstructure:"production"`
 }
 
 // RoutingKey is one key of the federation's routing key ring: a secret
@@ -134,6 +140,15 @@ type Region struct {
 	// region's hops and client assertions with. Required when
 	// FederationKeyFile is set.
 	FederationPublicKey string `mapstructure:"federation_public_key"`
+	// CookieKeyFile (>= 32 bytes) MACs the region's CSRF tokens, login
+	// state and login cookies: every node of the region and of its DR site
+	// must read the same key, or a login that moves between nodes is
+	// refused. MERIDIAN_COOKIE_KEY_FILE overrides it for the node being
+	// started. Empty: a development key under data_dir/secrets/cookie-<id>.key.
+	CookieKeyFile string `mapstructure:"cookie_key_file"`
+	// PreviousCookieKeyFile, during a cookie key rotation, still opens
+	// what the old key sealed (MERIDIAN_PREVIOUS_COOKIE_KEY_FILE overrides it).
+	PreviousCookieKeyFile string `mapstructure:"previous_cookie_key_file"`
 }
 
 // Hub is the federation hub.
@@ -151,6 +166,13 @@ type Hub struct {
 	// data_dir/secrets/federation-hub.key).
 	FederationKeyFile   string `mapstructure:"federation_key_file"`
 	FederationPublicKey string `mapstructure:"federation_public_key"`
+	// SecretFile (>= 32 bytes) seals the hub's login state and cookies;
+	// every hub node reads the same one (env MERIDIAN_HUB_SECRET_FILE).
+	// Empty: a development key under data_dir/secrets/hub-secret.key.
+	SecretFile string `mapstructure:"secret_file"`
+	// PreviousSecretFile, during a rotation of SecretFile, still opens what
+	// the old secret sealed (env MERIDIAN_HUB_PREVIOUS_SECRET_FILE).
+	PreviousSecretFile string `mapstructure:"previous_secret_file"`
 }
 
 // MaxExpectedUsers bounds hub.expected_users (2^24 buckets of 80 users).
@@ -430,7 +452,44 @@ func (c *Config) Validate() error {
 	default:
 		return invalid("telemetry.log_level", "must be debug, info, warn or error, got %q", c.Telemetry.LogLevel)
 	}
+	if f.Production {
+		return c.validateProduction()
+	}
 	return nil
+}
+
+// validateProduction checks that federation.production has TLS
+// everywhere: the federation's URLs are https, and every site (each
+// region's, each DR site's and the hub's) serves its public listener and,
+// when it has one, its admin listener with a certificate. No exception for
+// loopback or "internal" listeners: a proxy or a sidecar on the same host
+// reads plain HTTP as easily as the network does.
+func (c *Config) validateProduction() error {
+	const why = "federation.production serves TLS everywhere"
+	if c.Federation.Scheme != "https" {
+		return invalid("federation.scheme", "must be https (%s), got %q", why, c.Federation.Scheme)
+	}
+	check := func(key string, s Site) error {
+		if s.TLS.CertFile == "" {
+			return invalid(key+".tls.cert_file", "required (%s; plain HTTP on %s is refused)", why, key+".listen")
+		}
+		if s.AdminListen != "" && !s.TLS.Admin {
+			return invalid(key+".tls.admin", "must be true (%s; the admin listener %s would be plain HTTP)", why, s.AdminListen)
+		}
+		return nil
+	}
+	for i, r := range c.Regions {
+		key := fmt.Sprintf("regions[%d]", i)
+		if err := check(key, r.Site); err != nil {
+			return err
+		}
+		if r.DR != nil {
+			if err := check(key+".dr", *r.DR); err != nil {
+				return err
+			}
+		}
+	}
+	return check("hub", c.Hub.Site)
 }
 
 func validHost(key, h string) error {

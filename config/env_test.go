@@ -44,6 +44,22 @@ func TestIndexedEnvOverrides(t *testing.T) {
 				t.Fatalf("subnets[1] = %+v", c.DNS.Subnets[1])
 			}
 		}, ""},
+		{"secrets and production", map[string]string{
+			"MERIDIAN_REGIONS_0_COOKIE_KEY_FILE":          "/run/secrets/eu-cookie",
+			"MERIDIAN_REGIONS_0_PREVIOUS_COOKIE_KEY_FILE": "/run/secrets/eu-cookie.old",
+			"MERIDIAN_HUB_SECRET_FILE":                    "/run/secrets/hub-secret",
+			"MERIDIAN_HUB_PREVIOUS_SECRET_FILE":           "/run/secrets/hub-secret.old",
+		}, func(t *testing.T, c *Config) {
+			eu, _ := c.Region("eu")
+			if eu.CookieKeyFile != "/run/secrets/eu-cookie" || eu.PreviousCookieKeyFile != "/run/secrets/eu-cookie.old" {
+				t.Fatalf("eu cookie key files %q %q", eu.CookieKeyFile, eu.PreviousCookieKeyFile)
+			}
+			if c.Hub.SecretFile != "/run/secrets/hub-secret" || c.Hub.PreviousSecretFile != "/run/secrets/hub-secret.old" {
+				t.Fatalf("hub secret files %q %q", c.Hub.SecretFile, c.Hub.PreviousSecretFile)
+			}
+		}, ""},
+		{"production from the environment", map[string]string{"MERIDIAN_FEDERATION_PRODUCTION": "true"}, nil,
+			"federation.scheme: invalid configuration: must be https (federation.production serves TLS everywhere)"},
 		{"index out of range", map[string]string{"MERIDIAN_REGIONS_5_DATABASE": "postgres://x/db"}, nil,
 			"MERIDIAN_REGIONS_5_DATABASE: invalid configuration: sets regions[5].database but the file has 3 entries"},
 		{"unknown key", map[string]string{"MERIDIAN_REGIONS_0_DATBASE": "postgres://x/db"}, nil,

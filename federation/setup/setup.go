@@ -26,7 +26,7 @@ func Codec(cfg *config.Config, dataDir string, log *slog.Logger) (*routing.Codec
 	if ring := cfg.Federation.RoutingKeys; len(ring) > 0 {
 		keys := make([]routing.RoutingKey, len(ring))
 		for i, k := range ring {
-			secret, err := config.LoadSecret(fmt.Sprintf("federation.routing_keys[%d].file", i), k.File, "", log)
+			secret, err := cfg.Secret(fmt.Sprintf("federation.routing_keys[%d].file", i), k.File, "", log)
 			if err != nil {
 				return nil, err
 			}
@@ -38,14 +38,14 @@ func Codec(cfg *config.Config, dataDir string, log *slog.Logger) (*routing.Codec
 		}
 		return c, nil
 	}
-	key, err := config.LoadSecret("federation.routing_key_file", cfg.Federation.RoutingKeyFile,
+	key, err := cfg.Secret("federation.routing_key_file", cfg.Federation.RoutingKeyFile,
 		filepath.Join(dataDir, "secrets", "routing.key"), log)
 	if err != nil {
 		return nil, err
 	}
 	keys := [][]byte{key}
 	if p := cfg.Federation.PreviousRoutingKeyFile; p != "" {
-		prev, err := config.LoadSecret("federation.previous_routing_key_file", p, "", log)
+		prev, err := cfg.Secret("federation.previous_routing_key_file", p, "", log)
 		if err != nil {
 			return nil, err
 		}
@@ -96,7 +96,7 @@ func Keyring(cfg *config.Config, dataDir, self string, log *slog.Logger) (*feder
 			if path != "" && pub == nil {
 				return nil, fmt.Errorf("%s.federation_public_key: required with a federation key file", p.prefix)
 			}
-			b, err := config.LoadSecret(p.prefix+".federation_key_file", path, devPath(p.id), log)
+			b, err := cfg.Secret(p.prefix+".federation_key_file", path, devPath(p.id), log)
 			if err != nil {
 				return nil, err
 			}
@@ -111,6 +111,9 @@ func Keyring(cfg *config.Config, dataDir, self string, log *slog.Logger) (*feder
 		if pub == nil {
 			if p.keyFile != "" {
 				return nil, fmt.Errorf("%s.federation_public_key: required", p.prefix)
+			}
+			if cfg.Federation.Production {
+				return nil, fmt.Errorf("%s.federation_public_key: %w: required with federation.production (no development keys)", p.prefix, config.ErrInvalid)
 			}
 			b, err := config.LoadSecret(p.prefix+".federation_key_file", "", devPath(p.id), log)
 			if err != nil {

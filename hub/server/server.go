@@ -104,13 +104,13 @@ func OpenStores(ctx context.Context, cfg *config.Config, opts Options) (*Stores,
 // rotation, of the previous key in previousFile.
 func Hasher(cfg *config.Config, opts Options, previousFile string, log *slog.Logger) (*lookup.Hasher, error) {
 	opts = opts.withDefaults(cfg)
-	cur, err := config.LoadSecret("hub.key_file", cfg.Hub.KeyFile, filepath.Join(opts.DataDir, "secrets", "hub.key"), log)
+	cur, err := cfg.Secret("hub.key_file", cfg.Hub.KeyFile, filepath.Join(opts.DataDir, "secrets", "hub.key"), log)
 	if err != nil {
 		return nil, err
 	}
 	var prev []byte
 	if previousFile != "" {
-		if prev, err = config.LoadSecret("--previous-key-file", previousFile, "", log); err != nil {
+		if prev, err = cfg.Secret("--previous-key-file", previousFile, "", log); err != nil {
 			return nil, err
 		}
 	}
@@ -127,8 +127,8 @@ type Hub struct {
 }
 
 // New builds the hub from the configuration: k_hub, the routing key, the
-// hub's own secret (MERIDIAN_HUB_SECRET_FILE), the stores and the
-// back-channel client.
+// hub's own secret (hub.secret_file, env MERIDIAN_HUB_SECRET_FILE), the
+// stores and the back-channel client.
 func New(ctx context.Context, cfg *config.Config, opts Options, tel *telemetry.Telemetry) (*Hub, error) {
 	opts = opts.withDefaults(cfg)
 	log := tel.Log
@@ -140,14 +140,22 @@ func New(ctx context.Context, cfg *config.Config, opts Options, tel *telemetry.T
 	if err != nil {
 		return nil, err
 	}
-	secret, err := config.LoadSecret("hub secret (MERIDIAN_HUB_SECRET_FILE)", os.Getenv("MERIDIAN_HUB_SECRET_FILE"),
-		filepath.Join(opts.DataDir, "secrets", "hub-secret.key"), log)
+	if f := cfg.Hub.TLS.KeyFile; f != "" {
+		if err := cfg.CheckKeyFile("hub.tls.key_file", f, log); err != nil {
+			return nil, err
+		}
+	}
+	secret, err := cfg.Secret("hub.secret_file", cfg.Hub.SecretFile, filepath.Join(opts.DataDir, "secrets", "hub-secret.key"), log)
 	if err != nil {
 		return nil, err
 	}
 	var previous [][]byte
+	prevFile := cfg.Hub.PreviousSecretFile
 	if p := os.Getenv("MERIDIAN_PREVIOUS_HUB_SECRET_FILE"); p != "" {
-		prev, err := config.LoadSecret("previous hub secret (MERIDIAN_PREVIOUS_HUB_SECRET_FILE)", p, "", log)
+		prevFile = p // the variable's name before hub.previous_secret_file existed
+	}
+	if prevFile != "" {
+		prev, err := cfg.Secret("hub.previous_secret_file", prevFile, "", log)
 		if err != nil {
 			return nil, err
 		}

@@ -51,7 +51,7 @@ func KeyOptions(cfg *config.Config, r *config.Region, dataDir string, log *slog.
 	if env := os.Getenv("MERIDIAN_KEY_ENCRYPTION_KEY_FILE"); env != "" {
 		path = env
 	}
-	secret, err := config.LoadSecret("regions["+r.ID+"].key_encryption_key_file", path,
+	secret, err := cfg.Secret("regions["+r.ID+"].key_encryption_key_file", path,
 		filepath.Join(dataDir, "secrets", "kek-"+r.ID+".key"), log)
 	if err != nil {
 		return region.KeyOptions{}, err
@@ -65,7 +65,7 @@ func KeyOptions(cfg *config.Config, r *config.Region, dataDir string, log *slog.
 		prev = env
 	}
 	if prev != "" {
-		old, err := config.LoadSecret("regions["+r.ID+"].previous_key_encryption_key_file", prev, "", log)
+		old, err := cfg.Secret("regions["+r.ID+"].previous_key_encryption_key_file", prev, "", log)
 		if err != nil {
 			return region.KeyOptions{}, err
 		}
@@ -135,14 +135,18 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	if err != nil {
 		return nil, err
 	}
-	cookieKey, err := config.LoadSecret("cookie key", os.Getenv("MERIDIAN_COOKIE_KEY_FILE"),
-		filepath.Join(dataDir, "secrets", "cookie-"+id+".key"), log)
+	cookieKey, prevCookieKeys, err := CookieKeys(cfg, r, dataDir, log)
 	if err != nil {
 		return nil, err
 	}
-	prevCookieKeys, err := previousSecret("previous cookie key (MERIDIAN_PREVIOUS_COOKIE_KEY_FILE)", os.Getenv("MERIDIAN_PREVIOUS_COOKIE_KEY_FILE"), log)
-	if err != nil {
-		return nil, err
+	tlsKey, tlsKeyFile := fmt.Sprintf("regions[%s].tls.key_file", id), r.TLS.KeyFile
+	if opts.DR {
+		tlsKey, tlsKeyFile = fmt.Sprintf("regions[%s].dr.tls.key_file", id), r.DR.TLS.KeyFile
+	}
+	if tlsKeyFile != "" {
+		if err := cfg.CheckKeyFile(tlsKey, tlsKeyFile, log); err != nil {
+			return nil, err
+		}
 	}
 	// The region's own federation identity (its DR site shares it): it
 	// signs hops and client assertions; the routing key only MACs tags.
@@ -179,7 +183,7 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	upstream := opts.Upstream
 	var fed *federate.Member
 	if upstream == nil {
-		hubKey, err := config.LoadSecret("hub.key_file", cfg.Hub.KeyFile, filepath.Join(dataDir, "secrets", "hub.key"), log)
+		hubKey, err := cfg.Secret("hub.key_file", cfg.Hub.KeyFile, filepath.Join(dataDir, "secrets", "hub.key"), log)
 		if err != nil {
 			st.Close()
 			return nil, err
@@ -243,7 +247,7 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	var regToken string
 	if r.RegistrationTokenFile != "" {
 		key := fmt.Sprintf("regions[%s].registration_token_file", id)
-		b, err := config.LoadSecret(key, r.RegistrationTokenFile, "", log)
+		b, err := cfg.Secret(key, r.RegistrationTokenFile, "", log)
 		if err != nil {
 			n.Close()
 			return nil, err
@@ -267,17 +271,32 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 	return n, nil
 }
 
-// previousSecret loads the secret retired by a rotation, when path is set:
-// it still opens what it sealed, and seals nothing new.
-func previousSecret(what, path string, log *slog.Logger) ([][]byte, error) {
-	if path == "" {
-		return nil, nil
+// CookieKeys loads region r's cookie key (regions[].cookie_key_file;
+// MERIDIAN_COOKIE_KEY_FILE overrides it for the node being started; a
+// development key under dataDir/secrets when both are empty) and, during a
+// rotation, the previous one (regions[].previous_cookie_key_file or
+// MERIDIAN_PREVIOUS_COOKIE_KEY_FILE).
+func CookieKeys(cfg *config.Config, r *config.Region, dataDir string, log *slog.Logger) ([]byte, [][]byte, error) {
+	path := r.CookieKeyFile
+	if env := os.Getenv("MERIDIAN_COOKIE_KEY_FILE"); env != "" {
+		path = env
 	}
-	k, err := config.LoadSecret(what, path, "", log)
+	key, err := cfg.Secret("regions["+r.ID+"].cookie_key_file", path, filepath.Join(dataDir, "secrets", "cookie-"+r.ID+".key"), log)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return [][]byte{k}, nil
+	prev := r.PreviousCookieKeyFile
+	if env := os.Getenv("MERIDIAN_PREVIOUS_COOKIE_KEY_FILE"); env != "" {
+		prev = env
+	}
+	if prev == "" {
+		return key, nil, nil
+	}
+	old, err := cfg.Secret("regions["+r.ID+"].previous_cookie_key_file", prev, "", log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return key, [][]byte{old}, nil
 }
 
 // RouterConfig derives region id's router configuration from the
