@@ -127,11 +127,36 @@ func (l *loginUI) mac(parts ...string) string {
 func (l *loginUI) csrf(id, nonce string) string { return l.mac("csrf", id, nonce) }
 
 func (l *loginUI) checkCSRF(r *http.Request, id string) bool {
+	return l.csrfFailure(r, id) == ""
+}
+
+// csrfFailure is why a posted form's CSRF token is refused ("" when it
+// verifies): no browser cookie, no token, or a token that does not verify
+// under this node's cookie key.
+func (l *loginUI) csrfFailure(r *http.Request, id string) string {
 	nonce := l.existingNonce(r)
-	if nonce == "" {
-		return false
+	switch {
+	case nonce == "":
+		return "the browser sent no " + l.cookieName(browserCookie, true) + " cookie"
+	case r.PostFormValue("csrf") == "":
+		return "the form has no CSRF token"
+	case !hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(l.csrf(id, nonce))):
+		return "the CSRF token does not verify under this node's cookie key (minted by a node with another cookie key, or forged)"
 	}
-	return hmac.Equal([]byte(r.PostFormValue("csrf")), []byte(l.csrf(id, nonce)))
+	return ""
+}
+
+// cookieKeyID names this node's cookie key without revealing it (a MAC
+// under the key), so operators can compare it across a region's nodes.
+func (l *loginUI) cookieKeyID() string { return l.mac("cookie key id")[:12] }
+
+// refused logs why a login step refused what the browser sent (never the
+// values themselves). A refusal under another cookie key means the
+// region's nodes do not share regions[].cookie_key_file.
+func (l *loginUI) refused(r *http.Request, cause string) {
+	l.p.log.WarnContext(r.Context(), "login refused", "region", l.p.cfg.Region, "path", r.URL.Path, "cause", cause,
+		"cookie_key_id", l.cookieKeyID(),
+		"hint", "every node of a region and of its DR site must read the same cookie key (regions[].cookie_key_file)")
 }
 
 // bindCallback is added to the callback URL so that only the browser that
@@ -185,26 +210,36 @@ func (l *loginUI) sealState(s loginState, step, nonce string) string {
 
 // openState opens a sealed state for the authorization request id, posted
 // at step by the browser with nonce. A state minted for any other step,
-// request or browser, expired or forged, is refused.
-func (l *loginUI) openState(v, id, step, nonce string) (loginState, bool) {
+// request or browser, expired or forged, is refused, and the refusal is
+// logged with its cause.
+func (l *loginUI) openState(r *http.Request, v, id, step, nonce string) (loginState, bool) {
+	st, cause := l.openStateCause(v, id, step, nonce)
+	if cause != "" {
+		l.refused(r, cause)
+		return loginState{}, false
+	}
+	return st, true
+}
+
+func (l *loginUI) openStateCause(v, id, step, nonce string) (loginState, string) {
 	enc, sig, ok := strings.Cut(v, ".")
 	if !ok || nonce == "" {
-		return loginState{}, false
+		return loginState{}, "the login state is missing or malformed, or the browser sent no browser cookie"
 	}
 	raw, err := base64.RawURLEncoding.DecodeString(enc)
 	if err != nil || !hmac.Equal([]byte(sig), []byte(l.mac("state", string(raw), nonce))) {
-		return loginState{}, false
+		return loginState{}, "the login state does not verify under this node's cookie key (sealed by a node with another cookie key, for another browser, or forged)"
 	}
 	f := strings.Split(string(raw), "|")
 	if len(f) != 8 || f[0] != step || f[1] != factorsFor(step) || f[2] != id {
-		return loginState{}, false
+		return loginState{}, "the login state was sealed for another step or request"
 	}
 	at, err1 := strconv.ParseInt(f[5], 10, 64)
 	exp, err2 := strconv.ParseInt(f[7], 10, 64)
 	if err1 != nil || err2 != nil || time.Now().Unix() > exp {
-		return loginState{}, false
+		return loginState{}, "the login state expired"
 	}
-	return loginState{id: f[2], userID: f[3], amr: f[4], authTime: time.Unix(at, 0).UTC(), federated: f[6] == "1"}, true
+	return loginState{id: f[2], userID: f[3], amr: f[4], authTime: time.Unix(at, 0).UTC(), federated: f[6] == "1"}, ""
 }
 
 // missingFactor names a factor the user has but st has not verified
@@ -258,7 +293,8 @@ func (l *loginUI) pendingForm(w http.ResponseWriter, r *http.Request) (store.Aut
 	if !ok {
 		return ar, "", false
 	}
-	if !l.checkCSRF(r, ar.ID) {
+	if cause := l.csrfFailure(r, ar.ID); cause != "" {
+		l.refused(r, cause)
 		l.errorPage(w, http.StatusForbidden, "Your session expired. Please start again from the application.")
 		return ar, "", false
 	}
@@ -452,7 +488,7 @@ func (l *loginUI) otp(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	st, ok := l.openState(r.PostFormValue("state"), ar.ID, stepTOTP, nonce)
+	st, ok := l.openState(r, r.PostFormValue("state"), ar.ID, stepTOTP, nonce)
 	if !ok {
 		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
 		return
@@ -558,7 +594,7 @@ func (l *loginUI) consent(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	st, ok := l.openState(r.PostFormValue("state"), ar.ID, stepConsent, nonce)
+	st, ok := l.openState(r, r.PostFormValue("state"), ar.ID, stepConsent, nonce)
 	if !ok {
 		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
 		return

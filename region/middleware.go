@@ -211,6 +211,7 @@ func (p *Provider) responseIssuer(ctx context.Context, r *http.Request) string {
 func (p *Provider) checkCallback(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !p.login.checkCallback(r) {
+			p.login.refused(r, "the authorization callback's browser binding does not verify (another browser, or a node with another cookie key)")
 			p.login.errorPage(w, http.StatusBadRequest, "This sign-in could not be completed in this browser. Please start again from the application.")
 			return
 		}

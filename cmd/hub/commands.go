@@ -41,10 +41,14 @@ commands:
 
 common flags: --config F (default configs/regions.yaml) --data-dir D --prefix P (Redis key prefix)
 
-secrets: federation.routing_key_file, hub.key_file (k_hub), hub.federation_key_file (the hub's
-federation identity; MERIDIAN_FEDERATION_KEY_FILE) and MERIDIAN_HUB_SECRET_FILE
-(the hub's own signing/sealing secret); without them development keys under data_dir/secrets
-are used (and created), with a warning.
+secrets (key files of >= 32 bytes, mode 0600; every key also has its environment variable,
+MERIDIAN_ + the key path in upper case): federation.routing_key_file, hub.key_file (k_hub),
+hub.federation_key_file (the hub's federation identity; MERIDIAN_FEDERATION_KEY_FILE) and
+hub.secret_file (MERIDIAN_HUB_SECRET_FILE: the hub's own signing/sealing secret;
+hub.previous_secret_file during its rotation); without them development keys under
+data_dir/secrets are used (and created), with a warning. federation.production: true
+(MERIDIAN_FEDERATION_PRODUCTION=true) refuses that, key files readable by group or others,
+and plain HTTP.
 `
 
 // env is what a command runs with.

@@ -47,3 +47,18 @@ func TestEveryCommandUsage(t *testing.T) {
 		t.Fatalf("help import: exit %d, stdout %q", code, out)
 	}
 }
+
+// TestHelpNamesEverySecret: `hub --help` names every secret's config key
+// and its environment variable.
+func TestHelpNamesEverySecret(t *testing.T) {
+	code, out, errs := runHub(t, "", "--help")
+	if code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errs)
+	}
+	for _, want := range []string{"federation.routing_key_file", "hub.key_file", "hub.federation_key_file",
+		"hub.secret_file", "MERIDIAN_HUB_SECRET_FILE", "hub.previous_secret_file", "federation.production"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("--help does not mention %s", want)
+		}
+	}
+}

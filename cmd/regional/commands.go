@@ -46,6 +46,20 @@ commands:
                   its nodes refuse to serve until it is rebuilt from the site that took over
 
 common flags: --config F (default configs/regions.yaml) --region ID --data-dir D
+
+secrets (key files of >= 32 bytes, mode 0600; every key also has its environment variable,
+MERIDIAN_ + the key path in upper case, list entries by index: MERIDIAN_REGIONS_0_COOKIE_KEY_FILE):
+  federation.routing_key_file (or federation.routing_keys)   identical on every node
+  regions[].cookie_key_file          identical on every node of the region and its DR site;
+                                     MERIDIAN_COOKIE_KEY_FILE overrides it for this node
+  regions[].key_encryption_key_file  seals the signing keys; MERIDIAN_KEY_ENCRYPTION_KEY_FILE
+  regions[].federation_key_file      the region's federation identity; MERIDIAN_FEDERATION_KEY_FILE
+  regions[].registration_token_file  opens dynamic client registration
+  hub.key_file                       k_hub
+  previous_* variants of each during a rotation (docs/operations.md, "Key rotation")
+without them development keys under data_dir/secrets are used (and created), with a warning;
+federation.production: true (MERIDIAN_FEDERATION_PRODUCTION=true) refuses that, key files
+readable by group or others, and plain HTTP.
 `
 
 // env is what a command runs with.

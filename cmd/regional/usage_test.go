@@ -62,3 +62,20 @@ func TestEveryCommandUsage(t *testing.T) {
 		}
 	}
 }
+
+// TestHelpNamesEverySecret: `regional --help` names every secret's config
+// key and its environment variable (the cookie key was once settable only
+// by an undocumented variable).
+func TestHelpNamesEverySecret(t *testing.T) {
+	var out, errs bytes.Buffer
+	if code := run(context.Background(), []string{"--help"}, strings.NewReader(""), &out, &errs); code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, errs.String())
+	}
+	for _, want := range []string{"federation.routing_key_file", "regions[].cookie_key_file", "MERIDIAN_COOKIE_KEY_FILE",
+		"MERIDIAN_REGIONS_0_COOKIE_KEY_FILE", "regions[].key_encryption_key_file", "regions[].federation_key_file",
+		"regions[].registration_token_file", "hub.key_file", "federation.production"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("--help does not mention %s", want)
+		}
+	}
+}
