@@ -2,17 +2,24 @@ package faults
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/meridian-id/meridian/config"
 	"github.com/meridian-id/meridian/internal/testenv"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/node"
+	"github.com/meridian-id/meridian/region/store"
 )
 
 // drWorker rotates one refresh-token family at eu under load and records
@@ -26,35 +33,63 @@ type drWorker struct {
 }
 
 // TestFaultDRFailoverFencing follows the runbook of docs/operations.md
-// ("Runbook: fail over, promote, fail back") with real PostgreSQL servers:
-// eu runs on a private primary, eu's DR site on a synchronous streaming hot
+// ("Runbook: fail over, promote, fail back, add a node") step by step with
+// real PostgreSQL servers and a real `regional serve` process for eu: eu
+// runs on a private primary, eu's DR site on a synchronous streaming hot
 // standby of it. Under refresh-token load the primary's database crashes
-// and eu's node stops; the DR site, still a standby, serves reads
-// (introspection of every acknowledged token, discovery) and refuses writes
-// with 503 temporarily_unavailable + Retry-After (HTML on browser
-// endpoints) while /readyz says "standby"; the operator promotes it
-// (node.Promote, what `regional promote --dr` runs) and the same DR node
-// takes writes without a restart (rotations, a new user signs in). The old
-// primary's database and node return: the node is fenced (503 everywhere,
-// /readyz "fenced"), so a refresh token rotated at the DR site is not
-// accepted again there; nothing the DR site acknowledged is lost; and every
-// rotated refresh token stays rotated.
+// and eu's process is killed (SIGKILL); the DR site, still a standby,
+// serves reads (introspection of every acknowledged token, discovery) and
+// refuses writes with 503 temporarily_unavailable + Retry-After (HTML on
+// browser endpoints) while /readyz says "standby"; the operator runs
+// `regional promote --dr` and the same DR node takes writes without a
+// restart (rotations, a new user signs in). The old primary's database and
+// process return: the node is fenced (503 everywhere, /readyz "fenced"), so
+// a refresh token rotated at the DR site is not accepted again there;
+// nothing the DR site acknowledged is lost; every rotated refresh token
+// stays rotated. Then the old primary is rebuilt from the DR site, the
+// region fails back with `regional promote`, and the DR site is rebuilt as
+// a standby of the new primary. Each step's comment names its runbook step.
 func TestFaultDRFailoverFencing(t *testing.T) {
 	start := time.Now()
+	// Runbook step 0, "Before the bad hour": S is a synchronous streaming
+	// standby of P (testenv's Standby sets synchronous_standby_names = '*'
+	// and synchronous_commit = remote_apply on P).
 	primary := testenv.PostgresPrimary(t)
 	standby := primary.Standby(t)
 	t.Logf("primary and synchronous standby up in %s", time.Since(start).Round(time.Millisecond))
 
-	f := startFederation(t, fedOptions{euDR: true, databases: map[string]string{"eu": primary.URL()},
-		euDRDatabase: standby.URL(), rolePoll: 200 * time.Millisecond})
+	port := freeFedPort(t)
+	f := &federation{t: t, cfg: fedConfig(t, port, fedOptions{euDR: true, databases: map[string]string{"eu": primary.URL()},
+		euDRDatabase: standby.URL()}), port: port, nodes: map[string]*node.Node{}, stop: map[string]func(){},
+		accepts: map[string]*atomic.Int64{}, rolePoll: 200 * time.Millisecond}
+	// eu's store as the operator's tools open it (registering the client
+	// and the user below, reading the fence record in step 4).
+	eu, _ := f.cfg.Region("eu")
+	euStore, _, err := node.OpenSiteStore(context.Background(), eu, false, f.cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// eu is a real `regional serve` process on the same config; the other
+	// nodes run in this process.
+	euProc := startRegionalProc(t, f, "eu", false)
+	for _, site := range []string{"us", "ap", "eu/dr"} {
+		f.start(site)
+	}
 	if r := f.nodes["eu/dr"].Role(); r != region.RoleStandby {
 		t.Fatalf("eu's DR node on a standby database: role %s", r)
 	}
-	if r := f.nodes["eu"].Role(); r != region.RolePrimary {
-		t.Fatalf("eu's node: role %s", r)
+	app, err := region.CreateClient(context.Background(), euStore, f.codec(), "eu", region.ClientSpec{Name: "app-eu",
+		RedirectURIs: []string{appRedirect}, FirstParty: true,
+		GrantTypes: []string{region.GrantAuthorizationCode, region.GrantRefreshToken, region.GrantClientCredentials},
+		Scopes:     []string{region.ScopeIntrospect, region.ScopeDereference}})
+	if err != nil {
+		t.Fatal(err)
 	}
-	app := f.client("eu", region.GrantAuthorizationCode, region.GrantRefreshToken, region.GrantClientCredentials)
-	f.user("eu", "dee")
+	if _, err := region.CreateUser(context.Background(), euStore, region.UserSpec{Username: "dee", Password: "password-dee",
+		Claims: map[string]string{"name": "dee"}}); err != nil {
+		t.Fatal(err)
+	}
+	euStore.Close()
 	// Two workers finish before the fault (their last rotation is
 	// certainly acknowledged); four are mid-request when it strikes.
 	workers := make([]*drWorker, 6)
@@ -66,7 +101,8 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 		}
 	}
 
-	// Step 0: load on eu; the database crashes under it, then the node stops.
+	// Runbook step 1, "The primary fails": load on eu; its database crashes
+	// under it and its process is killed (SIGKILL).
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -102,16 +138,17 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	}
 	waitFor(t, 15*time.Second, "40 rotations under load", func() bool { mu.Lock(); defer mu.Unlock(); return rotations >= 40 })
 	primary.Crash()
-	f.halt("eu")
+	euProc.kill()
 	close(stop)
 	wg.Wait()
 	acked := 0
 	for _, w := range workers {
 		acked += len(w.access)
 	}
-	t.Logf("eu's database crashed and its node stopped after %d acknowledged rotations", rotations)
+	t.Logf("eu's database crashed and its process was killed after %d acknowledged rotations", rotations)
 
-	// Step 1: the DR site serves reads on its standby and refuses writes.
+	// Runbook step 1 (continued): the DR site serves reads on its standby
+	// and refuses writes; its /readyz says "standby".
 	dr, drBase := f.at("eu/dr")
 	drSite := "http://" + f.cfg.Upstream(*f.cfg.Regions[0].DR)
 	if s, body := get(t, dr, drSite+"/readyz"); s != http.StatusServiceUnavailable || !strings.Contains(body, "standby") {
@@ -143,12 +180,9 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	}
 	t.Logf("standby DR site: %d acknowledged access tokens introspected active; writes refused with 503", acked)
 
-	// Step 2: promote the DR site's database; the running node switches.
-	eu, _ := f.cfg.Region("eu")
-	g, err := node.Promote(context.Background(), eu, true, f.cfg.DataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Runbook step 2, "Promote the DR site": `regional promote --region eu
+	// --dr`; the running DR node switches without a restart.
+	g := promote(t, f, true)
 	if g.Holder != "eu-dr.id.localhost" || g.Number < 2 {
 		t.Fatalf("generation after promotion: %+v", g)
 	}
@@ -157,7 +191,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 		t.Fatalf("DR /readyz after promotion: %d %s", s, body)
 	}
 
-	// Step 3: the DR site takes writes.
+	// Runbook step 3, "The DR site takes writes".
 	drAccess := []string{}
 	preFailover := map[*drWorker]string{}
 	for i, w := range workers {
@@ -186,12 +220,10 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	eve := f.tokens("eu/dr", app, "eve")
 	drAccess = append(drAccess, eve["access_token"].(string))
 
-	// Step 4: the old primary comes back and finds itself fenced.
+	// Runbook step 4, "The old primary returns": its process asks the DR
+	// site for its generation before it serves and fences itself.
 	primary.Start()
-	f.start("eu")
-	if r := f.nodes["eu"].Role(); r != region.RoleFenced {
-		t.Fatalf("the returning old primary: role %s, want fenced", r)
-	}
+	euProc = startRegionalProc(t, f, "eu", false)
 	euSite := "http://" + f.cfg.Upstream(eu.Site)
 	euc, euBase := f.at("eu")
 	if s, body := get(t, euc, euSite+"/readyz"); s != http.StatusServiceUnavailable || !strings.Contains(body, "fenced") {
@@ -207,7 +239,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	if s, m := f.introspect("eu", app, eve["access_token"].(string)); s != http.StatusServiceUnavailable {
 		t.Fatalf("introspection at the fenced old primary: %d %v", s, m)
 	}
-	if gen, err := f.nodes["eu"].Generation(context.Background()); err != nil || gen.FencedBy != g.Number || gen.FencedHolder != g.Holder {
+	if gen, err := siteGeneration(f, false); err != nil || gen.FencedBy != g.Number || gen.FencedHolder != g.Holder {
 		t.Fatalf("the old primary's fence record: %+v %v (DR holds %+v)", gen, err, g)
 	}
 
@@ -229,16 +261,17 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	t.Logf("old primary fenced; %d DR-issued tokens intact; %d rotated refresh tokens all refused; %s so far",
 		len(drAccess), replays, time.Since(start).Round(time.Millisecond))
 
-	// Step 5: rebuild the old primary from the DR site: a new standby of
-	// the DR database replaces eu's, and eu's node starts on it as a
-	// standby that serves what the DR site accepted.
-	f.halt("eu")
+	// Runbook step 5, "Rebuild the old primary from the DR site": stop its
+	// nodes, discard P, a new standby of the DR database (pg_basebackup -R)
+	// replaces it in regions[eu].database, and eu's process starts on it as
+	// a standby that serves what the DR site accepted.
+	euProc.kill()
 	primary.Stop()
 	rebuilt := standby.Standby(t)
 	f.cfg.Regions[0].Database = rebuilt.URL()
-	f.start("eu")
-	if r := f.nodes["eu"].Role(); r != region.RoleStandby {
-		t.Fatalf("eu rebuilt from the DR site: role %s, want standby", r)
+	euProc = startRegionalProc(t, f, "eu", false)
+	if s, body := get(t, euc, euSite+"/readyz"); s != http.StatusServiceUnavailable || !strings.Contains(body, "standby") {
+		t.Fatalf("eu rebuilt from the DR site: /readyz %d %s, want standby", s, body)
 	}
 	// eve (created at the DR site) is there; the families the replays
 	// revoked at the DR site are revoked here too.
@@ -251,17 +284,18 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 		}
 	}
 
-	// Step 6: fail back. Stop the DR site's nodes, promote eu, start the
-	// DR nodes again: they find themselves fenced by eu's new generation.
+	// Runbook step 6, "Fail back": stop the DR site's nodes, `regional
+	// promote --region eu`, start the DR nodes again: they find themselves
+	// fenced by eu's new generation.
 	f.halt("eu/dr")
-	g3, err := node.Promote(context.Background(), eu, false, f.cfg.DataDir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	g3 := promote(t, f, false)
 	if g3.Number != g.Number+1 || g3.Holder != "eu.id.localhost" {
 		t.Fatalf("generation after failback: %+v (DR held %+v)", g3, g)
 	}
-	waitFor(t, 10*time.Second, "eu's node to become primary", func() bool { return f.nodes["eu"].Role() == region.RolePrimary })
+	waitFor(t, 20*time.Second, "eu's node to become primary", func() bool {
+		s, _ := get(t, euc, euSite+"/readyz")
+		return s == http.StatusOK
+	})
 	f.start("eu/dr")
 	if r := f.nodes["eu/dr"].Role(); r != region.RoleFenced {
 		t.Fatalf("the DR site after failback: role %s, want fenced", r)
@@ -277,8 +311,124 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("failed back: eu holds generation %d and took a DR-issued refresh token; DR fenced; total %s",
+	// Runbook step 6 (continued): rebuild the DR site as a standby of the
+	// new primary (step 5 with the roles swapped); its nodes come up as
+	// standbys serving what eu accepted.
+	f.halt("eu/dr")
+	standby.Stop()
+	newStandby := rebuilt.Standby(t)
+	f.cfg.Regions[0].DR.Database = newStandby.URL()
+	f.start("eu/dr")
+	if r := f.nodes["eu/dr"].Role(); r != region.RoleStandby {
+		t.Fatalf("the DR site rebuilt from eu: role %s, want standby", r)
+	}
+	if s, m := f.introspect("eu/dr", app, tok["access_token"].(string)); s != http.StatusOK || m["active"] != true {
+		t.Fatalf("an access token eu issued after failback, at the rebuilt DR standby: %d %v", s, m)
+	}
+	t.Logf("failed back: eu holds generation %d and took a DR-issued refresh token; DR rebuilt as a standby; total %s",
 		g3.Number, time.Since(start).Round(time.Millisecond))
+}
+
+// startRegionalProc runs `regional serve --region id [--dr]` (the binary
+// of this checkout) on f's configuration, written to a file as an operator
+// would, and waits until its public /healthz answers (its role, primary,
+// standby or fenced, is then settled). The process is killed (SIGKILL)
+// with kill or when the test ends.
+func startRegionalProc(t *testing.T, f *federation, id string, dr bool) *proc {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "regions.yaml")
+	if err := os.WriteFile(path, []byte(configYAML(f.cfg)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	argv := []string{filepath.Join(binaries(t), "regional"), "serve", "--config", path, "--region", id}
+	r, _ := f.cfg.Region(id)
+	site := r.Site
+	if dr {
+		argv = append(argv, "--dr")
+		site = *r.DR
+	}
+	p := newProc(t, "regional serve "+id, argv...)
+	p.readyURL = "http://" + f.cfg.Upstream(site) + "/healthz"
+	p.start()
+	return p
+}
+
+// promote runs `regional promote --region eu [--dr]` on the configuration
+// the last process was started with and returns the generation it claimed.
+func promote(t *testing.T, f *federation, dr bool) store.Generation {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "regions.yaml")
+	if err := os.WriteFile(path, []byte(configYAML(f.cfg)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"promote", "--config", path, "--region", "eu"}
+	if dr {
+		args = append(args, "--dr")
+	}
+	out, err := runBin(filepath.Join(binaries(t), "regional"), "", args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := siteGeneration(f, dr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := fmt.Sprintf("%s holds generation %d", g.Holder, g.Number); !strings.Contains(out, want) {
+		t.Fatalf("regional promote printed %q, want %q", out, want)
+	}
+	return g
+}
+
+// siteGeneration reads the fencing generation record of eu's primary or
+// DR site database.
+func siteGeneration(f *federation, dr bool) (store.Generation, error) {
+	eu, _ := f.cfg.Region("eu")
+	st, _, err := node.OpenSiteStore(context.Background(), eu, dr, f.cfg.DataDir)
+	if err != nil {
+		return store.Generation{}, err
+	}
+	defer st.Close()
+	repl, ok := st.(store.Replication)
+	if !ok {
+		return store.Generation{}, fmt.Errorf("eu's store has no generation")
+	}
+	return repl.Generation(context.Background())
+}
+
+// configYAML writes cfg as a regions.yaml (the keys an in-process
+// federation sets), so a binary and the in-process nodes share one
+// configuration and one data_dir (development keys included).
+func configYAML(cfg *config.Config) string {
+	var b strings.Builder
+	q := strconv.Quote
+	list := func(xs []string) string {
+		out := make([]string, len(xs))
+		for i, x := range xs {
+			out[i] = q(x)
+		}
+		return "[" + strings.Join(out, ", ") + "]"
+	}
+	fd := cfg.Federation
+	fmt.Fprintf(&b, "data_dir: %s\nfederation:\n  global_host: %s\n  scheme: %s\n  port: %d\n  cookie_domain: %s\n  topology: %s\n"+
+		"  connect_timeout: %s\n  request_timeout: %s\n  drain_period: 0s\n",
+		q(cfg.DataDir), fd.GlobalHost, fd.Scheme, fd.Port, fd.CookieDomain, fd.Topology, fd.ConnectTimeout, fd.RequestTimeout)
+	site := func(indent string, s config.Site) {
+		fmt.Fprintf(&b, "%shost: %s\n%slisten: %s\n%saddresses: %s\n%sdatabase: %s\n",
+			indent, s.Host, indent, q(s.Listen), indent, list(s.Addresses), indent, q(s.Database))
+	}
+	b.WriteString("regions:\n")
+	for _, r := range cfg.Regions {
+		fmt.Fprintf(&b, "  - id: %s\n", r.ID)
+		site("    ", r.Site)
+		fmt.Fprintf(&b, "    proximity: %s\n", list(r.Proximity))
+		if r.DR != nil {
+			b.WriteString("    dr:\n")
+			site("      ", *r.DR)
+		}
+	}
+	fmt.Fprintf(&b, "hub:\n  host: %s\n  listen: %s\n  addresses: %s\ntelemetry:\n  log_level: info\n",
+		cfg.Hub.Host, q(cfg.Hub.Listen), list(cfg.Hub.Addresses))
+	return b.String()
 }
 
 // postToken posts a token request with app's credentials.

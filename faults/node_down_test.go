@@ -73,6 +73,9 @@ func TestFaultNodeDownEveryAddress(t *testing.T) {
 	f := &federation{t: t, cfg: fedConfig(t, port, fedOptions{euDR: true, euNode2: true}), port: port,
 		nodes: map[string]*node.Node{}, stop: map[string]func(){}, accepts: map[string]*atomic.Int64{}}
 	f.startHub()
+	// Runbook step 7 (docs/operations.md, "Add a node"): eu's second node
+	// runs with the same config and secrets (one data_dir) on the site's
+	// second address, listed in regions[eu].addresses for every party.
 	for _, site := range []string{"eu", "eu/2", "us", "ap", "eu/dr"} {
 		f.start(site)
 	}
