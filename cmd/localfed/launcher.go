@@ -181,11 +181,17 @@ func startEdge(ctx context.Context, cfg *config.Config) (*edge, error) {
 		}
 	}
 	// The global host goes where GeoDNS answers for the client's address.
+	// Every address of a site (GeoDNS answers each healthy one).
 	byAddr := map[string]string{}
 	for _, r := range cfg.Regions {
-		byAddr[r.Addresses[0]] = cfg.Upstream(r.Site)
+		sites := []config.Site{r.Site}
 		if r.DR != nil {
-			byAddr[r.DR.Addresses[0]] = cfg.Upstream(*r.DR)
+			sites = append(sites, *r.DR)
+		}
+		for _, s := range sites {
+			for i, up := range cfg.UpstreamAddrs(s) {
+				byAddr[s.Addresses[i]] = up
+			}
 		}
 	}
 	global := func(client string) string {
