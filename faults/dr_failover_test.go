@@ -269,7 +269,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	primary.Stop()
 	rebuilt := standby.Standby(t)
 	f.cfg.Regions[0].Database = rebuilt.URL()
-	euProc = startRegionalProc(t, f, "eu", false)
+	startRegionalProc(t, f, "eu", false) // runs until the test ends
 	if s, body := get(t, euc, euSite+"/readyz"); s != http.StatusServiceUnavailable || !strings.Contains(body, "standby") {
 		t.Fatalf("eu rebuilt from the DR site: /readyz %d %s, want standby", s, body)
 	}
