@@ -174,8 +174,8 @@ func testSCIM(t *testing.T, f *federation) {
 	alice := f.scimCall("eu", http.MethodPost, "/scim/v2/Users", tok, map[string]any{
 		"schemas":  []string{"urn:ietf:params:scim:schemas:core:2.0:User", enterpriseURN},
 		"userName": "Alice.Smith", "externalId": "hr-1", "title": "Engineer", "password": "password-alice.smith",
-		"name":   map[string]any{"givenName": "Alice", "familyName": "Smith"},
-		"emails": []any{map[string]any{"value": "alice@work.example.org", "type": "work", "primary": true}, map[string]any{"value": "alice@home.example", "type": "home"}},
+		"name":        map[string]any{"givenName": "Alice", "familyName": "Smith"},
+		"emails":      []any{map[string]any{"value": "alice@work.example.org", "type": "work", "primary": true}, map[string]any{"value": "alice@home.example", "type": "home"}},
 		enterpriseURN: map[string]any{"department": "R&D", "employeeNumber": "42"},
 	})
 	alice.want(t, "create alice", http.StatusCreated, "")
