@@ -6,8 +6,12 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -421,5 +425,34 @@ func testSCIMAttacks(t *testing.T, f *federation, tok, aliceID string) {
 	// Alice is unchanged by all of it.
 	if r := f.scimCall("eu", http.MethodGet, "/scim/v2/Users/"+aliceID, tok, nil); r.str("userName") != "alice.jones" {
 		t.Fatalf("alice after the attacks: %s", r.raw)
+	}
+}
+
+// TestSCIMIndependentClient drives the SCIM endpoint of a real federation
+// with an independent SCIM implementation (SCIMMY, testdata/scimclient):
+// its schemas check every request and answer, its filter and PatchOp must
+// agree with the server's, through two regions' entries. It needs node and
+// `npm ci` in testdata/scimclient (.ci/run does both).
+func TestSCIMIndependentClient(t *testing.T) {
+	dir := filepath.Join("testdata", "scimclient")
+	nodeBin, err := exec.LookPath("node")
+	if err == nil {
+		_, err = os.Stat(filepath.Join(dir, "node_modules", "scimmy", "package.json"))
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("the independent SCIM client is not installed: %v", err)
+		}
+		t.Skipf("node or SCIMMY missing (npm ci in %s): %v", dir, err)
+	}
+	f := startFederation(t)
+	tok := f.scimToken("eu", "eu", []string{"scim"}, "scim")
+	entry := func(id string) string { return "http://" + net.JoinHostPort(regionIPs[id], strconv.Itoa(f.port)) }
+	cmd := exec.CommandContext(t.Context(), nodeBin, "client.mjs", entry("eu"), entry("us"), tok)
+	cmd.Dir = dir
+	out, err := cmd.CombinedOutput()
+	t.Logf("SCIMMY client:\n%s", out)
+	if err != nil {
+		t.Fatalf("the independent SCIM client failed: %v", err)
 	}
 }
