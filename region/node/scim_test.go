@@ -19,6 +19,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/meridian-id/meridian/internal/oidctest"
 	"github.com/meridian-id/meridian/internal/testenv"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/node"
@@ -50,6 +51,32 @@ func (f *federation) scimToken(id, entry string, allowed []string, scope string)
 		f.t.Fatalf("client_credentials token at %s: %d %+v", id, s, oe)
 	}
 	return tok["access_token"].(string)
+}
+
+// passwordRefused starts a sign-in to app through entry, submits name and
+// password, and reports whether the password page came back (refused)
+// instead of the redirect to the app.
+func (f *federation) passwordRefused(entry string, app region.RegisteredClient, name, password string) bool {
+	f.t.Helper()
+	c, base := f.at(entry)
+	q := url.Values{"client_id": {app.ID}, "response_type": {"code"}, "redirect_uri": {appRedirect}, "scope": {"openid"},
+		"state": {"st"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())}, "code_challenge_method": {"S256"}}
+	b := oidctest.NewBrowser(f.t, c.Transport)
+	stop := oidctest.StopAt(appRedirect)
+	p := oidctest.ReadPage(b.Follow(b.Get(base+"/authorize?"+q.Encode()), stop))
+	if !strings.Contains(p.Body, `name="password"`) {
+		p = oidctest.ReadPage(b.Follow(b.Submit(p, url.Values{"username": {name}}), stop))
+	}
+	resp := b.Follow(b.Submit(p, url.Values{"username": {name}, "password": {password}}), stop)
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		resp.Body.Close()
+		return false
+	}
+	p = oidctest.ReadPage(resp)
+	if p.Status != http.StatusOK || !strings.Contains(p.Body, `name="password"`) {
+		f.t.Fatalf("after the password: %d %s", p.Status, p.Body)
+	}
+	return true
 }
 
 // scimResp is one SCIM answer.
@@ -216,6 +243,27 @@ func testSCIM(t *testing.T, f *federation) {
 	if loc := f.loginVia("ap", app, "alice.smith", oauth2.GenerateVerifier()); loc.Query().Get("code") == "" {
 		t.Fatalf("provisioned user's sign-in: %s", loc)
 	}
+
+	// Deactivation (active false) refuses the password; reactivation
+	// restores it.
+	carol := f.scimCall("eu", http.MethodPost, "/scim/v2/Users", tok, map[string]any{
+		"schemas": []string{"urn:ietf:params:scim:schemas:core:2.0:User"}, "userName": "carol", "password": "password-carol"})
+	carol.want(t, "create carol", http.StatusCreated, "")
+	setActive := func(active bool) {
+		f.scimCall("us", http.MethodPatch, "/scim/v2/Users/"+carol.str("id"), tok, map[string]any{
+			"schemas":    []string{"urn:ietf:params:scim:api:messages:2.0:PatchOp"},
+			"Operations": []any{map[string]any{"op": "replace", "path": "active", "value": active}}}).
+			want(t, "set active", http.StatusOK, "")
+	}
+	setActive(false)
+	if !f.passwordRefused("ap", app, "carol", "password-carol") {
+		t.Fatal("a deactivated user signed in")
+	}
+	setActive(true)
+	if f.passwordRefused("ap", app, "carol", "password-carol") {
+		t.Fatal("a reactivated user was refused")
+	}
+	f.scimCall("eu", http.MethodDelete, "/scim/v2/Users/"+carol.str("id"), tok, nil).want(t, "delete carol", http.StatusNoContent, "")
 
 	// Reads through every entry reach eu.
 	for _, entry := range []string{"eu", "us", "ap"} {
