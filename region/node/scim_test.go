@@ -255,7 +255,24 @@ func testSCIM(t *testing.T, f *federation) {
 			"Operations": []any{map[string]any{"op": "replace", "path": "active", "value": active}}}).
 			want(t, "set active", http.StatusOK, "")
 	}
+	// Carol signs in to the app; deactivating her ends her tokens.
+	verifier := oauth2.GenerateVerifier()
+	code := f.loginVia("us", app, "carol", verifier).Query().Get("code")
+	s, oe, ctok := f.token("ap", app, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {appRedirect}, "code_verifier": {verifier}})
+	if s != http.StatusOK {
+		t.Fatalf("carol's tokens: %d %+v", s, oe)
+	}
+	carolAT, _ := ctok["access_token"].(string)
+	if _, m := f.introspect("us", app, carolAT); m["active"] != true {
+		t.Fatalf("carol's token before deactivation: %v", m)
+	}
 	setActive(false)
+	if _, m := f.introspect("ap", app, carolAT); m["active"] != false {
+		t.Fatalf("carol's token after deactivation: %v", m)
+	}
+	if s, _, _ := f.token("eu", app, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {ctok["refresh_token"].(string)}}); s == http.StatusOK {
+		t.Fatal("a deactivated user's refresh token still works")
+	}
 	if !f.passwordRefused("ap", app, "carol", "password-carol") {
 		t.Fatal("a deactivated user signed in")
 	}

@@ -436,6 +436,16 @@ func (h *Handler) write(c *call, rt *resourceType, id string, isPatch bool) erro
 		if err := h.Store.UpdateUser(ctx, u); err != nil {
 			return storeErr(rt, err)
 		}
+		// An inactive user and a password set by provisioning end the
+		// user's sessions and tokens at this region (after every write
+		// leaving the user inactive, so a retry after a failed revocation
+		// revokes).
+		_, newPassword := doc["password"]
+		if doc["active"] == false || newPassword {
+			if err := h.Store.RevokeUserTokens(ctx, u.ID); err != nil {
+				return err
+			}
+		}
 	} else {
 		g := cur.(store.Group)
 		g.Version = want

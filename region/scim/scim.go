@@ -43,6 +43,7 @@ type Store interface {
 	GetUserByUsername(ctx context.Context, username string) (store.User, error)
 	ListUsers(ctx context.Context, after string, limit int) ([]store.User, error)
 	DeleteUser(ctx context.Context, username string) error
+	RevokeUserTokens(ctx context.Context, userID string) error
 	CreateGroup(ctx context.Context, g store.Group) error
 	GetGroup(ctx context.Context, id string) (store.Group, error)
 	ListGroups(ctx context.Context) ([]store.Group, error)

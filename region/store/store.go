@@ -204,6 +204,10 @@ type Store interface {
 	// token issued to them, ends their sessions and removes them from every
 	// group.
 	DeleteUser(ctx context.Context, username string) error
+	// RevokeUserTokens revokes every access and refresh token issued to the
+	// user with the given id and ends their sessions, in one transaction
+	// (a deactivated user, a password reset). Unknown users are no error.
+	RevokeUserTokens(ctx context.Context, userID string) error
 	// GetUserBySCIMID returns the user with the given SCIM resource id.
 	GetUserBySCIMID(ctx context.Context, scimID string) (User, error)
 	// UpdateUser (above) replaces the user with u.ID. When u.Version is

@@ -40,6 +40,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"User/Delete", testUserDelete},
 		{"User/SCIM", testUserSCIM},
 		{"User/VersionCheck", testUserVersion},
+		{"User/RevokeUserTokens", testRevokeUserTokens},
 		{"Group/RoundTrip", testGroupRoundTrip},
 		{"Group/UpdateAndVersion", testGroupUpdate},
 		{"Group/DeleteUserLeavesGroups", testGroupMemberDeleted},

@@ -183,3 +183,38 @@ func testGroupMemberDeleted(t *testing.T, s store.Store) {
 	ok(t, err)
 	equal(t, got.Members, []string{v.SCIMID})
 }
+
+// testRevokeUserTokens: every token and session of the user ends, another
+// user's stay, and the user remains.
+func testRevokeUserTokens(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	now := base()
+	u, other := sampleUser(now), sampleUser(now)
+	ok(t, s.CreateUser(ctx, u))
+	ok(t, s.CreateUser(ctx, other))
+	at := sampleAccess(now, "", u.ID, "cli-rev")
+	ok(t, s.CreateAccessToken(ctx, at))
+	rt := sampleRefresh(now, "grant-rev", u.ID, "cli-rev")
+	ok(t, s.CreateTokens(ctx, sampleAccess(now, "grant-rev", u.ID, "cli-rev"), &rt))
+	sess := store.Session{Hash: newHash(), UserID: u.ID, AuthTime: now, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	ok(t, s.CreateSession(ctx, sess))
+	keep := sampleAccess(now, "", other.ID, "cli-rev")
+	ok(t, s.CreateAccessToken(ctx, keep))
+	keepSess := store.Session{Hash: newHash(), UserID: other.ID, AuthTime: now, CreatedAt: now, ExpiresAt: now.Add(time.Hour)}
+	ok(t, s.CreateSession(ctx, keepSess))
+
+	ok(t, s.RevokeUserTokens(ctx, u.ID))
+	if !accessRevoked(t, s, at.Hash) || !refreshRevoked(t, s, rt.Hash) {
+		t.Fatal("the user's tokens are still active")
+	}
+	_, err := s.GetSession(ctx, sess.Hash)
+	is(t, err, store.ErrNotFound)
+	if accessRevoked(t, s, keep.Hash) {
+		t.Fatal("another user's token was revoked")
+	}
+	_, err = s.GetSession(ctx, keepSess.Hash)
+	ok(t, err)
+	_, err = s.GetUserByID(ctx, u.ID)
+	ok(t, err)
+	ok(t, s.RevokeUserTokens(ctx, "usr-unknown"))
+}

@@ -145,3 +145,19 @@ func (s *Store) DeleteGroup(ctx context.Context, id string) error {
 		return wrap("delete group", err)
 	})
 }
+
+// RevokeUserTokens revokes every token of the user and ends their sessions.
+func (s *Store) RevokeUserTokens(ctx context.Context, userID string) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		for _, q := range []string{
+			`UPDATE access_tokens SET revoked = TRUE WHERE subject = ?`,
+			`UPDATE refresh_tokens SET revoked = TRUE WHERE subject = ?`,
+			`DELETE FROM sessions WHERE user_id = ?`,
+		} {
+			if _, err := tx.ExecContext(ctx, q, userID); err != nil {
+				return wrap("revoke user tokens", err)
+			}
+		}
+		return nil
+	})
+}

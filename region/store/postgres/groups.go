@@ -138,3 +138,19 @@ func (s *Store) DeleteGroup(ctx context.Context, id string) error {
 		return wrap("delete group", mustAffect(tx.Exec(ctx, `DELETE FROM scim_groups WHERE id = $1`, id)))
 	})
 }
+
+// RevokeUserTokens revokes every token of the user and ends their sessions.
+func (s *Store) RevokeUserTokens(ctx context.Context, userID string) error {
+	return s.write(ctx, func(tx pgx.Tx) error {
+		for _, q := range []string{
+			`UPDATE access_tokens SET revoked = true WHERE subject = $1`,
+			`UPDATE refresh_tokens SET revoked = true WHERE subject = $1`,
+			`DELETE FROM sessions WHERE user_id = $1`,
+		} {
+			if _, err := tx.Exec(ctx, q, userID); err != nil {
+				return wrap("revoke user tokens", err)
+			}
+		}
+		return nil
+	})
+}
