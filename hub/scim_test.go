@@ -157,7 +157,7 @@ func TestSCIMUsersReachHubTable(t *testing.T) {
 						case "meridian.scim.requests":
 							op, _ := dp.Attributes.Value("op")
 							st, _ := dp.Attributes.Value("status")
-							got[op.AsString()+" "+st.Emit()] += dp.Value
+							got[op.AsString()+" "+st.String()] += dp.Value
 						case "meridian_audit_events":
 							ev, _ := dp.Attributes.Value("event")
 							got[ev.AsString()] += dp.Value
