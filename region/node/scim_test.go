@@ -169,18 +169,22 @@ func (r scimResp) names() []string {
 }
 
 // TestSCIM provisions users and groups over SCIM against three real
-// regional nodes, on SQLite and on PostgreSQL: creation at the token's
+// regional nodes, on SQLite, PostgreSQL and MySQL/MariaDB: creation at the token's
 // region from any entry, reads and writes routed by the resource id's
 // region, filters, paging, sorting, projection, ETags, PATCH, groups, a
 // provisioned user signing in, and every attacker case.
 func TestSCIM(t *testing.T) {
-	for _, backend := range []string{"sqlite", "postgres"} {
+	for _, backend := range []string{"sqlite", "postgres", "mysql"} {
 		t.Run(backend, func(t *testing.T) {
 			var opts []func(*federation)
-			if backend == "postgres" {
+			if backend != "sqlite" {
 				opts = append(opts, func(f *federation) {
 					for i := range f.cfg.Regions {
-						f.cfg.Regions[i].Database = testenv.PostgresSchema(t)
+						if backend == "postgres" {
+							f.cfg.Regions[i].Database = testenv.PostgresSchema(t)
+						} else {
+							f.cfg.Regions[i].Database = testenv.MySQLURL(t)
+						}
 					}
 				})
 			}
