@@ -376,14 +376,16 @@ const SCIMPrefix = "/scim/v2/"
 
 // scim decides a SCIM call (rest is the path after SCIMPrefix): a call
 // naming a resource (Users/<id>, Groups/<id>) goes to the region whose tag
-// the id carries, every other one (collections, creation, discovery) to
-// the region that issued the bearer token, the only one that can
+// the id carries, every other one (collections, creation, .search,
+// discovery) to the region that issued the bearer token, the only one that can
 // authenticate it. Reads may be repeated at a DR site.
 func (rt *Router) scim(r *http.Request, rest string) Decision {
 	safe := r.Method == http.MethodGet || r.Method == http.MethodHead
 	typ, id, _ := strings.Cut(rest, "/")
 	artifact := ""
 	switch {
+	case id == ".search":
+		artifact, safe = bearer(r, nil), true // a query in a body
 	case id != "" && typ == "Users":
 		if _, err := rt.codec.VerifyKind(id, KindUser); err == nil {
 			artifact = id

@@ -327,8 +327,19 @@ func testSCIM(t *testing.T, f *federation) {
 		}
 	}
 
+	// The same query as a SearchRequest, through another region.
+	r := f.scimCall("us", http.MethodPost, "/scim/v2/Users/.search", tok, map[string]any{
+		"schemas": []string{"urn:ietf:params:scim:api:messages:2.0:SearchRequest"},
+		"filter":  `emails[type eq "work"]`, "attributes": []string{"userName"}, "count": 10})
+	r.want(t, ".search", http.StatusOK, "")
+	if !slices.Equal(r.names(), []string{"alice.smith"}) || strings.Contains(r.raw, "emails") {
+		t.Fatalf(".search: %s", r.raw)
+	}
+	f.scimCall("us", http.MethodPost, "/scim/v2/Users/.search", tok, map[string]any{"filter": "userName pr"}).
+		want(t, ".search without its schema", http.StatusBadRequest, "invalidSyntax")
+
 	// Paging, sorting, projection.
-	r := f.scimCall("eu", http.MethodGet, "/scim/v2/Users?sortBy=userName&sortOrder=descending&startIndex=2&count=1", tok, nil)
+	r = f.scimCall("eu", http.MethodGet, "/scim/v2/Users?sortBy=userName&sortOrder=descending&startIndex=2&count=1", tok, nil)
 	if got := r.names(); !slices.Equal(got, []string{"alice.smith"}) || r.body["totalResults"] != float64(2) || r.body["startIndex"] != float64(2) {
 		t.Fatalf("page 2 of 1 descending: %s", r.raw)
 	}

@@ -2,8 +2,10 @@ package scim
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"net/http"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -185,6 +187,66 @@ func (h *Handler) list(c *call, rt *resourceType) error {
 	}
 	h.reply(c, http.StatusOK, listResponse(page, len(hits), p.start))
 	return nil
+}
+
+// search serves POST /<type>/.search (RFC 7644 §3.4.3): a list whose
+// parameters come in a SearchRequest body (so filter values stay out of
+// URLs and access logs).
+func (h *Handler) search(c *call, rt *resourceType) error {
+	body, err := h.readJSON(c)
+	if err != nil {
+		return err
+	}
+	ok := false
+	schemas, _ := lookupKey(body, "schemas").([]any)
+	for _, s := range schemas {
+		if str, _ := s.(string); strings.EqualFold(str, searchSchema) {
+			ok = true
+		}
+	}
+	if !ok {
+		return badRequest("invalidSyntax", "schemas must be [%q]", searchSchema)
+	}
+	q := url.Values{}
+	for _, k := range []string{"filter", "sortBy", "sortOrder"} {
+		switch v := lookupKey(body, k).(type) {
+		case nil:
+		case string:
+			q.Set(k, v)
+		default:
+			return badRequest("invalidValue", "%s must be a string", k)
+		}
+	}
+	for _, k := range []string{"startIndex", "count"} {
+		switch v := lookupKey(body, k).(type) {
+		case nil:
+		case json.Number:
+			q.Set(k, v.String())
+		default:
+			return badRequest("invalidValue", "%s must be an integer", k)
+		}
+	}
+	for _, k := range []string{"attributes", "excludedAttributes"} {
+		switch v := lookupKey(body, k).(type) {
+		case nil:
+		case []any:
+			var names []string
+			for _, n := range v {
+				s, ok := n.(string)
+				if !ok {
+					return badRequest("invalidValue", "%s must be a list of attribute names", k)
+				}
+				names = append(names, s)
+			}
+			q.Set(k, strings.Join(names, ","))
+		default:
+			return badRequest("invalidValue", "%s must be a list of attribute names", k)
+		}
+	}
+	r := c.r.Clone(c.r.Context())
+	r.URL.RawQuery = q.Encode()
+	c.r = r
+	return h.list(c, rt)
 }
 
 // candidates returns the users a filter may match: the one user a

@@ -11,6 +11,7 @@ const (
 	EnterpriseSchema = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User"
 	listSchema       = "urn:ietf:params:scim:api:messages:2.0:ListResponse"
 	patchSchema      = "urn:ietf:params:scim:api:messages:2.0:PatchOp"
+	searchSchema     = "urn:ietf:params:scim:api:messages:2.0:SearchRequest"
 	errorSchema      = "urn:ietf:params:scim:api:messages:2.0:Error"
 	spcSchema        = "urn:ietf:params:scim:schemas:core:2.0:ServiceProviderConfig"
 	rtSchema         = "urn:ietf:params:scim:schemas:core:2.0:ResourceType"

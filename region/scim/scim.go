@@ -227,6 +227,9 @@ func (h *Handler) serve(c *call) error {
 	case id == "" && c.r.Method == http.MethodGet:
 		c.op = "list"
 		return h.list(c, rt)
+	case id == ".search" && c.r.Method == http.MethodPost:
+		c.op = "list"
+		return h.search(c, rt)
 	case id == "" && c.r.Method == http.MethodPost:
 		c.op = "create"
 		return h.create(c, rt)
