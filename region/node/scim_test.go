@@ -79,6 +79,14 @@ func (f *federation) passwordRefused(entry string, app region.RegisteredClient, 
 	return true
 }
 
+func codecOf(t *testing.T, f *federation) *routing.Codec {
+	codec, err := node.Codec(f.cfg, f.cfg.DataDir, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return codec
+}
+
 // scimResp is one SCIM answer.
 type scimResp struct {
 	status int
@@ -488,13 +496,27 @@ func testSCIMAttacks(t *testing.T, f *federation, tok, aliceID string) {
 			f.scimCall(tc.entry, tc.method, tc.path, tc.token, tc.body).want(t, tc.name, tc.status, tc.scimType)
 		})
 	}
+	// A JWT access token (RFC 9068) of eu works through another region too.
+	jwtClient, err := region.CreateClient(context.Background(), f.nodes["eu"].Store, codecOf(t, f), "eu", region.ClientSpec{Name: "jwt-provisioner",
+		GrantTypes: []string{region.GrantClientCredentials}, Scopes: []string{"scim"}, AccessTokenFormat: region.FormatJWT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, oe, jt := f.token("ap", jwtClient, url.Values{"grant_type": {"client_credentials"}, "scope": {"scim"}})
+	jwtTok, _ := jt["access_token"].(string)
+	if s != http.StatusOK || !strings.HasPrefix(jwtTok, "eyJ") {
+		t.Fatalf("JWT token: %d %+v %v", s, oe, jt)
+	}
+	if r := f.scimCall("us", http.MethodGet, "/scim/v2/Users/"+aliceID, jwtTok, nil); r.status != http.StatusOK {
+		t.Fatalf("JWT access token through us: %s", r.raw)
+	}
+
 	// Another region's token lists only that region's users.
 	if r := f.scimCall("eu", http.MethodGet, "/scim/v2/Users", usTok, nil); r.status != http.StatusOK || strings.Contains(r.raw, aliceID) {
 		t.Fatalf("us token listing through eu: %s", r.raw)
 	}
 	// A client not allowed the scope gets no token for it.
-	codec, _ := node.Codec(f.cfg, f.cfg.DataDir, slog.New(slog.DiscardHandler))
-	c, err := region.CreateClient(context.Background(), f.nodes["eu"].Store, codec, "eu", region.ClientSpec{Name: "not-allowed",
+	c, err := region.CreateClient(context.Background(), f.nodes["eu"].Store, codecOf(t, f), "eu", region.ClientSpec{Name: "not-allowed",
 		GrantTypes: []string{region.GrantClientCredentials}})
 	if err != nil {
 		t.Fatal(err)
