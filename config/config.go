@@ -70,7 +70,7 @@ type Federation struct {
 // RoutingKey is one key of the federation's routing key ring: a secret
 // file and what the key does (sign: mints new artifacts, exactly one;
 // verify: accepted for every artifact; clients: retired, accepted for
-// client_ids only).
+// client_ids and SCIM resource ids only).
 type RoutingKey struct {
 	File string `mapstructure:"file"`
 	Use  string `mapstructure:"use"`

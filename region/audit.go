@@ -47,3 +47,23 @@ func (a *auditor) record(ctx context.Context, event string, attrs ...slog.Attr) 
 	attrs = append([]slog.Attr{slog.String("event", event), slog.String("region", a.region)}, attrs...)
 	a.log.LogAttrs(ctx, slog.LevelInfo, "audit", attrs...)
 }
+
+// AuditSCIMWrite is the event of every SCIM write (create, replace, patch,
+// delete of a user or group), with the action, resource type, resource id
+// and client id.
+const AuditSCIMWrite = "scim.write"
+
+// Auditor emits audit events for handlers outside this package (the SCIM
+// endpoint): the same JSON record and meridian_audit_events counter as the
+// provider's own events.
+type Auditor struct{ a *auditor }
+
+// NewAuditor returns an auditor for region; m may be nil (no counter).
+func NewAuditor(log *slog.Logger, region string, m metric.Meter) *Auditor {
+	return &Auditor{a: newAuditor(log, region, m)}
+}
+
+// Record emits one audit event; attrs must not carry secrets.
+func (a *Auditor) Record(ctx context.Context, event string, attrs ...slog.Attr) {
+	a.a.record(ctx, event, attrs...)
+}

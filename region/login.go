@@ -437,7 +437,10 @@ func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
 	// The argon2id cost is paid whether or not the user exists.
 	perr := VerifyPassword(hash, r.PostFormValue("password"))
 	l.argon.release(cost)
-	if err != nil || perr != nil {
+	// A user provisioning deactivated (SCIM "active": false) is refused
+	// like a wrong password, after the same argon2id work.
+	inactive := err == nil && perr == nil && !UserActive(u)
+	if err != nil || perr != nil || inactive {
 		reason := "bad_password"
 		attrs := []slog.Attr{slog.String("client_ip", ip), slog.String("client_id", ar.ClientID)}
 		if err != nil {
@@ -445,6 +448,9 @@ func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
 			reason = "unknown_user"
 		} else {
 			attrs = append(attrs, slog.String("user_id", u.ID))
+		}
+		if inactive {
+			reason = "inactive"
 		}
 		l.p.audit.record(r.Context(), AuditLoginFailed, append(attrs, slog.String("reason", reason))...)
 		pg.Error = invalidCredentials

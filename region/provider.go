@@ -243,3 +243,23 @@ func (p *Provider) hostIssuer(r *http.Request) string {
 
 // Ready reports whether the node can serve (its database answers).
 func (p *Provider) Ready(ctx context.Context) error { return p.st.Ping(ctx) }
+
+// BearerToken returns the active access token a bearer value stands for:
+// an opaque access token issued by this region, or an RFC 9068 JWT access
+// token signed by it. Revoked, expired, foreign and malformed tokens are an
+// error. Handlers outside the OpenID provider (SCIM) authenticate with it.
+func (p *Provider) BearerToken(ctx context.Context, bearer string) (store.AccessToken, error) {
+	id := bearer
+	if strings.HasPrefix(bearer, "eyJ") {
+		jti, err := p.storage.jwts.verify(bearer)
+		if err != nil {
+			return store.AccessToken{}, err
+		}
+		id = strings.TrimSuffix(jti, ":") // verify answers in Decrypt's "tokenID:" form
+	}
+	return p.storage.activeToken(ctx, id)
+}
+
+// Store is the provider's view of its store: a user deleted or a token
+// revoked through it also leaves this node's access-token cache at once.
+func (p *Provider) Store() store.Store { return p.storage.st }

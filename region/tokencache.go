@@ -143,6 +143,11 @@ func (c *tokenCache) DeleteUser(ctx context.Context, username string) error {
 	return c.Store.DeleteUser(ctx, username)
 }
 
+func (c *tokenCache) RevokeUserTokens(ctx context.Context, userID string) error {
+	defer c.bump()
+	return c.Store.RevokeUserTokens(ctx, userID)
+}
+
 func (c *tokenCache) DeleteClient(ctx context.Context, id string) error {
 	defer c.bump()
 	return c.Store.DeleteClient(ctx, id)

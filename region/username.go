@@ -1,9 +1,12 @@
 package region
 
 import (
+	"encoding/json"
 	"errors"
 
 	"golang.org/x/text/secure/precis"
+
+	"github.com/meridian-id/meridian/region/store"
 )
 
 // ErrInvalidUsername is returned for a username that is not a valid
@@ -20,4 +23,23 @@ func NormalizeUsername(s string) (string, error) {
 		return "", ErrInvalidUsername
 	}
 	return n, nil
+}
+
+// UserActive reports whether u may sign in: a user whose SCIM attributes
+// say "active": false (deactivated by provisioning) may not, nor one whose
+// SCIM document does not parse (fail closed).
+func UserActive(u store.User) bool {
+	if u.SCIM == "" {
+		return true
+	}
+	var doc struct {
+		Active *bool `json:"active"`
+	}
+	if err := json.Unmarshal([]byte(u.SCIM), &doc); err != nil {
+		return false
+	}
+	if doc.Active == nil {
+		return true
+	}
+	return *doc.Active
 }

@@ -29,7 +29,11 @@ func ring(t *testing.T, keys ...routing.RoutingKey) *routing.Codec {
 }
 
 var allKinds = []routing.Kind{routing.KindClient, routing.KindCode, routing.KindRefresh, routing.KindAccess, routing.KindSession,
-	routing.KindAuthRequest, routing.KindTokenID}
+	routing.KindAuthRequest, routing.KindTokenID, routing.KindUser, routing.KindGroup}
+
+// longLived are the kinds a retired key (UseClients) still verifies: public
+// identifiers of registered clients and provisioned SCIM resources.
+var longLived = map[routing.Kind]bool{routing.KindClient: true, routing.KindUser: true, routing.KindGroup: true}
 
 // TestKeyRingRotationPhases follows the routing-key rotation of
 // docs/operations.md: every node moves through the phases one at a time, so
@@ -79,15 +83,24 @@ func TestKeyRingRotationPhases(t *testing.T) {
 			}
 		}
 	}
-	// After retirement: every client_id ever registered still verifies, in
-	// phase 3 and after the next rotation too; short-lived artifacts of a do not.
+	// After retirement: every client_id ever registered and every SCIM
+	// resource id still verifies, in phase 3 and after the next rotation
+	// too; short-lived artifacts of a do not.
 	next := ring(t, ringKey("c", routing.UseSign), ringKey("b", routing.UseVerify), ringKey("a", routing.UseClients))
 	for _, retired := range []*routing.Codec{phases[3].codec, next} {
 		for i := 0; i < 2; i++ {
-			if _, err := retired.VerifyKind(minted[i][routing.KindClient], routing.KindClient); err != nil {
-				t.Errorf("client_id %s from phase %d rejected after retirement: %v", minted[i][routing.KindClient], i, err)
+			for _, k := range allKinds {
+				if !longLived[k] {
+					continue
+				}
+				if _, err := retired.VerifyKind(minted[i][k], k); err != nil {
+					t.Errorf("%s %s from phase %d rejected after retirement: %v", k, minted[i][k], i, err)
+				}
 			}
-			for _, k := range allKinds[1:] {
+			for _, k := range allKinds {
+				if longLived[k] {
+					continue
+				}
 				if _, err := retired.Verify(minted[i][k]); !errors.Is(err, routing.ErrBadMAC) {
 					t.Errorf("%s %s from phase %d after retirement: %v, want ErrBadMAC", k, minted[i][k], i, err)
 				}

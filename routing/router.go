@@ -413,7 +413,40 @@ func (rt *Router) Decide(r *http.Request, form url.Values) Decision {
 	case "/login/federated/callback":
 		artifact = form.Get("state")
 	default:
+		if rest, ok := strings.CutPrefix(r.URL.Path, SCIMPrefix); ok {
+			return rt.scim(r, rest)
+		}
 		return Decision{Action: Local, Region: rt.cfg.Local}
+	}
+	region, ok := rt.owner(artifact)
+	return rt.proxyTo(region, ok, safe)
+}
+
+// SCIMPrefix is where the SCIM 2.0 endpoint (region/scim) is served.
+const SCIMPrefix = "/scim/v2/"
+
+// scim decides a SCIM call (rest is the path after SCIMPrefix): a call
+// naming a resource (Users/<id>, Groups/<id>) goes to the region whose tag
+// the id carries, every other one (collections, creation, .search,
+// discovery) to the region that issued the bearer token, the only one that can
+// authenticate it. Reads may be repeated at a DR site.
+func (rt *Router) scim(r *http.Request, rest string) Decision {
+	safe := r.Method == http.MethodGet || r.Method == http.MethodHead
+	typ, id, _ := strings.Cut(rest, "/")
+	artifact := ""
+	switch {
+	case id == ".search":
+		artifact, safe = bearer(r, nil), true // a query in a body
+	case id != "" && typ == "Users":
+		if _, err := rt.codec.VerifyKind(id, KindUser); err == nil {
+			artifact = id
+		}
+	case id != "" && typ == "Groups":
+		if _, err := rt.codec.VerifyKind(id, KindGroup); err == nil {
+			artifact = id
+		}
+	default:
+		artifact = bearer(r, nil)
 	}
 	region, ok := rt.owner(artifact)
 	return rt.proxyTo(region, ok, safe)

@@ -123,6 +123,7 @@ func TestDecide(t *testing.T) {
 	euRT, apAT := f.mint(t, KindRefresh, "eu"), f.mint(t, KindAccess, "ap")
 	euClient, usClient := f.mint(t, KindClient, "eu"), f.mint(t, KindClient, "us")
 	euAT := f.mint(t, KindAccess, "eu")
+	euUser, euGroup := f.mint(t, KindUser, "eu"), f.mint(t, KindGroup, "eu")
 	withBasic := func(r *http.Request, id string) *http.Request { r.SetBasicAuth(url.QueryEscape(id), "s"); return r }
 	withBearer := func(r *http.Request, tok string) *http.Request {
 		r.Header.Set("Authorization", "Bearer "+tok)
@@ -157,6 +158,16 @@ func TestDecide(t *testing.T) {
 		{"end_session forged client", httptest.NewRequest("GET", "/end_session?client_id="+url.QueryEscape(flipChar(euClient)), nil), Local, "us", false},
 		{"login page", httptest.NewRequest("GET", "/login?id=x", nil), Local, "us", false},
 		{"discovery", httptest.NewRequest("GET", "/.well-known/openid-configuration", nil), Local, "us", false},
+		{"scim get eu user", withBearer(httptest.NewRequest("GET", "/scim/v2/Users/"+euUser, nil), apAT), Proxy, "eu", true},
+		{"scim patch eu user", withBearer(httptest.NewRequest("PATCH", "/scim/v2/Users/"+euUser, nil), apAT), Proxy, "eu", false},
+		{"scim delete eu group", httptest.NewRequest("DELETE", "/scim/v2/Groups/"+euGroup, nil), Proxy, "eu", false},
+		{"scim group id as a user", httptest.NewRequest("GET", "/scim/v2/Users/"+euGroup, nil), Local, "us", false},
+		{"scim forged user id", withBearer(httptest.NewRequest("GET", "/scim/v2/Users/"+flipChar(euUser), nil), euAT), Local, "us", false},
+		{"scim create by eu token", withBearer(httptest.NewRequest("POST", "/scim/v2/Users", nil), euAT), Proxy, "eu", false},
+		{"scim list by ap token", withBearer(httptest.NewRequest("GET", "/scim/v2/Groups?filter=x", nil), apAT), Proxy, "ap", true},
+		{"scim search by eu token", withBearer(httptest.NewRequest("POST", "/scim/v2/Users/.search", nil), euAT), Proxy, "eu", true},
+		{"scim without token", httptest.NewRequest("POST", "/scim/v2/Users", nil), Local, "us", false},
+		{"scim discovery with eu token", withBearer(httptest.NewRequest("GET", "/scim/v2/Schemas", nil), euAT), Proxy, "eu", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

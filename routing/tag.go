@@ -63,12 +63,17 @@ const (
 	KindSession     Kind = "se"
 	KindAuthRequest Kind = "ar"
 	KindTokenID     Kind = "ti"
+	// KindUser and KindGroup are SCIM resource ids: long-lived public
+	// identifiers like client_ids, so a retired routing key still routes
+	// them (UseClients).
+	KindUser  Kind = "us"
+	KindGroup Kind = "gr"
 )
 
 // randomSize returns the number of random bytes a kind carries.
 func (k Kind) randomSize() int {
 	switch k {
-	case KindClient, KindAuthRequest, KindTokenID:
+	case KindClient, KindAuthRequest, KindTokenID, KindUser, KindGroup:
 		return 16
 	case KindCode, KindRefresh, KindAccess, KindSession:
 		return 32
@@ -195,8 +200,8 @@ const (
 	UseSign KeyUse = "sign"
 	// UseVerify verifies every artifact kind.
 	UseVerify KeyUse = "verify"
-	// UseClients verifies client_ids only: a retired key never invalidates a
-	// registered client (a tag routes a call, it never authorizes one; the
+	// UseClients verifies client_ids and SCIM resource ids only: a retired
+	// key never invalidates a registered client or a provisioned resource (a tag routes a call, it never authorizes one; the
 	// client's home region still authenticates it), while every short-lived
 	// artifact it MACed stops verifying.
 	UseClients KeyUse = "clients"
@@ -325,7 +330,9 @@ func NewKeyRing(regions []string, keys []RoutingKey) (*Codec, error) {
 func (c *Codec) SigningKeyID() string { return c.ids[0] }
 
 // accepts reports whether key i may verify an artifact of kind k.
-func (c *Codec) accepts(i int, k Kind) bool { return c.uses[i] != UseClients || k == KindClient }
+func (c *Codec) accepts(i int, k Kind) bool {
+	return c.uses[i] != UseClients || k == KindClient || k == KindUser || k == KindGroup
+}
 
 // HasRegion reports whether id is one of the configured regions.
 func (c *Codec) HasRegion(id string) bool {

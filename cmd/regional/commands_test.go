@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -159,5 +160,26 @@ func TestKeysCommands(t *testing.T) {
 		if code != 1 || !strings.Contains(errs, "sealed by") {
 			t.Errorf("%v with the wrong KEK: %d %s", args, code, errs)
 		}
+	}
+}
+
+// TestSCIMProvisioningClient runs the command docs/scim.md and
+// docs/operations.md give for registering a SCIM provisioning client: a
+// confidential client_credentials client allowed the scim scope, without
+// redirect URIs.
+func TestSCIMProvisioningClient(t *testing.T) {
+	c := newCLI(t)
+	if code, out, errs := c.run("", "migrate", "--region", "eu"); code != 0 {
+		t.Fatalf("migrate: %d %s %s", code, out, errs)
+	}
+	code, out, errs := c.run("", "clients", "add", "--region", "eu", "--name", "hr-sync", "--grant-types", "client_credentials",
+		"--scopes", "scim", "--json")
+	if code != 0 {
+		t.Fatalf("clients add: %d %s", code, errs)
+	}
+	var cl map[string]any
+	if err := json.Unmarshal([]byte(out), &cl); err != nil || cl["client_secret"] == nil ||
+		fmt.Sprint(cl["grant_types"]) != "[client_credentials]" || fmt.Sprint(cl["scopes"]) != "[scim]" {
+		t.Fatalf("clients add output %q", out)
 	}
 }

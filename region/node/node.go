@@ -21,6 +21,7 @@ import (
 	"github.com/meridian-id/meridian/internal/serve"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/federate"
+	"github.com/meridian-id/meridian/region/scim"
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/routing"
 	"github.com/meridian-id/meridian/telemetry"
@@ -81,6 +82,7 @@ func KeyOptions(cfg *config.Config, r *config.Region, dataDir string, log *slog.
 // Node is one running regional node.
 type Node struct {
 	Provider *region.Provider
+	SCIM     *scim.Handler
 	Router   *routing.Router
 	Store    store.Store
 	cfg      *config.Config
@@ -222,7 +224,13 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		n.settleRole(sctx)
 		cancel()
 	}
-	var local http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { n.Provider.ServeHTTP(w, r) })
+	var local http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == scim.Prefix || strings.HasPrefix(r.URL.Path, scim.Prefix+"/") {
+			n.SCIM.ServeHTTP(w, r)
+			return
+		}
+		n.Provider.ServeHTTP(w, r)
+	})
 	if fed != nil {
 		local = fed.Handler(local)
 	}
@@ -264,6 +272,16 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		RegistrationToken:  regToken, RegistrationsPerMinute: r.RegistrationsPerMinute,
 		Peers: n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"), Keys: keyOpts,
 	}, st, codec, log)
+	if err != nil {
+		n.Close()
+		return nil, err
+	}
+	n.SCIM, err = scim.New(scim.Config{
+		Region: id, Issuer: cfg.Issuer(r), Store: n.Provider.Store(), Tokens: n.Provider, Codec: codec,
+		Users: scim.Users{Normalize: region.NormalizeUsername, HashPassword: region.HashPassword},
+		Audit: region.NewAuditor(log, id, tel.Meter.Meter("meridian/region")), AuditEvent: region.AuditSCIMWrite,
+		Log: log, Meter: tel.Meter.Meter("meridian/region/scim"),
+	})
 	if err != nil {
 		n.Close()
 		return nil, err
@@ -324,7 +342,7 @@ func RouterConfig(cfg *config.Config, id string, wrap func(http.RoundTripper) ht
 var Routes = []string{
 	"/authorize", "/authorize/callback", "/oauth/token", "/oauth/introspect", "/revoke", "/userinfo", "/dereference",
 	"/end_session", "/logged-out", "/login", "/login/password", "/login/totp", "/consent", "/login/federated/callback",
-	"/register", "/keys", "/.well-known/openid-configuration", "/healthz", "/readyz", "/internal/",
+	"/register", "/keys", "/.well-known/openid-configuration", "/healthz", "/readyz", "/internal/", "/scim/v2/",
 }
 
 // Close releases the store.

@@ -26,6 +26,10 @@ var (
 	ErrAlreadyUsed = errors.New("store: artifact already used")
 	// ErrRevoked is returned for an artifact that was revoked.
 	ErrRevoked = errors.New("store: revoked")
+	// ErrStale is returned by a conditional update (UpdateUser,
+	// UpdateGroup with a non-zero Version) when the stored version is no
+	// longer the one the caller read: someone else wrote in between.
+	ErrStale = errors.New("store: version changed")
 )
 
 // Hash is the SHA-256 digest under which a secret artifact is stored.
@@ -43,6 +47,28 @@ type User struct {
 	TOTPSecret   string            // base32 secret; empty when TOTP is not enrolled
 	CreatedAt    time.Time
 	UpdatedAt    time.Time
+	// SCIMID is the user's SCIM resource id (a tagged artifact of kind
+	// routing.KindUser, unique); empty until SCIM first names the user.
+	// Once set, UpdateUser keeps it.
+	SCIMID string
+	// SCIM holds the user's SCIM attributes beyond userName (name, emails,
+	// active, externalId, the enterprise extension, ...) as one JSON
+	// object; empty for none. The store keeps it as it is.
+	SCIM string
+	// Version counts the user's writes: CreateUser stores 1 and every
+	// UpdateUser adds one. It is the SCIM ETag.
+	Version int64
+}
+
+// Group is a SCIM group of users of this region.
+type Group struct {
+	ID          string   // tagged artifact of kind routing.KindGroup
+	DisplayName string   // unique
+	ExternalID  string   // the provisioning client's id for it; may be empty
+	Members     []string // SCIM ids of the member users, sorted, no duplicates
+	CreatedAt   time.Time
+	UpdatedAt   time.Time
+	Version     int64 // CreateGroup stores 1, every UpdateGroup adds one
 }
 
 // Client is an OAuth client registered in this region (its resident AS).
@@ -175,8 +201,27 @@ type Store interface {
 	// ListUsers returns up to limit users ordered by username, after the given username.
 	ListUsers(ctx context.Context, after string, limit int) ([]User, error)
 	// DeleteUser removes a user and, in the same transaction, revokes every
-	// token issued to them and ends their sessions.
+	// token issued to them, ends their sessions and removes them from every
+	// group.
 	DeleteUser(ctx context.Context, username string) error
+	// RevokeUserTokens revokes every access and refresh token issued to the
+	// user with the given id and ends their sessions, in one transaction
+	// (a deactivated user, a password reset). Unknown users are no error.
+	RevokeUserTokens(ctx context.Context, userID string) error
+	// GetUserBySCIMID returns the user with the given SCIM resource id.
+	GetUserBySCIMID(ctx context.Context, scimID string) (User, error)
+	// UpdateUser (above) replaces the user with u.ID. When u.Version is
+	// non-zero it writes only while the stored version equals it and
+	// returns ErrStale otherwise; every update stores version+1.
+
+	// SCIM groups. CreateGroup stores Version 1 (ErrConflict for a taken id
+	// or display name); UpdateGroup replaces name, external id and members,
+	// conditionally like UpdateUser; ListGroups orders by display name.
+	CreateGroup(ctx context.Context, g Group) error
+	GetGroup(ctx context.Context, id string) (Group, error)
+	ListGroups(ctx context.Context) ([]Group, error)
+	UpdateGroup(ctx context.Context, g Group) error
+	DeleteGroup(ctx context.Context, id string) error
 
 	// Outbox of user-table changes for the hub, in Seq order.
 	PendingOutbox(ctx context.Context, limit int) ([]OutboxEntry, error)

@@ -38,6 +38,13 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"User/Rename", testUserRename},
 		{"User/List", testUserList},
 		{"User/Delete", testUserDelete},
+		{"User/SCIM", testUserSCIM},
+		{"User/VersionCheck", testUserVersion},
+		{"User/RevokeUserTokens", testRevokeUserTokens},
+		{"Group/RoundTrip", testGroupRoundTrip},
+		{"Group/UpdateAndVersion", testGroupUpdate},
+		{"Group/DeleteUserLeavesGroups", testGroupMemberDeleted},
+		{"Concurrent/UpdateUserVersion", testConcurrentUserVersion},
 		{"Outbox/OrderAndAck", testOutbox},
 		{"Outbox/SeqNeverReused", testOutboxSeq},
 		{"Client/RoundTrip", testClientRoundTrip},
@@ -196,6 +203,9 @@ func sampleUser(now time.Time) store.User {
 		TOTPSecret:   "JBSWY3DPEHPK3PXP",
 		CreatedAt:    now,
 		UpdatedAt:    now.Add(time.Second),
+		SCIMID:       newID("scim"),
+		SCIM:         `{"active":true,"emails":[{"value":"ada@example.org","type":"work"}]}`,
+		Version:      1, // what CreateUser stores
 	}
 }
 
@@ -339,7 +349,7 @@ func testUserRoundTrip(t *testing.T, s store.Store) {
 	equal(t, got, u)
 
 	bare := sampleUser(base())
-	bare.Claims, bare.TOTPSecret = nil, ""
+	bare.Claims, bare.TOTPSecret, bare.SCIMID, bare.SCIM = nil, "", "", ""
 	ok(t, s.CreateUser(ctx, bare))
 	got, err = s.GetUserByID(ctx, bare.ID)
 	ok(t, err)
@@ -413,12 +423,14 @@ func testUserUpdate(t *testing.T, s store.Store) {
 	ok(t, err)
 	want := upd
 	want.CreatedAt = u.CreatedAt
+	want.Version = 2
 	equal(t, got, want)
 
 	other := sampleUser(now)
 	ok(t, s.CreateUser(ctx, other))
 	taken := upd
 	taken.Username = other.Username
+	taken.Version = 0 // unconditional
 	is(t, s.UpdateUser(ctx, taken), store.ErrConflict)
 	equal(t, ops(outbox(t, s)), []string{"put:" + u.Username, "put:" + u.Username, "put:" + other.Username})
 }
@@ -434,6 +446,7 @@ func testUserRename(t *testing.T, s store.Store) {
 	is(t, err, store.ErrNotFound)
 	got, err := s.GetUserByUsername(ctx, renamed.Username)
 	ok(t, err)
+	renamed.Version = 2
 	equal(t, got, renamed)
 	equal(t, ops(outbox(t, s)), []string{"put:" + u.Username, "delete:" + u.Username, "put:" + renamed.Username})
 }

@@ -9,13 +9,18 @@ import (
 	"github.com/meridian-id/meridian/region/store"
 )
 
-const userCols = `id, username, password_hash, claims, totp_secret, created_at, updated_at`
+const userCols = `id, username, password_hash, claims, totp_secret, created_at, updated_at, scim_id, scim, version`
 
 func scanUser(row pgx.Row) (store.User, error) {
 	var u store.User
 	var cl []byte
-	if err := row.Scan(&u.ID, &u.Username, &u.PasswordHash, &cl, &u.TOTPSecret, &u.CreatedAt, &u.UpdatedAt); err != nil {
+	var scimID *string
+	if err := row.Scan(&u.ID, &u.Username, &u.PasswordHash, &cl, &u.TOTPSecret, &u.CreatedAt, &u.UpdatedAt,
+		&scimID, &u.SCIM, &u.Version); err != nil {
 		return store.User{}, err
+	}
+	if scimID != nil {
+		u.SCIMID = *scimID
 	}
 	var err error
 	u.Claims, err = unclaims(cl)
@@ -35,8 +40,8 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 		return wrap("create user", err)
 	}
 	return s.write(ctx, func(tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO users (`+userCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-			u.ID, u.Username, u.PasswordHash, cl, u.TOTPSecret, u.CreatedAt, u.UpdatedAt); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO users (`+userCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, 1)`,
+			u.ID, u.Username, u.PasswordHash, cl, u.TOTPSecret, u.CreatedAt, u.UpdatedAt, nullable(u.SCIMID), u.SCIM); err != nil {
 			return wrap("create user", err)
 		}
 		return wrap("create user", appendOutbox(ctx, tx, "put", u.Username, now))
@@ -45,7 +50,9 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 
 // UpdateUser replaces the user with u.ID (CreatedAt is kept) and appends a
 // "put" outbox entry; a renamed user also gets a "delete" of the old
-// username first. A zero UpdatedAt is set to now.
+// username first. A zero UpdatedAt is set to now. A non-zero u.Version
+// must match the stored one (else store.ErrStale); the version is then
+// incremented. A set SCIM id is kept.
 func (s *Store) UpdateUser(ctx context.Context, u store.User) error {
 	now := s.now()
 	u.UpdatedAt = nowOr(u.UpdatedAt, now)
@@ -55,11 +62,16 @@ func (s *Store) UpdateUser(ctx context.Context, u store.User) error {
 	}
 	return s.write(ctx, func(tx pgx.Tx) error {
 		var old string
-		if err := tx.QueryRow(ctx, `SELECT username FROM users WHERE id = $1 FOR UPDATE`, u.ID).Scan(&old); err != nil {
+		var version int64
+		if err := tx.QueryRow(ctx, `SELECT username, version FROM users WHERE id = $1 FOR UPDATE`, u.ID).Scan(&old, &version); err != nil {
 			return wrap("update user", err)
 		}
-		if _, err := tx.Exec(ctx, `UPDATE users SET username = $1, password_hash = $2, claims = $3, totp_secret = $4, updated_at = $5
-			WHERE id = $6`, u.Username, u.PasswordHash, cl, u.TOTPSecret, u.UpdatedAt, u.ID); err != nil {
+		if u.Version != 0 && u.Version != version {
+			return wrap("update user", store.ErrStale)
+		}
+		if _, err := tx.Exec(ctx, `UPDATE users SET username = $1, password_hash = $2, claims = $3, totp_secret = $4, updated_at = $5,
+			scim_id = COALESCE(scim_id, $7), scim = $8, version = version + 1
+			WHERE id = $6`, u.Username, u.PasswordHash, cl, u.TOTPSecret, u.UpdatedAt, u.ID, nullable(u.SCIMID), u.SCIM); err != nil {
 			return wrap("update user", err)
 		}
 		if old != u.Username {
@@ -77,6 +89,17 @@ func (s *Store) GetUserByID(ctx context.Context, id string) (store.User, error) 
 	err := s.read(ctx, func(c *pgx.Conn) error {
 		var err error
 		u, err = scanUser(c.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE id = $1`, id))
+		return wrap("get user", err)
+	})
+	return u, err
+}
+
+// GetUserBySCIMID returns the user with the given SCIM resource id.
+func (s *Store) GetUserBySCIMID(ctx context.Context, scimID string) (store.User, error) {
+	var u store.User
+	err := s.read(ctx, func(c *pgx.Conn) error {
+		var err error
+		u, err = scanUser(c.QueryRow(ctx, `SELECT `+userCols+` FROM users WHERE scim_id = $1`, scimID))
 		return wrap("get user", err)
 	})
 	return u, err
@@ -125,6 +148,7 @@ func (s *Store) DeleteUser(ctx context.Context, username string) error {
 			`UPDATE access_tokens SET revoked = true WHERE subject = $1`,
 			`UPDATE refresh_tokens SET revoked = true WHERE subject = $1`,
 			`DELETE FROM sessions WHERE user_id = $1`,
+			`DELETE FROM scim_group_members WHERE member_id IN (SELECT scim_id FROM users WHERE id = $1)`,
 			`DELETE FROM users WHERE id = $1`,
 		} {
 			if _, err := tx.Exec(ctx, q, id); err != nil {

@@ -8,15 +8,18 @@ import (
 	"github.com/meridian-id/meridian/region/store"
 )
 
-const userCols = `id, username, password_hash, claims, totp_secret, created_at, updated_at`
+const userCols = `id, username, password_hash, claims, totp_secret, created_at, updated_at, scim_id, scim, version`
 
 func scanUser(sc scanner) (store.User, error) {
 	var u store.User
 	var claims string
 	var created, updated int64
-	if err := sc.Scan(&u.ID, &u.Username, &u.PasswordHash, &claims, &u.TOTPSecret, &created, &updated); err != nil {
+	var scimID sql.NullString
+	if err := sc.Scan(&u.ID, &u.Username, &u.PasswordHash, &claims, &u.TOTPSecret, &created, &updated,
+		&scimID, &u.SCIM, &u.Version); err != nil {
 		return store.User{}, err
 	}
+	u.SCIMID = scimID.String
 	var d dec
 	u.Claims = d.claims(claims)
 	u.CreatedAt = fromMicros(created)
@@ -37,8 +40,9 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 		return wrap("create user", e.err)
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO users (`+userCols+`) VALUES (?, ?, ?, ?, ?, ?, ?)`,
-			u.ID, u.Username, u.PasswordHash, claims, u.TOTPSecret, micros(u.CreatedAt), micros(u.UpdatedAt)); err != nil {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO users (`+userCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1)`,
+			u.ID, u.Username, u.PasswordHash, claims, u.TOTPSecret, micros(u.CreatedAt), micros(u.UpdatedAt),
+			nullable(u.SCIMID), u.SCIM); err != nil {
 			return wrap("create user", err)
 		}
 		return wrap("create user", appendOutbox(ctx, tx, "put", u.Username, now))
@@ -47,7 +51,9 @@ func (s *Store) CreateUser(ctx context.Context, u store.User) error {
 
 // UpdateUser replaces the user with u.ID (CreatedAt is kept) and appends a
 // "put" outbox entry; a renamed user also gets a "delete" of the old
-// username first. A zero UpdatedAt is set to now.
+// username first. A zero UpdatedAt is set to now. A non-zero u.Version
+// must match the stored one (else store.ErrStale); the version is then
+// incremented. A set SCIM id is kept.
 func (s *Store) UpdateUser(ctx context.Context, u store.User) error {
 	now := s.now()
 	u.UpdatedAt = nowOr(u.UpdatedAt, now)
@@ -58,11 +64,16 @@ func (s *Store) UpdateUser(ctx context.Context, u store.User) error {
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
 		var old string
-		if err := tx.QueryRowContext(ctx, `SELECT username FROM users WHERE id = ?`, u.ID).Scan(&old); err != nil {
+		var version int64
+		if err := tx.QueryRowContext(ctx, `SELECT username, version FROM users WHERE id = ?`, u.ID).Scan(&old, &version); err != nil {
 			return wrap("update user", err)
 		}
-		if _, err := tx.ExecContext(ctx, `UPDATE users SET username = ?, password_hash = ?, claims = ?, totp_secret = ?, updated_at = ? WHERE id = ?`,
-			u.Username, u.PasswordHash, claims, u.TOTPSecret, micros(u.UpdatedAt), u.ID); err != nil {
+		if u.Version != 0 && u.Version != version {
+			return wrap("update user", store.ErrStale)
+		}
+		if _, err := tx.ExecContext(ctx, `UPDATE users SET username = ?, password_hash = ?, claims = ?, totp_secret = ?, updated_at = ?,
+			scim_id = COALESCE(scim_id, ?), scim = ?, version = version + 1 WHERE id = ?`,
+			u.Username, u.PasswordHash, claims, u.TOTPSecret, micros(u.UpdatedAt), nullable(u.SCIMID), u.SCIM, u.ID); err != nil {
 			return wrap("update user", err)
 		}
 		if old != u.Username {
@@ -77,6 +88,12 @@ func (s *Store) UpdateUser(ctx context.Context, u store.User) error {
 // GetUserByID returns the user with the given id.
 func (s *Store) GetUserByID(ctx context.Context, id string) (store.User, error) {
 	u, err := scanUser(s.queryRow(ctx, `SELECT `+userCols+` FROM users WHERE id = ?`, id))
+	return u, wrap("get user", err)
+}
+
+// GetUserBySCIMID returns the user with the given SCIM resource id.
+func (s *Store) GetUserBySCIMID(ctx context.Context, scimID string) (store.User, error) {
+	u, err := scanUser(s.queryRow(ctx, `SELECT `+userCols+` FROM users WHERE scim_id = ?`, scimID))
 	return u, wrap("get user", err)
 }
 
@@ -122,6 +139,7 @@ func (s *Store) DeleteUser(ctx context.Context, username string) error {
 			`UPDATE access_tokens SET revoked = 1 WHERE subject = ?`,
 			`UPDATE refresh_tokens SET revoked = 1 WHERE subject = ?`,
 			`DELETE FROM sessions WHERE user_id = ?`,
+			`DELETE FROM scim_group_members WHERE member_id IN (SELECT scim_id FROM users WHERE id = ?)`,
 			`DELETE FROM users WHERE id = ?`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, id); err != nil {
