@@ -67,8 +67,8 @@ func NewMember(ctx context.Context, nc MemberConfig) (*Member, error) {
 	if cfg == nil || nc.Store == nil || nc.Codec == nil || nc.Keys == nil || nc.Keys.Key == nil {
 		return nil, errors.New("federation: node needs the config, store, codec and federation keys")
 	}
-	hubPub, ok := nc.Keys.PublicKey(federation.PartyHub)
-	if !ok {
+	hubPubs := nc.Keys.PublicKeys(federation.PartyHub)
+	if len(hubPubs) == 0 {
 		return nil, errors.New("federation: no public key for the hub")
 	}
 	r, ok := cfg.Region(nc.Region)
@@ -123,7 +123,7 @@ func NewMember(ctx context.Context, nc MemberConfig) (*Member, error) {
 		}
 		sink = StoreSink{Store: lk, Region: nc.Region}
 	default:
-		if err := EnsureHubClient(ctx, nc.Store, nc.Codec, nc.Region, hubURL, hubPub); err != nil {
+		if err := EnsureHubClient(ctx, nc.Store, nc.Codec, nc.Region, hubURL, hubPubs...); err != nil {
 			return nil, err
 		}
 		if sink, err = NewHubSink(hubURL, nc.Keys.Key, nc.Region, client); err != nil {
@@ -138,7 +138,7 @@ func NewMember(ctx context.Context, nc MemberConfig) (*Member, error) {
 		n.Close()
 		return nil, err
 	}
-	if n.UserKeys, err = NewUserKeysHandler(UserKeysConfig{Region: nc.Region, Issuer: cfg.Issuer(r), Codec: nc.Codec, HubKey: hubPub, Hasher: hasher,
+	if n.UserKeys, err = NewUserKeysHandler(UserKeysConfig{Region: nc.Region, Issuer: cfg.Issuer(r), Codec: nc.Codec, HubKey: hubPubs[0], AlsoHubKeys: hubPubs[1:], Hasher: hasher,
 		Users: nc.Store, CursorKey: nc.CookieKey, PreviousCursorKeys: nc.PreviousCookieKeys}); err != nil {
 		n.Close()
 		return nil, err

@@ -230,7 +230,7 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		return rt
 	}
 	rc := RouterConfig(cfg, id, wrap)
-	rc.HopKey, rc.HopKeys = keys.Key, setup.HopKeys(keys)
+	rc.HopKey, rc.HopKeys, rc.AlsoHopKeys = keys.Key, setup.HopKeys(keys), setup.AlsoHopKeys(keys)
 	if rc.TLSConfig, err = cfg.Federation.ClientTLS(); err != nil {
 		n.Close()
 		return nil, err
