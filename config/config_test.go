@@ -162,7 +162,7 @@ func TestFederationPublicKeysLoad(t *testing.T) {
 	}
 	p := filepath.Join(t.TempDir(), "regions.yaml")
 	body := strings.Replace(string(example), "  - id: eu\n", "  - id: eu\n    federation_public_keys: [AAA, BBB]\n", 1)
-	body = strings.Replace(body, "hub:\n", "hub:\n  federation_public_keys: [CCC]\n", 1)
+	body = strings.Replace(body, "  federation_public_keys: []", "  federation_public_keys: [CCC]", 1)
 	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
