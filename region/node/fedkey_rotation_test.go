@@ -61,6 +61,9 @@ func TestFederationKeyRotation(t *testing.T) {
 	}
 	euOld, euNew, hubOld, hubNew := gen("eu-old"), gen("eu-new"), gen("hub-old"), gen("hub-new")
 	f := startFederation(t, func(f *federation) {
+		// Concurrent sign-ins (argon2id) on a shared CI machine can take
+		// longer than the harness's 5 s per proxied step.
+		f.cfg.Federation.RequestTimeout = 30 * time.Second
 		f.cfg.Regions[0].FederationKeyFile, f.cfg.Regions[0].FederationPublicKey = euOld.file, euOld.pub
 		f.cfg.Hub.FederationKeyFile, f.cfg.Hub.FederationPublicKey = hubOld.file, hubOld.pub
 		f.cfgOf = map[string]*config.Config{}

@@ -14,6 +14,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/oauth2"
 
@@ -56,6 +57,10 @@ func TestRoutingKeyRotationNodeByNode(t *testing.T) {
 	oldFile, oldKey := keyFile("routing-old.key")
 	newFile, newKey := keyFile("routing-new.key")
 	f := startFederation(t, func(f *federation) {
+		// Concurrent sign-ins (argon2id) on a shared CI machine can take
+		// longer than the harness's 5 s per proxied step; a deadline is not
+		// what this test is about.
+		f.cfg.Federation.RequestTimeout = 30 * time.Second
 		f.cfg.Federation.RoutingKeyFile = oldFile
 		f.cfgOf = map[string]*config.Config{}
 	})
