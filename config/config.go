@@ -149,6 +149,32 @@ type Region struct {
 	// PreviousCookieKeyFile, during a cookie key rotation, still opens
 	// what the old key sealed (MERIDIAN_PREVIOUS_COOKIE_KEY_FILE overrides it).
 	PreviousCookieKeyFile string `mapstructure:"previous_cookie_key_file"`
+	// FederationPublicKeys lists further public keys the region is
+	// accepted under, for a rotation of its federation key: the new key is
+	// listed first, then the region signs with it, then the old one is
+	// removed (docs/operations.md). Every listed key and
+	// FederationPublicKey verify; the key file's public half must be one
+	// of them.
+	FederationPublicKeys []string `mapstructure:"federation_public_keys"`
+}
+
+// PublicKeys returns every federation public key configured for the
+// region: FederationPublicKey first, then FederationPublicKeys.
+func (r *Region) PublicKeys() []string {
+	return publicKeys(r.FederationPublicKey, r.FederationPublicKeys)
+}
+
+func publicKeys(one string, more []string) []string {
+	var out []string
+	if one != "" {
+		out = append(out, one)
+	}
+	for _, k := range more {
+		if k != "" {
+			out = append(out, k)
+		}
+	}
+	return out
 }
 
 // Hub is the federation hub.
@@ -173,7 +199,14 @@ type Hub struct {
 	// PreviousSecretFile, during a rotation of SecretFile, still opens what
 	// the old secret sealed (env MERIDIAN_HUB_PREVIOUS_SECRET_FILE).
 	PreviousSecretFile string `mapstructure:"previous_secret_file"`
+	// FederationPublicKeys are further hub public keys for a rotation, as
+	// for a region.
+	FederationPublicKeys []string `mapstructure:"federation_public_keys"`
 }
+
+// PublicKeys returns every federation public key configured for the hub:
+// FederationPublicKey first, then FederationPublicKeys.
+func (h *Hub) PublicKeys() []string { return publicKeys(h.FederationPublicKey, h.FederationPublicKeys) }
 
 // MaxExpectedUsers bounds hub.expected_users (2^24 buckets of 80 users).
 const MaxExpectedUsers = 80 << 24
@@ -414,7 +447,7 @@ func (c *Config) Validate() error {
 		if r.RegistrationsPerMinute < 0 {
 			return invalid(key+".registrations_per_minute", "must not be negative")
 		}
-		if r.FederationKeyFile != "" && r.FederationPublicKey == "" {
+		if r.FederationKeyFile != "" && len(r.PublicKeys()) == 0 {
 			return invalid(key+".federation_public_key", "required when federation_key_file is set (the other parties verify with it)")
 		}
 	}
@@ -429,7 +462,7 @@ func (c *Config) Validate() error {
 	if c.Hub.Database != "" {
 		return invalid("hub.database", "the hub has no database key (its lookup table is hub.redis)")
 	}
-	if c.Hub.FederationKeyFile != "" && c.Hub.FederationPublicKey == "" {
+	if c.Hub.FederationKeyFile != "" && len(c.Hub.PublicKeys()) == 0 {
 		return invalid("hub.federation_public_key", "required when federation_key_file is set (the regions verify with it)")
 	}
 	if c.Hub.Redis != "" {

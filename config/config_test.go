@@ -153,6 +153,40 @@ func TestRoutingKeyRingLoads(t *testing.T) {
 	}
 }
 
+// TestFederationPublicKeysLoad: a party's federation_public_keys list (a
+// federation-key rotation) loads from the file beside the single key.
+func TestFederationPublicKeysLoad(t *testing.T) {
+	example, err := os.ReadFile("../configs/regions.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "regions.yaml")
+	body := strings.Replace(string(example), "  - id: eu\n", "  - id: eu\n    federation_public_keys: [AAA, BBB]\n", 1)
+	body = strings.Replace(body, "  federation_public_keys: []", "  federation_public_keys: [CCC]", 1)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	eu, _ := c.Region("eu")
+	if k := eu.PublicKeys(); len(k) != 2 || k[0] != "AAA" || k[1] != "BBB" {
+		t.Fatalf("eu keys %v", k)
+	}
+	if k := c.Hub.PublicKeys(); len(k) != 1 || k[0] != "CCC" {
+		t.Fatalf("hub keys %v", k)
+	}
+	c.Hub.FederationKeyFile = "/etc/hub.pem"
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a key file with only federation_public_keys: %v", err)
+	}
+	c.Hub.FederationPublicKeys = nil
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "hub.federation_public_key") {
+		t.Fatalf("a key file without public keys: %v", err)
+	}
+}
+
 func TestEnvOverride(t *testing.T) {
 	t.Setenv("MERIDIAN_FEDERATION_TOPOLOGY", "mesh")
 	c, err := Load("../configs/regions.yaml")

@@ -41,6 +41,20 @@ func HubClientID(codec *routing.Codec, region string) (string, error) {
 	return codec.Derive(routing.KindClient, region, "hub")
 }
 
+// HubClientIDs are HubClientID under every routing key of codec (the
+// signing key's first). During a routing-key rotation the hub names
+// itself by the id of the key it signs with, so a region registers and
+// accepts all of them.
+func HubClientIDs(codec *routing.Codec, region string) ([]string, error) {
+	return codec.DeriveAll(routing.KindClient, region, "hub")
+}
+
+// PeerClientIDs are PeerClientID under every routing key of codec, as
+// HubClientIDs.
+func PeerClientIDs(codec *routing.Codec, entry, resident string) ([]string, error) {
+	return codec.DeriveAll(routing.KindClient, resident, "peer|"+entry)
+}
+
 // HubRedirectURI is the redirect URI of the hub's client at region.
 func HubRedirectURI(hubURL, region string) string {
 	return strings.TrimSuffix(hubURL, "/") + "/callback/" + region
@@ -110,14 +124,18 @@ var ErrBadCredentials = errors.New("federation: invalid client credentials")
 
 // CheckHubAssertion checks that the Authorization header of an internal
 // call to aud carries a client assertion of the hub's client at region,
-// signed with the hub's key (hubPub).
-func CheckHubAssertion(codec *routing.Codec, region, authz, aud string, hubPub *ecdsa.PublicKey) error {
-	id, err := HubClientID(codec, region)
+// signed with one of the hub's keys (hubPubs).
+func CheckHubAssertion(codec *routing.Codec, region, authz, aud string, hubPubs ...*ecdsa.PublicKey) error {
+	ids, err := HubClientIDs(codec, region)
 	if err != nil {
 		return err
 	}
 	a, ok := AssertionFromRequest(authz)
-	if !ok || VerifyAssertion(a, hubPub, id, aud, time.Now()) != nil {
+	if !ok {
+		return ErrBadCredentials
+	}
+	id, err := AssertionIssuer(a)
+	if err != nil || !slices.Contains(ids, id) || VerifyAssertionAny(a, hubPubs, id, aud, time.Now()) != nil {
 		return ErrBadCredentials
 	}
 	return nil

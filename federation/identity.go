@@ -34,8 +34,38 @@ type Keyring struct {
 	Self string
 	// Key is this party's private key.
 	Key *ecdsa.PrivateKey
-	// Public holds each party's public key by party id.
+	// Public holds each party's public key by party id (for this party,
+	// the public half of Key).
 	Public map[string]*ecdsa.PublicKey
+	// Also holds, by party id, the further public keys a party is
+	// accepted under while it rotates its federation key (the config lists
+	// more than one). Verification accepts any of PublicKeys.
+	Also map[string][]*ecdsa.PublicKey
+}
+
+// PublicKeys returns every public key party is accepted under: Public's
+// first, then Also's, without duplicates.
+func (k *Keyring) PublicKeys(party string) []*ecdsa.PublicKey {
+	if k == nil {
+		return nil
+	}
+	var out []*ecdsa.PublicKey
+	add := func(p *ecdsa.PublicKey) {
+		if p == nil {
+			return
+		}
+		for _, q := range out {
+			if q.Equal(p) {
+				return
+			}
+		}
+		out = append(out, p)
+	}
+	add(k.Public[party])
+	for _, p := range k.Also[party] {
+		add(p)
+	}
+	return out
 }
 
 // PublicKey returns party's public key.
@@ -143,11 +173,26 @@ func JWK(pub *ecdsa.PublicKey) jose.JSONWebKey {
 	return jose.JSONWebKey{Key: pub, KeyID: KeyID(pub), Algorithm: string(jose.ES256), Use: "sig"}
 }
 
-// JWKS returns the JSON Web Key Set holding pub, as a private_key_jwt
+// JWKS returns the JSON Web Key Set holding pubs, as a private_key_jwt
 // client's registration stores it.
-func JWKS(pub *ecdsa.PublicKey) string {
-	b, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{JWK(pub)}})
+func JWKS(pubs ...*ecdsa.PublicKey) string {
+	set := jose.JSONWebKeySet{Keys: []jose.JSONWebKey{}}
+	for _, p := range pubs {
+		set.Keys = append(set.Keys, JWK(p))
+	}
+	b, _ := json.Marshal(set)
 	return string(b)
+}
+
+// VerifyAssertionAny is VerifyAssertion under any of pubs.
+func VerifyAssertionAny(token string, pubs []*ecdsa.PublicKey, clientID, aud string, now time.Time) error {
+	err := ErrBadAssertion
+	for _, p := range pubs {
+		if err = VerifyAssertion(token, p, clientID, aud, now); err == nil {
+			return nil
+		}
+	}
+	return err
 }
 
 // ClientAssertionType is the RFC 7523 client assertion type.

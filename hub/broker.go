@@ -2,7 +2,6 @@ package hub
 
 import (
 	"context"
-	"crypto/ecdsa"
 	"crypto/hkdf"
 	"crypto/hmac"
 	"crypto/rand"
@@ -189,12 +188,16 @@ func New(cfg Config) (*Broker, error) {
 		if len(bases) == 0 {
 			bases = []string{r.Issuer}
 		}
-		pub, ok := cfg.Keys.PublicKey(r.ID)
-		if !ok {
+		pubs := cfg.Keys.PublicKeys(r.ID)
+		if len(pubs) == 0 {
 			return nil, fmt.Errorf("hub: no federation public key for region %q", r.ID)
 		}
 		c := federation.RegionCredentials(r.ID, nil, bases...)
-		b.storage.clients[c.ClientID] = &regionClient{id: c.ClientID, region: r.ID, key: federation.JWK(pub), redirects: c.RedirectURIs}
+		rc := &regionClient{id: c.ClientID, region: r.ID, redirects: c.RedirectURIs}
+		for _, pub := range pubs {
+			rc.keys = append(rc.keys, federation.JWK(pub))
+		}
+		b.storage.clients[c.ClientID] = rc
 		creds, err := federation.HubCredentials(cfg.Codec, r.ID, cfg.Issuer, cfg.Keys.Key)
 		if err != nil {
 			return nil, err
@@ -304,7 +307,7 @@ func (b *Broker) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /.well-known/openid-configuration", b.discovery)
 	mux.Handle("/authorize", b.browser(b.withIss(b.op)))
-	mux.Handle("POST /oauth/token", noStore(b.op))
+	mux.Handle("POST /oauth/token", noStore(http.HandlerFunc(b.token)))
 	mux.Handle("/userinfo", noStore(b.op))
 	mux.Handle("GET /keys", b.op)
 	mux.HandleFunc("GET /login", b.login)
@@ -376,7 +379,8 @@ func (b *Broker) discovery(w http.ResponseWriter, r *http.Request) {
 	m["response_modes_supported"] = []string{"query"}
 	m["grant_types_supported"] = []string{"authorization_code"}
 	m["code_challenge_methods_supported"] = []string{"S256"}
-	m["token_endpoint_auth_methods_supported"] = []string{"client_secret_basic"}
+	m["token_endpoint_auth_methods_supported"] = []string{"private_key_jwt"}
+	m["token_endpoint_auth_signing_alg_values_supported"] = []string{"ES256"}
 	m["authorization_response_iss_parameter_supported"] = true
 	m["request_parameter_supported"] = false
 	m["request_uri_parameter_supported"] = false
@@ -848,8 +852,7 @@ func (b *Broker) authenticateRegion(r *http.Request) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	pub, _ := c.key.Key.(*ecdsa.PublicKey)
-	if federation.VerifyAssertion(a, pub, id, strings.TrimSuffix(b.cfg.Issuer, "/")+federation.ChangesPath, time.Now()) != nil {
+	if !c.verify(a, strings.TrimSuffix(b.cfg.Issuer, "/")+federation.ChangesPath, time.Now()) {
 		return "", false
 	}
 	return c.region, true

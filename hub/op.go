@@ -102,9 +102,10 @@ type accessToken struct {
 type regionClient struct {
 	id     string
 	region string
-	// key is the region's federation public key: the region's client
-	// authenticates with private_key_jwt signed by the region's own key.
-	key       jose.JSONWebKey
+	// keys are the region's federation public keys (more than one while
+	// the region rotates its key): the region's client authenticates with
+	// private_key_jwt signed by the region's own key.
+	keys      []jose.JSONWebKey
 	redirects []string
 }
 
@@ -402,11 +403,15 @@ func (s *storage) GetPrivateClaimsFromScopes(context.Context, string, string, []
 // whose client clientID is (private_key_jwt).
 func (s *storage) GetKeyByIDAndClientID(_ context.Context, keyID, clientID string) (*jose.JSONWebKey, error) {
 	c, ok := s.clients[clientID]
-	if !ok || (keyID != "" && keyID != c.key.KeyID) {
+	if !ok {
 		return nil, notFoundError{"client key"}
 	}
-	k := c.key
-	return &k, nil
+	for _, k := range c.keys {
+		if keyID == k.KeyID || (keyID == "" && len(c.keys) == 1) {
+			return &k, nil
+		}
+	}
+	return nil, notFoundError{"client key"}
 }
 
 func (s *storage) ValidateJWTProfileScopes(context.Context, string, []string) ([]string, error) {

@@ -33,6 +33,8 @@ const hopWindow = 30 * time.Second
 type hopSigner struct {
 	key  *ecdsa.PrivateKey
 	peer map[string]*ecdsa.PublicKey
+	// also holds further keys per region during a federation-key rotation.
+	also map[string][]*ecdsa.PublicKey
 }
 
 func hopMessage(from, to, method, path string, ts int64) []byte {
@@ -69,10 +71,19 @@ func (h hopSigner) verify(v, self, method, path string, now time.Time) (string, 
 		return "", false
 	}
 	sig, err := base64.RawURLEncoding.DecodeString(f[4])
-	if err != nil || !ecdsa.VerifyASN1(pub, hopMessage(f[1], f[2], method, path, ts), sig) {
+	if err != nil {
 		return "", false
 	}
-	return f[1], true
+	msg := hopMessage(f[1], f[2], method, path, ts)
+	if ecdsa.VerifyASN1(pub, msg, sig) {
+		return f[1], true
+	}
+	for _, k := range h.also[f[1]] {
+		if k != nil && ecdsa.VerifyASN1(k, msg, sig) {
+			return f[1], true
+		}
+	}
+	return "", false
 }
 
 // SignHop returns the hop header value of one call (method, path) from

@@ -183,3 +183,44 @@ func TestKeyRingVerifyDoesNotAllocate(t *testing.T) {
 		t.Fatalf("Verify allocates %v times", n)
 	}
 }
+
+// TestDeriveAllCoversEveryStep: the ids a node registers (DeriveAll under
+// its ring) include the id any node of an adjacent rotation step names
+// itself by (Derive under its signing key), and each verifies there.
+func TestDeriveAllCoversEveryStep(t *testing.T) {
+	steps := []*routing.Codec{
+		ring(t, ringKey("a", routing.UseSign)),
+		ring(t, ringKey("a", routing.UseSign), ringKey("b", routing.UseVerify)),
+		ring(t, ringKey("b", routing.UseSign), ringKey("a", routing.UseVerify)),
+		ring(t, ringKey("b", routing.UseSign), ringKey("a", routing.UseClients)),
+	}
+	for i := 0; i+1 < len(steps); i++ {
+		for _, pair := range [][2]*routing.Codec{{steps[i], steps[i+1]}, {steps[i+1], steps[i]}} {
+			registrar, caller := pair[0], pair[1]
+			all, err := registrar.DeriveAll(routing.KindClient, "us", "hub")
+			if err != nil {
+				t.Fatal(err)
+			}
+			id, err := caller.Derive(routing.KindClient, "us", "hub")
+			if err != nil {
+				t.Fatal(err)
+			}
+			found := false
+			for _, a := range all {
+				found = found || a == id
+			}
+			if !found {
+				t.Fatalf("steps %d/%d: the caller's id %s is not among the registrar's %v", i, i+1, id, all)
+			}
+			if _, err := registrar.VerifyKind(id, routing.KindClient); err != nil {
+				t.Fatalf("steps %d/%d: the caller's id does not verify at the registrar: %v", i, i+1, err)
+			}
+		}
+	}
+	if all, _ := steps[1].DeriveAll(routing.KindClient, "us", "hub"); len(all) != 2 {
+		t.Fatalf("two keys, %d ids", len(all))
+	}
+	if _, err := steps[0].DeriveAll(routing.KindClient, "mars", "hub"); err == nil {
+		t.Fatal("unknown region accepted")
+	}
+}

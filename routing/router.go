@@ -84,6 +84,9 @@ type RouterConfig struct {
 	// a hop header is accepted only with a valid signature by the region
 	// it names.
 	HopKeys map[string]*ecdsa.PublicKey
+	// AlsoHopKeys are further public keys a region's hops verify under
+	// while it rotates its federation key (setup.AlsoHopKeys).
+	AlsoHopKeys map[string][]*ecdsa.PublicKey
 }
 
 // Action is what the router does with a call.
@@ -245,7 +248,7 @@ func NewRouter(cfg RouterConfig, codec *Codec, local http.Handler, log *slog.Log
 	if cfg.HopKey == nil {
 		return nil, errors.New("routing: a hop key (the region's federation key) is required")
 	}
-	rt := &Router{cfg: cfg, codec: codec, local: local, ups: map[string]*upstream{}, hop: hopSigner{key: cfg.HopKey, peer: cfg.HopKeys}, log: log, now: time.Now}
+	rt := &Router{cfg: cfg, codec: codec, local: local, ups: map[string]*upstream{}, hop: hopSigner{key: cfg.HopKey, peer: cfg.HopKeys, also: cfg.AlsoHopKeys}, log: log, now: time.Now}
 	for _, u := range cfg.Upstreams {
 		if !codec.HasRegion(u.Region) || u.Region == cfg.Local {
 			return nil, fmt.Errorf("routing: upstream %q is not another configured region", u.Region)

@@ -386,6 +386,28 @@ func (c *Codec) New(kind Kind, region string) (string, error) {
 // the derived ids do not change when a federation moves to a key ring with
 // the same signing key.
 func (c *Codec) Derive(kind Kind, region, seed string) (string, error) {
+	return c.deriveWith(0, kind, region, seed)
+}
+
+// DeriveAll returns Derive(kind, region, seed) under every key of the
+// ring (the signing key's first): during a routing-key rotation a party
+// names itself by the id of its own signing key, so the party that
+// registers such an id keeps all of them known (federation clients).
+func (c *Codec) DeriveAll(kind Kind, region, seed string) ([]string, error) {
+	out := make([]string, 0, len(c.keys))
+	for i := range c.keys {
+		id, err := c.deriveWith(i, kind, region, seed)
+		if err != nil {
+			return nil, err
+		}
+		if !slices.Contains(out, id) {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+func (c *Codec) deriveWith(i int, kind Kind, region, seed string) (string, error) {
 	n := kind.randomSize()
 	if n == 0 {
 		return "", ErrKind
@@ -393,14 +415,14 @@ func (c *Codec) Derive(kind Kind, region, seed string) (string, error) {
 	if !c.HasRegion(region) {
 		return "", fmt.Errorf("%w: %q", ErrUnknownRegion, region)
 	}
-	st := c.keys[0].Get().(*macState)
+	st := c.keys[i].Get().(*macState)
 	st.h.Reset()
 	st.h.Write([]byte("derive\x00" + string(kind) + "\x00" + region + "\x00" + seed))
 	sum := st.h.Sum(nil)
-	c.keys[0].Put(st)
+	c.keys[i].Put(st)
 	var raw [32 + MACSize]byte
 	copy(raw[:n], sum)
-	c.mac(0, Version, kind, region, "", raw[:n], raw[n:n+MACSize])
+	c.mac(i, Version, kind, region, "", raw[:n], raw[n:n+MACSize])
 	p := Version + "." + string(kind) + "." + region + "."
 	out := make([]byte, len(p)+encodedLen(n+MACSize))
 	copy(out, p)

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/meridian-id/meridian/config"
 	"github.com/meridian-id/meridian/federation"
@@ -67,33 +68,37 @@ const FederationKeyEnv = "MERIDIAN_FEDERATION_KEY_FILE"
 // production every party sets federation_key_file and
 // federation_public_key, and no node reads another party's private key.
 func Keyring(cfg *config.Config, dataDir, self string, log *slog.Logger) (*federation.Keyring, error) {
-	type party struct{ id, prefix, keyFile, pub string }
+	type party struct {
+		id, prefix, keyFile string
+		pubs                []string
+	}
 	parties := make([]party, 0, len(cfg.Regions)+1)
 	for i := range cfg.Regions {
 		r := &cfg.Regions[i]
 		if r.ID == federation.PartyHub {
 			return nil, fmt.Errorf("regions[%d].id: %q names the hub's federation identity", i, r.ID)
 		}
-		parties = append(parties, party{r.ID, fmt.Sprintf("regions[%s]", r.ID), r.FederationKeyFile, r.FederationPublicKey})
+		parties = append(parties, party{r.ID, fmt.Sprintf("regions[%s]", r.ID), r.FederationKeyFile, r.PublicKeys()})
 	}
-	parties = append(parties, party{federation.PartyHub, "hub", cfg.Hub.FederationKeyFile, cfg.Hub.FederationPublicKey})
-	kr := &federation.Keyring{Self: self, Public: map[string]*ecdsa.PublicKey{}}
+	parties = append(parties, party{federation.PartyHub, "hub", cfg.Hub.FederationKeyFile, cfg.Hub.PublicKeys()})
+	kr := &federation.Keyring{Self: self, Public: map[string]*ecdsa.PublicKey{}, Also: map[string][]*ecdsa.PublicKey{}}
 	devPath := func(id string) string { return filepath.Join(dataDir, "secrets", "federation-"+id+".key") }
 	for _, p := range parties {
-		var pub *ecdsa.PublicKey
-		if p.pub != "" {
-			k, err := federation.ParsePublicKey(p.pub)
+		var pubs []*ecdsa.PublicKey
+		for _, s := range p.pubs {
+			k, err := federation.ParsePublicKey(s)
 			if err != nil {
 				return nil, fmt.Errorf("%s.federation_public_key: %w", p.prefix, err)
 			}
-			pub = k
+			pubs = append(pubs, k)
 		}
+		var pub *ecdsa.PublicKey
 		if p.id == self {
 			path := p.keyFile
 			if e := os.Getenv(FederationKeyEnv); e != "" {
 				path = e
 			}
-			if path != "" && pub == nil {
+			if path != "" && len(pubs) == 0 {
 				return nil, fmt.Errorf("%s.federation_public_key: required with a federation key file", p.prefix)
 			}
 			b, err := cfg.Secret(p.prefix+".federation_key_file", path, devPath(p.id), log)
@@ -103,10 +108,13 @@ func Keyring(cfg *config.Config, dataDir, self string, log *slog.Logger) (*feder
 			if kr.Key, err = federation.ParsePrivateKey(b); err != nil {
 				return nil, fmt.Errorf("%s.federation_key_file: %w", p.prefix, err)
 			}
-			if pub != nil && !pub.Equal(&kr.Key.PublicKey) {
-				return nil, fmt.Errorf("%s.federation_public_key: does not match the key file", p.prefix)
+			if len(pubs) > 0 && !slices.ContainsFunc(pubs, func(k *ecdsa.PublicKey) bool { return k.Equal(&kr.Key.PublicKey) }) {
+				return nil, fmt.Errorf("%s.federation_public_key: does not match the key file (nor does any of federation_public_keys)", p.prefix)
 			}
 			pub = &kr.Key.PublicKey
+		}
+		if pub == nil && len(pubs) > 0 {
+			pub = pubs[0]
 		}
 		if pub == nil {
 			if p.keyFile != "" {
@@ -126,6 +134,11 @@ func Keyring(cfg *config.Config, dataDir, self string, log *slog.Logger) (*feder
 			pub = &k.PublicKey
 		}
 		kr.Public[p.id] = pub
+		for _, k := range pubs {
+			if !k.Equal(pub) {
+				kr.Also[p.id] = append(kr.Also[p.id], k)
+			}
+		}
 	}
 	if kr.Key == nil {
 		return nil, fmt.Errorf("federation: %q is neither a configured region nor the hub", self)
@@ -140,6 +153,19 @@ func HopKeys(kr *federation.Keyring) map[string]*ecdsa.PublicKey {
 	for id, k := range kr.Public {
 		if id != federation.PartyHub {
 			m[id] = k
+		}
+	}
+	return m
+}
+
+// AlsoHopKeys returns the regions' further public keys during a
+// federation-key rotation (the hub's left out), as
+// routing.RouterConfig.AlsoHopKeys takes them.
+func AlsoHopKeys(kr *federation.Keyring) map[string][]*ecdsa.PublicKey {
+	m := make(map[string][]*ecdsa.PublicKey, len(kr.Also))
+	for id, ks := range kr.Also {
+		if id != federation.PartyHub && len(ks) > 0 {
+			m[id] = ks
 		}
 	}
 	return m

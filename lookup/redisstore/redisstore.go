@@ -118,7 +118,16 @@ type Options struct {
 	// BatchSize is the number of commands per pipeline round trip in the bulk
 	// operations; 0 means DefaultBatchSize.
 	BatchSize int
+	// ReadOnly opens an existing table without writing anything, as a
+	// client whose Redis user may only read the prefix does (another
+	// region's partition in mesh topology, lookup.Partitioned): New fails
+	// with an error matching lookup.ErrNoPartition when the prefix holds no
+	// table yet, and every write fails with ErrReadOnly.
+	ReadOnly bool
 }
+
+// ErrReadOnly is returned by the writes of a Store opened ReadOnly.
+var ErrReadOnly = errors.New("redisstore: store opened read-only")
 
 // BucketBitsFor returns the BucketBits that keeps the mean bucket at most
 // TargetMeanBucket entries for the given number of users (see Sizing).
@@ -171,6 +180,7 @@ type Store struct {
 	want   int
 	batch  int
 	reg    *redis.Script
+	ro     bool
 
 	lay atomic.Pointer[layout]
 
@@ -217,10 +227,19 @@ func New(ctx context.Context, client redis.UniversalClient, opts Options) (*Stor
 		want:     want,
 		batch:    opts.BatchSize,
 		reg:      redis.NewScript(registerScript),
+		ro:       opts.ReadOnly,
 		codeOf:   map[string]string{},
 		regionOf: map[string]string{},
 	}
-	if err := initScript.Run(ctx, client, []string{s.meta}, want, layoutCurrent).Err(); err != nil {
+	if opts.ReadOnly {
+		n, err := client.Exists(ctx, s.meta).Result()
+		if err != nil {
+			return nil, s.unavailable("read meta", err)
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("redisstore: %s: %w", opts.Prefix, lookup.ErrNoPartition)
+		}
+	} else if err := initScript.Run(ctx, client, []string{s.meta}, want, layoutCurrent).Err(); err != nil {
 		return nil, fmt.Errorf("redisstore: record layout: %w", err)
 	}
 	if err := s.loadMeta(ctx); err != nil {
@@ -329,6 +348,9 @@ func (s *Store) codeFor(ctx context.Context, region string) (string, error) {
 	s.mu.RUnlock()
 	if ok {
 		return c, nil
+	}
+	if s.ro {
+		return "", ErrReadOnly
 	}
 	c, err := s.reg.Run(ctx, s.c, []string{s.meta}, region, MaxRegions).Text()
 	if err != nil {
@@ -570,6 +592,9 @@ func (s *Store) unavailable(op string, err error) error {
 // did not change meanwhile and re-applies fn under the new one if it did.
 // Every write of the Store goes through it (see checkGen).
 func (s *Store) write(ctx context.Context, fn func(l *layout) error) error {
+	if s.ro {
+		return ErrReadOnly
+	}
 	for range 8 {
 		l := s.lay.Load()
 		if err := fn(l); err != nil {
@@ -909,6 +934,9 @@ func (s *Store) MetaKey() string { return s.meta }
 // current layout and of a rehash target, and the meta hash. The Store must
 // not be used afterwards. Meant for tests and for discarding a prefix.
 func (s *Store) Drop(ctx context.Context) error {
+	if s.ro {
+		return ErrReadOnly
+	}
 	if err := s.loadMeta(ctx); err != nil {
 		return fmt.Errorf("redisstore: drop: %w", err)
 	}

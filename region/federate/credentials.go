@@ -36,52 +36,62 @@ type ClientStore interface {
 
 // EnsureHubClient registers (or repairs) the hub's client at region in the
 // region's store: its derived id, authenticated by private_key_jwt with the
-// hub's public key (hubKey). It is idempotent and meant for node startup in
-// hub topology.
-func EnsureHubClient(ctx context.Context, st ClientStore, codec *routing.Codec, region, hubURL string, hubKey *ecdsa.PublicKey) error {
-	id, err := federation.HubClientID(codec, region)
+// hub's public keys (hubKeys: more than one while the hub rotates its
+// federation key). It is idempotent and meant for node startup in hub
+// topology.
+func EnsureHubClient(ctx context.Context, st ClientStore, codec *routing.Codec, region, hubURL string, hubKeys ...*ecdsa.PublicKey) error {
+	ids, err := federation.HubClientIDs(codec, region)
 	if err != nil {
 		return err
 	}
-	return EnsureClient(ctx, st, "Meridian federation hub", id, []string{federation.HubRedirectURI(hubURL, region)}, hubKey)
+	// Under every key of the routing key ring: the hub names itself by the
+	// id of the key it signs with, which a rolling rotation changes.
+	for _, id := range ids {
+		if err := EnsureClient(ctx, st, "Meridian federation hub", id, []string{federation.HubRedirectURI(hubURL, region)}, hubKeys...); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // EnsurePeerClients registers (or repairs) at resident region the client of
 // every other region of the mesh; entries maps an entry region id to its
-// login base URLs (issuer first), keys holds each region's public key.
+// login base URLs (issuer first), keys holds each region's public keys.
 func EnsurePeerClients(ctx context.Context, st ClientStore, codec *routing.Codec, resident string, entries map[string][]string, keys *federation.Keyring) error {
 	for entry, bases := range entries {
 		if entry == resident {
 			continue
 		}
-		pub, ok := keys.PublicKey(entry)
-		if !ok {
+		pubs := keys.PublicKeys(entry)
+		if len(pubs) == 0 {
 			return fmt.Errorf("peer client of %s: no federation public key", entry)
 		}
-		id, err := federation.PeerClientID(codec, entry, resident)
+		ids, err := federation.PeerClientIDs(codec, entry, resident)
 		if err != nil {
 			return err
 		}
-		if err := EnsureClient(ctx, st, "Meridian region "+entry, id, federation.CallbackURIs(bases...), pub); err != nil {
-			return fmt.Errorf("peer client of %s: %w", entry, err)
+		for _, id := range ids {
+			if err := EnsureClient(ctx, st, "Meridian region "+entry, id, federation.CallbackURIs(bases...), pubs...); err != nil {
+				return fmt.Errorf("peer client of %s: %w", entry, err)
+			}
 		}
 	}
 	return nil
 }
 
 // EnsureClient stores a federation client (first party, code flow only,
-// private_key_jwt with the calling party's public key, scope
+// private_key_jwt with the calling party's public keys, scope
 // meridian:federation so that authorization responses carry the region
 // issuer), replacing a stored client of that id that differs (a client
 // stored with a secret derived from the routing key, before per-party keys,
 // is replaced).
-func EnsureClient(ctx context.Context, st ClientStore, name, id string, redirects []string, pub *ecdsa.PublicKey) error {
-	if pub == nil {
+func EnsureClient(ctx context.Context, st ClientStore, name, id string, redirects []string, pubs ...*ecdsa.PublicKey) error {
+	if len(pubs) == 0 || slices.Contains(pubs, nil) {
 		return errors.New("federation: client " + id + " needs a public key")
 	}
 	spec := federationSpec(name, redirects)
 	want := store.Client{
-		ID: id, Name: name, JWKS: federation.JWKS(pub),
+		ID: id, Name: name, JWKS: federation.JWKS(pubs...),
 		RedirectURIs: spec.RedirectURIs, GrantTypes: spec.GrantTypes, AuthMethod: spec.AuthMethod,
 		AccessTokenFormat: region.FormatOpaque, FirstParty: true, Scopes: spec.Scopes, CreatedAt: time.Now().UTC(),
 	}

@@ -34,6 +34,9 @@ type UserKeysConfig struct {
 	// HubKey is the hub's federation public key, which verifies the hub's
 	// client assertion.
 	HubKey *ecdsa.PublicKey
+	// AlsoHubKeys are further hub public keys during a rotation of the
+	// hub's federation key.
+	AlsoHubKeys []*ecdsa.PublicKey
 	// Hasher computes the lookup keys (k_hub).
 	Hasher *lookup.Hasher
 	Users  UserLister
@@ -73,7 +76,7 @@ func (h *userKeys) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	aud := strings.TrimSuffix(h.cfg.Issuer, "/") + federation.UserKeysPath
-	if federation.CheckHubAssertion(h.cfg.Codec, h.cfg.Region, r.Header.Get("Authorization"), aud, h.cfg.HubKey) != nil {
+	if federation.CheckHubAssertion(h.cfg.Codec, h.cfg.Region, r.Header.Get("Authorization"), aud, append([]*ecdsa.PublicKey{h.cfg.HubKey}, h.cfg.AlsoHubKeys...)...) != nil {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-internal"`)
 		writeAPIError(w, http.StatusUnauthorized, "invalid_client", "hub client credentials required")
 		return

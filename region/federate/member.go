@@ -1,18 +1,18 @@
 package federate
 
 import (
-	"github.com/meridian-id/meridian/federation"
-	"github.com/meridian-id/meridian/federation/setup"
-
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/federation/setup"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/lookup/redisstore"
 	"github.com/meridian-id/meridian/region/store"
@@ -20,7 +20,8 @@ import (
 )
 
 // LookupPrefix is the Redis key prefix of the lookup table (the hub's
-// default, see cmd/hub --prefix).
+// default, see cmd/hub --prefix). In mesh topology region R's partition is
+// under LookupPrefix + R + ":".
 const LookupPrefix = "meridian:lookup:"
 
 // MemberConfig is what a regional node hands to NewMember.
@@ -41,9 +42,14 @@ type MemberConfig struct {
 	// Keys is the region's federation identity (setup.Keyring): its own
 	// private key and every party's public key.
 	Keys *federation.Keyring
-	// Lookup is the shared lookup store (mesh topology). When nil in mesh
-	// topology, NewMember opens hub.redis under LookupPrefix.
+	// Lookup is the shared lookup store (mesh topology), used as given
+	// (unpartitioned: tests of the login flow). When nil in mesh topology,
+	// NewMember opens the partitioned table on hub.redis (see
+	// lookup.Partitioned): this region's partition under
+	// LookupPrefix+region+":" read-write, the others read-only.
 	Lookup lookup.Store
+	// LookupPrefix replaces LookupPrefix (tests sharing one Redis).
+	LookupPrefix string
 	// Wrap wraps the back-channel transport (telemetry.Transport).
 	Wrap func(http.RoundTripper) http.RoundTripper
 	Log  *slog.Logger
@@ -67,8 +73,8 @@ func NewMember(ctx context.Context, nc MemberConfig) (*Member, error) {
 	if cfg == nil || nc.Store == nil || nc.Codec == nil || nc.Keys == nil || nc.Keys.Key == nil {
 		return nil, errors.New("federation: node needs the config, store, codec and federation keys")
 	}
-	hubPub, ok := nc.Keys.PublicKey(federation.PartyHub)
-	if !ok {
+	hubPubs := nc.Keys.PublicKeys(federation.PartyHub)
+	if len(hubPubs) == 0 {
 		return nil, errors.New("federation: no public key for the hub")
 	}
 	r, ok := cfg.Region(nc.Region)
@@ -101,9 +107,9 @@ func NewMember(ctx context.Context, nc MemberConfig) (*Member, error) {
 			}
 			c := redis.NewClient(opts)
 			n.closers = append(n.closers, c.Close)
-			if lk, err = redisstore.New(ctx, c, redisstore.Options{Prefix: LookupPrefix}); err != nil {
+			if lk, err = openPartitioned(ctx, c, nc, cfg.RegionIDs()); err != nil {
 				n.Close()
-				return nil, fmt.Errorf("hub.redis: %w", err)
+				return nil, err
 			}
 		}
 		if ucfg.Table, err = lookup.NewTable(hasher, lk); err != nil {
@@ -123,7 +129,7 @@ func NewMember(ctx context.Context, nc MemberConfig) (*Member, error) {
 		}
 		sink = StoreSink{Store: lk, Region: nc.Region}
 	default:
-		if err := EnsureHubClient(ctx, nc.Store, nc.Codec, nc.Region, hubURL, hubPub); err != nil {
+		if err := EnsureHubClient(ctx, nc.Store, nc.Codec, nc.Region, hubURL, hubPubs...); err != nil {
 			return nil, err
 		}
 		if sink, err = NewHubSink(hubURL, nc.Keys.Key, nc.Region, client); err != nil {
@@ -138,7 +144,7 @@ func NewMember(ctx context.Context, nc MemberConfig) (*Member, error) {
 		n.Close()
 		return nil, err
 	}
-	if n.UserKeys, err = NewUserKeysHandler(UserKeysConfig{Region: nc.Region, Issuer: cfg.Issuer(r), Codec: nc.Codec, HubKey: hubPub, Hasher: hasher,
+	if n.UserKeys, err = NewUserKeysHandler(UserKeysConfig{Region: nc.Region, Issuer: cfg.Issuer(r), Codec: nc.Codec, HubKey: hubPubs[0], AlsoHubKeys: hubPubs[1:], Hasher: hasher,
 		Users: nc.Store, CursorKey: nc.CookieKey, PreviousCursorKeys: nc.PreviousCookieKeys}); err != nil {
 		n.Close()
 		return nil, err
@@ -162,4 +168,39 @@ func (n *Member) Close() error {
 	}
 	n.closers = nil
 	return errors.Join(errs...)
+}
+
+// openPartitioned opens the mesh table on c: the region's own partition
+// read-write, every other region's read-only (lazily: a region that has
+// not started yet has none). Its Redis user must be allowed to write only
+// its own partition (docs/operations.md, "Mesh topology"); a node whose
+// credentials can write another region's partition logs an error at
+// start, since the table is then not region-restricted.
+func openPartitioned(ctx context.Context, c *redis.Client, nc MemberConfig, regions []string) (lookup.Store, error) {
+	prefix := nc.LookupPrefix
+	if prefix == "" {
+		prefix = LookupPrefix
+	}
+	own, err := redisstore.New(ctx, c, redisstore.Options{Prefix: prefix + nc.Region + ":"})
+	if err != nil {
+		return nil, fmt.Errorf("hub.redis: %w", err)
+	}
+	for _, r := range regions {
+		if r == nc.Region {
+			continue
+		}
+		probe := prefix + r + ":acl-probe:" + nc.Region
+		if err := c.Set(ctx, probe, "1", time.Minute).Err(); err == nil {
+			c.Del(ctx, probe)
+			nc.Log.ErrorContext(ctx, "mesh lookup store: this region's Redis user can write another region's partition; table writes are not region-restricted (see docs/operations.md, Mesh topology)",
+				"region", nc.Region, "partition", r)
+		}
+		break
+	}
+	open := func(ctx context.Context, r string) (lookup.Store, error) {
+		return redisstore.New(ctx, c, redisstore.Options{Prefix: prefix + r + ":", ReadOnly: true})
+	}
+	return lookup.NewPartitioned(nc.Region, own, regions, open, func(k lookup.Key, claimers []string) {
+		nc.Log.Warn("audit", "event", "lookup.conflict", "key", k.String(), "regions", claimers)
+	})
 }

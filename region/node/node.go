@@ -117,6 +117,9 @@ type Options struct {
 	// (standby → promoted) and asks its peer site for its generation
 	// (default 2s).
 	RolePoll time.Duration
+	// LookupPrefix replaces the Redis key prefix of the mesh lookup table
+	// (federate.LookupPrefix; tests sharing one Redis).
+	LookupPrefix string
 }
 
 // New builds the node of region id.
@@ -191,7 +194,7 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 			return nil, err
 		}
 		fed, err = federate.NewMember(ctx, federate.MemberConfig{Config: cfg, Region: id, Store: st, Codec: codec,
-			CookieKey: cookieKey, PreviousCookieKeys: prevCookieKeys, HubKey: hubKey, Keys: keys, Wrap: tel.Transport, Log: log})
+			CookieKey: cookieKey, PreviousCookieKeys: prevCookieKeys, HubKey: hubKey, Keys: keys, Wrap: tel.Transport, Log: log, LookupPrefix: opts.LookupPrefix})
 		if err != nil {
 			st.Close()
 			return nil, err
@@ -242,7 +245,7 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		return rt
 	}
 	rc := RouterConfig(cfg, id, wrap)
-	rc.HopKey, rc.HopKeys = keys.Key, setup.HopKeys(keys)
+	rc.HopKey, rc.HopKeys, rc.AlsoHopKeys = keys.Key, setup.HopKeys(keys), setup.AlsoHopKeys(keys)
 	if rc.TLSConfig, err = cfg.Federation.ClientTLS(); err != nil {
 		n.Close()
 		return nil, err
