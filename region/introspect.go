@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/url"
+	"strconv"
 
 	"github.com/zitadel/oidc/v3/pkg/oidc"
 
@@ -76,6 +77,86 @@ func (p *Provider) introspectFast(w http.ResponseWriter, r *http.Request) bool {
 	}
 	w.Header().Set("content-type", "application/json")
 	w.WriteHeader(http.StatusOK)
-	_ = json.NewEncoder(w).Encode(resp)
+	if b, ok := appendIntrospection(make([]byte, 0, 512), resp); ok {
+		_, _ = w.Write(b)
+	} else {
+		_ = json.NewEncoder(w).Encode(resp)
+	}
 	return true
+}
+
+// appendIntrospection appends resp as op writes it (json.Encoder over
+// IntrospectionResponse.MarshalJSON: struct field order, omitempty, HTML
+// escaping, a final newline) without reflection, for the fields
+// SetIntrospectionFromToken sets. With any other field set it reports
+// false and the caller uses the encoder. TestIntrospectionFastPathAnswersAsOp
+// holds the two byte for byte.
+func appendIntrospection(b []byte, r *oidc.IntrospectionResponse) ([]byte, bool) {
+	if r.AuthTime != 0 || r.NotBefore != 0 || len(r.AuthenticationMethodsReferences) > 0 || r.JWTID != "" ||
+		r.Actor != nil || r.Address != nil || len(r.Claims) > 0 ||
+		r.UserInfoProfile != (oidc.UserInfoProfile{}) || r.UserInfoEmail != (oidc.UserInfoEmail{}) || r.UserInfoPhone != (oidc.UserInfoPhone{}) {
+		return b, false
+	}
+	b = append(b, `{"active":`...)
+	b = strconv.AppendBool(b, r.Active)
+	var ok bool
+	str := func(key, v string) {
+		if v == "" || !ok {
+			return
+		}
+		b = append(b, `,"`...)
+		b = append(b, key...)
+		b = append(b, `":`...)
+		b, ok = appendJSONString(b, v)
+	}
+	num := func(key string, v oidc.Time) {
+		if v == 0 {
+			return
+		}
+		b = append(b, `,"`...)
+		b = append(b, key...)
+		b = append(b, `":`...)
+		b = strconv.AppendInt(b, int64(v), 10)
+	}
+	ok = true
+	if len(r.Scope) > 0 {
+		b = append(b, `,"scope":`...)
+		b, ok = appendJSONString(b, r.Scope.String())
+	}
+	str("client_id", r.ClientID)
+	str("token_type", r.TokenType)
+	num("exp", r.Expiration)
+	num("iat", r.IssuedAt)
+	str("sub", r.Subject)
+	if len(r.Audience) > 0 && ok {
+		b = append(b, `,"aud":[`...)
+		for i, a := range r.Audience {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			if b, ok = appendJSONString(b, a); !ok {
+				break
+			}
+		}
+		b = append(b, ']')
+	}
+	str("iss", r.Issuer)
+	str("username", r.Username)
+	b = append(b, "}\n"...)
+	return b, ok
+}
+
+// appendJSONString appends s as a JSON string when it needs no escaping
+// (printable ASCII without quote, backslash or the HTML characters
+// json.Marshal escapes); otherwise it reports false.
+func appendJSONString(b []byte, s string) ([]byte, bool) {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c < 0x20, c >= 0x7f, c == '"', c == '\\', c == '<', c == '>', c == '&':
+			return b, false
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"'), true
 }
