@@ -99,7 +99,7 @@ type Router struct {
 	transport http.RoundTripper // to upstreams; failover and breakers are around it
 	log       *slog.Logger
 	decisions metric.Int64Counter
-	decAttrs  sync.Map // decisionKey -> metric.MeasurementOption (count)
+	decAttrs  sync.Map            // decisionKey -> metric.AddOption (count)
 	calls     metric.Int64Counter // upstream attempts by region, site, result
 	now       func() time.Time
 }
