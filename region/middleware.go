@@ -67,7 +67,7 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 	mux.Handle("/device_authorization", http.NotFoundHandler())
 	mux.Handle("/ready", http.NotFoundHandler())
 	mux.Handle("/oauth/token", js(noStore(apiErrors(false, p.tokenClientAuth(next)))))
-	mux.Handle("/oauth/introspect", noStore(apiErrors(false, introspectionClientAuth(next))))
+	mux.Handle("/oauth/introspect", noStore(apiErrors(false, introspectionClientAuth(p.fastIntrospection(next)))))
 	mux.Handle("/revoke", js(noStore(apiErrors(false, next))))
 	mux.Handle("/userinfo", js(noStore(apiErrors(true, next))))
 	mux.Handle("/", next)

@@ -131,6 +131,7 @@ type Router struct {
 	transport http.RoundTripper // to upstreams; failover and breakers are around it
 	log       *slog.Logger
 	decisions metric.Int64Counter
+	decAttrs  sync.Map            // decisionKey -> metric.AddOption (count)
 	calls     metric.Int64Counter // upstream attempts by region, site, result
 	now       func() time.Time
 }
@@ -354,11 +355,26 @@ func (rt *Router) count(ctx context.Context, a Action, region, reason string) {
 	if rt.decisions == nil {
 		return
 	}
-	attrs := []attribute.KeyValue{attribute.String("decision", a.String()), attribute.String("region", region)}
-	if reason != "" {
-		attrs = append(attrs, attribute.String("reason", reason))
+	// The attribute set of each (decision, region, reason) is built once:
+	// building it (sorting, de-duplicating) cost more than the count.
+	k := decisionKey{a, region, reason}
+	opt, ok := rt.decAttrs.Load(k)
+	if !ok {
+		attrs := []attribute.KeyValue{attribute.String("decision", a.String()), attribute.String("region", region)}
+		if reason != "" {
+			attrs = append(attrs, attribute.String("reason", reason))
+		}
+		opt, _ = rt.decAttrs.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(attrs...)))
 	}
-	rt.decisions.Add(ctx, 1, metric.WithAttributes(attrs...))
+	rt.decisions.Add(ctx, 1, opt.(metric.AddOption))
+}
+
+// decisionKey names one attribute set of the decisions counter; regions
+// and reasons come from closed sets (configured regions, fixed reasons), so
+// the cache is bounded.
+type decisionKey struct {
+	a              Action
+	region, reason string
 }
 
 func isForm(r *http.Request) bool {

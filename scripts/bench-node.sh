@@ -48,14 +48,19 @@ start() { # label port
     PGOPTIONS="-c client_min_messages=warning" psql -q "$PGURL" -c "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema" >/dev/null
     db="$PGURL&search_path=$schema"
   fi
-  python3 - configs/regions.yaml "$d/regions.yaml" "$d/data" "$p" "$db" <<'PY'
+  # Each build runs with its own tree's configs/regions.yaml (the schema
+  # changes between revisions: a newer file does not load in an older build).
+  local src=configs/regions.yaml
+  [[ $l == rev ]] && src="$dir/src-rev/configs/regions.yaml"
+  python3 - "$src" "$d/regions.yaml" "$d/data" "$p" "$db" <<'PY'
 import re, sys
 src, dst, data, port, db = sys.argv[1:]
 s = open(src).read().replace("data_dir: ./data", "data_dir: " + data)
 s = re.sub(r"^(\s*)admin_listen:.*\n", "", s, flags=re.M)
 s = s.replace(":8080", ":" + port).replace("port: 8080", "port: " + port)
 if db:
-    s = s.replace('database: ""                   # PostgreSQL URL; empty: SQLite under data_dir/eu', 'database: "%s"' % db, 1)
+    s, n = re.subn(r'database: ""', 'database: "%s"' % db, s, count=1)
+    assert n == 1, "no database key in " + src
 open(dst, "w").write(s)
 PY
   local client id secret

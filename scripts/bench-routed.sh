@@ -74,7 +74,11 @@ url[trivial]="http://127.0.0.1:$tport/oauth/introspect"
 # One federation (eu and us nodes, own data dir and port) per build.
 start() { # label port
   local l=$1 p=$2 d="$dir/$1"
-  python3 - configs/regions.yaml "$d/regions.yaml" "$d/data" "$p" <<'PY'
+  # Each build runs with its own tree's configs/regions.yaml (the schema
+  # changes between revisions: a newer file does not load in an older build).
+  local src=configs/regions.yaml
+  [[ $l == rev ]] && src="$dir/src-rev/configs/regions.yaml"
+  python3 - "$src" "$d/regions.yaml" "$d/data" "$p" <<'PY'
 import re, sys
 src, dst, data, port = sys.argv[1:]
 s = open(src).read().replace("data_dir: ./data", "data_dir: " + data)

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/meridian-id/meridian/config"
 	"github.com/meridian-id/meridian/internal/cli"
+	serving "github.com/meridian-id/meridian/internal/serve"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/node"
 	"github.com/meridian-id/meridian/region/store"
@@ -164,6 +166,7 @@ func (e *env) openStore() (store.Store, error) {
 }
 
 func serve(e *env, fv *flagValues) error {
+	serving.TuneGC(os.LookupEnv) // the process's GC target (docs/operations.md)
 	n, err := node.New(e.ctx, e.cfg, e.region, node.Options{DataDir: e.data, DR: fv.dr}, e.tel)
 	if err != nil {
 		return err

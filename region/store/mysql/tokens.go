@@ -69,10 +69,12 @@ func insertRefresh(ctx context.Context, tx *sql.Tx, t store.RefreshToken, now ti
 }
 
 // CreateAccessToken inserts t; a zero CreatedAt is set to now. A token of a
-// revoked grant gives store.ErrRevoked.
+// revoked grant gives store.ErrRevoked. Concurrent calls share one
+// transaction and one commit (store.GroupCommit); each is atomic as if it
+// ran alone.
 func (s *Store) CreateAccessToken(ctx context.Context, t store.AccessToken) error {
 	now := s.now()
-	return s.write(ctx, func(tx *sql.Tx) error {
+	return s.gc.Do(ctx, func(tx *sql.Tx) error {
 		return wrap("create access token", insertAccess(ctx, tx, t, now))
 	})
 }
@@ -91,11 +93,12 @@ func (s *Store) RevokeAccessToken(ctx context.Context, h store.Hash) error {
 	})
 }
 
-// CreateTokens inserts at and, when rt is non-nil, rt in one transaction.
-// Tokens of a revoked grant give store.ErrRevoked and nothing is written.
+// CreateTokens inserts at and, when rt is non-nil, rt in one transaction
+// (group-committed like CreateAccessToken). Tokens of a revoked grant give
+// store.ErrRevoked and nothing is written.
 func (s *Store) CreateTokens(ctx context.Context, at store.AccessToken, rt *store.RefreshToken) error {
 	now := s.now()
-	return s.write(ctx, func(tx *sql.Tx) error {
+	return s.gc.Do(ctx, func(tx *sql.Tx) error {
 		if err := insertAccess(ctx, tx, at, now); err != nil {
 			return wrap("create tokens", err)
 		}

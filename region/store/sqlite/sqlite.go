@@ -56,6 +56,7 @@ type Store struct {
 	stmts sync.Map                    // query -> *sql.Stmt on r: hot reads skip SQL parsing
 	gc    *store.GroupCommit[*sql.Tx] // token inserts, many per transaction
 	wst   sync.Map                    // query -> *sql.Stmt on w: hot inserts (batch.go)
+	ckpt  *checkpointer               // WAL checkpoints off the commit path (checkpoint.go)
 }
 
 // queryRow runs a read through a statement prepared once per query text;
@@ -130,7 +131,15 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		_ = w.Close()
 		return nil, fmt.Errorf("sqlite: open %q: %w", path, err)
 	}
-	st := &Store{w: w, r: r, now: now}
+	c, err := sql.Open("sqlite", dsn(abs, false))
+	if err != nil {
+		_ = r.Close()
+		_ = w.Close()
+		return nil, fmt.Errorf("sqlite: open %q: %w", path, err)
+	}
+	c.SetMaxOpenConns(1)
+	c.SetMaxIdleConns(1)
+	st := &Store{w: w, r: r, now: now, ckpt: startCheckpointer(c)}
 	st.gc = store.NewGroupCommit(1, st.write)
 	return st, nil
 }
@@ -152,6 +161,7 @@ func dsn(abs string, reader bool) string {
 		q.Add("_pragma", "cache_size("+strconv.Itoa(-writerCacheKiB)+")")
 		q.Add("_pragma", "journal_mode(WAL)")
 		q.Add("_pragma", "synchronous(FULL)")
+		q.Add("_pragma", "wal_autocheckpoint(0)") // checkpoint.go
 		q.Set("_txlock", "immediate")
 	}
 	u := url.URL{Scheme: "file", Path: filepath.ToSlash(abs), RawQuery: q.Encode()}
@@ -163,7 +173,7 @@ func (s *Store) Close() error {
 	s.gc.Close()
 	s.wst.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
 	s.stmts.Range(func(_, st any) bool { st.(*sql.Stmt).Close(); return true })
-	return errors.Join(s.r.Close(), s.w.Close())
+	return errors.Join(s.ckpt.close(), s.r.Close(), s.w.Close())
 }
 
 // Ping checks that both the writer and a reader connection answer.
@@ -256,6 +266,7 @@ func (s *Store) write(ctx context.Context, fn func(tx *sql.Tx) error) error {
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("sqlite: commit: %w", err)
 	}
+	s.ckpt.committed()
 	if ferr != nil {
 		return ct.err
 	}
