@@ -42,6 +42,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Outbox/SeqNeverReused", testOutboxSeq},
 		{"Client/RoundTrip", testClientRoundTrip},
 		{"Client/ConflictAndNotFound", testClientErrors},
+		{"Client/Update", testClientUpdate},
 		{"AuthRequest/RoundTrip", testAuthRoundTrip},
 		{"AuthRequest/Complete", testAuthComplete},
 		{"AuthRequest/Expired", testAuthExpired},
