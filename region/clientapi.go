@@ -71,6 +71,9 @@ func newClientDocument(c store.Client, secret string, now time.Time) clientDocum
 	if d.RedirectURIs == nil {
 		d.RedirectURIs = []string{}
 	}
+	if !slices.Contains(c.GrantTypes, GrantAuthorizationCode) {
+		d.ResponseTypes = []string{}
+	}
 	if c.JWKS != "" && json.Valid([]byte(c.JWKS)) {
 		d.JWKS = json.RawMessage(c.JWKS)
 	}
@@ -374,7 +377,7 @@ func (p *Provider) adminCaller(w http.ResponseWriter, r *http.Request, op string
 		at, err = p.storage.activeToken(ctx, id)
 	}
 	if err != nil {
-		if !errors.Is(err, store.ErrNotFound) && storeFailed(ctx, err) {
+		if faultRaised(ctx) { // activeToken flagged a database fault
 			p.writeClientError(w, r, err)
 			return "", false
 		}
