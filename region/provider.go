@@ -136,7 +136,6 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 	if cfg.ClientSecretOverlap > cfg.ClientSecretMaxOverlap {
 		return nil, fmt.Errorf("%w: client secret overlap %s exceeds the maximum %s", ErrConfig, cfg.ClientSecretOverlap, cfg.ClientSecretMaxOverlap)
 	}
-	p.clients = &Clients{Store: st, Codec: codec, Region: cfg.Region, MaxOverlap: cfg.ClientSecretMaxOverlap}
 	p.clientCalls = newClientCalls(cfg.Meter)
 	p.secretOverlap = cfg.ClientSecretOverlap
 	if cfg.Keys.MinOverlap == 0 {
@@ -156,6 +155,8 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 		region: cfg.Region, codec: codec, st: newTokenCache(st), keys: p.keys, ttl: cfg.Lifetimes, log: log,
 		clients: map[string]cachedClient{}, jwts: newJWTAccessTokens(p.keys, codec, cfg.Region),
 	}
+	// Through the token cache: deleting a client empties it at once.
+	p.clients = &Clients{Store: p.storage.st, Codec: codec, Region: cfg.Region, MaxOverlap: cfg.ClientSecretMaxOverlap}
 	if cfg.Peers != nil {
 		p.remote = newRemote(cfg.Peers, p.keys.opts.PeerCacheTTL)
 		p.storage.remote = p.remote

@@ -495,10 +495,16 @@ func TestAdminClientsAPI(t *testing.T) {
 		t.Fatal("a deleted client still gets tokens")
 	}
 
-	// A deleted admin client's token stops working (within the client cache
-	// bound; this node forgets a client it changed itself).
+	// Deleting a client revokes the tokens issued to it.
+	introspector := f.client("eu")
+	if s, m := f.introspect("us", introspector, plain); s != 200 || m["active"] != true {
+		t.Fatalf("the resource server's token before its deletion: %d %v", s, m)
+	}
 	if s, _, _ := call(t, c, "DELETE", usBase+"/admin/clients/"+rs.ID, tok, nil); s != 204 {
 		t.Fatalf("delete the resource server: %d", s)
+	}
+	if s, m := f.introspect("ap", introspector, plain); s != 200 || m["active"] != false {
+		t.Fatalf("the deleted client's token: %d %v", s, m)
 	}
 
 	actions := map[string]int{}

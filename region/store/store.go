@@ -199,6 +199,8 @@ type Store interface {
 	// UpdateClient replaces every field of the stored client c.ID except
 	// CreatedAt; ErrNotFound for an unknown id. The last writer wins.
 	UpdateClient(ctx context.Context, c Client) error
+	// DeleteClient removes a client and, in the same transaction, revokes
+	// every access and refresh token issued to it.
 	DeleteClient(ctx context.Context, id string) error
 
 	// Authorization requests and codes.

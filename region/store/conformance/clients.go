@@ -70,3 +70,37 @@ func testClientUpdate(t *testing.T, s store.Store) {
 	_, err = s.GetClient(ctx, missing.ID)
 	is(t, err, store.ErrNotFound)
 }
+
+// testClientDeleteRevokes: deleting a client revokes every access and
+// refresh token issued to it (and no other client's) in the same
+// transaction; a failed delete (unknown id) revokes nothing.
+func testClientDeleteRevokes(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	now := base()
+	gone, kept := sampleClient(now), sampleClient(now)
+	ok(t, s.CreateClient(ctx, gone))
+	ok(t, s.CreateClient(ctx, kept))
+	mk := func(client string) (store.AccessToken, store.RefreshToken) {
+		g := newID("grant")
+		at, rt := sampleAccess(now, g, "usr-a", client), sampleRefresh(now, g, "usr-a", client)
+		ok(t, s.CreateTokens(ctx, at, &rt))
+		return at, rt
+	}
+	at1, rt1 := mk(gone.ID)
+	cc := sampleAccess(now, "", gone.ID, gone.ID) // a client_credentials token
+	ok(t, s.CreateAccessToken(ctx, cc))
+	keepAT, keepRT := mk(kept.ID)
+
+	is(t, s.DeleteClient(ctx, "cli-unknown"), store.ErrNotFound)
+	if accessRevoked(t, s, at1.Hash) || accessRevoked(t, s, keepAT.Hash) {
+		t.Fatal("a failed delete revoked tokens")
+	}
+	ok(t, s.DeleteClient(ctx, gone.ID))
+	if !accessRevoked(t, s, at1.Hash) || !accessRevoked(t, s, cc.Hash) || !refreshRevoked(t, s, rt1.Hash) {
+		t.Fatal("the deleted client's tokens are not revoked")
+	}
+	if accessRevoked(t, s, keepAT.Hash) || refreshRevoked(t, s, keepRT.Hash) {
+		t.Fatal("another client's tokens were revoked")
+	}
+	is(t, s.DeleteClient(ctx, gone.ID), store.ErrNotFound)
+}

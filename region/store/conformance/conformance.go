@@ -43,6 +43,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Client/RoundTrip", testClientRoundTrip},
 		{"Client/ConflictAndNotFound", testClientErrors},
 		{"Client/Update", testClientUpdate},
+		{"Client/DeleteRevokesTokens", testClientDeleteRevokes},
 		{"AuthRequest/RoundTrip", testAuthRoundTrip},
 		{"AuthRequest/Complete", testAuthComplete},
 		{"AuthRequest/Expired", testAuthExpired},

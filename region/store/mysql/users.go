@@ -220,9 +220,21 @@ func (s *Store) ListClients(ctx context.Context) ([]store.Client, error) {
 	return out, wrap("list clients", err)
 }
 
-// DeleteClient deletes the client with the given id.
+// DeleteClient deletes the client with the given id and, in the same
+// transaction, revokes every access and refresh token issued to it.
 func (s *Store) DeleteClient(ctx context.Context, id string) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
-		return wrap("delete client", mustAffect(tx.ExecContext(ctx, `DELETE FROM clients WHERE id = ?`, id)))
+		if err := mustAffect(tx.ExecContext(ctx, `DELETE FROM clients WHERE id = ?`, id)); err != nil {
+			return wrap("delete client", err)
+		}
+		for _, q := range []string{
+			`UPDATE access_tokens SET revoked = TRUE WHERE client_id = ? AND NOT revoked`,
+			`UPDATE refresh_tokens SET revoked = TRUE WHERE client_id = ? AND NOT revoked`,
+		} {
+			if _, err := tx.ExecContext(ctx, q, id); err != nil {
+				return wrap("delete client", err)
+			}
+		}
+		return nil
 	})
 }

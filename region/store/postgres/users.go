@@ -240,9 +240,21 @@ func (s *Store) ListClients(ctx context.Context) ([]store.Client, error) {
 	return out, err
 }
 
-// DeleteClient deletes the client with the given id.
+// DeleteClient deletes the client with the given id and, in the same
+// transaction, revokes every access and refresh token issued to it.
 func (s *Store) DeleteClient(ctx context.Context, id string) error {
 	return s.write(ctx, func(tx pgx.Tx) error {
-		return wrap("delete client", mustAffect(tx.Exec(ctx, `DELETE FROM clients WHERE id = $1`, id)))
+		if err := mustAffect(tx.Exec(ctx, `DELETE FROM clients WHERE id = $1`, id)); err != nil {
+			return wrap("delete client", err)
+		}
+		for _, q := range []string{
+			`UPDATE access_tokens SET revoked = true WHERE client_id = $1 AND NOT revoked`,
+			`UPDATE refresh_tokens SET revoked = true WHERE client_id = $1 AND NOT revoked`,
+		} {
+			if _, err := tx.Exec(ctx, q, id); err != nil {
+				return wrap("delete client", err)
+			}
+		}
+		return nil
 	})
 }

@@ -261,12 +261,21 @@ func (s *Store) ListClients(ctx context.Context) ([]store.Client, error) {
 	return out, wrap("list clients", rows.Err())
 }
 
-// DeleteClient deletes the client with the given id.
+// DeleteClient deletes the client with the given id and, in the same
+// transaction, revokes every access and refresh token issued to it.
 func (s *Store) DeleteClient(ctx context.Context, id string) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM clients WHERE id = ?`, id)
 		if err == nil {
 			err = mustAffect(res)
+		}
+		for _, q := range []string{
+			`UPDATE access_tokens SET revoked = 1 WHERE client_id = ? AND revoked = 0`,
+			`UPDATE refresh_tokens SET revoked = 1 WHERE client_id = ? AND revoked = 0`,
+		} {
+			if err == nil {
+				_, err = tx.ExecContext(ctx, q, id)
+			}
 		}
 		return wrap("delete client", err)
 	})

@@ -30,3 +30,21 @@ SET @meridian_ddl = (SELECT IF(COUNT(*) = 0,
 PREPARE meridian_ddl FROM @meridian_ddl;
 EXECUTE meridian_ddl;
 DEALLOCATE PREPARE meridian_ddl;
+-- Deleting a client revokes its tokens (DeleteClient): find them by
+-- client. MySQL has no CREATE INDEX IF NOT EXISTS either.
+SET @meridian_ddl = (SELECT IF(COUNT(*) = 0,
+    'CREATE INDEX access_tokens_client_id ON access_tokens (client_id)',
+    'DO 0')
+    FROM information_schema.statistics
+    WHERE table_schema = DATABASE() AND table_name = 'access_tokens' AND index_name = 'access_tokens_client_id');
+PREPARE meridian_ddl FROM @meridian_ddl;
+EXECUTE meridian_ddl;
+DEALLOCATE PREPARE meridian_ddl;
+SET @meridian_ddl = (SELECT IF(COUNT(*) = 0,
+    'CREATE INDEX refresh_tokens_client_id ON refresh_tokens (client_id)',
+    'DO 0')
+    FROM information_schema.statistics
+    WHERE table_schema = DATABASE() AND table_name = 'refresh_tokens' AND index_name = 'refresh_tokens_client_id');
+PREPARE meridian_ddl FROM @meridian_ddl;
+EXECUTE meridian_ddl;
+DEALLOCATE PREPARE meridian_ddl;

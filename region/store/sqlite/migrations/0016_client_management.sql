@@ -6,3 +6,6 @@
 ALTER TABLE clients ADD COLUMN previous_secret_hash BLOB;
 ALTER TABLE clients ADD COLUMN previous_secret_expires_at INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE clients ADD COLUMN registration_token_hash BLOB;
+-- Deleting a client revokes its tokens (DeleteClient): find them by client.
+CREATE INDEX IF NOT EXISTS access_tokens_client_id ON access_tokens (client_id);
+CREATE INDEX IF NOT EXISTS refresh_tokens_client_id ON refresh_tokens (client_id);
