@@ -451,6 +451,43 @@ func TestAdminClientsAPI(t *testing.T) {
 		t.Fatal("a refused rotation changed the secret")
 	}
 
+	// Malformed documents get the protocol's error, never a 500.
+	for _, raw := range []string{"not json", "[]", `{"redirect_uris": "https://a.example/cb"}`, `{"grant_types": 5}`,
+		`{"jwks": {"keys": [{"kty": "oct", "k": "c2VjcmV0"}]}, "token_endpoint_auth_method": "private_key_jwt", "grant_types": ["client_credentials"]}`,
+		`{"token_endpoint_auth_method": "none", "grant_types": ["client_credentials"]}`, `{"access_token_format": "saml", "grant_types": ["client_credentials"]}`} {
+		req, _ := http.NewRequest("POST", apBase+"/admin/clients", strings.NewReader(raw))
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		resp.Body.Close()
+		if resp.StatusCode != 400 || (m["error"] != "invalid_client_metadata" && m["error"] != "invalid_redirect_uri") {
+			t.Fatalf("create with %s: %d %v", raw, resp.StatusCode, m)
+		}
+	}
+
+	// An admin client with RFC 9068 JWT access tokens: the router finds eu
+	// by the JWT's kid, eu verifies it.
+	codec, err := node.Codec(f.cfg, f.cfg.DataDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwtAdmin, err := region.CreateClient(context.Background(), o.n.Store, codec, "eu", region.ClientSpec{Name: "ops-jwt",
+		GrantTypes: []string{region.GrantClientCredentials}, Scopes: []string{region.ScopeAdmin}, AccessTokenFormat: region.FormatJWT})
+	if err != nil {
+		t.Fatal(err)
+	}
+	jwtTok := ccToken(t, f, "ap", jwtAdmin.ID, jwtAdmin.Secret, region.ScopeAdmin)
+	if !strings.HasPrefix(jwtTok, "eyJ") {
+		t.Fatalf("not a JWT access token: %s", jwtTok)
+	}
+	if s, _, m := call(t, c, "GET", usBase+"/admin/clients", jwtTok, nil); s != 200 || m["region"] != "eu" {
+		t.Fatalf("list with a JWT admin token via us: %d %v", s, m)
+	}
+
 	// The attacker. Without a token, or with a made-up one: 401.
 	for _, bad := range []string{"", "not-a-token", tok[:len(tok)-2] + "xx"} {
 		if s, www, m := call(t, c, "GET", usBase+"/admin/clients/"+id, bad, nil); s != 401 || m["error"] != "invalid_token" || !strings.Contains(www, "invalid_token") {
