@@ -424,6 +424,32 @@ func (p *Provider) adminChange(ctx context.Context, actor, action, clientID stri
 		slog.String("client_id", clientID), slog.String("via", "admin_api")}, attrs...)...)
 }
 
+// federationGuard keeps the admin API away from federation clients (the
+// hub's and peer regions' clients, scope meridian:federation): they are
+// made from the federation configuration at every start, and changing
+// one (its key, its redirect URIs) would let an admin act as the hub
+// towards this region. Granting the scope is refused the same way. It
+// reports whether the call may go on, after answering if not.
+func (p *Provider) federationGuard(w http.ResponseWriter, r *http.Request, id string, spec *ClientSpec) bool {
+	if spec != nil && slices.Contains(spec.Scopes, ScopeFederation) {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_client_metadata", "the "+ScopeFederation+" scope is given only by the federation configuration")
+		return false
+	}
+	if id == "" {
+		return true
+	}
+	c, err := p.clients.Get(r.Context(), id)
+	if err != nil {
+		p.writeClientError(w, r, err)
+		return false
+	}
+	if slices.Contains(c.Scopes, ScopeFederation) {
+		writeOAuthError(w, http.StatusForbidden, "access_denied", "federation clients are managed by the federation configuration, not the admin API")
+		return false
+	}
+	return true
+}
+
 // adminList is GET /admin/clients.
 func (p *Provider) adminList(w http.ResponseWriter, r *http.Request) {
 	if _, ok := p.adminCaller(w, r, "list"); !ok {
@@ -453,7 +479,11 @@ func (p *Provider) adminCreate(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	c, err := p.clients.Create(r.Context(), m.spec(true, store.Client{}))
+	spec := m.spec(true, store.Client{})
+	if !p.federationGuard(w, r, "", &spec) {
+		return
+	}
+	c, err := p.clients.Create(r.Context(), spec)
 	if err != nil {
 		p.writeClientError(w, r, err)
 		return
@@ -496,7 +526,11 @@ func (p *Provider) adminUpdate(w http.ResponseWriter, r *http.Request) {
 		writeOAuthError(w, http.StatusBadRequest, "invalid_client_metadata", "a secret cannot be chosen; rotate it with POST /admin/clients/{id}/secret")
 		return
 	}
-	u, err := p.clients.Update(r.Context(), id, m.spec(true, store.Client{}))
+	spec := m.spec(true, store.Client{})
+	if !p.federationGuard(w, r, id, &spec) {
+		return
+	}
+	u, err := p.clients.Update(r.Context(), id, spec)
 	if err != nil {
 		p.writeClientError(w, r, err)
 		return
@@ -514,6 +548,9 @@ func (p *Provider) adminDelete(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := r.PathValue("id")
+	if !p.federationGuard(w, r, id, nil) {
+		return
+	}
 	if err := p.clients.Delete(r.Context(), id); err != nil {
 		p.writeClientError(w, r, err)
 		return
@@ -540,6 +577,9 @@ func (p *Provider) adminRotate(w http.ResponseWriter, r *http.Request) {
 			writeOAuthError(w, http.StatusBadRequest, "invalid_request", "body must be a JSON object, e.g. {\"overlap_seconds\": 3600}")
 			return
 		}
+	}
+	if !p.federationGuard(w, r, id, nil) {
+		return
 	}
 	overlap := p.secretOverlap
 	if body.OverlapSeconds != nil {

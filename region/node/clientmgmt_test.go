@@ -488,6 +488,38 @@ func TestAdminClientsAPI(t *testing.T) {
 		t.Fatalf("list with a JWT admin token via us: %d %v", s, m)
 	}
 
+	// Federation clients (the hub's client at eu) are the federation
+	// configuration's: the admin can read them but not change, delete or
+	// rotate them, nor grant meridian:federation to another client.
+	_, _, m = call(t, c, "GET", usBase+"/admin/clients", tok, nil)
+	var hubClient string
+	for _, cl := range m["clients"].([]any) {
+		if doc := cl.(map[string]any); strings.Contains(fmt.Sprint(doc["scope"]), region.ScopeFederation) {
+			hubClient = doc["client_id"].(string)
+		}
+	}
+	if hubClient == "" {
+		t.Fatal("no federation client listed at eu")
+	}
+	for _, tc := range []struct {
+		method, path string
+		body         map[string]any
+	}{
+		{"PUT", "/admin/clients/" + hubClient, map[string]any{"redirect_uris": []string{"https://evil.example/cb"}}},
+		{"DELETE", "/admin/clients/" + hubClient, nil},
+		{"POST", "/admin/clients/" + hubClient + "/secret", nil},
+	} {
+		if s, _, m := call(t, c, tc.method, apBase+tc.path, tok, tc.body); s != 403 || m["error"] != "access_denied" {
+			t.Fatalf("%s %s: %d %v", tc.method, tc.path, s, m)
+		}
+	}
+	for _, tc := range []struct{ method, path string }{{"POST", "/admin/clients"}, {"PUT", "/admin/clients/" + id}} {
+		if s, _, m := call(t, c, tc.method, apBase+tc.path, tok, map[string]any{"grant_types": []string{"client_credentials"},
+			"scope": region.ScopeFederation}); s != 400 || m["error"] != "invalid_client_metadata" {
+			t.Fatalf("granting %s by %s %s: %d %v", region.ScopeFederation, tc.method, tc.path, s, m)
+		}
+	}
+
 	// The attacker. Without a token, or with a made-up one: 401.
 	for _, bad := range []string{"", "not-a-token", tok[:len(tok)-2] + "xx"} {
 		if s, www, m := call(t, c, "GET", usBase+"/admin/clients/"+id, bad, nil); s != 401 || m["error"] != "invalid_token" || !strings.Contains(www, "invalid_token") {
