@@ -24,38 +24,38 @@ import (
 	"github.com/meridian-id/meridian/telemetry"
 )
 
-// lockedBuffer collects a node's log lines (written from its goroutines).
-type lockedBuffer struct {
+// mgmtLog collects a node's log lines (written from its goroutines).
+type mgmtLog struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (l *lockedBuffer) Write(p []byte) (int, error) {
+func (l *mgmtLog) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
 }
 
-func (l *lockedBuffer) String() string {
+func (l *mgmtLog) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
 }
 
-// observed is a region's node restarted with real telemetry: its JSON log
+// mgmtObserved is a region's node restarted with real telemetry: its JSON log
 // (audit events) and its admin listener (/metrics).
-type observed struct {
+type mgmtObserved struct {
 	n     *node.Node
-	log   *lockedBuffer
+	log   *mgmtLog
 	admin string
 }
 
 // observe replaces the federation's node for region id by one whose log
 // and metrics the test reads, on the same listener address and store.
-func observe(t *testing.T, f *federation, id string) *observed {
+func mgmtObserve(t *testing.T, f *federation, id string) *mgmtObserved {
 	t.Helper()
 	f.halt(id)
-	o := &observed{log: &lockedBuffer{}}
+	o := &mgmtObserved{log: &mgmtLog{}}
 	ctx := context.Background()
 	tel, err := telemetry.New(ctx, telemetry.Config{Service: "test", Instance: id, LogLevel: "info"}, o.log)
 	if err != nil {
@@ -82,7 +82,7 @@ func observe(t *testing.T, f *federation, id string) *observed {
 }
 
 // audits returns the audit records of event in the node's log.
-func (o *observed) audits(event string) []map[string]any {
+func (o *mgmtObserved) audits(event string) []map[string]any {
 	var out []map[string]any
 	for _, l := range strings.Split(o.log.String(), "\n") {
 		var m map[string]any
@@ -95,7 +95,7 @@ func (o *observed) audits(event string) []map[string]any {
 
 // call sends a JSON request to base+path with an optional bearer token and
 // returns the status, the WWW-Authenticate header and the decoded body.
-func call(t *testing.T, c *http.Client, method, u, bearer string, body any) (int, string, map[string]any) {
+func mgmtCall(t *testing.T, c *http.Client, method, u, bearer string, body any) (int, string, map[string]any) {
 	t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -126,9 +126,9 @@ func call(t *testing.T, c *http.Client, method, u, bearer string, body any) (int
 	return resp.StatusCode, resp.Header.Get("WWW-Authenticate"), m
 }
 
-// secretWorks reports whether id/secret gets a client_credentials token
+// mgmtSecretWorks reports whether id/secret gets a client_credentials token
 // through region entry's global host.
-func secretWorks(t *testing.T, f *federation, entry, id, secret string) bool {
+func mgmtSecretWorks(t *testing.T, f *federation, entry, id, secret string) bool {
 	t.Helper()
 	c, base := f.at(entry)
 	s, oe, _ := oidctest.PostForm(t, c, base+"/oauth/token", url.Values{"grant_type": {"client_credentials"}}, id, secret)
@@ -138,8 +138,8 @@ func secretWorks(t *testing.T, f *federation, entry, id, secret string) bool {
 	return s == 200
 }
 
-// ccToken returns a client_credentials access token for id/secret with scope.
-func ccToken(t *testing.T, f *federation, entry, id, secret, scope string) string {
+// mgmtToken returns a client_credentials access token for id/secret with scope.
+func mgmtToken(t *testing.T, f *federation, entry, id, secret, scope string) string {
 	t.Helper()
 	c, base := f.at(entry)
 	s, oe, m := oidctest.PostForm(t, c, base+"/oauth/token", url.Values{"grant_type": {"client_credentials"}, "scope": {scope}}, id, secret)
@@ -149,7 +149,7 @@ func ccToken(t *testing.T, f *federation, entry, id, secret, scope string) strin
 	return m["access_token"].(string)
 }
 
-func operatorClient(t *testing.T, f *federation, id string, scopes ...string) region.RegisteredClient {
+func mgmtOperatorClient(t *testing.T, f *federation, id string, scopes ...string) region.RegisteredClient {
 	t.Helper()
 	codec, err := node.Codec(f.cfg, f.cfg.DataDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -163,8 +163,8 @@ func operatorClient(t *testing.T, f *federation, id string, scopes ...string) re
 	return c
 }
 
-// withRegistration opens dynamic registration in eu with an initial access token.
-func withRegistration(token string) func(*federation) {
+// mgmtWithRegistration opens dynamic registration in eu with an initial access token.
+func mgmtWithRegistration(token string) func(*federation) {
 	return func(f *federation) {
 		path := filepath.Join(f.cfg.DataDir, "eu-registration-token")
 		if err := os.WriteFile(path, []byte(token), 0o600); err != nil {
@@ -186,14 +186,14 @@ func withRegistration(token string) func(*federation) {
 // redirect URI, the token is stored as a digest and rotated on update.
 func TestClientConfigurationEndpoint(t *testing.T) {
 	const initial = "initial-access-token-for-eu-0123456789"
-	f := startFederation(t, withRegistration(initial))
-	o := observe(t, f, "eu")
+	f := startFederation(t, mgmtWithRegistration(initial))
+	o := mgmtObserve(t, f, "eu")
 	c, _ := f.at("us")
 	regHost := fmt.Sprintf("http://eu.id.localhost:%d", f.port)
 
 	register := func(name string) map[string]any {
 		t.Helper()
-		s, _, m := call(t, c, "POST", regHost+"/register", initial, map[string]any{
+		s, _, m := mgmtCall(t, c, "POST", regHost+"/register", initial, map[string]any{
 			"client_name": name, "redirect_uris": []string{"https://app.example/cb"},
 			"grant_types": []string{"authorization_code", "client_credentials"}})
 		if s != 201 || m["registration_access_token"] == nil || m["client_secret"] == nil {
@@ -218,7 +218,7 @@ func TestClientConfigurationEndpoint(t *testing.T) {
 	// Reads through the global host as served by us and ap reach eu.
 	for _, entry := range []string{"us", "ap", "eu"} {
 		hc, base := f.at(entry)
-		s, _, m := call(t, hc, "GET", base+"/register/"+aID, aTok, nil)
+		s, _, m := mgmtCall(t, hc, "GET", base+"/register/"+aID, aTok, nil)
 		if s != 200 || m["client_id"] != aID || m["registration_access_token"] != aTok || m["client_name"] != "A" || m["client_secret"] != nil {
 			t.Fatalf("read via %s: %d %v", entry, s, m)
 		}
@@ -237,7 +237,7 @@ func TestClientConfigurationEndpoint(t *testing.T) {
 		"forged client id":       {aID[:len(aID)-2] + "xx", aTok},
 	} {
 		for _, method := range []string{"GET", "PUT", "DELETE"} {
-			s, www, m := call(t, c, method, base+"/register/"+tc.id, tc.tok, map[string]any{"client_id": tc.id, "redirect_uris": []string{"https://evil.example/cb"}})
+			s, www, m := mgmtCall(t, c, method, base+"/register/"+tc.id, tc.tok, map[string]any{"client_id": tc.id, "redirect_uris": []string{"https://evil.example/cb"}})
 			if s != 401 || m["error"] != "invalid_token" || !strings.Contains(www, `error="invalid_token"`) {
 				t.Fatalf("%s %s: %d %v %q", name, method, s, m, www)
 			}
@@ -263,7 +263,7 @@ func TestClientConfigurationEndpoint(t *testing.T) {
 	} {
 		body := valid()
 		tc.mutate(body)
-		if s, _, m := call(t, c, "PUT", base+"/register/"+aID, aTok, body); s != 400 || m["error"] != tc.code {
+		if s, _, m := mgmtCall(t, c, "PUT", base+"/register/"+aID, aTok, body); s != 400 || m["error"] != tc.code {
 			t.Fatalf("update with %s: %d %v", name, s, m)
 		}
 	}
@@ -272,29 +272,29 @@ func TestClientConfigurationEndpoint(t *testing.T) {
 	// registration access token; the client's secret keeps working.
 	body := valid()
 	body["client_secret"] = aSecret
-	s, _, m := call(t, c, "PUT", base+"/register/"+aID, aTok, body)
+	s, _, m := mgmtCall(t, c, "PUT", base+"/register/"+aID, aTok, body)
 	newTok, _ := m["registration_access_token"].(string)
 	if s != 200 || newTok == "" || newTok == aTok || m["client_name"] != "A2" || m["client_secret"] != nil {
 		t.Fatalf("update: %d %v", s, m)
 	}
-	if s, _, _ := call(t, c, "GET", base+"/register/"+aID, aTok, nil); s != 401 {
+	if s, _, _ := mgmtCall(t, c, "GET", base+"/register/"+aID, aTok, nil); s != 401 {
 		t.Fatalf("the replaced registration token still reads: %d", s)
 	}
-	if s, _, m := call(t, c, "GET", base+"/register/"+aID, newTok, nil); s != 200 || fmt.Sprint(m["redirect_uris"]) != "[https://app.example/new]" {
+	if s, _, m := mgmtCall(t, c, "GET", base+"/register/"+aID, newTok, nil); s != 200 || fmt.Sprint(m["redirect_uris"]) != "[https://app.example/new]" {
 		t.Fatalf("read after update: %d %v", s, m)
 	}
-	if !secretWorks(t, f, "us", aID, aSecret) {
+	if !mgmtSecretWorks(t, f, "us", aID, aSecret) {
 		t.Fatal("the client's secret stopped working after a metadata update")
 	}
 
 	// Delete: the client and its token are gone.
-	if s, _, _ := call(t, c, "DELETE", base+"/register/"+aID, newTok, nil); s != 204 {
+	if s, _, _ := mgmtCall(t, c, "DELETE", base+"/register/"+aID, newTok, nil); s != 204 {
 		t.Fatalf("delete: %d", s)
 	}
-	if s, _, _ := call(t, c, "GET", base+"/register/"+aID, newTok, nil); s != 401 {
+	if s, _, _ := mgmtCall(t, c, "GET", base+"/register/"+aID, newTok, nil); s != 401 {
 		t.Fatalf("read after delete: %d", s)
 	}
-	if secretWorks(t, f, "us", aID, aSecret) {
+	if mgmtSecretWorks(t, f, "us", aID, aSecret) {
 		t.Fatal("a deleted client still gets tokens")
 	}
 
@@ -310,21 +310,21 @@ func TestClientConfigurationEndpoint(t *testing.T) {
 			t.Errorf("no %s client.configuration audit event (have %v)", want, ops2)
 		}
 	}
-	scrape := scrapeMetrics(t, o.admin)
+	scrape := mgmtScrape(t, o.admin)
 	for _, want := range [][]string{
 		{"meridian_client_management_requests_total{", `api="rfc7592"`, `operation="read"`, `result="unauthenticated"`},
 		{"meridian_client_management_requests_total{", `api="rfc7592"`, `operation="update"`, `result="ok"`},
 		{"meridian_audit_events_total{", `event="client.configuration"`},
 	} {
-		if !hasSeries(scrape, want...) {
+		if !mgmtHasSeries(scrape, want...) {
 			t.Errorf("/metrics lacks %v", want)
 		}
 	}
 }
 
-// hasSeries reports whether the scrape has a series named by the first
+// mgmtHasSeries reports whether the scrape has a series named by the first
 // part with every label of the rest.
-func hasSeries(scrape string, parts ...string) bool {
+func mgmtHasSeries(scrape string, parts ...string) bool {
 	for _, l := range strings.Split(scrape, "\n") {
 		if !strings.HasPrefix(l, parts[0]) {
 			continue
@@ -340,7 +340,7 @@ func hasSeries(scrape string, parts ...string) bool {
 	return false
 }
 
-func scrapeMetrics(t *testing.T, admin string) string {
+func mgmtScrape(t *testing.T, admin string) string {
 	t.Helper()
 	resp, err := http.Get(admin + "/metrics")
 	if err != nil {
@@ -360,15 +360,15 @@ func scrapeMetrics(t *testing.T, admin string) string {
 // at eu, every change is an admin.change audit event and counted.
 func TestAdminClientsAPI(t *testing.T) {
 	f := startFederation(t)
-	o := observe(t, f, "eu")
-	admin := operatorClient(t, f, "eu", region.ScopeAdmin)
-	tok := ccToken(t, f, "us", admin.ID, admin.Secret, region.ScopeAdmin) // issued by eu, fetched through us
+	o := mgmtObserve(t, f, "eu")
+	admin := mgmtOperatorClient(t, f, "eu", region.ScopeAdmin)
+	tok := mgmtToken(t, f, "us", admin.ID, admin.Secret, region.ScopeAdmin) // issued by eu, fetched through us
 
 	c, usBase := f.at("us")
 	_, apBase := f.at("ap")
 
 	// Create through ap: the collection is routed by the token's region.
-	s, _, m := call(t, c, "POST", apBase+"/admin/clients", tok, map[string]any{
+	s, _, m := mgmtCall(t, c, "POST", apBase+"/admin/clients", tok, map[string]any{
 		"client_name": "Backend", "grant_types": []string{"client_credentials"}, "scope": "meridian:introspect"})
 	if s != 201 || m["client_secret"] == nil || m["scope"] != "meridian:introspect" {
 		t.Fatalf("create: %d %v", s, m)
@@ -377,15 +377,15 @@ func TestAdminClientsAPI(t *testing.T) {
 	if !strings.Contains(id, ".eu.") {
 		t.Fatalf("created client id %s is not eu's", id)
 	}
-	if !secretWorks(t, f, "ap", id, first) {
+	if !mgmtSecretWorks(t, f, "ap", id, first) {
 		t.Fatal("the created client's secret does not work")
 	}
 
-	s, _, m = call(t, c, "GET", usBase+"/admin/clients", tok, nil)
+	s, _, m = mgmtCall(t, c, "GET", usBase+"/admin/clients", tok, nil)
 	if s != 200 || m["region"] != "eu" || !strings.Contains(fmt.Sprint(m["clients"]), id) || strings.Contains(fmt.Sprint(m["clients"]), "client_secret:") {
 		t.Fatalf("list via us: %d %v", s, m)
 	}
-	if s, _, m = call(t, c, "GET", apBase+"/admin/clients/"+id, tok, nil); s != 200 || m["client_name"] != "Backend" {
+	if s, _, m = mgmtCall(t, c, "GET", apBase+"/admin/clients/"+id, tok, nil); s != 200 || m["client_name"] != "Backend" {
 		t.Fatalf("get via ap: %d %v", s, m)
 	}
 
@@ -401,18 +401,18 @@ func TestAdminClientsAPI(t *testing.T) {
 		"chosen secret":   {map[string]any{"client_secret": "mine", "grant_types": []string{"client_credentials"}}, "invalid_client_metadata"},
 		"bad grant":       {map[string]any{"grant_types": []string{"password"}}, "invalid_client_metadata"},
 	} {
-		if s, _, m := call(t, c, "PUT", usBase+"/admin/clients/"+id, tok, tc.body); s != 400 || m["error"] != tc.code {
+		if s, _, m := mgmtCall(t, c, "PUT", usBase+"/admin/clients/"+id, tok, tc.body); s != 400 || m["error"] != tc.code {
 			t.Fatalf("update with %s: %d %v", name, s, m)
 		}
 	}
-	s, _, m = call(t, c, "PUT", usBase+"/admin/clients/"+id, tok, map[string]any{"client_id": id, "client_name": "Backend v2",
+	s, _, m = mgmtCall(t, c, "PUT", usBase+"/admin/clients/"+id, tok, map[string]any{"client_id": id, "client_name": "Backend v2",
 		"grant_types": []string{"client_credentials"}, "scope": "meridian:introspect meridian:dereference"})
 	if s != 200 || m["client_name"] != "Backend v2" || m["scope"] != "meridian:introspect meridian:dereference" {
 		t.Fatalf("update: %d %v", s, m)
 	}
 
 	// Rotation with an overlap: both secrets work, both stored as digests.
-	s, _, m = call(t, c, "POST", usBase+"/admin/clients/"+id+"/secret", tok, map[string]any{"overlap_seconds": 2})
+	s, _, m = mgmtCall(t, c, "POST", usBase+"/admin/clients/"+id+"/secret", tok, map[string]any{"overlap_seconds": 2})
 	second, _ := m["client_secret"].(string)
 	until, _ := m["previous_secret_expires_at"].(float64)
 	if s != 200 || second == "" || second == first || until == 0 {
@@ -425,29 +425,29 @@ func TestAdminClientsAPI(t *testing.T) {
 	if !bytes.Equal(st.SecretHash, region.HashClientSecret(second)) || !bytes.Equal(st.PreviousSecretHash, region.HashClientSecret(first)) {
 		t.Fatal("the secrets are not stored as (new, previous) digests")
 	}
-	if !secretWorks(t, f, "ap", id, first) || !secretWorks(t, f, "us", id, second) {
+	if !mgmtSecretWorks(t, f, "ap", id, first) || !mgmtSecretWorks(t, f, "us", id, second) {
 		t.Fatal("during the overlap both secrets must work")
 	}
 	// After the overlap the old secret fails and the new one works.
 	time.Sleep(time.Until(time.Unix(int64(until)+1, 0)))
-	if secretWorks(t, f, "ap", id, first) {
+	if mgmtSecretWorks(t, f, "ap", id, first) {
 		t.Fatal("the previous secret works after its overlap")
 	}
-	if !secretWorks(t, f, "ap", id, second) {
+	if !mgmtSecretWorks(t, f, "ap", id, second) {
 		t.Fatal("the new secret stopped working")
 	}
 	// Overlap 0 ends the previous secret at once; overlaps are bounded.
-	s, _, m = call(t, c, "POST", usBase+"/admin/clients/"+id+"/secret", tok, map[string]any{"overlap_seconds": 0})
+	s, _, m = mgmtCall(t, c, "POST", usBase+"/admin/clients/"+id+"/secret", tok, map[string]any{"overlap_seconds": 0})
 	third, _ := m["client_secret"].(string)
-	if s != 200 || third == "" || secretWorks(t, f, "eu", id, second) || !secretWorks(t, f, "eu", id, third) {
+	if s != 200 || third == "" || mgmtSecretWorks(t, f, "eu", id, second) || !mgmtSecretWorks(t, f, "eu", id, third) {
 		t.Fatalf("rotate without overlap: %d %v", s, m)
 	}
 	for _, bad := range []any{-1, 100 * 24 * 3600, "soon"} {
-		if s, _, m := call(t, c, "POST", usBase+"/admin/clients/"+id+"/secret", tok, map[string]any{"overlap_seconds": bad}); s != 400 || m["error"] != "invalid_request" {
+		if s, _, m := mgmtCall(t, c, "POST", usBase+"/admin/clients/"+id+"/secret", tok, map[string]any{"overlap_seconds": bad}); s != 400 || m["error"] != "invalid_request" {
 			t.Fatalf("overlap %v: %d %v", bad, s, m)
 		}
 	}
-	if !secretWorks(t, f, "eu", id, third) {
+	if !mgmtSecretWorks(t, f, "eu", id, third) {
 		t.Fatal("a refused rotation changed the secret")
 	}
 
@@ -480,18 +480,18 @@ func TestAdminClientsAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	jwtTok := ccToken(t, f, "ap", jwtAdmin.ID, jwtAdmin.Secret, region.ScopeAdmin)
+	jwtTok := mgmtToken(t, f, "ap", jwtAdmin.ID, jwtAdmin.Secret, region.ScopeAdmin)
 	if !strings.HasPrefix(jwtTok, "eyJ") {
 		t.Fatalf("not a JWT access token: %s", jwtTok)
 	}
-	if s, _, m := call(t, c, "GET", usBase+"/admin/clients", jwtTok, nil); s != 200 || m["region"] != "eu" {
+	if s, _, m := mgmtCall(t, c, "GET", usBase+"/admin/clients", jwtTok, nil); s != 200 || m["region"] != "eu" {
 		t.Fatalf("list with a JWT admin token via us: %d %v", s, m)
 	}
 
 	// Federation clients (the hub's client at eu) are the federation
 	// configuration's: the admin can read them but not change, delete or
 	// rotate them, nor grant meridian:federation to another client.
-	_, _, m = call(t, c, "GET", usBase+"/admin/clients", tok, nil)
+	_, _, m = mgmtCall(t, c, "GET", usBase+"/admin/clients", tok, nil)
 	var hubClient string
 	for _, cl := range m["clients"].([]any) {
 		if doc := cl.(map[string]any); strings.Contains(fmt.Sprint(doc["scope"]), region.ScopeFederation) {
@@ -509,12 +509,12 @@ func TestAdminClientsAPI(t *testing.T) {
 		{"DELETE", "/admin/clients/" + hubClient, nil},
 		{"POST", "/admin/clients/" + hubClient + "/secret", nil},
 	} {
-		if s, _, m := call(t, c, tc.method, apBase+tc.path, tok, tc.body); s != 403 || m["error"] != "access_denied" {
+		if s, _, m := mgmtCall(t, c, tc.method, apBase+tc.path, tok, tc.body); s != 403 || m["error"] != "access_denied" {
 			t.Fatalf("%s %s: %d %v", tc.method, tc.path, s, m)
 		}
 	}
 	for _, tc := range []struct{ method, path string }{{"POST", "/admin/clients"}, {"PUT", "/admin/clients/" + id}} {
-		if s, _, m := call(t, c, tc.method, apBase+tc.path, tok, map[string]any{"grant_types": []string{"client_credentials"},
+		if s, _, m := mgmtCall(t, c, tc.method, apBase+tc.path, tok, map[string]any{"grant_types": []string{"client_credentials"},
 			"scope": region.ScopeFederation}); s != 400 || m["error"] != "invalid_client_metadata" {
 			t.Fatalf("granting %s by %s %s: %d %v", region.ScopeFederation, tc.method, tc.path, s, m)
 		}
@@ -522,45 +522,45 @@ func TestAdminClientsAPI(t *testing.T) {
 
 	// The attacker. Without a token, or with a made-up one: 401.
 	for _, bad := range []string{"", "not-a-token", tok[:len(tok)-2] + "xx"} {
-		if s, www, m := call(t, c, "GET", usBase+"/admin/clients/"+id, bad, nil); s != 401 || m["error"] != "invalid_token" || !strings.Contains(www, "invalid_token") {
+		if s, www, m := mgmtCall(t, c, "GET", usBase+"/admin/clients/"+id, bad, nil); s != 401 || m["error"] != "invalid_token" || !strings.Contains(www, "invalid_token") {
 			t.Fatalf("token %q: %d %v %q", bad, s, m, www)
 		}
 	}
 	// A valid eu token without the admin scope: 403 insufficient_scope.
-	rs := operatorClient(t, f, "eu", region.ScopeIntrospect)
-	plain := ccToken(t, f, "us", rs.ID, rs.Secret, region.ScopeIntrospect)
+	rs := mgmtOperatorClient(t, f, "eu", region.ScopeIntrospect)
+	plain := mgmtToken(t, f, "us", rs.ID, rs.Secret, region.ScopeIntrospect)
 	for _, tc := range []struct{ method, path string }{{"GET", "/admin/clients"}, {"GET", "/admin/clients/" + id},
 		{"DELETE", "/admin/clients/" + id}, {"POST", "/admin/clients/" + id + "/secret"}} {
-		s, www, m := call(t, c, tc.method, apBase+tc.path, plain, map[string]any{})
+		s, www, m := mgmtCall(t, c, tc.method, apBase+tc.path, plain, map[string]any{})
 		if s != 403 || m["error"] != "insufficient_scope" || !strings.Contains(www, `scope="meridian:admin"`) {
 			t.Fatalf("%s %s without the admin scope: %d %v %q", tc.method, tc.path, s, m, www)
 		}
 	}
 	// us's admin token manages us's clients, not eu's: at eu it is not a
 	// token at all.
-	usAdmin := operatorClient(t, f, "us", region.ScopeAdmin)
-	usTok := ccToken(t, f, "ap", usAdmin.ID, usAdmin.Secret, region.ScopeAdmin)
+	usAdmin := mgmtOperatorClient(t, f, "us", region.ScopeAdmin)
+	usTok := mgmtToken(t, f, "ap", usAdmin.ID, usAdmin.Secret, region.ScopeAdmin)
 	for _, tc := range []struct{ method, path string }{{"GET", "/admin/clients/" + id}, {"PUT", "/admin/clients/" + id},
 		{"DELETE", "/admin/clients/" + id}, {"POST", "/admin/clients/" + id + "/secret"}} {
-		if s, _, m := call(t, c, tc.method, usBase+tc.path, usTok, map[string]any{"grant_types": []string{"client_credentials"}}); s != 401 || m["error"] != "invalid_token" {
+		if s, _, m := mgmtCall(t, c, tc.method, usBase+tc.path, usTok, map[string]any{"grant_types": []string{"client_credentials"}}); s != 401 || m["error"] != "invalid_token" {
 			t.Fatalf("us admin token on an eu client, %s %s: %d %v", tc.method, tc.path, s, m)
 		}
 	}
-	if s, _, m := call(t, c, "GET", apBase+"/admin/clients", usTok, nil); s != 200 || m["region"] != "us" || strings.Contains(fmt.Sprint(m["clients"]), id) {
+	if s, _, m := mgmtCall(t, c, "GET", apBase+"/admin/clients", usTok, nil); s != 200 || m["region"] != "us" || strings.Contains(fmt.Sprint(m["clients"]), id) {
 		t.Fatalf("us admin lists: %d %v", s, m)
 	}
-	if !secretWorks(t, f, "eu", id, third) {
+	if !mgmtSecretWorks(t, f, "eu", id, third) {
 		t.Fatal("a refused call changed the client")
 	}
 
 	// Delete through ap; the client is gone.
-	if s, _, _ := call(t, c, "DELETE", apBase+"/admin/clients/"+id, tok, nil); s != 204 {
+	if s, _, _ := mgmtCall(t, c, "DELETE", apBase+"/admin/clients/"+id, tok, nil); s != 204 {
 		t.Fatalf("delete: %d", s)
 	}
-	if s, _, m := call(t, c, "GET", usBase+"/admin/clients/"+id, tok, nil); s != 404 || m["error"] != "not_found" {
+	if s, _, m := mgmtCall(t, c, "GET", usBase+"/admin/clients/"+id, tok, nil); s != 404 || m["error"] != "not_found" {
 		t.Fatalf("get after delete: %d %v", s, m)
 	}
-	if secretWorks(t, f, "eu", id, third) {
+	if mgmtSecretWorks(t, f, "eu", id, third) {
 		t.Fatal("a deleted client still gets tokens")
 	}
 
@@ -569,7 +569,7 @@ func TestAdminClientsAPI(t *testing.T) {
 	if s, m := f.introspect("us", introspector, plain); s != 200 || m["active"] != true {
 		t.Fatalf("the resource server's token before its deletion: %d %v", s, m)
 	}
-	if s, _, _ := call(t, c, "DELETE", usBase+"/admin/clients/"+rs.ID, tok, nil); s != 204 {
+	if s, _, _ := mgmtCall(t, c, "DELETE", usBase+"/admin/clients/"+rs.ID, tok, nil); s != 204 {
 		t.Fatalf("delete the resource server: %d", s)
 	}
 	if s, m := f.introspect("ap", introspector, plain); s != 200 || m["active"] != false {
@@ -596,7 +596,7 @@ func TestAdminClientsAPI(t *testing.T) {
 	if len(o.audits(region.AuditAdminDenied)) == 0 {
 		t.Error("no admin.denied audit event")
 	}
-	scrape := scrapeMetrics(t, o.admin)
+	scrape := mgmtScrape(t, o.admin)
 	for _, want := range [][]string{
 		{"meridian_client_management_requests_total{", `api="admin"`, `operation="rotate_secret"`, `result="ok"`},
 		{"meridian_client_management_requests_total{", `api="admin"`, `operation="get"`, `result="forbidden"`},
@@ -604,7 +604,7 @@ func TestAdminClientsAPI(t *testing.T) {
 		{"meridian_audit_events_total{", `event="admin.change"`},
 		{"meridian_audit_events_total{", `event="admin.denied"`},
 	} {
-		if !hasSeries(scrape, want...) {
+		if !mgmtHasSeries(scrape, want...) {
 			t.Errorf("/metrics lacks %v", want)
 		}
 	}
