@@ -246,6 +246,12 @@ func (p *Provider) registrationClientURI(r *http.Request, id string) string {
 	return strings.TrimSuffix(p.hostIssuer(r), "/") + "/register/" + url.PathEscape(id)
 }
 
+// managementNotFound answers any other method or path under /admin/ and
+// /register/ with a JSON error instead of a plain-text 404 or 405.
+func managementNotFound(w http.ResponseWriter, r *http.Request) {
+	writeOAuthError(w, http.StatusNotFound, "not_found", "no "+r.Method+" endpoint at this path (see docs/management-api.md)")
+}
+
 // --- RFC 7592 client configuration endpoint ---
 
 // configuredClient authenticates an RFC 7592 call: the bearer token must

@@ -1,6 +1,7 @@
 package region_test
 
 import (
+	"encoding/json"
 	"net/http"
 	"net/url"
 	"strings"
@@ -40,6 +41,33 @@ func TestClientManagementDatabaseDown(t *testing.T) {
 		resp.Body.Close()
 		if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
 			t.Errorf("%s %s with the database down: %d (Retry-After %q)", tc.method, tc.path, resp.StatusCode, resp.Header.Get("Retry-After"))
+		}
+	}
+}
+
+// TestClientManagementUnknownMethods: other methods and paths under the
+// management endpoints get a JSON error, not the mux's plain text.
+func TestClientManagementUnknownMethods(t *testing.T) {
+	n := startNode(t, "eu", openSQLite(t))
+	app := n.addClient(region.ClientSpec{Name: "app", RedirectURIs: []string{"https://app.example/cb"}})
+	for _, tc := range []struct{ method, path string }{
+		{"PATCH", "/admin/clients/" + app.ID},
+		{"DELETE", "/admin/clients"},
+		{"GET", "/admin/clients/" + app.ID + "/secret"},
+		{"GET", "/admin/users"},
+		{"POST", "/register/" + app.ID},
+		{"GET", "/register/" + app.ID + "/x"},
+	} {
+		req, _ := http.NewRequest(tc.method, n.URL+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m map[string]any
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNotFound || m["error"] != "not_found" {
+			t.Errorf("%s %s: %d %v", tc.method, tc.path, resp.StatusCode, m)
 		}
 	}
 }

@@ -65,6 +65,8 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 	mux.Handle("PUT /admin/clients/{id}", p.counted("admin", "update", p.adminUpdate))
 	mux.Handle("DELETE /admin/clients/{id}", p.counted("admin", "delete", p.adminDelete))
 	mux.Handle("POST /admin/clients/{id}/secret", p.counted("admin", "rotate_secret", p.adminRotate))
+	mux.Handle("/admin/", noStore(http.HandlerFunc(managementNotFound)))
+	mux.Handle("/register/", noStore(http.HandlerFunc(managementNotFound)))
 	mux.HandleFunc("POST /internal/client-auth", p.internalClientAuth)
 	mux.HandleFunc("GET /internal/keys", p.internalKeys)
 	mux.HandleFunc("POST /internal/end-session", p.internalEndSession)
