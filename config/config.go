@@ -6,6 +6,7 @@
 package config
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"net"
@@ -121,6 +122,12 @@ type Region struct {
 	// RegistrationsPerMinute bounds registration attempts per client
 	// address; zero takes the region package's default.
 	RegistrationsPerMinute int `mapstructure:"registrations_per_minute"`
+	// ClientSecretOverlap is how long a client's previous secret keeps
+	// working after a rotation that names no overlap (admin API, regional
+	// clients rotate-secret); zero: 24h.
+	ClientSecretOverlap time.Duration `mapstructure:"client_secret_overlap"`
+	// ClientSecretMaxOverlap bounds any requested overlap; zero: 720h.
+	ClientSecretMaxOverlap time.Duration `mapstructure:"client_secret_max_overlap"`
 	// KeyEncryptionKeyFile seals the region's private signing keys at rest;
 	// keep it out of the database and its backups. Empty: a development key
 	// under data_dir/secrets. The environment variable
@@ -446,6 +453,12 @@ func (c *Config) Validate() error {
 		}
 		if r.RegistrationsPerMinute < 0 {
 			return invalid(key+".registrations_per_minute", "must not be negative")
+		}
+		if r.ClientSecretOverlap < 0 || r.ClientSecretMaxOverlap < 0 {
+			return invalid(key+".client_secret_overlap", "client_secret_overlap and client_secret_max_overlap must not be negative")
+		}
+		if limit := cmp.Or(r.ClientSecretMaxOverlap, 720*time.Hour); r.ClientSecretOverlap > limit {
+			return invalid(key+".client_secret_overlap", "must not exceed client_secret_max_overlap (%s)", limit)
 		}
 		if r.FederationKeyFile != "" && len(r.PublicKeys()) == 0 {
 			return invalid(key+".federation_public_key", "required when federation_key_file is set (the other parties verify with it)")

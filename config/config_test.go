@@ -27,6 +27,9 @@ func TestLoadExample(t *testing.T) {
 	if eu.DR == nil || eu.DR.Host != "eu-dr.id.localhost" {
 		t.Fatalf("eu dr = %+v", eu.DR)
 	}
+	if eu.ClientSecretOverlap != 24*time.Hour || eu.ClientSecretMaxOverlap != 720*time.Hour {
+		t.Fatalf("eu client secret overlap %s, max %s", eu.ClientSecretOverlap, eu.ClientSecretMaxOverlap)
+	}
 }
 
 func TestLoadRejects(t *testing.T) {
@@ -56,6 +59,9 @@ func TestLoadRejects(t *testing.T) {
 		{"expected users not a number", `redis: ""`, "redis: \"\"\n  expected_users: lots", "expected_users"},
 		{"bad timeout", "request_timeout: 10s", "request_timeout: soon", "request_timeout"},
 		{"negative registration rate", "proximity: [us, ap]", "proximity: [us, ap]\n    registrations_per_minute: -1", "regions[0].registrations_per_minute"},
+		{"negative secret overlap", "client_secret_overlap: 24h", "client_secret_overlap: -1h", "regions[0].client_secret_overlap"},
+		{"secret overlap above its max", "client_secret_max_overlap: 720h", "client_secret_max_overlap: 1h", "regions[0].client_secret_overlap"},
+		{"secret overlap above the max", "client_secret_overlap: 24h", "client_secret_overlap: 721h", "regions[0].client_secret_overlap"},
 		{"routing ring without signer", "  previous_routing_key_file: \"\"", "  routing_keys: [{file: /k1, use: verify}]", "federation.routing_keys"},
 		{"routing ring with two signers", "  previous_routing_key_file: \"\"", "  routing_keys: [{file: /k1, use: sign}, {file: /k2, use: sign}]", "federation.routing_keys"},
 		{"routing ring bad use", "  previous_routing_key_file: \"\"", "  routing_keys: [{file: /k1, use: sign}, {file: /k2, use: maybe}]", "federation.routing_keys[1].use"},

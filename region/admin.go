@@ -4,16 +4,12 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
-	"slices"
 	"strings"
 	"time"
-
-	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/routing"
@@ -31,6 +27,10 @@ type ClientSpec struct {
 	JWKS                   string // for private_key_jwt
 	FirstParty             bool
 	Scopes                 []string
+
+	// registrationTokenHash, set by dynamic registration, is stored with
+	// the client (RFC 7592).
+	registrationTokenHash []byte
 }
 
 // RegisteredClient is what registration returns; Secret is shown once and
@@ -59,58 +59,8 @@ type UserCreator interface {
 // CreateClient validates spec, mints a tagged client_id (and a 256-bit
 // secret for confidential clients) and stores the client.
 func CreateClient(ctx context.Context, st ClientCreator, codec *routing.Codec, region string, spec ClientSpec) (RegisteredClient, error) {
-	if len(spec.GrantTypes) == 0 {
-		spec.GrantTypes = []string{GrantAuthorizationCode, GrantRefreshToken}
-	}
-	for _, g := range spec.GrantTypes {
-		if g != GrantAuthorizationCode && g != GrantRefreshToken && g != GrantClientCredentials {
-			return RegisteredClient{}, fmt.Errorf("%w: unsupported grant type %q", ErrInvalidClientMetadata, g)
-		}
-	}
-	if spec.AuthMethod == "" {
-		spec.AuthMethod = AuthSecretBasic
-		if spec.Public {
-			spec.AuthMethod = AuthNone
-		} else if spec.JWKS != "" {
-			spec.AuthMethod = AuthPrivateKey
-		}
-	}
-	switch spec.AuthMethod {
-	case AuthSecretBasic, AuthSecretPost:
-	case AuthNone:
-		if slices.Contains(spec.GrantTypes, GrantClientCredentials) {
-			return RegisteredClient{}, fmt.Errorf("%w: public clients cannot use client_credentials", ErrInvalidClientMetadata)
-		}
-	case AuthPrivateKey:
-		var set jose.JSONWebKeySet
-		if err := json.Unmarshal([]byte(spec.JWKS), &set); err != nil || len(set.Keys) == 0 {
-			return RegisteredClient{}, fmt.Errorf("%w: private_key_jwt needs a JWKS with at least one key", ErrInvalidClientMetadata)
-		}
-		for _, k := range set.Keys {
-			if !k.IsPublic() {
-				return RegisteredClient{}, fmt.Errorf("%w: the JWKS must hold public keys only", ErrInvalidClientMetadata)
-			}
-		}
-	default:
-		return RegisteredClient{}, fmt.Errorf("%w: unsupported token_endpoint_auth_method %q", ErrInvalidClientMetadata, spec.AuthMethod)
-	}
-	if spec.Public != (spec.AuthMethod == AuthNone) {
-		return RegisteredClient{}, fmt.Errorf("%w: public clients use auth method none", ErrInvalidClientMetadata)
-	}
-	switch spec.AccessTokenFormat {
-	case "":
-		spec.AccessTokenFormat = FormatOpaque
-	case FormatOpaque, FormatJWT:
-	default:
-		return RegisteredClient{}, fmt.Errorf("%w: access token format must be opaque or jwt", ErrInvalidClientMetadata)
-	}
-	if slices.Contains(spec.GrantTypes, GrantAuthorizationCode) && len(spec.RedirectURIs) == 0 {
-		return RegisteredClient{}, fmt.Errorf("%w: at least one redirect URI is required", ErrInvalidRedirectURI)
-	}
-	for _, u := range append(slices.Clone(spec.RedirectURIs), spec.PostLogoutRedirectURIs...) {
-		if err := validRedirectURI(u); err != nil {
-			return RegisteredClient{}, err
-		}
+	if err := validateSpec(&spec); err != nil {
+		return RegisteredClient{}, err
 	}
 	id, err := codec.New(routing.KindClient, region)
 	if err != nil {
@@ -122,14 +72,13 @@ func CreateClient(ctx context.Context, st ClientCreator, codec *routing.Codec, r
 		JWKS: spec.JWKS, FirstParty: spec.FirstParty, Scopes: spec.Scopes, CreatedAt: time.Now().UTC(),
 	}
 	var secret string
-	if spec.AuthMethod == AuthSecretBasic || spec.AuthMethod == AuthSecretPost {
-		var b [32]byte
-		if _, err := rand.Read(b[:]); err != nil {
+	if usesSecret(spec.AuthMethod) {
+		if secret, err = newSecret(); err != nil {
 			return RegisteredClient{}, err
 		}
-		secret = base64.RawURLEncoding.EncodeToString(b[:])
 		c.SecretHash = HashClientSecret(secret)
 	}
+	c.RegistrationTokenHash = spec.registrationTokenHash
 	if err := st.CreateClient(ctx, c); err != nil {
 		return RegisteredClient{}, err
 	}

@@ -62,6 +62,12 @@ func raiseFault(ctx context.Context) {
 	}
 }
 
+// faultRaised reports whether the request was marked failed by the server.
+func faultRaised(ctx context.Context) bool {
+	f, ok := ctx.Value(faultKey{}).(*fault)
+	return ok && f.raised.Load()
+}
+
 // apiErrors makes every error of a back-channel endpoint an RFC 6749 §5.2
 // (or RFC 6750 §3 for userinfo) JSON error. op answers some client mistakes
 // with plain text, and userinfo with 403 where RFC 6750 wants 401.

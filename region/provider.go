@@ -18,6 +18,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/zitadel/oidc/v3/pkg/op"
 	"go.opentelemetry.io/otel/metric"
@@ -77,6 +78,12 @@ type Config struct {
 	// Keys configure signing-key sealing and rotation; a zero MinOverlap
 	// becomes the longest ID / access token lifetime.
 	Keys KeyOptions
+	// ClientSecretOverlap is how long a client's previous secret keeps
+	// working after a rotation that names no overlap (zero:
+	// DefaultSecretOverlap); ClientSecretMaxOverlap bounds any requested
+	// overlap (zero: DefaultMaxSecretOverlap).
+	ClientSecretOverlap    time.Duration
+	ClientSecretMaxOverlap time.Duration
 }
 
 // Provider is a regional OpenID provider. It is an http.Handler.
@@ -94,9 +101,12 @@ type Provider struct {
 	audit   *auditor
 	remote  *remote
 
-	registration *registrationGate
-	logoutPage   *template.Template
-	handler      http.Handler
+	registration  *registrationGate
+	clients       *Clients
+	clientCalls   clientCalls
+	secretOverlap time.Duration
+	logoutPage    *template.Template
+	handler       http.Handler
 }
 
 // ErrConfig is wrapped by configuration errors from New.
@@ -117,6 +127,17 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 	fillLifetimes(&cfg.Lifetimes)
 	p := &Provider{cfg: cfg, st: st, codec: codec, log: log, audit: newAuditor(log, cfg.Region, cfg.Meter),
 		registration: newRegistrationGate(cfg.RegistrationToken, cfg.RegistrationsPerMinute)}
+	if cfg.ClientSecretMaxOverlap <= 0 {
+		cfg.ClientSecretMaxOverlap = DefaultMaxSecretOverlap
+	}
+	if cfg.ClientSecretOverlap <= 0 {
+		cfg.ClientSecretOverlap = min(DefaultSecretOverlap, cfg.ClientSecretMaxOverlap)
+	}
+	if cfg.ClientSecretOverlap > cfg.ClientSecretMaxOverlap {
+		return nil, fmt.Errorf("%w: client secret overlap %s exceeds the maximum %s", ErrConfig, cfg.ClientSecretOverlap, cfg.ClientSecretMaxOverlap)
+	}
+	p.clientCalls = newClientCalls(cfg.Meter)
+	p.secretOverlap = cfg.ClientSecretOverlap
 	if cfg.Keys.MinOverlap == 0 {
 		cfg.Keys.MinOverlap = max(cfg.Lifetimes.IDToken, cfg.Lifetimes.AccessToken)
 	}
@@ -134,6 +155,8 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 		region: cfg.Region, codec: codec, st: newTokenCache(st), keys: p.keys, ttl: cfg.Lifetimes, log: log,
 		clients: map[string]cachedClient{}, jwts: newJWTAccessTokens(p.keys, codec, cfg.Region),
 	}
+	// Through the token cache: deleting a client empties it at once.
+	p.clients = &Clients{Store: p.storage.st, Codec: codec, Region: cfg.Region, MaxOverlap: cfg.ClientSecretMaxOverlap}
 	if cfg.Peers != nil {
 		p.remote = newRemote(cfg.Peers, p.keys.opts.PeerCacheTTL)
 		p.storage.remote = p.remote

@@ -96,20 +96,6 @@ type registrationRequest struct {
 	AccessTokenFormat       string          `json:"access_token_format,omitempty"`
 }
 
-type registrationResponse struct {
-	ClientID                string   `json:"client_id"`
-	ClientSecret            string   `json:"client_secret,omitempty"`
-	ClientIDIssuedAt        int64    `json:"client_id_issued_at"`
-	ClientSecretExpiresAt   int64    `json:"client_secret_expires_at"`
-	RedirectURIs            []string `json:"redirect_uris"`
-	PostLogoutRedirectURIs  []string `json:"post_logout_redirect_uris,omitempty"`
-	ClientName              string   `json:"client_name,omitempty"`
-	GrantTypes              []string `json:"grant_types"`
-	ResponseTypes           []string `json:"response_types"`
-	TokenEndpointAuthMethod string   `json:"token_endpoint_auth_method"`
-	AccessTokenFormat       string   `json:"access_token_format"`
-}
-
 // register is RFC 7591 dynamic client registration. Dynamically registered
 // clients are third-party: users are always asked for consent.
 //
@@ -160,6 +146,14 @@ func (p *Provider) register(w http.ResponseWriter, r *http.Request) {
 	if len(req.JWKS) > 0 {
 		spec.JWKS = string(req.JWKS)
 	}
+	// RFC 7592: the client manages itself with a registration access
+	// token, stored by its digest and shown once.
+	regToken, regHash, err := newRegistrationToken()
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable"})
+		return
+	}
+	spec.registrationTokenHash = regHash
 	c, err := CreateClient(ctx, p.st, p.codec, p.cfg.Region, spec)
 	switch {
 	case errors.Is(err, ErrInvalidRedirectURI):
@@ -175,10 +169,7 @@ func (p *Provider) register(w http.ResponseWriter, r *http.Request) {
 	}
 	p.audit.record(ctx, AuditRegistration, slog.String("outcome", "registered"), slog.String("client_id", c.ID),
 		slog.String("token_endpoint_auth_method", c.AuthMethod), slog.Any("redirect_uris", c.RedirectURIs))
-	writeJSON(w, http.StatusCreated, registrationResponse{
-		ClientID: c.ID, ClientSecret: c.Secret, ClientIDIssuedAt: c.CreatedAt.Unix(), ClientSecretExpiresAt: 0,
-		RedirectURIs: c.RedirectURIs, PostLogoutRedirectURIs: c.PostLogoutRedirectURIs, ClientName: c.Name,
-		GrantTypes: c.GrantTypes, ResponseTypes: []string{"code"}, TokenEndpointAuthMethod: c.AuthMethod,
-		AccessTokenFormat: c.AccessTokenFormat,
-	})
+	d := newClientDocument(c.Client, c.Secret, time.Now())
+	d.RegistrationAccessToken, d.RegistrationClientURI = regToken, p.registrationClientURI(r, c.ID)
+	writeJSON(w, http.StatusCreated, d)
 }

@@ -3,7 +3,6 @@ package region
 import (
 	"context"
 	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -168,10 +167,18 @@ func (s *storage) authenticate(ctx context.Context, id, secret string) (*client,
 	if len(c.SecretHash) == 0 || secret == "" {
 		return nil, errors.New("client has no secret")
 	}
-	if subtle.ConstantTimeCompare(HashClientSecret(secret), c.SecretHash) != 1 {
+	if !secretMatches(c.Client, secret, time.Now()) {
 		return nil, errors.New("invalid client secret")
 	}
 	return c, nil
+}
+
+// forget drops client id from this node's cache after a change made here;
+// other nodes of the region see it within clientCacheTTL.
+func (s *storage) forget(id string) {
+	s.mu.Lock()
+	delete(s.clients, id)
+	s.mu.Unlock()
 }
 
 // AuthorizeClientIDSecret implements op.OPStorage. A client resident in

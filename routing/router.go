@@ -435,7 +435,7 @@ func (rt *Router) Decide(r *http.Request, form url.Values) Decision {
 		if rest, ok := strings.CutPrefix(r.URL.Path, SCIMPrefix); ok {
 			return rt.scim(r, rest)
 		}
-		return Decision{Action: Local, Region: rt.cfg.Local}
+		return rt.decideManagement(r, form)
 	}
 	region, ok := rt.owner(artifact)
 	return rt.proxyTo(region, ok, safe)
@@ -469,6 +469,30 @@ func (rt *Router) scim(r *http.Request, rest string) Decision {
 	}
 	region, ok := rt.owner(artifact)
 	return rt.proxyTo(region, ok, safe)
+}
+
+// decideManagement routes the client management endpoints: the RFC 7592
+// client configuration endpoint (/register/{client_id}) and the admin API
+// on one client (/admin/clients/{client_id}[/secret]) go to the client's
+// region; the admin API's collection (/admin/clients) goes to the region
+// that issued the caller's access token, the only one that accepts it.
+// Reads are safe to repeat at a DR site.
+func (rt *Router) decideManagement(r *http.Request, form url.Values) Decision {
+	safe := r.Method == http.MethodGet
+	p := r.URL.Path
+	switch {
+	case strings.HasPrefix(p, "/register/"):
+		region, ok := rt.owner(strings.TrimPrefix(p, "/register/"))
+		return rt.proxyTo(region, ok, safe)
+	case p == "/admin/clients":
+		region, ok := rt.owner(bearer(r, nil))
+		return rt.proxyTo(region, ok, safe)
+	case strings.HasPrefix(p, "/admin/clients/"):
+		id, _, _ := strings.Cut(strings.TrimPrefix(p, "/admin/clients/"), "/")
+		region, ok := rt.owner(id)
+		return rt.proxyTo(region, ok, safe)
+	}
+	return Decision{Action: Local, Region: rt.cfg.Local}
 }
 
 // proxyTo decides for an artifact owned by region (ok: its owner is known).

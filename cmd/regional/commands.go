@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -37,6 +38,8 @@ commands:
                   [--access-token-format opaque|jwt] [--name N] [--first-party] [--scopes s,t] [--json])
   clients list    list clients
   clients delete  delete a client (--client-id ID)
+  clients rotate-secret  give a client a new secret (--client-id ID [--overlap D] [--json]); the old
+                  one keeps working for --overlap (default client_secret_overlap; 0 ends it now)
   keys rotate     create a new signing key, published now and signing after the publish delay;
                   the old one signs until then and stays published for --overlap after it
   keys list       list the published signing keys, when each signs and the KEK that seals it
@@ -89,6 +92,7 @@ var program = &cli.Program{Name: "regional", Usage: usage, Commands: []cli.Comma
 	withEnv("clients add", "register a client", clientsAddFlags, clientsAdd),
 	withEnv("clients list", "list clients", jsonFlag, clientsList),
 	withEnv("clients delete", "delete a client", clientsDeleteFlags, clientsDelete),
+	withEnv("clients rotate-secret", "give a client a new secret; the old one works for the overlap", clientsRotateFlags, clientsRotate),
 	withEnv("keys rotate", "create a new signing key, signing after the publish delay", keysRotateFlags, keysRotate),
 	withEnv("keys list", "list the published signing keys and the KEK that seals each", nil, keysList),
 	withEnv("keys migrate", "seal every signing key with the region's key-encryption key", nil, keysMigrate),
@@ -356,7 +360,7 @@ func clientsAdd(e *env, fv *flagValues) error {
 	if err != nil {
 		return err
 	}
-	c, err := region.CreateClient(e.ctx, st, codec, e.region, region.ClientSpec{
+	c, err := (&region.Clients{Store: st, Codec: codec, Region: e.region}).Create(e.ctx, region.ClientSpec{
 		Name: fv.name, RedirectURIs: fv.redirects, PostLogoutRedirectURIs: fv.postLogout, Public: fv.public,
 		GrantTypes: splitList(fv.grants), AccessTokenFormat: fv.format, FirstParty: fv.firstParty, Scopes: splitList(fv.scopes),
 	})
@@ -400,7 +404,7 @@ func clientsList(e *env, fv *flagValues) error {
 		return err
 	}
 	defer st.Close()
-	cs, err := st.ListClients(e.ctx)
+	cs, err := (&region.Clients{Store: st, Region: e.region}).List(e.ctx)
 	if err != nil {
 		return err
 	}
@@ -432,13 +436,71 @@ func clientsDelete(e *env, fv *flagValues) error {
 		return err
 	}
 	defer st.Close()
-	if err := st.DeleteClient(e.ctx, fv.clientID); errors.Is(err, store.ErrNotFound) {
+	codec, err := node.Codec(e.cfg, e.data, e.tel.Log)
+	if err != nil {
+		return err
+	}
+	if err := (&region.Clients{Store: st, Codec: codec, Region: e.region}).Delete(e.ctx, fv.clientID); errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("no client %q in region %s", fv.clientID, e.region)
 	} else if err != nil {
 		return err
 	}
 	e.audit("client.deleted", slog.String("client_id", fv.clientID))
 	fmt.Fprintf(e.stdout, "deleted client %s\n", fv.clientID)
+	return nil
+}
+
+func clientsRotateFlags(fs *flag.FlagSet, fv *flagValues) {
+	fs.StringVar(&fv.clientID, "client-id", "", "client id (required)")
+	fs.DurationVar(&fv.overlap, "overlap", -1, "how long the current secret keeps working (default the region's client_secret_overlap; 0 ends it now)")
+	fs.BoolVar(&fv.asJSON, "json", false, "print the client as JSON (client_id, client_secret)")
+}
+
+// clientsRotate gives a client a new secret through the same service as
+// the admin API's POST /admin/clients/{id}/secret.
+func clientsRotate(e *env, fv *flagValues) error {
+	if fv.clientID == "" {
+		return cli.Usagef("--client-id is required")
+	}
+	r, _ := e.cfg.Region(e.region)
+	limit := cmp.Or(r.ClientSecretMaxOverlap, region.DefaultMaxSecretOverlap)
+	overlap := fv.overlap
+	if overlap < 0 {
+		overlap = min(cmp.Or(r.ClientSecretOverlap, region.DefaultSecretOverlap), limit)
+	}
+	st, err := e.openStore()
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	codec, err := node.Codec(e.cfg, e.data, e.tel.Log)
+	if err != nil {
+		return err
+	}
+	c, err := (&region.Clients{Store: st, Codec: codec, Region: e.region, MaxOverlap: limit}).RotateSecret(e.ctx, fv.clientID, overlap)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("no client %q in region %s", fv.clientID, e.region)
+	case errors.Is(err, region.ErrNoSecret), errors.Is(err, region.ErrOverlapTooLong):
+		return cli.Usagef("%v", err)
+	case err != nil:
+		return err
+	}
+	e.audit("client.secret_rotated", slog.String("client_id", c.ID), slog.Duration("overlap", overlap))
+	if fv.asJSON {
+		m := clientJSON(c.Client, c.Secret)
+		if !c.PreviousSecretExpiresAt.IsZero() {
+			m["previous_secret_expires_at"] = c.PreviousSecretExpiresAt.Unix()
+		}
+		return json.NewEncoder(e.stdout).Encode(m)
+	}
+	fmt.Fprintf(e.stdout, "client_id:     %s\n", c.ID)
+	fmt.Fprintf(e.stdout, "client_secret: %s   (shown once; only its hash is stored)\n", c.Secret)
+	if c.PreviousSecretExpiresAt.IsZero() {
+		fmt.Fprintln(e.stdout, "the previous secret no longer works")
+	} else {
+		fmt.Fprintf(e.stdout, "the previous secret works until %s\n", c.PreviousSecretExpiresAt.Format(time.RFC3339))
+	}
 	return nil
 }
 

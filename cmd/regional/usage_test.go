@@ -17,9 +17,10 @@ func TestEveryCommandUsage(t *testing.T) {
 		args []string
 		flag string
 	}{
-		"users add":      {[]string{"--region", "eu", "--password-stdin"}, "--username"},
-		"users delete":   {[]string{"--region", "eu"}, "--username"},
-		"clients delete": {[]string{"--region", "eu"}, "--client-id"},
+		"users add":             {[]string{"--region", "eu", "--password-stdin"}, "--username"},
+		"users delete":          {[]string{"--region", "eu"}, "--username"},
+		"clients delete":        {[]string{"--region", "eu"}, "--client-id"},
+		"clients rotate-secret": {[]string{"--region", "eu"}, "--client-id"},
 	}
 	for _, cmd := range program.Commands {
 		words := strings.Fields(cmd.Name)

@@ -31,7 +31,7 @@ func federationSpec(name string, redirects []string) region.ClientSpec {
 type ClientStore interface {
 	GetClient(ctx context.Context, id string) (store.Client, error)
 	CreateClient(ctx context.Context, c store.Client) error
-	DeleteClient(ctx context.Context, id string) error
+	UpdateClient(ctx context.Context, c store.Client) error
 }
 
 // EnsureHubClient registers (or repairs) the hub's client at region in the
@@ -84,7 +84,7 @@ func EnsurePeerClients(ctx context.Context, st ClientStore, codec *routing.Codec
 // meridian:federation so that authorization responses carry the region
 // issuer), replacing a stored client of that id that differs (a client
 // stored with a secret derived from the routing key, before per-party keys,
-// is replaced).
+// is replaced in place, keeping the tokens issued to it).
 func EnsureClient(ctx context.Context, st ClientStore, name, id string, redirects []string, pubs ...*ecdsa.PublicKey) error {
 	if len(pubs) == 0 || slices.Contains(pubs, nil) {
 		return errors.New("federation: client " + id + " needs a public key")
@@ -101,7 +101,9 @@ func EnsureClient(ctx context.Context, st ClientStore, name, id string, redirect
 		if sameClient(have, want) {
 			return nil
 		}
-		if err := st.DeleteClient(ctx, id); err != nil && !errors.Is(err, store.ErrNotFound) {
+		// Replaced in place: deleting would revoke the tokens already
+		// issued to the federation client (DeleteClient does).
+		if err := st.UpdateClient(ctx, want); !errors.Is(err, store.ErrNotFound) {
 			return err
 		}
 	case !errors.Is(err, store.ErrNotFound):
@@ -114,7 +116,7 @@ func EnsureClient(ctx context.Context, st ClientStore, name, id string, redirect
 }
 
 func sameClient(a, b store.Client) bool {
-	return len(a.SecretHash) == 0 && a.JWKS == b.JWKS && a.Name == b.Name &&
+	return len(a.SecretHash) == 0 && len(a.PreviousSecretHash) == 0 && len(a.RegistrationTokenHash) == 0 && a.JWKS == b.JWKS && a.Name == b.Name &&
 		slices.Equal(a.RedirectURIs, b.RedirectURIs) && slices.Equal(a.GrantTypes, b.GrantTypes) &&
 		a.AuthMethod == b.AuthMethod && a.FirstParty == b.FirstParty && slices.Equal(a.Scopes, b.Scopes)
 }

@@ -273,6 +273,7 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		CookieDomain: cfg.Federation.CookieDomain, SecureCookies: cfg.Federation.Scheme == "https", CookieKey: cookieKey,
 		PreviousCookieKeys: prevCookieKeys,
 		RegistrationToken:  regToken, RegistrationsPerMinute: r.RegistrationsPerMinute,
+		ClientSecretOverlap: r.ClientSecretOverlap, ClientSecretMaxOverlap: r.ClientSecretMaxOverlap,
 		Peers: n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"), Keys: keyOpts,
 	}, st, codec, log)
 	if err != nil {

@@ -85,6 +85,16 @@ type Client struct {
 	FirstParty             bool     // first-party clients skip the consent screen
 	Scopes                 []string // scopes a client_credentials token may carry
 	CreatedAt              time.Time
+
+	// PreviousSecretHash is the digest of the secret a rotation replaced;
+	// it still authenticates the client until PreviousSecretExpiresAt
+	// (rotation with an overlap). nil when there is none.
+	PreviousSecretHash      []byte
+	PreviousSecretExpiresAt time.Time
+	// RegistrationTokenHash is the SHA-256 digest of the client's RFC 7592
+	// registration access token; nil for clients that cannot be managed
+	// through the client configuration endpoint (e.g. made by an operator).
+	RegistrationTokenHash []byte
 }
 
 // AuthRequest is an authorization request from the moment it arrives until
@@ -231,6 +241,11 @@ type Store interface {
 	CreateClient(ctx context.Context, c Client) error
 	GetClient(ctx context.Context, id string) (Client, error)
 	ListClients(ctx context.Context) ([]Client, error)
+	// UpdateClient replaces every field of the stored client c.ID except
+	// CreatedAt; ErrNotFound for an unknown id. The last writer wins.
+	UpdateClient(ctx context.Context, c Client) error
+	// DeleteClient removes a client and, in the same transaction, revokes
+	// every access and refresh token issued to it.
 	DeleteClient(ctx context.Context, id string) error
 
 	// Authorization requests and codes.

@@ -49,6 +49,8 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"Outbox/SeqNeverReused", testOutboxSeq},
 		{"Client/RoundTrip", testClientRoundTrip},
 		{"Client/ConflictAndNotFound", testClientErrors},
+		{"Client/Update", testClientUpdate},
+		{"Client/DeleteRevokesTokens", testClientDeleteRevokes},
 		{"AuthRequest/RoundTrip", testAuthRoundTrip},
 		{"AuthRequest/Complete", testAuthComplete},
 		{"AuthRequest/Expired", testAuthExpired},

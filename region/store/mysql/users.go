@@ -186,12 +186,14 @@ func (s *Store) AckOutbox(ctx context.Context, seq int64) error {
 	})
 }
 
-const clientCols = `id, secret_hash, name, redirect_uris, post_logout_redirect_uris, grant_types, auth_method, access_token_format, jwks, first_party, scopes, created_at`
+const clientCols = `id, secret_hash, name, redirect_uris, post_logout_redirect_uris, grant_types, auth_method, access_token_format, jwks, first_party, scopes, created_at,
+	previous_secret_hash, previous_secret_expires_at, registration_token_hash`
 
 func scanClient(r row) (store.Client, error) {
 	var c store.Client
 	if err := r.Scan(&c.ID, &c.SecretHash, &c.Name, listCol{&c.RedirectURIs}, listCol{&c.PostLogoutRedirectURIs}, listCol{&c.GrantTypes},
-		&c.AuthMethod, &c.AccessTokenFormat, &c.JWKS, &c.FirstParty, listCol{&c.Scopes}, timeCol{&c.CreatedAt}); err != nil {
+		&c.AuthMethod, &c.AccessTokenFormat, &c.JWKS, &c.FirstParty, listCol{&c.Scopes}, timeCol{&c.CreatedAt},
+		&c.PreviousSecretHash, timeCol{&c.PreviousSecretExpiresAt}, &c.RegistrationTokenHash); err != nil {
 		return store.Client{}, err
 	}
 	return c, nil
@@ -201,10 +203,25 @@ func scanClient(r row) (store.Client, error) {
 func (s *Store) CreateClient(ctx context.Context, c store.Client) error {
 	c.CreatedAt = nowOr(c.CreatedAt, s.now())
 	return s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO clients (`+clientCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		_, err := tx.ExecContext(ctx, `INSERT INTO clients (`+clientCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			c.ID, c.SecretHash, c.Name, list(c.RedirectURIs), list(c.PostLogoutRedirectURIs), list(c.GrantTypes),
-			c.AuthMethod, c.AccessTokenFormat, c.JWKS, c.FirstParty, list(c.Scopes), ts(c.CreatedAt))
+			c.AuthMethod, c.AccessTokenFormat, c.JWKS, c.FirstParty, list(c.Scopes), ts(c.CreatedAt),
+			c.PreviousSecretHash, ts(c.PreviousSecretExpiresAt), c.RegistrationTokenHash)
 		return wrap("create client", err)
+	})
+}
+
+// UpdateClient replaces every column of client c.ID but created_at
+// (ClientFoundRows: an update that writes identical values still counts).
+func (s *Store) UpdateClient(ctx context.Context, c store.Client) error {
+	return s.write(ctx, func(tx *sql.Tx) error {
+		return wrap("update client", mustAffect(tx.ExecContext(ctx, `UPDATE clients SET secret_hash = ?, name = ?,
+			redirect_uris = ?, post_logout_redirect_uris = ?, grant_types = ?, auth_method = ?, access_token_format = ?,
+			jwks = ?, first_party = ?, scopes = ?, previous_secret_hash = ?, previous_secret_expires_at = ?,
+			registration_token_hash = ? WHERE id = ?`,
+			c.SecretHash, c.Name, list(c.RedirectURIs), list(c.PostLogoutRedirectURIs), list(c.GrantTypes),
+			c.AuthMethod, c.AccessTokenFormat, c.JWKS, c.FirstParty, list(c.Scopes),
+			c.PreviousSecretHash, ts(c.PreviousSecretExpiresAt), c.RegistrationTokenHash, c.ID)))
 	})
 }
 
@@ -220,9 +237,21 @@ func (s *Store) ListClients(ctx context.Context) ([]store.Client, error) {
 	return out, wrap("list clients", err)
 }
 
-// DeleteClient deletes the client with the given id.
+// DeleteClient deletes the client with the given id and, in the same
+// transaction, revokes every access and refresh token issued to it.
 func (s *Store) DeleteClient(ctx context.Context, id string) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
-		return wrap("delete client", mustAffect(tx.ExecContext(ctx, `DELETE FROM clients WHERE id = ?`, id)))
+		if err := mustAffect(tx.ExecContext(ctx, `DELETE FROM clients WHERE id = ?`, id)); err != nil {
+			return wrap("delete client", err)
+		}
+		for _, q := range []string{
+			`UPDATE access_tokens SET revoked = TRUE WHERE client_id = ? AND NOT revoked`,
+			`UPDATE refresh_tokens SET revoked = TRUE WHERE client_id = ? AND NOT revoked`,
+		} {
+			if _, err := tx.ExecContext(ctx, q, id); err != nil {
+				return wrap("delete client", err)
+			}
+		}
+		return nil
 	})
 }

@@ -195,12 +195,14 @@ func (s *Store) AckOutbox(ctx context.Context, seq int64) error {
 	})
 }
 
-const clientCols = `id, secret_hash, name, redirect_uris, post_logout_redirect_uris, grant_types, auth_method, access_token_format, jwks, first_party, scopes, created_at`
+const clientCols = `id, secret_hash, name, redirect_uris, post_logout_redirect_uris, grant_types, auth_method, access_token_format, jwks, first_party, scopes, created_at,
+	previous_secret_hash, previous_secret_expires_at, registration_token_hash`
 
 func scanClient(row pgx.Row) (store.Client, error) {
 	var c store.Client
 	if err := row.Scan(&c.ID, &c.SecretHash, &c.Name, &c.RedirectURIs, &c.PostLogoutRedirectURIs, &c.GrantTypes, &c.AuthMethod,
-		&c.AccessTokenFormat, &c.JWKS, &c.FirstParty, &c.Scopes, &c.CreatedAt); err != nil {
+		&c.AccessTokenFormat, &c.JWKS, &c.FirstParty, &c.Scopes, &c.CreatedAt,
+		&c.PreviousSecretHash, &c.PreviousSecretExpiresAt, &c.RegistrationTokenHash); err != nil {
 		return store.Client{}, err
 	}
 	c.RedirectURIs = unlist(c.RedirectURIs)
@@ -208,6 +210,7 @@ func scanClient(row pgx.Row) (store.Client, error) {
 	c.GrantTypes = unlist(c.GrantTypes)
 	c.Scopes = unlist(c.Scopes)
 	c.CreatedAt = utc(c.CreatedAt)
+	c.PreviousSecretExpiresAt = utc(c.PreviousSecretExpiresAt)
 	return c, nil
 }
 
@@ -215,10 +218,24 @@ func scanClient(row pgx.Row) (store.Client, error) {
 func (s *Store) CreateClient(ctx context.Context, c store.Client) error {
 	c.CreatedAt = nowOr(c.CreatedAt, s.now())
 	return s.write(ctx, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO clients (`+clientCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)`,
+		_, err := tx.Exec(ctx, `INSERT INTO clients (`+clientCols+`) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 			c.ID, c.SecretHash, c.Name, list(c.RedirectURIs), list(c.PostLogoutRedirectURIs), list(c.GrantTypes),
-			c.AuthMethod, c.AccessTokenFormat, c.JWKS, c.FirstParty, list(c.Scopes), c.CreatedAt)
+			c.AuthMethod, c.AccessTokenFormat, c.JWKS, c.FirstParty, list(c.Scopes), c.CreatedAt,
+			c.PreviousSecretHash, c.PreviousSecretExpiresAt, c.RegistrationTokenHash)
 		return wrap("create client", err)
+	})
+}
+
+// UpdateClient replaces every column of client c.ID but created_at.
+func (s *Store) UpdateClient(ctx context.Context, c store.Client) error {
+	return s.write(ctx, func(tx pgx.Tx) error {
+		return wrap("update client", mustAffect(tx.Exec(ctx, `UPDATE clients SET secret_hash = $1, name = $2,
+			redirect_uris = $3, post_logout_redirect_uris = $4, grant_types = $5, auth_method = $6, access_token_format = $7,
+			jwks = $8, first_party = $9, scopes = $10, previous_secret_hash = $11, previous_secret_expires_at = $12,
+			registration_token_hash = $13 WHERE id = $14`,
+			c.SecretHash, c.Name, list(c.RedirectURIs), list(c.PostLogoutRedirectURIs), list(c.GrantTypes),
+			c.AuthMethod, c.AccessTokenFormat, c.JWKS, c.FirstParty, list(c.Scopes),
+			c.PreviousSecretHash, c.PreviousSecretExpiresAt, c.RegistrationTokenHash, c.ID)))
 	})
 }
 
@@ -247,9 +264,21 @@ func (s *Store) ListClients(ctx context.Context) ([]store.Client, error) {
 	return out, err
 }
 
-// DeleteClient deletes the client with the given id.
+// DeleteClient deletes the client with the given id and, in the same
+// transaction, revokes every access and refresh token issued to it.
 func (s *Store) DeleteClient(ctx context.Context, id string) error {
 	return s.write(ctx, func(tx pgx.Tx) error {
-		return wrap("delete client", mustAffect(tx.Exec(ctx, `DELETE FROM clients WHERE id = $1`, id)))
+		if err := mustAffect(tx.Exec(ctx, `DELETE FROM clients WHERE id = $1`, id)); err != nil {
+			return wrap("delete client", err)
+		}
+		for _, q := range []string{
+			`UPDATE access_tokens SET revoked = true WHERE client_id = $1 AND NOT revoked`,
+			`UPDATE refresh_tokens SET revoked = true WHERE client_id = $1 AND NOT revoked`,
+		} {
+			if _, err := tx.Exec(ctx, q, id); err != nil {
+				return wrap("delete client", err)
+			}
+		}
+		return nil
 	})
 }

@@ -191,14 +191,16 @@ func (s *Store) AckOutbox(ctx context.Context, seq int64) error {
 	})
 }
 
-const clientCols = `id, secret_hash, name, redirect_uris, post_logout_redirect_uris, grant_types, auth_method, access_token_format, jwks, first_party, scopes, created_at`
+const clientCols = `id, secret_hash, name, redirect_uris, post_logout_redirect_uris, grant_types, auth_method, access_token_format, jwks, first_party, scopes, created_at,
+	previous_secret_hash, previous_secret_expires_at, registration_token_hash`
 
 func scanClient(sc scanner) (store.Client, error) {
 	var c store.Client
 	var redirects, postLogout, grants, scopes string
-	var created int64
+	var created, prevExpires int64
 	if err := sc.Scan(&c.ID, &c.SecretHash, &c.Name, &redirects, &postLogout, &grants, &c.AuthMethod,
-		&c.AccessTokenFormat, &c.JWKS, &c.FirstParty, &scopes, &created); err != nil {
+		&c.AccessTokenFormat, &c.JWKS, &c.FirstParty, &scopes, &created,
+		&c.PreviousSecretHash, &prevExpires, &c.RegistrationTokenHash); err != nil {
 		return store.Client{}, err
 	}
 	var d dec
@@ -207,21 +209,49 @@ func scanClient(sc scanner) (store.Client, error) {
 	c.GrantTypes = d.list(grants)
 	c.Scopes = d.list(scopes)
 	c.CreatedAt = fromMicros(created)
+	c.PreviousSecretExpiresAt = fromMicros(prevExpires)
 	return c, d.err
+}
+
+// clientArgs are c's column values in clientCols order.
+func clientArgs(c store.Client) ([]any, error) {
+	var e enc
+	args := []any{c.ID, c.SecretHash, c.Name, e.list(c.RedirectURIs), e.list(c.PostLogoutRedirectURIs),
+		e.list(c.GrantTypes), c.AuthMethod, c.AccessTokenFormat, c.JWKS, c.FirstParty, e.list(c.Scopes), micros(c.CreatedAt),
+		c.PreviousSecretHash, micros(c.PreviousSecretExpiresAt), c.RegistrationTokenHash}
+	return args, e.err
 }
 
 // CreateClient inserts c; a zero CreatedAt is set to now.
 func (s *Store) CreateClient(ctx context.Context, c store.Client) error {
 	c.CreatedAt = nowOr(c.CreatedAt, s.now())
-	var e enc
-	args := []any{c.ID, c.SecretHash, c.Name, e.list(c.RedirectURIs), e.list(c.PostLogoutRedirectURIs),
-		e.list(c.GrantTypes), c.AuthMethod, c.AccessTokenFormat, c.JWKS, c.FirstParty, e.list(c.Scopes), micros(c.CreatedAt)}
-	if e.err != nil {
-		return wrap("create client", e.err)
+	args, err := clientArgs(c)
+	if err != nil {
+		return wrap("create client", err)
 	}
 	return s.write(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO clients (`+clientCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
+		_, err := tx.ExecContext(ctx, `INSERT INTO clients (`+clientCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`, args...)
 		return wrap("create client", err)
+	})
+}
+
+// UpdateClient replaces every column of client c.ID but created_at.
+func (s *Store) UpdateClient(ctx context.Context, c store.Client) error {
+	args, err := clientArgs(c)
+	if err != nil {
+		return wrap("update client", err)
+	}
+	// Drop created_at (index 11), move the id to the end for the WHERE.
+	args = append(append(args[1:11:11], args[12:]...), c.ID)
+	return s.write(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE clients SET secret_hash = ?, name = ?, redirect_uris = ?,
+			post_logout_redirect_uris = ?, grant_types = ?, auth_method = ?, access_token_format = ?, jwks = ?,
+			first_party = ?, scopes = ?, previous_secret_hash = ?, previous_secret_expires_at = ?,
+			registration_token_hash = ? WHERE id = ?`, args...)
+		if err == nil {
+			err = mustAffect(res)
+		}
+		return wrap("update client", err)
 	})
 }
 
@@ -249,12 +279,21 @@ func (s *Store) ListClients(ctx context.Context) ([]store.Client, error) {
 	return out, wrap("list clients", rows.Err())
 }
 
-// DeleteClient deletes the client with the given id.
+// DeleteClient deletes the client with the given id and, in the same
+// transaction, revokes every access and refresh token issued to it.
 func (s *Store) DeleteClient(ctx context.Context, id string) error {
 	return s.write(ctx, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `DELETE FROM clients WHERE id = ?`, id)
 		if err == nil {
 			err = mustAffect(res)
+		}
+		for _, q := range []string{
+			`UPDATE access_tokens SET revoked = 1 WHERE client_id = ? AND revoked = 0`,
+			`UPDATE refresh_tokens SET revoked = 1 WHERE client_id = ? AND revoked = 0`,
+		} {
+			if err == nil {
+				_, err = tx.ExecContext(ctx, q, id)
+			}
 		}
 		return wrap("delete client", err)
 	})
