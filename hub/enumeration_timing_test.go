@@ -3,6 +3,7 @@ package hub_test
 import (
 	"context"
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -203,38 +204,68 @@ func TestCrossRegionEnumerationTiming(t *testing.T) {
 	}
 }
 
+// unknownNameDecoyedTo returns a username no region has whose decoy region
+// (federation.DecoyRegion under the test's k_hub) is region: the attacker
+// cannot compute it, the test can, so every region's decoy case runs.
+func (f *fed) unknownNameDecoyedTo(prefix, region string) string {
+	f.t.Helper()
+	for i := range 1000 {
+		name := fmt.Sprintf("%s.%d", prefix, i)
+		if d, err := federation.DecoyRegion(f.hasher, name, regionIDs); err == nil && d == region {
+			return name
+		}
+	}
+	f.t.Fatalf("no name with prefix %s has decoy region %s", prefix, region)
+	return ""
+}
+
 // TestDecoyRegionConsistentAcrossEntries is the two-probe attack on the
 // decoy: type a name at an application of region A; if the password page
-// appears at region X, type it again at an application of X. A user
-// resident in X gets X's password page directly (no hub); an unknown name
-// goes through the hub once more (its decoy is never the entry region) to
-// a third region, so existence shows. Known leak, documented in
-// docs/security.md ("Enumeration"); skipped until the hub (or the entry
-// region) answers an unknown name at its decoy region as a resident one.
+// appears at region X, type it again at an application of X (and of every
+// other region). A user resident in X gets X's password page directly at
+// X and X's page through the hub elsewhere; an unknown name must do the
+// same: its decoy region, the same from every entry, answers it itself
+// when the login enters there, with no hop through the hub.
 func TestDecoyRegionConsistentAcrossEntries(t *testing.T) {
-	t.Skip("known leak: an unknown name's decoy region sends it through the hub again (docs/security.md, Enumeration)")
 	f := newFed(t, options{topology: federation.TopologyHub})
-	f.addUser("us", "bob.smith", bobPassword, bobClaims())
-	f.waitResolves("bob.smith", "us")
+	names := map[string]string{} // name → the region whose page it must show
+	for _, id := range regionIDs {
+		resident := "resident.of." + id
+		f.addUser(id, resident, bobPassword, bobClaims())
+		f.waitResolves(resident, id)
+		names[resident] = id
+		names[f.unknownNameDecoyedTo("nobody.decoyed.to."+id, id)] = id
+	}
 	apps := map[string]*app{}
 	for _, id := range regionIDs {
 		apps[id] = f.newApp(id, globalURL)
 	}
-	probe := func(entry, name string) page {
+	probe := func(entry, name string) (*browser, page) {
 		b := f.newBrowser()
 		p := b.submit(b.visit(apps[entry].start().url), url.Values{"username": {name}})
-		if !p.isPassword() {
+		if p.status != http.StatusOK || !p.isPassword() {
 			t.Fatalf("%s via %s: %d at %s, want a password page", name, entry, p.status, p.url)
 		}
-		return p
+		return b, p
 	}
-	for _, name := range []string{"bob.smith", "nobody.a", "nobody.b", "nobody.c"} {
-		first := probe("eu", name)
-		shown := first.header.Get("X-Meridian-Region")
-		second := probe(shown, name)
-		if slices.Contains(second.hosts, hubHost) {
-			t.Errorf("%s: shown at %s from eu, but entering at %s goes through the hub again (%v): not resident there, so unknown",
-				name, shown, shown, second.hosts)
+	for _, name := range slices.Sorted(maps.Keys(names)) {
+		want := names[name]
+		for _, entry := range regionIDs {
+			b, p := probe(entry, name)
+			shown := p.header.Get("X-Meridian-Region")
+			viaHub := slices.Contains(p.hosts, hubHost)
+			if shown != want {
+				t.Errorf("%s typed at %s: page of %s, want %s (the same region from every entry)", name, entry, shown, want)
+			}
+			if viaHub != (entry != want) {
+				t.Errorf("%s typed at %s: through the hub = %v (%v), want %v: a resident of %s goes through the hub exactly when entering elsewhere",
+					name, entry, viaHub, p.hosts, entry != want, want)
+			}
+			// The wrong password gets the same answer either way.
+			ans := b.submit(p, url.Values{"password": {"not-the-password"}})
+			if ans.status != http.StatusOK || !ans.has(federation.InvalidCredentials) || ans.header.Get("X-Meridian-Region") != want {
+				t.Errorf("%s typed at %s, wrong password: %d at %s (%s)", name, entry, ans.status, ans.url, ans.header.Get("X-Meridian-Region"))
+			}
 		}
 	}
 }

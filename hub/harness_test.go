@@ -306,7 +306,7 @@ func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 	}
 	t.Cleanup(func() { st.Close() })
 	cookieKey := randomKey(t)
-	ucfg := federate.LoginConfig{Region: id, Bases: f.bases(id), Topology: f.opts.topology, HubURL: hubURL,
+	ucfg := federate.LoginConfig{Region: id, Bases: f.bases(id), Topology: f.opts.topology, HubURL: hubURL, Hasher: f.hasher, Regions: regionIDs,
 		Codec: f.codec, Key: f.fedKeys[id], CookieKey: cookieKey, HTTPClient: f.client, Log: log,
 		RP: federation.RPOptions{HealthTTL: time.Millisecond, ProbeTimeout: time.Second}}
 	var sink federate.KeySink

@@ -326,7 +326,7 @@ func (l *loginUI) identify(w http.ResponseWriter, r *http.Request) {
 	if l.p.cfg.Upstream != nil && !l.federationClient(r.Context(), ar.ClientID) {
 		name, err := NormalizeUsername(username)
 		_, lerr := l.p.st.GetUserByUsername(r.Context(), name)
-		if err == nil && errors.Is(lerr, store.ErrNotFound) {
+		if err == nil && errors.Is(lerr, store.ErrNotFound) && !l.answersUnknown(r, username) {
 			// Not resident here: the hub (or, in mesh, the resident region)
 			// takes over; only the resident region will see the password.
 			l.p.cfg.Upstream.Begin(w, r, federatedLogin(ar, username))
@@ -334,6 +334,24 @@ func (l *loginUI) identify(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	l.render(w, http.StatusOK, "password", page{Title: "Enter your password", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: username})
+}
+
+// answersUnknown reports whether this region answers username, resident
+// nowhere, itself: it is the name's decoy region, so the name gets this
+// region's password page here as a resident's would, and the hub would
+// have sent it here from any other entry. When the upstream cannot tell
+// (the hub unreachable), the name goes to the hub as before.
+func (l *loginUI) answersUnknown(r *http.Request, username string) bool {
+	ua, ok := l.p.cfg.Upstream.(unknownAnswerer)
+	if !ok {
+		return false
+	}
+	here, err := ua.AnswersUnknown(r.Context(), username)
+	if err != nil {
+		l.p.log.WarnContext(r.Context(), "asking the hub whether a name is known failed; handing it to the hub", "err", err)
+		return false
+	}
+	return here
 }
 
 const invalidCredentials = "Invalid username or password."

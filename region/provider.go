@@ -116,7 +116,7 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 	}
 	fillLifetimes(&cfg.Lifetimes)
 	p := &Provider{cfg: cfg, st: st, codec: codec, log: log, audit: newAuditor(log, cfg.Region, cfg.Meter),
-		registration: newRegistrationGate(cfg.RegistrationToken, cfg.RegistrationsPerMinute)}
+		registration: newRegistrationGate(cfg.RegistrationToken, cfg.RegistrationsPerMinute, newLimiter(st))}
 	if cfg.Keys.MinOverlap == 0 {
 		cfg.Keys.MinOverlap = max(cfg.Lifetimes.IDToken, cfg.Lifetimes.AccessToken)
 	}
