@@ -72,7 +72,8 @@ type Config struct {
 	// dynamic client registration; empty keeps /register closed.
 	RegistrationToken string
 	// RegistrationsPerMinute bounds registration attempts per client address
-	// (zero: 10); a node admits six times as many authorized ones in total.
+	// (zero: 10); the region admits six times as many authorized ones in
+	// total. Both are counted in the region's database, across its nodes.
 	RegistrationsPerMinute int
 	// Keys configure signing-key sealing and rotation; a zero MinOverlap
 	// becomes the longest ID / access token lifetime.
