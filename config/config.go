@@ -18,6 +18,8 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+
+	"github.com/meridian-id/meridian/password"
 )
 
 // Config is the whole federation as every binary sees it.
@@ -102,6 +104,17 @@ type FederationTLS struct {
 	CAFile string `mapstructure:"ca_file"`
 }
 
+// Login tunes a region's login.
+type Login struct {
+	// PasswordMemoryBudgetMiB bounds the memory, in MiB, that concurrent
+	// argon2id password verifications of one node may hold together; a
+	// post that does not fit is answered 503 with Retry-After at once.
+	// Zero: 512 (eight 64 MiB verifications). At least one verification's
+	// memory (64 MiB). Environment:
+	// MERIDIAN_REGIONS_<i>_LOGIN_PASSWORD_MEMORY_BUDGET_MIB.
+	PasswordMemoryBudgetMiB int `mapstructure:"password_memory_budget_mib"`
+}
+
 // Region is one geography.
 type Region struct {
 	ID        string `mapstructure:"id"`
@@ -115,6 +128,8 @@ type Region struct {
 	// RegistrationsPerMinute bounds registration attempts per client
 	// address; zero takes the region package's default.
 	RegistrationsPerMinute int `mapstructure:"registrations_per_minute"`
+	// Login tunes the region's login (regions[i].login.*).
+	Login Login `mapstructure:"login"`
 	// KeyEncryptionKeyFile seals the region's private signing keys at rest;
 	// keep it out of the database and its backups. Empty: a development key
 	// under data_dir/secrets. The environment variable
@@ -391,6 +406,9 @@ func (c *Config) Validate() error {
 		}
 		if r.RegistrationsPerMinute < 0 {
 			return invalid(key+".registrations_per_minute", "must not be negative")
+		}
+		if m := r.Login.PasswordMemoryBudgetMiB; m < 0 || (m > 0 && int64(m)<<20 < password.DefaultMemory) {
+			return invalid(key+".login.password_memory_budget_mib", "must be 0 (default) or at least %d (one argon2id verification's memory)", password.DefaultMemory>>20)
 		}
 		if r.FederationKeyFile != "" && r.FederationPublicKey == "" {
 			return invalid(key+".federation_public_key", "required when federation_key_file is set (the other parties verify with it)")

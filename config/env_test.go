@@ -44,6 +44,17 @@ func TestIndexedEnvOverrides(t *testing.T) {
 				t.Fatalf("subnets[1] = %+v", c.DNS.Subnets[1])
 			}
 		}, ""},
+		{"password memory budget", map[string]string{"MERIDIAN_REGIONS_1_LOGIN_PASSWORD_MEMORY_BUDGET_MIB": "256"}, func(t *testing.T, c *Config) {
+			us, _ := c.Region("us")
+			eu, _ := c.Region("eu")
+			if us.Login.PasswordMemoryBudgetMiB != 256 || eu.Login.PasswordMemoryBudgetMiB != 0 {
+				t.Fatalf("us budget %d MiB, eu %d MiB", us.Login.PasswordMemoryBudgetMiB, eu.Login.PasswordMemoryBudgetMiB)
+			}
+		}, ""},
+		{"password memory budget below one verification", map[string]string{"MERIDIAN_REGIONS_0_LOGIN_PASSWORD_MEMORY_BUDGET_MIB": "63"}, nil,
+			"regions[0].login.password_memory_budget_mib: invalid configuration: must be 0 (default) or at least 64"},
+		{"negative password memory budget", map[string]string{"MERIDIAN_REGIONS_0_LOGIN_PASSWORD_MEMORY_BUDGET_MIB": "-1"}, nil,
+			"regions[0].login.password_memory_budget_mib: invalid configuration"},
 		{"index out of range", map[string]string{"MERIDIAN_REGIONS_5_DATABASE": "postgres://x/db"}, nil,
 			"MERIDIAN_REGIONS_5_DATABASE: invalid configuration: sets regions[5].database but the file has 3 entries"},
 		{"unknown key", map[string]string{"MERIDIAN_REGIONS_0_DATBASE": "postgres://x/db"}, nil,

@@ -55,7 +55,11 @@ func newLoginUI(p *Provider) (*loginUI, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &loginUI{p: p, tmpl: t, dummyHash: dummy, limits: newLimiter(p.st), argon: newMemoryBudget(DefaultPasswordMemoryBudget)}, nil
+	budget := p.cfg.PasswordMemoryBudget
+	if budget == 0 {
+		budget = DefaultPasswordMemoryBudget
+	}
+	return &loginUI{p: p, tmpl: t, dummyHash: dummy, limits: newLimiter(p.st), argon: newMemoryBudget(budget)}, nil
 }
 
 type page struct {

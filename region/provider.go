@@ -23,6 +23,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/text/language"
 
+	"github.com/meridian-id/meridian/password"
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/routing"
 	"github.com/meridian-id/meridian/seal"
@@ -78,6 +79,12 @@ type Config struct {
 	// Keys configure signing-key sealing and rotation; a zero MinOverlap
 	// becomes the longest ID / access token lifetime.
 	Keys KeyOptions
+	// PasswordMemoryBudget is the memory in bytes that concurrent argon2id
+	// verifications of this node may hold together (zero:
+	// DefaultPasswordMemoryBudget); a password post that does not fit is
+	// answered 503 at once. It must hold at least one verification
+	// (password.DefaultMemory).
+	PasswordMemoryBudget int64
 }
 
 // Provider is a regional OpenID provider. It is an http.Handler.
@@ -114,6 +121,9 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 	}
 	if cfg.Issuer == "" || cfg.GlobalIssuer == "" {
 		return nil, fmt.Errorf("%w: issuer and global issuer are required", ErrConfig)
+	}
+	if cfg.PasswordMemoryBudget < 0 || (cfg.PasswordMemoryBudget > 0 && cfg.PasswordMemoryBudget < password.DefaultMemory) {
+		return nil, fmt.Errorf("%w: password memory budget %d bytes is below one argon2id verification (%d bytes)", ErrConfig, cfg.PasswordMemoryBudget, password.DefaultMemory)
 	}
 	fillLifetimes(&cfg.Lifetimes)
 	p := &Provider{cfg: cfg, st: st, codec: codec, log: log, audit: newAuditor(log, cfg.Region, cfg.Meter),

@@ -258,7 +258,8 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		CookieDomain: cfg.Federation.CookieDomain, SecureCookies: cfg.Federation.Scheme == "https", CookieKey: cookieKey,
 		PreviousCookieKeys: prevCookieKeys,
 		RegistrationToken:  regToken, RegistrationsPerMinute: r.RegistrationsPerMinute,
-		Peers: n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"), Keys: keyOpts,
+		PasswordMemoryBudget: int64(r.Login.PasswordMemoryBudgetMiB) << 20,
+		Peers:                n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"), Keys: keyOpts,
 	}, st, codec, log)
 	if err != nil {
 		n.Close()
