@@ -19,6 +19,7 @@ import (
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
 
+	"github.com/meridian-id/meridian/internal/clientaddr"
 	"github.com/meridian-id/meridian/password"
 )
 
@@ -80,6 +81,13 @@ type Site struct {
 	AdminListen string   `mapstructure:"admin_listen"`
 	Addresses   []string `mapstructure:"addresses"`
 	TLS         TLS      `mapstructure:"tls"`
+	// TrustedProxies are the reverse proxies (CIDR prefixes or addresses)
+	// in front of the site whose X-Forwarded-For is honoured for
+	// per-address limits: the client is the rightmost forwarded address
+	// that is not a trusted proxy. Anyone else's X-Forwarded-For is
+	// ignored. Empty (the default): the peer address is the client
+	// (an L4 load balancer, or none).
+	TrustedProxies []string `mapstructure:"trusted_proxies"`
 	// Database is the site's own PostgreSQL URL (regions[i].database,
 	// regions[i].dr.database): the primary's database, and for a DR site
 	// its streaming standby. Empty: embedded SQLite (primary only). The
@@ -368,6 +376,11 @@ func (c *Config) Validate() error {
 		for i, a := range s.Addresses {
 			if _, err := netip.ParseAddr(a); err != nil {
 				return invalid(fmt.Sprintf("%s.addresses[%d]", key, i), "%q is not an IP address", a)
+			}
+		}
+		for i, p := range s.TrustedProxies {
+			if _, err := clientaddr.Parse([]string{p}); err != nil {
+				return invalid(fmt.Sprintf("%s.trusted_proxies[%d]", key, i), "%q is neither an IP address nor a CIDR prefix", p)
 			}
 		}
 		if (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {

@@ -30,6 +30,7 @@ import (
 	"github.com/meridian-id/meridian/config"
 	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/federation/setup"
+	"github.com/meridian-id/meridian/internal/clientaddr"
 	"github.com/meridian-id/meridian/loginpage"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/lookup/memstore"
@@ -98,6 +99,10 @@ type Config struct {
 	// Meter, when set, receives the hub's metrics
 	// (meridian.hub.logins by outcome and home region).
 	Meter metric.Meter
+	// TrustedProxies are the reverse proxies in front of the hub whose
+	// X-Forwarded-For names the client for the per-address limits
+	// (hub.trusted_proxies); nil: the peer address is the client.
+	TrustedProxies *clientaddr.Trusted
 	// Limits per minute: username resolutions per client address
 	// (default 60), password attempts per address (30) and per
 	// identifier (10).
@@ -250,7 +255,7 @@ func New(cfg Config) (*Broker, error) {
 			return nil, err
 		}
 	}
-	b.handler = b.routes()
+	b.handler = cfg.TrustedProxies.Handler(b.routes())
 	return b, nil
 }
 
