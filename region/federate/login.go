@@ -26,6 +26,9 @@ import (
 // flowTTL bounds a federated login from Begin to Finish.
 const flowTTL = 10 * time.Minute
 
+// resolveTimeout bounds AnswersUnknown's question to the hub.
+const resolveTimeout = 3 * time.Second
+
 // LoginConfig configures a Login.
 type LoginConfig struct {
 	// Region is this (entry) region's id.
@@ -223,6 +226,10 @@ func (u *Login) AnswersUnknown(ctx context.Context, username string) (bool, erro
 	if prev != nil {
 		keys = append(keys, *prev)
 	}
+	// A slow hub must not hold the username step: past resolveTimeout the
+	// name goes to the hub as before (whose answer is then unavailable).
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
 	known, err := federation.PostResolve(ctx, u.cfg.HTTPClient, u.cfg.HubURL, u.creds, keys)
 	if err != nil {
 		return false, err
