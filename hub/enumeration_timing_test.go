@@ -58,12 +58,16 @@ func (b *browser) timed(p page, fields url.Values) (page, time.Duration) {
 //     the hub and that region; 500 samples per class;
 //   - the password step: posting a wrong password on that page until
 //     "Invalid username or password." is read (one argon2id verification
-//     each); 100 samples per class.
+//     each); 100 samples per class;
+//   - the username step at the decoy region itself: a name no region has
+//     whose decoy is eu, and a user resident in eu, typed at eu (no hub
+//     hop for either; eu asks the hub about both, see AskAsIfUnknown);
+//     500 samples per class.
 //
 // Classes are interleaved sample by sample on two workers that are always
 // in opposite classes, each source address staying under every
 // per-address and per-identifier limit; the unknown names are decoyed to
-// us, the residents' region. The
+// the residents' region. The
 // two distributions of each step must be indistinguishable: medians within
 // 10% and a Mann–Whitney probability that the unknown name is slower
 // within [0.4, 0.6] (about ±2.4 standard errors at 100+100 samples).
@@ -197,6 +201,42 @@ func TestCrossRegionEnumerationTiming(t *testing.T) {
 	})
 	passwordTime := time.Since(start)
 
+	// The username step at an unknown name's decoy region, entering there:
+	// the region asks the hub whether the name is known (one back-channel
+	// round trip) before answering it as its own resident; a resident's
+	// name needs no such question. Unknown names decoyed to eu vs users
+	// resident in eu, entering at eu.
+	for w := range 2 {
+		wg.Go(func() {
+			for i := w; i < knownUsers; i += 2 {
+				f.addUser("eu", fmt.Sprintf("local-%02d", i), bobPassword, bobClaims())
+			}
+		})
+	}
+	wg.Wait()
+	var nobodyHere []string
+	for i := 0; len(nobodyHere) < usernameSamples; i++ {
+		n := fmt.Sprintf("nobody-here-%05d", i)
+		if d, err := federation.DecoyRegion(f.hasher, n, regionIDs); err == nil && d == "eu" {
+			nobodyHere = append(nobodyHere, n)
+		}
+	}
+	name = func(n int) (string, bool) {
+		if (n+n/perSource)%2 == 0 {
+			return nobodyHere[n/2], true
+		}
+		return fmt.Sprintf("local-%02d", (n/2)%knownUsers), false
+	}
+	start = time.Now()
+	eu, er := run(6, 2*usernameSamples, func(b *browser, n int, username string) (time.Duration, error) {
+		p, d := b.timed(usernamePage(b), url.Values{"username": {username}})
+		if p.status != http.StatusOK || !p.isPassword() || p.url.Host != globalHost || slices.Contains(p.hosts, hubHost) {
+			return d, fmt.Errorf("entry username sample %d (%s): %d at %s (%v), want eu's own password page", n, username, p.status, p.url, p.hosts)
+		}
+		return d, nil
+	})
+	entryTime := time.Since(start)
+
 	for _, c := range []struct {
 		step              string
 		unknown, resident []time.Duration
@@ -204,11 +244,12 @@ func TestCrossRegionEnumerationTiming(t *testing.T) {
 	}{
 		{"username step (eu → hub → region's password page)", uu, ur, usernameTime},
 		{"password step (wrong password → error page)", pu, pr, passwordTime},
+		{"username step at the decoy region (eu, no hub; resident in eu)", eu, er, entryTime},
 	} {
 		mu, mr := timingstat.Median(c.unknown), timingstat.Median(c.resident)
 		diff := math.Abs(float64(mu-mr)) / float64(min(mu, mr))
 		auc := timingstat.Superiority(c.unknown, c.resident)
-		t.Logf("%s: %d+%d samples in %s: unknown name median %s (p10 %s, p90 %s); resident in us median %s (p10 %s, p90 %s); "+
+		t.Logf("%s: %d+%d samples in %s: unknown name median %s (p10 %s, p90 %s); resident median %s (p10 %s, p90 %s); "+
 			"median difference %.2f%%; P(unknown slower) = %.3f",
 			c.step, len(c.unknown), len(c.resident), c.took.Round(time.Second),
 			mu, timingstat.Quantile(c.unknown, .1), timingstat.Quantile(c.unknown, .9), mr, timingstat.Quantile(c.resident, .1), timingstat.Quantile(c.resident, .9), 100*diff, auc)

@@ -40,6 +40,9 @@ type Upstream interface {
 // this region's page wherever it is typed, as a resident's name would.
 type unknownAnswerer interface {
 	AnswersUnknown(ctx context.Context, username string) (bool, error)
+	// AskAsIfUnknown does the same work for a name resident here, so
+	// both take as long.
+	AskAsIfUnknown(ctx context.Context, username string)
 }
 
 // FederatedLogin is what the entry region hands the hub (or the resident

@@ -336,6 +336,13 @@ func (l *loginUI) identify(w http.ResponseWriter, r *http.Request) {
 			l.p.cfg.Upstream.Begin(w, r, federatedLogin(ar, username))
 			return
 		}
+		if lerr == nil {
+			// A resident: the same question an unknown name answered here
+			// costs, so the two take as long.
+			if ua, ok := l.p.cfg.Upstream.(unknownAnswerer); ok {
+				ua.AskAsIfUnknown(r.Context(), username)
+			}
+		}
 	}
 	l.render(w, http.StatusOK, "password", page{Title: "Enter your password", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: username})
 }

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -197,9 +198,10 @@ func (u *Login) target(ctx context.Context, username string) (string, *federatio
 // AnswersUnknown reports whether this region answers username, which is
 // not resident here, itself as an unknown name: its decoy region
 // (federation.DecoyRegion) is this region and no region has it. Only then
-// is the hub asked (hub topology; by lookup key, never the name), so the
-// hub sees no more than it did. Any failure is an error: the caller then
-// hands the name to the hub as before.
+// is the hub asked (hub topology; by lookup key, never the name); a
+// resident's username step asks a question of the same cost
+// (AskAsIfUnknown). Any failure is an error: the caller then hands the
+// name to the hub as before.
 func (u *Login) AnswersUnknown(ctx context.Context, username string) (bool, error) {
 	if u.cfg.Hasher == nil || len(u.cfg.Regions) == 0 {
 		return false, nil
@@ -235,6 +237,34 @@ func (u *Login) AnswersUnknown(ctx context.Context, username string) (bool, erro
 		return false, err
 	}
 	return !known, nil
+}
+
+// AskAsIfUnknown does for username, resident here, the work AnswersUnknown
+// does for a name whose decoy region is this one: the decoy computation
+// and one question to the hub (about a random lookup key, so the hub
+// learns nothing of who signs in here) or, in mesh, to the shared table.
+// The username step of a resident then takes as long as that of an
+// unknown name this region answers itself; without it the question alone
+// told them apart (docs/security.md, Enumeration). Its outcome is ignored.
+func (u *Login) AskAsIfUnknown(ctx context.Context, username string) {
+	if u.cfg.Hasher == nil || len(u.cfg.Regions) == 0 {
+		return
+	}
+	_, _ = federation.DecoyRegion(u.cfg.Hasher, username, u.cfg.Regions)
+	if u.hub == nil {
+		_, _ = u.cfg.Table.Resolve(ctx, username)
+		return
+	}
+	keys := []lookup.Key{{}}
+	if u.cfg.Hasher.Rotating() {
+		keys = append(keys, lookup.Key{})
+	}
+	for i := range keys {
+		_, _ = rand.Read(keys[i][:])
+	}
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
+	_, _ = federation.PostResolve(ctx, u.cfg.HTTPClient, u.cfg.HubURL, u.creds, keys)
 }
 
 // Begin implements region.Upstream.
