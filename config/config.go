@@ -19,6 +19,9 @@ import (
 
 	"github.com/go-viper/mapstructure/v2"
 	"github.com/spf13/viper"
+
+	"github.com/meridian-id/meridian/internal/clientaddr"
+	"github.com/meridian-id/meridian/password"
 )
 
 // Config is the whole federation as every binary sees it.
@@ -85,6 +88,13 @@ type Site struct {
 	AdminListen string   `mapstructure:"admin_listen"`
 	Addresses   []string `mapstructure:"addresses"`
 	TLS         TLS      `mapstructure:"tls"`
+	// TrustedProxies are the reverse proxies (CIDR prefixes or addresses)
+	// in front of the site whose X-Forwarded-For is honoured for
+	// per-address limits: the client is the rightmost forwarded address
+	// that is not a trusted proxy. Anyone else's X-Forwarded-For is
+	// ignored. Empty (the default): the peer address is the client
+	// (an L4 load balancer, or none).
+	TrustedProxies []string `mapstructure:"trusted_proxies"`
 	// Database is the site's own PostgreSQL URL (regions[i].database,
 	// regions[i].dr.database): the primary's database, and for a DR site
 	// its streaming standby. Empty: embedded SQLite (primary only). The
@@ -109,6 +119,17 @@ type FederationTLS struct {
 	CAFile string `mapstructure:"ca_file"`
 }
 
+// Login tunes a region's login.
+type Login struct {
+	// PasswordMemoryBudgetMiB bounds the memory, in MiB, that concurrent
+	// argon2id password verifications of one node may hold together; a
+	// post that does not fit is answered 503 with Retry-After at once.
+	// Zero: 512 (eight 64 MiB verifications). At least one verification's
+	// memory (64 MiB). Environment:
+	// MERIDIAN_REGIONS_<i>_LOGIN_PASSWORD_MEMORY_BUDGET_MIB.
+	PasswordMemoryBudgetMiB int `mapstructure:"password_memory_budget_mib"`
+}
+
 // Region is one geography.
 type Region struct {
 	ID        string `mapstructure:"id"`
@@ -128,6 +149,8 @@ type Region struct {
 	ClientSecretOverlap time.Duration `mapstructure:"client_secret_overlap"`
 	// ClientSecretMaxOverlap bounds any requested overlap; zero: 720h.
 	ClientSecretMaxOverlap time.Duration `mapstructure:"client_secret_max_overlap"`
+	// Login tunes the region's login (regions[i].login.*).
+	Login Login `mapstructure:"login"`
 	// KeyEncryptionKeyFile seals the region's private signing keys at rest;
 	// keep it out of the database and its backups. Empty: a development key
 	// under data_dir/secrets. The environment variable
@@ -417,6 +440,11 @@ func (c *Config) Validate() error {
 				return invalid(fmt.Sprintf("%s.addresses[%d]", key, i), "%q is not an IP address", a)
 			}
 		}
+		for i, p := range s.TrustedProxies {
+			if _, err := clientaddr.Parse([]string{p}); err != nil {
+				return invalid(fmt.Sprintf("%s.trusted_proxies[%d]", key, i), "%q is neither an IP address nor a CIDR prefix", p)
+			}
+		}
 		if (s.TLS.CertFile == "") != (s.TLS.KeyFile == "") {
 			return invalid(key+".tls", "cert_file and key_file go together")
 		}
@@ -459,6 +487,9 @@ func (c *Config) Validate() error {
 		}
 		if limit := cmp.Or(r.ClientSecretMaxOverlap, 720*time.Hour); r.ClientSecretOverlap > limit {
 			return invalid(key+".client_secret_overlap", "must not exceed client_secret_max_overlap (%s)", limit)
+		}
+		if m := r.Login.PasswordMemoryBudgetMiB; m < 0 || (m > 0 && int64(m)<<20 < password.DefaultMemory) {
+			return invalid(key+".login.password_memory_budget_mib", "must be 0 (default) or at least %d (one argon2id verification's memory)", password.DefaultMemory>>20)
 		}
 		if r.FederationKeyFile != "" && len(r.PublicKeys()) == 0 {
 			return invalid(key+".federation_public_key", "required when federation_key_file is set (the other parties verify with it)")

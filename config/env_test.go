@@ -60,6 +60,26 @@ func TestIndexedEnvOverrides(t *testing.T) {
 		}, ""},
 		{"production from the environment", map[string]string{"MERIDIAN_FEDERATION_PRODUCTION": "true"}, nil,
 			"federation.scheme: invalid configuration: must be https (federation.production serves TLS everywhere)"},
+		{"password memory budget", map[string]string{"MERIDIAN_REGIONS_1_LOGIN_PASSWORD_MEMORY_BUDGET_MIB": "256"}, func(t *testing.T, c *Config) {
+			us, _ := c.Region("us")
+			eu, _ := c.Region("eu")
+			if us.Login.PasswordMemoryBudgetMiB != 256 || eu.Login.PasswordMemoryBudgetMiB != 0 {
+				t.Fatalf("us budget %d MiB, eu %d MiB", us.Login.PasswordMemoryBudgetMiB, eu.Login.PasswordMemoryBudgetMiB)
+			}
+		}, ""},
+		{"password memory budget below one verification", map[string]string{"MERIDIAN_REGIONS_0_LOGIN_PASSWORD_MEMORY_BUDGET_MIB": "63"}, nil,
+			"regions[0].login.password_memory_budget_mib: invalid configuration: must be 0 (default) or at least 64"},
+		{"negative password memory budget", map[string]string{"MERIDIAN_REGIONS_0_LOGIN_PASSWORD_MEMORY_BUDGET_MIB": "-1"}, nil,
+			"regions[0].login.password_memory_budget_mib: invalid configuration"},
+		{"trusted proxies", map[string]string{"MERIDIAN_HUB_TRUSTED_PROXIES": "10.0.0.0/8,192.0.2.7",
+			"MERIDIAN_REGIONS_0_TRUSTED_PROXIES": "2001:db8::/32"}, func(t *testing.T, c *Config) {
+			eu, _ := c.Region("eu")
+			if strings.Join(c.Hub.TrustedProxies, " ") != "10.0.0.0/8 192.0.2.7" || strings.Join(eu.TrustedProxies, " ") != "2001:db8::/32" {
+				t.Fatalf("hub trusted proxies %v, eu %v", c.Hub.TrustedProxies, eu.TrustedProxies)
+			}
+		}, ""},
+		{"trusted proxy not an address", map[string]string{"MERIDIAN_HUB_TRUSTED_PROXIES": "proxy.example"}, nil,
+			"hub.trusted_proxies[0]: invalid configuration"},
 		{"index out of range", map[string]string{"MERIDIAN_REGIONS_5_DATABASE": "postgres://x/db"}, nil,
 			"MERIDIAN_REGIONS_5_DATABASE: invalid configuration: sets regions[5].database but the file has 3 entries"},
 		{"unknown key", map[string]string{"MERIDIAN_REGIONS_0_DATBASE": "postgres://x/db"}, nil,

@@ -205,6 +205,7 @@ func TestHubBadInput(t *testing.T) {
 		{"POST", "/oauth/token", "%zz", false},
 		{"GET", "/userinfo", "", false},
 		{"POST", federation.ChangesPath, long, false},
+		{"POST", federation.ResolvePath, long, false},
 	}
 	for _, c := range cases {
 		req, _ := http.NewRequest(c.method, hubURL+c.path, strings.NewReader(c.body))

@@ -29,6 +29,7 @@ import (
 	"github.com/meridian-id/meridian/config"
 	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/federation/setup"
+	"github.com/meridian-id/meridian/internal/clientaddr"
 	"github.com/meridian-id/meridian/loginpage"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/lookup/memstore"
@@ -97,6 +98,10 @@ type Config struct {
 	// Meter, when set, receives the hub's metrics
 	// (meridian.hub.logins by outcome and home region).
 	Meter metric.Meter
+	// TrustedProxies are the reverse proxies in front of the hub whose
+	// X-Forwarded-For names the client for the per-address limits
+	// (hub.trusted_proxies); nil: the peer address is the client.
+	TrustedProxies *clientaddr.Trusted
 	// Limits per minute: username resolutions per client address
 	// (default 60), password attempts per address (30) and per
 	// identifier (10).
@@ -253,7 +258,7 @@ func New(cfg Config) (*Broker, error) {
 			return nil, err
 		}
 	}
-	b.handler = b.routes()
+	b.handler = cfg.TrustedProxies.Handler(b.routes())
 	return b, nil
 }
 
@@ -314,6 +319,7 @@ func (b *Broker) routes() http.Handler {
 	mux.HandleFunc("POST /login/password", b.password)
 	mux.HandleFunc("GET /callback/{region}", b.callback)
 	mux.HandleFunc("POST "+federation.ChangesPath, b.changes)
+	mux.HandleFunc("POST "+federation.ResolvePath, b.resolve)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
@@ -432,20 +438,27 @@ func (b *Broker) mac(parts ...string) string {
 
 func (b *Broker) csrf(id, nonce string) string { return b.mac("csrf", id, nonce) }
 
-// decoy is the region whose look-alike page an unknown username sees:
-// fixed per username (from its keyed hash), so retries look consistent.
+// decoy is the region that answers an unknown username
+// (federation.DecoyRegion over every region, the entry region included):
+// the function every entry region computes too, so the name shows the same
+// region's page whichever application it is typed at.
 func (b *Broker) decoy(username string) string {
-	k, err := b.cfg.Hasher.Key(username)
+	d, err := federation.DecoyRegion(b.cfg.Hasher, username, b.ids)
 	if err != nil {
 		return b.ids[0]
 	}
-	return b.ids[int(k[0])%len(b.ids)]
+	return d
 }
 
-// decoyFor is the region an unknown username is sent to from entry: never
-// entry itself (a known user is never sent back where the login began),
-// fixed per username and entry, so retries look consistent.
+// decoyFor is the region an unknown username is sent to from entry: its
+// decoy, or, when that is entry itself (an entry region that did not
+// answer the name itself: a race with a registration, or the hub's resolve
+// endpoint unreachable from it), another region fixed per name, so a login
+// is never sent back where it began.
 func (b *Broker) decoyFor(username, entry string) string {
+	if d := b.decoy(username); d != entry {
+		return d
+	}
 	others := make([]string, 0, len(b.ids))
 	for _, id := range b.ids {
 		if id != entry {
@@ -459,7 +472,7 @@ func (b *Broker) decoyFor(username, entry string) string {
 	if err != nil {
 		return others[0]
 	}
-	return others[int(k[0])%len(others)]
+	return others[int(k[8])%len(others)]
 }
 
 // Messages of the hub's pages.
@@ -802,7 +815,7 @@ func (b *Broker) browser(next http.Handler) http.Handler {
 // writes an entry pointing to it, a delete removes only its own entries.
 func (b *Broker) changes(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
-	reg, ok := b.authenticateRegion(r)
+	reg, ok := b.authenticateRegion(r, federation.ChangesPath)
 	if !ok {
 		w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-hub"`)
 		writeJSON(w, http.StatusUnauthorized, apiError("invalid_client", "region client credentials required"))
@@ -832,14 +845,51 @@ func (b *Broker) changes(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, res)
 }
 
+// resolve is POST ResolvePath: does any region hold one of these lookup
+// keys? Only regions ask (their client assertion for this path), about a
+// name not resident there whose decoy region they are; the answer is a
+// boolean, never the region.
+func (b *Broker) resolve(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("Cache-Control", "no-store")
+	if _, ok := b.authenticateRegion(r, federation.ResolvePath); !ok {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="meridian-hub"`)
+		writeJSON(w, http.StatusUnauthorized, apiError("invalid_client", "region client credentials required"))
+		return
+	}
+	var req federation.ResolveRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4<<10))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil || len(req.Keys) == 0 || len(req.Keys) > 2 {
+		writeJSON(w, http.StatusBadRequest, apiError("invalid_request", "body must be {\"keys\": [one or two lookup keys]}"))
+		return
+	}
+	keys := make([]lookup.Key, len(req.Keys))
+	for i, s := range req.Keys {
+		k, err := federation.ParseKey(s)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, apiError("invalid_request", err.Error()))
+			return
+		}
+		keys[i] = k
+	}
+	regions, err := b.cfg.Lookup.GetMany(r.Context(), keys)
+	b.countLookup(r.Context(), err)
+	if err != nil {
+		b.log.ErrorContext(r.Context(), "lookup table unavailable", "err", err)
+		writeJSON(w, http.StatusServiceUnavailable, apiError("temporarily_unavailable", "lookup table unavailable"))
+		return
+	}
+	writeJSON(w, http.StatusOK, federation.ResolveResult{Known: slices.ContainsFunc(regions, func(s string) bool { return s != "" })})
+}
+
 func apiError(code, desc string) map[string]string {
 	return map[string]string{"error": code, "error_description": desc}
 }
 
 // authenticateRegion checks the bearer client assertion of an internal
 // call: signed by the key of the region whose client it names, for the
-// hub's ChangesPath. It returns that region.
-func (b *Broker) authenticateRegion(r *http.Request) (string, bool) {
+// hub's path (ChangesPath, ResolvePath). It returns that region.
+func (b *Broker) authenticateRegion(r *http.Request, path string) (string, bool) {
 	a, ok := federation.AssertionFromRequest(r.Header.Get("Authorization"))
 	if !ok {
 		return "", false
@@ -852,7 +902,7 @@ func (b *Broker) authenticateRegion(r *http.Request) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	if !c.verify(a, strings.TrimSuffix(b.cfg.Issuer, "/")+federation.ChangesPath, time.Now()) {
+	if !c.verify(a, strings.TrimSuffix(b.cfg.Issuer, "/")+path, time.Now()) {
 		return "", false
 	}
 	return c.region, true

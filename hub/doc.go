@@ -10,9 +10,12 @@
 // resident region, which authenticates them with its own session,
 // password and TOTP. The hub verifies the resident region's ID token and
 // answers the entry region with the resident claims plus home_region.
-// Unknown usernames see a password page that looks like a region's and
-// get the region's answer to a wrong password after the same argon2id
-// cost: the hub never tells whether a username exists.
+// Unknown usernames are sent to their decoy region (federation.DecoyRegion,
+// the same from every entry), whose own login answers them as a wrong
+// password after the same argon2id cost: the hub never tells whether a
+// username exists. An entry region that is a name's decoy asks the hub
+// (ResolvePath, by lookup key, answered known or not) and answers it
+// itself.
 //
 // The hub also applies the regions' user outboxes to the lookup table
 // (keyed hashes only, ChangesPath) and reconciles the table against the

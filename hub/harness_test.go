@@ -29,6 +29,7 @@ import (
 
 	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/hub"
+	"github.com/meridian-id/meridian/internal/clientaddr"
 	"github.com/meridian-id/meridian/internal/testenv"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/lookup/embedded"
@@ -101,6 +102,9 @@ type options struct {
 	postgres bool // region stores on the real PostgreSQL (a schema each)
 	// hubLog, when set, receives the hub's log (audit records).
 	hubLog *slog.Logger
+	// trustedProxies are the hub's trusted reverse proxies
+	// (hub.trusted_proxies).
+	trustedProxies []string
 }
 
 type fed struct {
@@ -306,7 +310,7 @@ func (f *fed) startRegion(id string, lns map[string]net.Listener) {
 	}
 	t.Cleanup(func() { st.Close() })
 	cookieKey := randomKey(t)
-	ucfg := federate.LoginConfig{Region: id, Bases: f.bases(id), Topology: f.opts.topology, HubURL: hubURL,
+	ucfg := federate.LoginConfig{Region: id, Bases: f.bases(id), Topology: f.opts.topology, HubURL: hubURL, Hasher: f.hasher, Regions: regionIDs,
 		Codec: f.codec, Key: f.fedKeys[id], CookieKey: cookieKey, HTTPClient: f.client, Log: log,
 		RP: federation.RPOptions{HealthTTL: time.Millisecond, ProbeTimeout: time.Second}}
 	var sink federate.KeySink
@@ -399,7 +403,11 @@ func (f *fed) startHub() {
 		if log == nil {
 			log = discard()
 		}
-		b, err := hub.New(hub.Config{Issuer: hubURL, Regions: regs, Codec: f.codec, Keys: f.keyring(federation.PartyHub),
+		trusted, err := clientaddr.Parse(f.opts.trustedProxies)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, err := hub.New(hub.Config{Issuer: hubURL, Regions: regs, Codec: f.codec, Keys: f.keyring(federation.PartyHub), TrustedProxies: trusted,
 			Hasher: f.hasher, Lookup: f.lookup, State: state, Secret: randomKey(t), HTTPClient: f.client, Log: log, Meter: meter,
 			RP: federation.RPOptions{HealthTTL: time.Millisecond}})
 		if err != nil {

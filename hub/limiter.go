@@ -40,7 +40,10 @@ func (l *limiter) allow(ip, id string) bool {
 	return ok
 }
 
-// clientIP is the peer address; forwarded headers are not trusted.
+// clientIP is the peer address. Forwarded headers are not read here: when
+// the peer is a configured trusted proxy, the broker's front handler
+// (clientaddr.Trusted.Handler) has already set RemoteAddr to the client
+// the proxy named; anyone else's X-Forwarded-For is ignored.
 func clientIP(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.RemoteAddr)
 	if err != nil {

@@ -89,8 +89,12 @@ func unknownUserIndistinguishable(t *testing.T, f *fed, topology string) {
 	pk := known.passwordPage(a.start().url, "bob.smith")
 	rk := known.submit(pk, url.Values{"password": {"wrong password"}})
 
+	// A name no region has whose decoy is not the entry region: it goes
+	// through the hub like bob.smith (names whose decoy is the entry
+	// region are answered there, like its residents: decoyAtEntry).
+	nobody := f.unknownNameDecoyedTo("nobody.anywhere", "us")
 	unknown := f.newBrowser()
-	pu := unknown.passwordPage(a.start().url, "nobody.anywhere")
+	pu := unknown.passwordPage(a.start().url, nobody)
 	ru := unknown.submit(pu, url.Values{"password": {"wrong password"}})
 
 	if !strings.Contains(rk.body, federation.InvalidCredentials) || !strings.Contains(ru.body, federation.InvalidCredentials) {
@@ -115,8 +119,32 @@ func unknownUserIndistinguishable(t *testing.T, f *fed, topology string) {
 			t.Errorf("host sequence: known %v (page at %s), unknown %v (page at %s)", pk.hosts, pk.url.Host, pu.hosts, pu.url.Host)
 		}
 	}
-	sameShape(t, "password page", pk, "bob.smith", pu, "nobody.anywhere", !strict)
-	sameShape(t, "wrong password answer", rk, "bob.smith", ru, "nobody.anywhere", false)
+	sameShape(t, "password page", pk, "bob.smith", pu, nobody, !strict)
+	sameShape(t, "wrong password answer", rk, "bob.smith", ru, nobody, false)
+	decoyAtEntry(t, f, a)
+}
+
+// decoyAtEntry compares, at the entry region eu, a user resident there
+// typing a wrong password with a name no region has whose decoy region is
+// eu: both stay on eu (no hub), with the same pages and answer.
+func decoyAtEntry(t *testing.T, f *fed, a *app) {
+	f.addUser("eu", "eve.local", bobPassword, bobClaims())
+	f.waitResolves("eve.local", "eu")
+	nobody := f.unknownNameDecoyedTo("nobody.here", "eu")
+	known := f.newBrowser()
+	pk := known.passwordPage(a.start().url, "eve.local")
+	rk := known.submit(pk, url.Values{"password": {"wrong password"}})
+	unknown := f.newBrowser()
+	pu := unknown.passwordPage(a.start().url, nobody)
+	ru := unknown.submit(pu, url.Values{"password": {"wrong password"}})
+	if !slices.Equal(pk.hosts, pu.hosts) || slices.Contains(pu.hosts, hubHost) {
+		t.Errorf("decoy at entry: host sequence: resident %v, unknown %v", pk.hosts, pu.hosts)
+	}
+	if !strings.Contains(ru.body, federation.InvalidCredentials) {
+		t.Errorf("decoy at entry: wrong password answer %d: %s", ru.status, ru.body)
+	}
+	sameShape(t, "decoy at entry: password page", pk, "eve.local", pu, nobody, false)
+	sameShape(t, "decoy at entry: wrong password answer", rk, "eve.local", ru, nobody, false)
 }
 
 // TestUnknownUserIndistinguishable: through the hub, a username no region

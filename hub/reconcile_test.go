@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -205,5 +206,75 @@ func TestChangesEndpoint(t *testing.T) {
 	}
 	if st, m, _ := postChanges(t, f, own("eu"), body("delete", k)); st != http.StatusOK || m["applied"] != 1.0 {
 		t.Fatalf("delete: %d %v", st, m)
+	}
+}
+
+// TestResolveEndpoint plays someone who wants the hub to say whether a
+// name exists: only a region's own credentials for the resolve path are
+// accepted (no credentials, another region's key, an assertion for the
+// changes path: 401), bad input is a JSON error, and a region learns only
+// known or not, never where.
+func TestResolveEndpoint(t *testing.T) {
+	f := newFed(t, options{topology: federation.TopologyHub})
+	f.addUser("us", "bob.smith", bobPassword, bobClaims())
+	f.waitResolves("bob.smith", "us")
+	auth := func(claimed, signer, path string) string {
+		a, err := federation.BearerAssertion(f.fedKeys[signer], federation.RegionClientID(claimed), hubURL+path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	keyOf := func(name string) string {
+		k, err := f.hasher.Key(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k.String()
+	}
+	post := func(authz, body string) (int, map[string]any) {
+		req, _ := http.NewRequest(http.MethodPost, hubURL+federation.ResolvePath, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		if authz != "" {
+			req.Header.Set("Authorization", authz)
+		}
+		resp, err := f.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		m := map[string]any{}
+		_ = json.NewDecoder(resp.Body).Decode(&m)
+		return resp.StatusCode, m
+	}
+	known := `{"keys":["` + keyOf("bob.smith") + `"]}`
+	for _, c := range []struct {
+		name, authz, body string
+		status            int
+		want              map[string]any
+	}{
+		{"no credentials", "", known, http.StatusUnauthorized, map[string]any{"error": "invalid_client"}},
+		{"another region's key", auth("eu", "us", federation.ResolvePath), known, http.StatusUnauthorized, map[string]any{"error": "invalid_client"}},
+		{"the hub's own key", auth("eu", federation.PartyHub, federation.ResolvePath), known, http.StatusUnauthorized, map[string]any{"error": "invalid_client"}},
+		{"assertion for the changes path", auth("eu", "eu", federation.ChangesPath), known, http.StatusUnauthorized, map[string]any{"error": "invalid_client"}},
+		{"not JSON", auth("eu", "eu", federation.ResolvePath), "bob.smith", http.StatusBadRequest, map[string]any{"error": "invalid_request"}},
+		{"a username, not a key", auth("eu", "eu", federation.ResolvePath), `{"keys":["bob.smith"]}`, http.StatusBadRequest, map[string]any{"error": "invalid_request"}},
+		{"three keys", auth("eu", "eu", federation.ResolvePath), `{"keys":["` + keyOf("a") + `","` + keyOf("b") + `","` + keyOf("c") + `"]}`, http.StatusBadRequest, map[string]any{"error": "invalid_request"}},
+		{"known", auth("eu", "eu", federation.ResolvePath), known, http.StatusOK, map[string]any{"known": true}},
+		{"unknown", auth("ap", "ap", federation.ResolvePath), `{"keys":["` + keyOf("nobody.at.all") + `"]}`, http.StatusOK, map[string]any{"known": false}},
+	} {
+		st, m := post(c.authz, c.body)
+		if st != c.status {
+			t.Errorf("%s: %d %v, want %d", c.name, st, m, c.status)
+			continue
+		}
+		for k, v := range c.want {
+			if m[k] != v {
+				t.Errorf("%s: %s = %v, want %v (%v)", c.name, k, m[k], v, m)
+			}
+		}
+		if st == http.StatusOK && len(m) != 1 {
+			t.Errorf("%s: answer %v says more than known", c.name, m)
+		}
 	}
 }

@@ -34,6 +34,17 @@ type Upstream interface {
 	Finish(w http.ResponseWriter, r *http.Request) (arID string, id FederatedIdentity, err error)
 }
 
+// unknownAnswerer is implemented by an Upstream that can tell that a name
+// not resident here is one this region answers itself as an unknown user
+// (it is the name's decoy region and no region has it), so the name shows
+// this region's page wherever it is typed, as a resident's name would.
+type unknownAnswerer interface {
+	AnswersUnknown(ctx context.Context, username string) (bool, error)
+	// AskAsIfUnknown does the same work for a name resident here, so
+	// both take as long.
+	AskAsIfUnknown(ctx context.Context, username string)
+}
+
 // FederatedLogin is what the entry region hands the hub (or the resident
 // region) for a user resident elsewhere: the authorization request's id,
 // the username as login_hint, and the request parameters the resident

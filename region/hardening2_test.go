@@ -2,8 +2,10 @@ package region_test
 
 import (
 	"encoding/json"
+	"fmt"
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/meridian-id/meridian/internal/oidctest"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -322,6 +324,72 @@ func TestRegistrationNeedsInitialAccessToken(t *testing.T) {
 	s, h, m := register(t, n.URL, testRegistrationToken, goodClient, nil)
 	if s != http.StatusTooManyRequests || h.Get("Retry-After") == "" || m["client_id"] != nil {
 		t.Fatalf("attempt over the limit: %d %v (Retry-After %q), want 429", s, m, h.Get("Retry-After"))
+	}
+}
+
+// registerFrom is register from the loopback source address source, so a
+// node's per-address limit sees each source as its own client.
+func registerFrom(t *testing.T, source, base, token, body string) int {
+	t.Helper()
+	d := &net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}
+	c := &http.Client{Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
+	req, _ := http.NewRequest(http.MethodPost, base+"/register", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestRegistrationThrottleRegionWide plays an attacker (or a runaway
+// script) spreading registrations over the nodes of one region: the limits
+// are counted in the region's database, so two nodes on one database admit
+// what one would, per address (every attempt, with or without the token)
+// and per region (authorized registrations: 6× the per-address limit).
+func TestRegistrationThrottleRegionWide(t *testing.T) {
+	const perAddress = 3
+	public := `{"redirect_uris":["https://app.example/cb"],"client_name":"Reg","token_endpoint_auth_method":"none"}`
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			nodes := twoNodes(t, backend, func(c *region.Config) { c.RegistrationsPerMinute = perAddress })
+			// One address, alternating nodes, tokens and none: perAddress
+			// attempts in all, then 429 at both nodes.
+			for i := range perAddress {
+				tok := testRegistrationToken
+				want := http.StatusCreated
+				if i == 0 {
+					tok, want = "wrong", http.StatusUnauthorized
+				}
+				if got := registerFrom(t, "127.0.1.1", nodes[i%2].URL, tok, public); got != want {
+					t.Fatalf("attempt %d at node %d: %d, want %d", i+1, i%2, got, want)
+				}
+			}
+			for i, n := range nodes {
+				if got := registerFrom(t, "127.0.1.1", n.URL, testRegistrationToken, public); got != http.StatusTooManyRequests {
+					t.Fatalf("node %d after %d attempts from one address across the region: %d, want 429", i, perAddress, got)
+				}
+			}
+			// The region's budget: perAddress-1 authorized registrations
+			// came from 127.0.1.1; fill the rest of 6×perAddress from other
+			// addresses over both nodes, then a fresh address is refused.
+			left := 6*perAddress - (perAddress - 1)
+			for i := range left {
+				src := fmt.Sprintf("127.0.2.%d", 1+i/perAddress)
+				if got := registerFrom(t, src, nodes[i%2].URL, testRegistrationToken, public); got != http.StatusCreated {
+					t.Fatalf("registration %d of the region's budget (from %s, node %d): %d", i+1, src, i%2, got)
+				}
+			}
+			for i, n := range nodes {
+				if got := registerFrom(t, "127.0.3.1", n.URL, testRegistrationToken, public); got != http.StatusTooManyRequests {
+					t.Fatalf("node %d after the region's %d registrations: %d from a fresh address, want 429", i, 6*perAddress, got)
+				}
+			}
+		})
 	}
 }
 

@@ -55,7 +55,11 @@ func newLoginUI(p *Provider) (*loginUI, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &loginUI{p: p, tmpl: t, dummyHash: dummy, limits: newLimiter(p.st), argon: newMemoryBudget(DefaultPasswordMemoryBudget)}, nil
+	budget := p.cfg.PasswordMemoryBudget
+	if budget == 0 {
+		budget = DefaultPasswordMemoryBudget
+	}
+	return &loginUI{p: p, tmpl: t, dummyHash: dummy, limits: newLimiter(p.st), argon: newMemoryBudget(budget)}, nil
 }
 
 type page struct {
@@ -362,14 +366,39 @@ func (l *loginUI) identify(w http.ResponseWriter, r *http.Request) {
 	if l.p.cfg.Upstream != nil && !l.federationClient(r.Context(), ar.ClientID) {
 		name, err := NormalizeUsername(username)
 		_, lerr := l.p.st.GetUserByUsername(r.Context(), name)
-		if err == nil && errors.Is(lerr, store.ErrNotFound) {
+		if err == nil && errors.Is(lerr, store.ErrNotFound) && !l.answersUnknown(r, username) {
 			// Not resident here: the hub (or, in mesh, the resident region)
 			// takes over; only the resident region will see the password.
 			l.p.cfg.Upstream.Begin(w, r, federatedLogin(ar, username))
 			return
 		}
+		if lerr == nil {
+			// A resident: the same question an unknown name answered here
+			// costs, so the two take as long.
+			if ua, ok := l.p.cfg.Upstream.(unknownAnswerer); ok {
+				ua.AskAsIfUnknown(r.Context(), username)
+			}
+		}
 	}
 	l.render(w, http.StatusOK, "password", page{Title: "Enter your password", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: username})
+}
+
+// answersUnknown reports whether this region answers username, resident
+// nowhere, itself: it is the name's decoy region, so the name gets this
+// region's password page here as a resident's would, and the hub would
+// have sent it here from any other entry. When the upstream cannot tell
+// (the hub unreachable), the name goes to the hub as before.
+func (l *loginUI) answersUnknown(r *http.Request, username string) bool {
+	ua, ok := l.p.cfg.Upstream.(unknownAnswerer)
+	if !ok {
+		return false
+	}
+	here, err := ua.AnswersUnknown(r.Context(), username)
+	if err != nil {
+		l.p.log.WarnContext(r.Context(), "asking the hub whether a name is known failed; handing it to the hub", "err", err)
+		return false
+	}
+	return here
 }
 
 const invalidCredentials = "Invalid username or password."

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -284,6 +285,19 @@ func sampleMemory(stop <-chan struct{}) <-chan memPeak {
 	return out
 }
 
+// TestPasswordMemoryBudgetBelowOneVerificationRefused: a node configured
+// with a budget that cannot hold one 64 MiB verification would answer every
+// password with 503; it refuses to start instead.
+func TestPasswordMemoryBudgetBelowOneVerificationRefused(t *testing.T) {
+	for _, b := range []int64{-1, 1, 64<<20 - 1} {
+		cfg := region.Config{Region: "eu", Issuer: "http://eu.id.localhost", GlobalIssuer: "http://id.localhost",
+			CookieKey: make([]byte, 32), PasswordMemoryBudget: b}
+		if _, err := region.New(context.Background(), cfg, openSQLite(t), newCodec(t), slog.New(slog.DiscardHandler)); !errors.Is(err, region.ErrConfig) {
+			t.Errorf("budget %d bytes: %v, want ErrConfig", b, err)
+		}
+	}
+}
+
 // TestPasswordFloodMemoryBounded: 200 concurrent password posts against a
 // real 64 MiB argon2id hash, with a 128 MiB budget, are answered at once
 // with 503 + Retry-After beyond what fits, and the node's Go heap in use
@@ -291,8 +305,8 @@ func sampleMemory(stop <-chan struct{}) <-chan memPeak {
 // need 200 × 64 MiB = 12.5 GiB (issue 11 item 2).
 func TestPasswordFloodMemoryBounded(t *testing.T) {
 	const budget = 128 << 20
-	n := startNode(t, "eu", openSQLite(t))
-	region.SetPasswordMemoryBudget(n.P, budget)
+	n := startNodeWith(t, "eu", openSQLite(t), func(c *region.Config) { c.PasswordMemoryBudget = budget })
+	n.t = t
 	n.addUser("mona", "mona-right-password", nil)
 	c := n.addClient(region.ClientSpec{RedirectURIs: []string{redirectURI}, FirstParty: true})
 	b := newBrowser(t)

@@ -19,8 +19,9 @@ import (
 )
 
 // twoNodes starts two nodes of region eu on one database of backend
-// ("sqlite": one file; "postgres": one schema).
-func twoNodes(t *testing.T, backend string) [2]*node {
+// ("sqlite": one file; "postgres": one schema), their provider config
+// adjusted by edit when it is not nil.
+func twoNodes(t *testing.T, backend string, edit ...func(*region.Config)) [2]*node {
 	t.Helper()
 	ctx := context.Background()
 	open := func() store.Store {
@@ -54,7 +55,12 @@ func twoNodes(t *testing.T, backend string) [2]*node {
 		if err := s.(interface{ Migrate(context.Context) error }).Migrate(ctx); err != nil {
 			t.Fatal(err)
 		}
-		nodes[i] = startNode(t, "eu", s)
+		var e func(*region.Config)
+		if len(edit) > 0 {
+			e = edit[0]
+		}
+		nodes[i] = startNodeWith(t, "eu", s, e)
+		nodes[i].t = t
 	}
 	return nodes
 }

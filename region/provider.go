@@ -24,6 +24,7 @@ import (
 	"go.opentelemetry.io/otel/metric"
 	"golang.org/x/text/language"
 
+	"github.com/meridian-id/meridian/password"
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/routing"
 	"github.com/meridian-id/meridian/seal"
@@ -73,7 +74,8 @@ type Config struct {
 	// dynamic client registration; empty keeps /register closed.
 	RegistrationToken string
 	// RegistrationsPerMinute bounds registration attempts per client address
-	// (zero: 10); a node admits six times as many authorized ones in total.
+	// (zero: 10); the region admits six times as many authorized ones in
+	// total. Both are counted in the region's database, across its nodes.
 	RegistrationsPerMinute int
 	// Keys configure signing-key sealing and rotation; a zero MinOverlap
 	// becomes the longest ID / access token lifetime.
@@ -84,6 +86,12 @@ type Config struct {
 	// overlap (zero: DefaultMaxSecretOverlap).
 	ClientSecretOverlap    time.Duration
 	ClientSecretMaxOverlap time.Duration
+	// PasswordMemoryBudget is the memory in bytes that concurrent argon2id
+	// verifications of this node may hold together (zero:
+	// DefaultPasswordMemoryBudget); a password post that does not fit is
+	// answered 503 at once. It must hold at least one verification
+	// (password.DefaultMemory).
+	PasswordMemoryBudget int64
 }
 
 // Provider is a regional OpenID provider. It is an http.Handler.
@@ -124,9 +132,12 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 	if cfg.Issuer == "" || cfg.GlobalIssuer == "" {
 		return nil, fmt.Errorf("%w: issuer and global issuer are required", ErrConfig)
 	}
+	if cfg.PasswordMemoryBudget < 0 || (cfg.PasswordMemoryBudget > 0 && cfg.PasswordMemoryBudget < password.DefaultMemory) {
+		return nil, fmt.Errorf("%w: password memory budget %d bytes is below one argon2id verification (%d bytes)", ErrConfig, cfg.PasswordMemoryBudget, password.DefaultMemory)
+	}
 	fillLifetimes(&cfg.Lifetimes)
 	p := &Provider{cfg: cfg, st: st, codec: codec, log: log, audit: newAuditor(log, cfg.Region, cfg.Meter),
-		registration: newRegistrationGate(cfg.RegistrationToken, cfg.RegistrationsPerMinute)}
+		registration: newRegistrationGate(cfg.RegistrationToken, cfg.RegistrationsPerMinute, newLimiter(st))}
 	if cfg.ClientSecretMaxOverlap <= 0 {
 		cfg.ClientSecretMaxOverlap = DefaultMaxSecretOverlap
 	}

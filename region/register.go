@@ -1,6 +1,7 @@
 package region
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -8,39 +9,37 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
-// Registration throttle: per client address and per node, fixed one-minute
-// windows. Registration is an operator's or a developer's act, so the
-// limits are far above honest use and far below what fills a database.
+// Registration throttle: per client address and per region, one-minute
+// windows counted in the region's database (the login limiter's attempt
+// store), so every node of a region shares them. Registration is an
+// operator's or a developer's act, so the limits are far above honest use
+// and far below what fills a database.
 const (
 	defaultRegistrationsPerAddress = 10
-	registrationWindow             = time.Minute
+	// registrationsPerRegionFactor: authorized registrations a region
+	// admits per window, as a multiple of the per-address limit.
+	registrationsPerRegionFactor = 6
 )
 
 // registrationGate decides who may register: nobody unless the region has
 // an initial access token (RFC 7591 §3), and then only its holders, at a
 // bounded rate.
 type registrationGate struct {
-	token   []byte // SHA-256 of the initial access token; nil: closed
-	perAddr int    // attempts per address and window
-	perNode int    // authorized registrations per node and window
-
-	mu     sync.Mutex
-	window time.Time
-	total  int
-	perIP  map[string]int
+	token     []byte // SHA-256 of the initial access token; nil: closed
+	perAddr   int    // attempts per address and window
+	perRegion int    // authorized registrations per region and window
+	limits    *limiter
 }
 
-func newRegistrationGate(token string, perAddress int) *registrationGate {
+func newRegistrationGate(token string, perAddress int, limits *limiter) *registrationGate {
 	if perAddress <= 0 {
 		perAddress = defaultRegistrationsPerAddress
 	}
-	g := &registrationGate{perIP: map[string]int{}, perAddr: perAddress, perNode: 6 * perAddress}
+	g := &registrationGate{perAddr: perAddress, perRegion: registrationsPerRegionFactor * perAddress, limits: limits}
 	if token != "" {
 		sum := sha256.Sum256([]byte(token))
 		g.token = sum[:]
@@ -61,26 +60,18 @@ func (g *registrationGate) authorized(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(sum[:], g.token) == 1
 }
 
-// allow counts one registration attempt from ip and reports whether it is
-// within the limits, and if not, how long until the window rolls over.
-// Every attempt counts against its address; only authorized ones against
-// the node, so strangers cannot use up the operator's budget.
-func (g *registrationGate) allow(ip string, authorized bool, now time.Time) (bool, time.Duration) {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	if now.Sub(g.window) >= registrationWindow {
-		g.window, g.total = now, 0
-		clear(g.perIP)
-	}
-	retry := registrationWindow - now.Sub(g.window)
-	if g.perIP[ip] >= g.perAddr || (authorized && g.total >= g.perNode) {
-		return false, retry
-	}
-	g.perIP[ip]++
+// allow reserves one registration attempt from ip, region-wide: every
+// attempt counts against its address; only authorized ones against the
+// region, so strangers cannot use up the operator's budget. It returns
+// errLimited and how long to wait when a limit is exhausted, or the
+// database's error (the caller refuses rather than registers unthrottled).
+func (g *registrationGate) allow(ctx context.Context, ip string, authorized bool) (time.Duration, error) {
+	limits := []limit{{key: "register:ip:" + ip, max: g.perAddr}}
 	if authorized {
-		g.total++
+		limits = append(limits, limit{key: "register:region", max: g.perRegion})
 	}
-	return true, retry
+	_, wait, err := g.limits.reserve(ctx, limits...)
+	return wait, err
 }
 
 // registrationRequest is RFC 7591 client metadata plus Meridian's
@@ -101,7 +92,7 @@ type registrationRequest struct {
 //
 // It is closed unless the region is configured with an initial access token
 // (RFC 7591 §3), which the caller presents as a bearer token, and it is
-// throttled per address and per node.
+// throttled per address and per region (every node shares the counters).
 func (p *Provider) register(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Cache-Control", "no-store")
 	ctx := r.Context()
@@ -113,8 +104,14 @@ func (p *Provider) register(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	authorized := g.authorized(r)
-	if ok, retry := g.allow(clientIP(r), authorized, time.Now()); !ok {
-		w.Header().Set("Retry-After", strconv.Itoa(int(retry.Seconds())+1))
+	if wait, err := g.allow(ctx, clientIP(r), authorized); err != nil {
+		if !errors.Is(err, errLimited) {
+			p.log.ErrorContext(ctx, "registration limiter unavailable", "err", err)
+			writeJSON(w, http.StatusServiceUnavailable, map[string]string{"error": "temporarily_unavailable",
+				"error_description": "registration is temporarily unavailable"})
+			return
+		}
+		retryAfter(w, wait)
 		writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "temporarily_unavailable",
 			"error_description": "too many registrations; retry later"})
 		return

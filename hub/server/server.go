@@ -21,6 +21,7 @@ import (
 	"github.com/meridian-id/meridian/federation/setup"
 	"github.com/meridian-id/meridian/geodns"
 	"github.com/meridian-id/meridian/hub"
+	"github.com/meridian-id/meridian/internal/clientaddr"
 	"github.com/meridian-id/meridian/internal/serve"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/lookup/embedded"
@@ -169,7 +170,12 @@ func New(ctx context.Context, cfg *config.Config, opts Options, tel *telemetry.T
 	if err != nil {
 		return nil, err
 	}
-	b, err := hub.New(hub.Config{Issuer: cfg.Federation.URL(cfg.Hub.Host), Regions: hub.RegionsFromConfig(cfg),
+	trusted, err := clientaddr.Parse(cfg.Hub.TrustedProxies)
+	if err != nil {
+		stores.Close()
+		return nil, fmt.Errorf("hub.trusted_proxies: %w", err)
+	}
+	b, err := hub.New(hub.Config{Issuer: cfg.Federation.URL(cfg.Hub.Host), Regions: hub.RegionsFromConfig(cfg), TrustedProxies: trusted,
 		Codec: codec, Keys: keys, Hasher: h, Lookup: stores.Lookup, State: stores.State, Conflicts: stores.Conflicts, Secret: secret, PreviousSecrets: previous,
 		HTTPClient: setup.HTTPClient(cfg, tel.Transport), SecureCookies: cfg.Federation.Scheme == "https",
 		Log: log, Meter: tel.Meter.Meter("meridian/hub")})

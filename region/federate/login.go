@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/hex"
@@ -25,6 +26,9 @@ import (
 
 // flowTTL bounds a federated login from Begin to Finish.
 const flowTTL = 10 * time.Minute
+
+// resolveTimeout bounds AnswersUnknown's question to the hub.
+const resolveTimeout = 3 * time.Second
 
 // LoginConfig configures a Login.
 type LoginConfig struct {
@@ -51,6 +55,14 @@ type LoginConfig struct {
 	// Table resolves a username to its home region (mesh topology only;
 	// it needs k_hub and the lookup store).
 	Table *lookup.Table
+	// Hasher holds k_hub and Regions lists every region of the federation
+	// (this one included): with both, the region computes an unknown
+	// name's decoy region (federation.DecoyRegion) and answers the names
+	// whose decoy it is itself (AnswersUnknown). Without them every name
+	// not resident here is handed to the hub, whose decoy is then never
+	// this region.
+	Hasher  *lookup.Hasher
+	Regions []string
 	// CookieKey (>= 32 bytes) encrypts the in-flight login cookie; every
 	// node of the region must share it.
 	CookieKey []byte
@@ -81,6 +93,7 @@ type LoginConfig struct {
 // verifier and nonce must not be readable from the cookie.
 type Login struct {
 	cfg   LoginConfig
+	creds federation.Credentials // the region's client at the hub (hub topology)
 	hub   *federation.RP
 	peers map[string]*federation.RP
 	box   *seal.Box
@@ -118,7 +131,8 @@ func NewLogin(cfg LoginConfig) (*Login, error) {
 	u := &Login{cfg: cfg, box: box, pages: pages, log: cfg.Log, peers: map[string]*federation.RP{}}
 	switch cfg.Topology {
 	case federation.TopologyHub:
-		u.hub, err = federation.NewRP(cfg.HubURL, federation.RegionCredentials(cfg.Region, cfg.Key, cfg.Bases...), cfg.HTTPClient, cfg.RP)
+		u.creds = federation.RegionCredentials(cfg.Region, cfg.Key, cfg.Bases...)
+		u.hub, err = federation.NewRP(cfg.HubURL, u.creds, cfg.HTTPClient, cfg.RP)
 		if err != nil {
 			return nil, err
 		}
@@ -154,7 +168,17 @@ func (u *Login) target(ctx context.Context, username string) (string, *federatio
 	}
 	home, err := u.cfg.Table.Resolve(ctx, username)
 	switch {
-	case errors.Is(err, lookup.ErrNotFound), errors.Is(err, lookup.ErrInvalidUsername):
+	case errors.Is(err, lookup.ErrNotFound):
+		// Nobody has this user: send it on to its decoy region, which
+		// answers it as its own resident's wrong password, so the name
+		// shows the same region wherever it is typed.
+		if u.cfg.Hasher != nil && len(u.cfg.Regions) > 0 {
+			if d, derr := federation.DecoyRegion(u.cfg.Hasher, username, u.cfg.Regions); derr == nil && u.peers[d] != nil {
+				return d, u.peers[d], nil
+			}
+		}
+		return "", nil, errUnknownUser
+	case errors.Is(err, lookup.ErrInvalidUsername):
 		return "", nil, errUnknownUser
 	case err != nil:
 		return "", nil, fmt.Errorf("%w: lookup: %v", region.ErrFederationUnavailable, err)
@@ -169,6 +193,78 @@ func (u *Login) target(ctx context.Context, username string) (string, *federatio
 		return "", nil, errUnknownUser
 	}
 	return home, rp, nil
+}
+
+// AnswersUnknown reports whether this region answers username, which is
+// not resident here, itself as an unknown name: its decoy region
+// (federation.DecoyRegion) is this region and no region has it. Only then
+// is the hub asked (hub topology; by lookup key, never the name); a
+// resident's username step asks a question of the same cost
+// (AskAsIfUnknown). Any failure is an error: the caller then hands the
+// name to the hub as before.
+func (u *Login) AnswersUnknown(ctx context.Context, username string) (bool, error) {
+	if u.cfg.Hasher == nil || len(u.cfg.Regions) == 0 {
+		return false, nil
+	}
+	d, err := federation.DecoyRegion(u.cfg.Hasher, username, u.cfg.Regions)
+	if err != nil || d != u.cfg.Region {
+		return false, nil
+	}
+	if u.hub == nil {
+		_, err := u.cfg.Table.Resolve(ctx, username)
+		switch {
+		case errors.Is(err, lookup.ErrNotFound):
+			return true, nil
+		case err != nil:
+			return false, err
+		}
+		return false, nil
+	}
+	cur, prev, err := u.cfg.Hasher.Keys(username)
+	if err != nil {
+		return false, nil
+	}
+	keys := []lookup.Key{cur}
+	if prev != nil {
+		keys = append(keys, *prev)
+	}
+	// A slow hub must not hold the username step: past resolveTimeout the
+	// name goes to the hub as before (whose answer is then unavailable).
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
+	known, err := federation.PostResolve(ctx, u.cfg.HTTPClient, u.cfg.HubURL, u.creds, keys)
+	if err != nil {
+		return false, err
+	}
+	return !known, nil
+}
+
+// AskAsIfUnknown does for username, resident here, the work AnswersUnknown
+// does for a name whose decoy region is this one: the decoy computation
+// and one question to the hub (about a random lookup key, so the hub
+// learns nothing of who signs in here) or, in mesh, to the shared table.
+// The username step of a resident then takes as long as that of an
+// unknown name this region answers itself; without it the question alone
+// told them apart (docs/security.md, Enumeration). Its outcome is ignored.
+func (u *Login) AskAsIfUnknown(ctx context.Context, username string) {
+	if u.cfg.Hasher == nil || len(u.cfg.Regions) == 0 {
+		return
+	}
+	_, _ = federation.DecoyRegion(u.cfg.Hasher, username, u.cfg.Regions)
+	if u.hub == nil {
+		_, _ = u.cfg.Table.Resolve(ctx, username)
+		return
+	}
+	keys := []lookup.Key{{}}
+	if u.cfg.Hasher.Rotating() {
+		keys = append(keys, lookup.Key{})
+	}
+	for i := range keys {
+		_, _ = rand.Read(keys[i][:])
+	}
+	ctx, cancel := context.WithTimeout(ctx, resolveTimeout)
+	defer cancel()
+	_, _ = federation.PostResolve(ctx, u.cfg.HTTPClient, u.cfg.HubURL, u.creds, keys)
 }
 
 // Begin implements region.Upstream.

@@ -91,7 +91,11 @@ func NewMember(ctx context.Context, nc MemberConfig) (*Member, error) {
 	client := setup.HTTPClient(cfg, nc.Wrap)
 	hubURL := cfg.Federation.URL(cfg.Hub.Host)
 	n := &Member{}
-	ucfg := LoginConfig{Region: nc.Region, Bases: setup.RegionBases(cfg, r), Topology: cfg.Federation.Topology, HubURL: hubURL,
+	var ids []string
+	for i := range cfg.Regions {
+		ids = append(ids, cfg.Regions[i].ID)
+	}
+	ucfg := LoginConfig{Hasher: hasher, Regions: ids, Region: nc.Region, Bases: setup.RegionBases(cfg, r), Topology: cfg.Federation.Topology, HubURL: hubURL,
 		Codec: nc.Codec, Key: nc.Keys.Key, CookieKey: nc.CookieKey, PreviousCookieKeys: nc.PreviousCookieKeys, SecureCookies: cfg.Federation.Scheme == "https", HTTPClient: client, Log: nc.Log}
 	var sink KeySink
 	switch cfg.Federation.Topology {

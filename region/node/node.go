@@ -18,6 +18,7 @@ import (
 
 	"github.com/meridian-id/meridian/config"
 	"github.com/meridian-id/meridian/federation/setup"
+	"github.com/meridian-id/meridian/internal/clientaddr"
 	"github.com/meridian-id/meridian/internal/serve"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/federate"
@@ -274,7 +275,8 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		PreviousCookieKeys: prevCookieKeys,
 		RegistrationToken:  regToken, RegistrationsPerMinute: r.RegistrationsPerMinute,
 		ClientSecretOverlap: r.ClientSecretOverlap, ClientSecretMaxOverlap: r.ClientSecretMaxOverlap,
-		Peers: n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"), Keys: keyOpts,
+		PasswordMemoryBudget: int64(r.Login.PasswordMemoryBudgetMiB) << 20,
+		Peers:                n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"), Keys: keyOpts,
 	}, st, codec, log)
 	if err != nil {
 		n.Close()
@@ -397,7 +399,13 @@ func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET "+generationPath, n.serveGeneration)
 	mux.Handle("/", n.Provider.WriteGate(n.Router, n.Role))
-	ls := []serve.Listener{{Server: serve.Public(n.tel.Handler(mux, "regional", Routes...)), Listener: pub,
+	// Behind a trusted reverse proxy the client is the one it names, for
+	// the login limits and for the X-Forwarded-For the router sends on.
+	trusted, err := clientaddr.Parse(site.TrustedProxies)
+	if err != nil {
+		return fmt.Errorf("trusted_proxies: %w", err)
+	}
+	ls := []serve.Listener{{Server: serve.Public(n.tel.Handler(trusted.Handler(mux), "regional", Routes...)), Listener: pub,
 		CertFile: site.TLS.CertFile, KeyFile: site.TLS.KeyFile}}
 	if adm != nil {
 		al := serve.Listener{Server: serve.Admin(n.tel.MetricsHandler(), n.ready, "database unreachable"), Listener: adm}
@@ -407,7 +415,7 @@ func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error 
 		ls = append(ls, al)
 	}
 	n.log.Info("regional node serving", "region", n.region.ID, "listen", pub.Addr().String(), "dr", n.dr, "role", n.Role().String())
-	err := serve.RunDrain(ctx, n.cfg.Federation.DrainPeriod, ls)
+	err = serve.RunDrain(ctx, n.cfg.Federation.DrainPeriod, ls)
 	n.log.Info("regional node stopped", "region", n.region.ID)
 	return err
 }
