@@ -132,6 +132,7 @@ func (s *Store) DeleteUser(ctx context.Context, username string) error {
 			`UPDATE access_tokens SET revoked = TRUE WHERE subject = ?`,
 			`UPDATE refresh_tokens SET revoked = TRUE WHERE subject = ?`,
 			`DELETE FROM sessions WHERE user_id = ?`,
+			`DELETE FROM webauthn_credentials WHERE user_id = ?`,
 			`DELETE FROM users WHERE id = ?`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, id); err != nil {
