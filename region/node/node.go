@@ -259,12 +259,26 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		PreviousCookieKeys: prevCookieKeys,
 		RegistrationToken:  regToken, RegistrationsPerMinute: r.RegistrationsPerMinute,
 		Peers: n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"), Keys: keyOpts,
+		Passkeys: region.PasskeyOptions{RPID: cfg.PasskeyRPID(), RPName: cfg.Account.WebAuthn.RPName, Origins: cfg.PasskeyOrigins(),
+			Attestation: cfg.Account.WebAuthn.Attestation},
+		Account: region.AccountOptions{EditableClaims: cfg.Account.EditableClaims, ReauthWindow: cfg.Account.ReauthWindow,
+			HomeURLs: homeURLs(cfg)},
 	}, st, codec, log)
 	if err != nil {
 		n.Close()
 		return nil, err
 	}
 	return n, nil
+}
+
+// homeURLs maps every region to its region host's URL, where /account
+// sends users resident there.
+func homeURLs(cfg *config.Config) map[string]string {
+	out := map[string]string{}
+	for i := range cfg.Regions {
+		out[cfg.Regions[i].ID] = cfg.Issuer(&cfg.Regions[i])
+	}
+	return out
 }
 
 // previousSecret loads the secret retired by a rotation, when path is set:
