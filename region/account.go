@@ -212,17 +212,36 @@ func (a *accountUI) baseOf(r *http.Request) string {
 	return ""
 }
 
-// callback is GET /account/callback: the sign-in finished (its SSO
-// session is what signs /account in; the code is not needed and expires
-// unredeemed). The state binds it to the browser that began it.
+// callback is GET /account/callback: the sign-in finished. The code is
+// not exchanged (this region issued it to itself): it names the
+// authorization request, which says who signed in, and is deleted with it
+// at once. A local user's SSO session now signs /account in; a user
+// resident elsewhere (no session is kept here for them) is sent to their
+// home region's /account. The state binds the callback to the browser
+// that began the sign-in.
 func (a *accountUI) callback(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
 	nonce := a.l.existingNonce(r)
-	if nonce == "" || !hmac.Equal([]byte(r.URL.Query().Get("state")), []byte(a.l.mac("account-state", nonce))) {
+	if nonce == "" || !hmac.Equal([]byte(q.Get("state")), []byte(a.l.mac("account-state", nonce))) {
 		a.l.errorPage(w, http.StatusBadRequest, "This sign-in link is not valid. Open your account page again.")
 		return
 	}
-	if e := r.URL.Query().Get("error"); e != "" {
+	if q.Get("error") != "" || q.Get("code") == "" {
 		a.l.errorPage(w, http.StatusForbidden, "Sign-in did not complete. Open your account page again.")
+		return
+	}
+	ar, err := a.p.st.GetAuthRequestByCode(r.Context(), store.Digest(q.Get("code")))
+	if err != nil || ar.ClientID != a.clientID || !ar.Done {
+		a.l.errorPage(w, http.StatusBadRequest, "This sign-in link is not valid. Open your account page again.")
+		return
+	}
+	_ = a.p.st.DeleteAuthRequest(r.Context(), ar.ID)
+	if home, _, fed := ParseFederatedSubject(ar.UserID); fed {
+		if base, ok := a.p.cfg.Account.HomeURLs[home]; ok {
+			http.Redirect(w, r, strings.TrimSuffix(base, "/")+"/account", http.StatusSeeOther)
+			return
+		}
+		a.l.errorPage(w, http.StatusBadRequest, "Your account is managed by your home region.")
 		return
 	}
 	http.Redirect(w, r, "/account", http.StatusSeeOther)

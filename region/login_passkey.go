@@ -14,7 +14,7 @@ import (
 
 // passkeyCSP is the policy of pages that run a WebAuthn ceremony: the
 // login pages' policy plus the one same-origin script.
-const passkeyCSP = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
+const passkeyCSP = "default-src 'none'; script-src 'self'; style-src 'unsafe-inline'; frame-ancestors 'none'; base-uri 'none'"
 
 //go:embed webauthn.js
 var webauthnJS []byte
