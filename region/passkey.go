@@ -1,6 +1,7 @@
 package region
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,7 +9,6 @@ import (
 	"net"
 	"net/url"
 	"slices"
-	"strings"
 	"time"
 
 	"github.com/go-webauthn/webauthn/protocol"
@@ -198,16 +198,35 @@ func (pk *passkeys) finishLogin(ctx context.Context, st store.Store, want func(s
 	if err != nil {
 		return passkeyResult{}, "malformed", errPasskey
 	}
-	var pu passkeyUser
+	var (
+		pu       passkeyUser
+		refusal  string // why the credential's owner was refused
+		storeErr error
+	)
 	lookup := func(handle []byte) (passkeyUser, error) {
 		u, err := st.GetUserByID(ctx, string(handle))
 		if err != nil {
+			refusal = "unknown_credential"
+			if !errors.Is(err, store.ErrNotFound) {
+				storeErr = err
+			}
 			return passkeyUser{}, err
 		}
 		if !want(u) {
-			return passkeyUser{}, errors.New("credential of another user")
+			refusal = "other_user"
+			return passkeyUser{}, errors.New("region: credential of another user")
 		}
-		return loadPasskeyUser(ctx, st, u)
+		p, err := loadPasskeyUser(ctx, st, u)
+		if err != nil {
+			refusal, storeErr = "unknown_credential", err
+			return passkeyUser{}, err
+		}
+		if !slices.ContainsFunc(p.creds, func(c webauthn.Credential) bool { return bytes.Equal(c.ID, parsed.RawID) }) {
+			// Removed, flagged as cloned, or never registered here.
+			refusal = "unknown_credential"
+			return passkeyUser{}, errors.New("region: unknown credential")
+		}
+		return p, nil
 	}
 	var cred *webauthn.Credential
 	if len(sd.UserID) == 0 {
@@ -219,10 +238,12 @@ func (pk *passkeys) finishLogin(ctx context.Context, st store.Store, want func(s
 	} else if pu, err = lookup(sd.UserID); err == nil {
 		cred, err = pk.wa.ValidateLogin(pu, sd, parsed)
 	}
-	if err != nil {
-		if errors.Is(err, store.ErrNotFound) || strings.Contains(err.Error(), "store") {
-			return passkeyResult{}, "unknown_credential", errPasskey
-		}
+	switch {
+	case storeErr != nil:
+		return passkeyResult{}, "", storeErr
+	case err != nil && refusal != "":
+		return passkeyResult{}, refusal, errPasskey
+	case err != nil:
 		return passkeyResult{}, "invalid_assertion", errPasskey
 	}
 	if cred.Authenticator.CloneWarning {
