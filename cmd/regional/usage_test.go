@@ -17,9 +17,11 @@ func TestEveryCommandUsage(t *testing.T) {
 		args []string
 		flag string
 	}{
-		"users add":      {[]string{"--region", "eu", "--password-stdin"}, "--username"},
-		"users delete":   {[]string{"--region", "eu"}, "--username"},
-		"clients delete": {[]string{"--region", "eu"}, "--client-id"},
+		"users add":       {[]string{"--region", "eu", "--password-stdin"}, "--username"},
+		"users delete":    {[]string{"--region", "eu"}, "--username"},
+		"clients delete":  {[]string{"--region", "eu"}, "--client-id"},
+		"passkeys list":   {[]string{"--region", "eu"}, "--username"},
+		"passkeys remove": {[]string{"--region", "eu", "--flagged"}, "--username"},
 	}
 	for _, cmd := range program.Commands {
 		words := strings.Fields(cmd.Name)
