@@ -40,6 +40,7 @@ const (
 	AuditTOTPRemoved     = "account.totp_removed"
 	AuditSessionEnded    = "account.session_ended"
 	AuditProfileChanged  = "account.profile_changed"
+	AuditConsentRevoked  = "account.consent_revoked"
 )
 
 // minPasswordLength is the shortest new password /account accepts.
@@ -115,6 +116,7 @@ type accountPage struct {
 	Passkeys                      []accountPasskey
 	Sessions                      []accountSession
 	Claims                        []accountClaim
+	Apps                          []accountApp
 	Recent                        bool
 	// Registration ceremony for a new passkey.
 	Passkey, PasskeyState, PasskeyAction string
@@ -131,6 +133,31 @@ type accountSession struct {
 }
 
 type accountClaim struct{ Name, Value string }
+
+type accountApp struct{ ID, Name string }
+
+// grants are the applications holding the user's tokens (their consents),
+// federation clients (the hub, peer regions) left out: those carry the
+// user's logins elsewhere, not an application's access.
+func (a *accountUI) grants(ctx context.Context, userID string) ([]accountApp, error) {
+	ids, err := a.p.st.ListUserClients(ctx, userID)
+	if err != nil {
+		return nil, err
+	}
+	var out []accountApp
+	for _, id := range ids {
+		c, err := a.p.storage.client(ctx, id)
+		if err != nil || slices.Contains(c.Scopes, ScopeFederation) || id == a.clientID {
+			continue
+		}
+		name := c.Name
+		if name == "" {
+			name = id
+		}
+		out = append(out, accountApp{ID: id, Name: name})
+	}
+	return out, nil
+}
 
 // who is the signed-in user of a request at /account.
 type who struct {
@@ -319,6 +346,10 @@ func (a *accountUI) render(w http.ResponseWriter, r *http.Request, wh who, statu
 	}
 	for _, name := range a.p.cfg.Account.EditableClaims {
 		pg.Claims = append(pg.Claims, accountClaim{Name: name, Value: wh.user.Claims[name]})
+	}
+	if pg.Apps, err = a.grants(ctx, wh.user.ID); err != nil {
+		a.l.errorPage(w, http.StatusServiceUnavailable, "The account service is temporarily unavailable.")
+		return
 	}
 	if pg.Recent {
 		pu, err := loadPasskeyUser(ctx, a.p.st, wh.user)
@@ -569,6 +600,33 @@ func (a *accountUI) endSession(w http.ResponseWriter, r *http.Request) {
 	}
 	a.p.audit.record(ctx, AuditSessionEnded, slog.String("user_id", wh.user.ID), slog.String("client_ip", clientIP(r)))
 	a.done(w, r, "The session was ended.")
+}
+
+// revokeConsent is POST /account/consents/revoke: every token of the
+// user at one application they granted access to is revoked.
+func (a *accountUI) revokeConsent(w http.ResponseWriter, r *http.Request) {
+	wh, ok := a.form(w, r)
+	if !ok {
+		return
+	}
+	ctx := r.Context()
+	apps, err := a.grants(ctx, wh.user.ID)
+	if err != nil {
+		a.l.errorPage(w, http.StatusServiceUnavailable, "The account service is temporarily unavailable.")
+		return
+	}
+	id := r.PostFormValue("client")
+	if !slices.ContainsFunc(apps, func(app accountApp) bool { return app.ID == id }) {
+		a.render(w, r, wh, http.StatusNotFound, "No such application.", "")
+		return
+	}
+	// Through the token cache, which forgets what it cached at once.
+	if err := a.p.storage.st.RevokeUserClientTokens(ctx, wh.user.ID, id); err != nil {
+		a.l.errorPage(w, http.StatusServiceUnavailable, "The account service is temporarily unavailable.")
+		return
+	}
+	a.p.audit.record(ctx, AuditConsentRevoked, slog.String("user_id", wh.user.ID), slog.String("client_id", id), slog.String("client_ip", clientIP(r)))
+	a.done(w, r, "The application's access was revoked.")
 }
 
 // profile is POST /account/profile: only the claims the operator made

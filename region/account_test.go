@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/meridian-id/meridian/internal/oidctest"
+	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/store"
 )
 
@@ -225,5 +226,42 @@ func TestAccountEndOwnSession(t *testing.T) {
 	}
 	if signedIn(t, left, n) || !signedIn(t, b, n) {
 		t.Fatal("the wrong session ended")
+	}
+}
+
+// TestAccountConsents: the applications holding the user's tokens are
+// listed; revoking one revokes its tokens at once (introspection says
+// inactive); another user cannot revoke them.
+func TestAccountConsents(t *testing.T) {
+	n := startNode(t, "eu", openSQLite(t))
+	n.addUser("alice", "alice-password-1", nil)
+	n.addUser("bob", "bob-password-111", nil)
+	c := n.addClient(region.ClientSpec{Name: "Photo app", RedirectURIs: []string{redirectURI}, FirstParty: true})
+	loc := newBrowser(t).Login(authURL(n, c.ID), redirectURI, "alice", "alice-password-1")
+	at := exchange(t, n, c, loc.Query().Get("code"))["access_token"].(string)
+	active := func() bool {
+		_, _, body := postForm(t, n.URL+"/oauth/introspect", url.Values{"token": {at}}, c.ID, c.Secret)
+		return body["active"] == true
+	}
+	if !active() {
+		t.Fatal("the token is not active before revocation")
+	}
+	bb, bp := accountLogin(t, n, "bob", "bob-password-111")
+	resp := bb.Post(n.URL+"/account/consents/revoke", url.Values{"csrf": {bp.Hidden.Get("csrf")}, "client": {c.ID}})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNotFound || !active() {
+		t.Fatalf("bob revoking alice's grant: %d", resp.StatusCode)
+	}
+	b, p := accountLogin(t, n, "alice", "alice-password-1")
+	if !strings.Contains(p.Body, "Photo app") {
+		t.Fatalf("the application is not listed: %s", p.Body)
+	}
+	resp = b.Post(n.URL+"/account/consents/revoke", url.Values{"csrf": {p.Hidden.Get("csrf")}, "client": {c.ID}})
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusSeeOther || active() {
+		t.Fatalf("revoking: %d, token still active: %v", resp.StatusCode, active())
+	}
+	if p := oidctest.ReadPage(b.Get(n.URL + "/account")); strings.Contains(p.Body, "Photo app") {
+		t.Fatal("the revoked application is still listed")
 	}
 }

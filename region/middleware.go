@@ -57,6 +57,7 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 	mux.Handle("POST /account/passkeys/remove", account((*accountUI).passkeyRemove))
 	mux.Handle("POST /account/sessions/end", account((*accountUI).endSession))
 	mux.Handle("POST /account/profile", account((*accountUI).profile))
+	mux.Handle("POST /account/consents/revoke", account((*accountUI).revokeConsent))
 	mux.HandleFunc("GET /logged-out", func(w http.ResponseWriter, r *http.Request) {
 		p.login.render(w, http.StatusOK, "loggedout", page{Title: "Signed out"})
 	})

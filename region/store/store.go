@@ -247,6 +247,9 @@ type Store interface {
 	RevokeGrant(ctx context.Context, grantID string) error
 	// RevokeUserClientTokens revokes every token of a user at a client (logout).
 	RevokeUserClientTokens(ctx context.Context, userID, clientID string) error
+	// ListUserClients returns, sorted, the clients that hold an unrevoked,
+	// unexpired access or refresh token of userID: the user's grants.
+	ListUserClients(ctx context.Context, userID string) ([]string, error)
 
 	// Browser sessions.
 	CreateSession(ctx context.Context, s Session) error

@@ -158,3 +158,36 @@ func testConcurrentWebAuthnUse(t *testing.T, s store.Store) {
 		}
 	}
 }
+
+// testUserClients: a user's grants are the clients holding their live
+// tokens; revoked, expired and other users' tokens do not count, and
+// revoking a client's tokens removes it.
+func testUserClients(t *testing.T, s store.Store) {
+	ctx := t.Context()
+	now := base()
+	user, other := newID("usr"), newID("usr")
+	a, b, c, d := "cli-a-"+newID("x"), "cli-b-"+newID("x"), "cli-c-"+newID("x"), "cli-d-"+newID("x")
+	// a: access and refresh token; b: refresh token only (access expired);
+	// c: revoked; d: another user's.
+	at, rt := sampleAccess(now, newID("grant"), user, a), sampleRefresh(now, newID("grant"), user, a)
+	ok(t, s.CreateTokens(ctx, at, &rt))
+	expired := sampleAccess(now.Add(-2*time.Hour), newID("grant"), user, b)
+	brt := sampleRefresh(now, expired.GrantID, user, b)
+	ok(t, s.CreateTokens(ctx, expired, &brt))
+	cat := sampleAccess(now, newID("grant"), user, c)
+	ok(t, s.CreateTokens(ctx, cat, nil))
+	ok(t, s.RevokeUserClientTokens(ctx, user, c))
+	dat := sampleAccess(now, newID("grant"), other, d)
+	ok(t, s.CreateTokens(ctx, dat, nil))
+
+	got, err := s.ListUserClients(ctx, user)
+	ok(t, err)
+	equal(t, got, []string{a, b})
+	ok(t, s.RevokeUserClientTokens(ctx, user, a))
+	got, err = s.ListUserClients(ctx, user)
+	ok(t, err)
+	equal(t, got, []string{b})
+	none, err := s.ListUserClients(ctx, newID("usr"))
+	ok(t, err)
+	equal(t, len(none), 0)
+}

@@ -64,6 +64,7 @@ func Run(t *testing.T, open func(t *testing.T) store.Store) {
 		{"RevokeUserClientTokens", testRevokeUserClient},
 		{"Session", testSession},
 		{"Session/PerUser", testUserSessions},
+		{"UserClients", testUserClients},
 		{"WebAuthn/Credentials", testWebAuthnCredentials},
 		{"WebAuthn/CloneDetection", testWebAuthnClone},
 		{"Concurrent/UseWebAuthnCredential", testConcurrentWebAuthnUse},

@@ -94,3 +94,16 @@ func (s *Store) DeleteWebAuthnCredential(ctx context.Context, userID string, id 
 		return wrap("delete webauthn credential", mustAffect(tx.ExecContext(ctx, `DELETE FROM webauthn_credentials WHERE id = ? AND user_id = ?`, id, userID)))
 	})
 }
+
+// ListUserClients returns the clients holding live tokens of userID.
+func (s *Store) ListUserClients(ctx context.Context, userID string) ([]string, error) {
+	now := ts(s.now())
+	out, err := collect(ctx, s.db, func(r row) (string, error) {
+		var id string
+		err := r.Scan(&id)
+		return id, err
+	}, `SELECT client_id FROM access_tokens WHERE subject = ? AND NOT revoked AND expires_at > ?
+		UNION SELECT client_id FROM refresh_tokens WHERE subject = ? AND NOT revoked AND NOT used AND expires_at > ? ORDER BY client_id`,
+		userID, now, userID, now)
+	return out, wrap("list user clients", err)
+}

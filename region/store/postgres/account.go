@@ -120,3 +120,19 @@ func (s *Store) DeleteWebAuthnCredential(ctx context.Context, userID string, id 
 		return wrap("delete webauthn credential", mustAffect(tx.Exec(ctx, `DELETE FROM webauthn_credentials WHERE id = $1 AND user_id = $2`, id, userID)))
 	})
 }
+
+// ListUserClients returns the clients holding live tokens of userID.
+func (s *Store) ListUserClients(ctx context.Context, userID string) ([]string, error) {
+	var out []string
+	err := s.read(ctx, func(c *pgx.Conn) error {
+		rows, err := c.Query(ctx, `SELECT client_id FROM access_tokens WHERE subject = $1 AND NOT revoked AND expires_at > $2
+			UNION SELECT client_id FROM refresh_tokens WHERE subject = $1 AND NOT revoked AND NOT used AND expires_at > $2 ORDER BY client_id`,
+			userID, s.now())
+		if err != nil {
+			return wrap("list user clients", err)
+		}
+		out, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		return wrap("list user clients", err)
+	})
+	return out, err
+}

@@ -131,3 +131,24 @@ func (s *Store) DeleteWebAuthnCredential(ctx context.Context, userID string, id 
 		return wrap("delete webauthn credential", err)
 	})
 }
+
+// ListUserClients returns the clients holding live tokens of userID.
+func (s *Store) ListUserClients(ctx context.Context, userID string) ([]string, error) {
+	now := micros(s.now())
+	rows, err := s.r.QueryContext(ctx, `SELECT client_id FROM access_tokens WHERE subject = ? AND revoked = 0 AND expires_at > ?
+		UNION SELECT client_id FROM refresh_tokens WHERE subject = ? AND revoked = 0 AND used = 0 AND expires_at > ? ORDER BY client_id`,
+		userID, now, userID, now)
+	if err != nil {
+		return nil, wrap("list user clients", err)
+	}
+	defer rows.Close()
+	var out []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, wrap("list user clients", err)
+		}
+		out = append(out, id)
+	}
+	return out, wrap("list user clients", rows.Err())
+}
