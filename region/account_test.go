@@ -5,8 +5,10 @@ import (
 	"encoding/hex"
 	"net/http"
 	"net/url"
+	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meridian-id/meridian/internal/oidctest"
 	"github.com/meridian-id/meridian/region"
@@ -263,5 +265,78 @@ func TestAccountConsents(t *testing.T) {
 	}
 	if p := oidctest.ReadPage(b.Get(n.URL + "/account")); strings.Contains(p.Body, "Photo app") {
 		t.Fatal("the revoked application is still listed")
+	}
+}
+
+// TestAccountTOTPAndProfile: an authenticator app is enrolled only once a
+// code from it is verified, and then asked at sign-in; only the claims
+// the operator made editable change.
+func TestAccountTOTPAndProfile(t *testing.T) {
+	n, _ := startConfiguredNode(t, "eu", openSQLite(t), func(cfg *region.Config, _ string) {
+		cfg.Account.EditableClaims = []string{"name"}
+	})
+	u := n.addUser("alice", "alice-password-1", map[string]string{"name": "Alice", "email": "alice@example.org"})
+	b, p := accountLogin(t, n, "alice", "alice-password-1")
+
+	resp := b.Post(n.URL+"/account/profile", url.Values{"csrf": {p.Hidden.Get("csrf")}, "claim.name": {"Alice Liddell"}, "claim.email": {"mallory@example.org"}})
+	resp.Body.Close()
+	got, _ := n.Store.GetUserByID(context.Background(), u.ID)
+	if resp.StatusCode != http.StatusSeeOther || got.Claims["name"] != "Alice Liddell" || got.Claims["email"] != "alice@example.org" {
+		t.Fatalf("profile: %d %v", resp.StatusCode, got.Claims)
+	}
+
+	setup := oidctest.ReadPage(b.Post(n.URL+"/account/totp/begin", url.Values{"csrf": {p.Hidden.Get("csrf")}}))
+	m := regexp.MustCompile(`id="totp-secret">([A-Z2-7]+)<`).FindStringSubmatch(setup.Body)
+	if m == nil || setup.Hidden.Get("secret") == "" {
+		t.Fatalf("no TOTP setup page (%d): %s", setup.Status, setup.Body)
+	}
+	if got, _ := n.Store.GetUserByID(context.Background(), u.ID); got.TOTPSecret != "" {
+		t.Fatal("TOTP enrolled before a code confirmed it")
+	}
+	resp = b.Submit(setup, url.Values{"code": {"000000"}})
+	resp.Body.Close()
+	if got, _ := n.Store.GetUserByID(context.Background(), u.ID); resp.StatusCode != http.StatusBadRequest || got.TOTPSecret != "" {
+		t.Fatalf("a wrong code enrolled TOTP (%d)", resp.StatusCode)
+	}
+	resp = b.Submit(setup, url.Values{"code": {codeAt(t, m[1], time.Now())}})
+	resp.Body.Close()
+	if got, _ := n.Store.GetUserByID(context.Background(), u.ID); resp.StatusCode != http.StatusSeeOther || got.TOTPSecret != m[1] {
+		t.Fatalf("TOTP not enrolled (%d)", resp.StatusCode)
+	}
+	// The next sign-in asks for the code after the password.
+	c := n.addClient(region.ClientSpec{RedirectURIs: []string{redirectURI}, FirstParty: true})
+	totpPage(t, newBrowser(t), n, c.ID, "alice", "alice-password-1")
+}
+
+// TestAccountStepUp: with a sign-in older than the reauth window, second
+// factors and passkeys cannot be changed; the page asks to sign in again.
+func TestAccountStepUp(t *testing.T) {
+	n, _ := startConfiguredNode(t, "eu", openSQLite(t), func(cfg *region.Config, _ string) {
+		cfg.Account.ReauthWindow = time.Nanosecond // every sign-in is already too old
+	})
+	u := n.addUser("alice", "alice-password-1", nil)
+	b, p := accountLogin(t, n, "alice", "alice-password-1")
+	if !strings.Contains(p.Body, `href="/account/signin"`) {
+		t.Fatal("the page does not offer to sign in again")
+	}
+	for _, path := range []string{"/account/totp/begin", "/account/totp/remove", "/account/passkeys", "/account/passkeys/remove"} {
+		resp := b.Post(n.URL+path, url.Values{"csrf": {p.Hidden.Get("csrf")}, "passkey": {"AAAA"}})
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden {
+			t.Errorf("%s without a recent sign-in: %d, want 403", path, resp.StatusCode)
+		}
+	}
+	// Signing in again is a fresh login (prompt=login), not the SSO session.
+	resp := b.Get(n.URL + "/account/signin")
+	loc, _ := resp.Location()
+	resp.Body.Close()
+	if loc == nil || loc.Query().Get("prompt") != "login" {
+		t.Fatalf("/account/signin redirects to %v", loc)
+	}
+	if pg := oidctest.ReadPage(b.Follow(b.Get(loc.String()), never)); pg.Action != "/login" {
+		t.Fatalf("prompt=login did not ask for the username: %s", pg.Body)
+	}
+	if got, _ := n.Store.GetUserByID(context.Background(), u.ID); got.TOTPSecret != "" {
+		t.Fatal("changed without step-up")
 	}
 }
