@@ -32,6 +32,62 @@ type Config struct {
 	Hub        Hub        `mapstructure:"hub"`
 	DNS        DNS        `mapstructure:"dns"`
 	Telemetry  Telemetry  `mapstructure:"telemetry"`
+	Account    Account    `mapstructure:"account"`
+}
+
+// Account configures account self-service (/account) and passkeys at
+// every region.
+type Account struct {
+	// EditableClaims are the profile claims users may change themselves
+	// (e.g. name, locale); empty: none.
+	EditableClaims []string `mapstructure:"editable_claims"`
+	// ReauthWindow is how recent a sign-in must be for sensitive changes
+	// (second factors, passkeys, sessions, consents); default 10m.
+	ReauthWindow time.Duration `mapstructure:"reauth_window"`
+	// WebAuthn is the passkey relying party.
+	WebAuthn WebAuthn `mapstructure:"webauthn"`
+}
+
+// WebAuthn configures the passkey relying party shared by every region.
+type WebAuthn struct {
+	// RPID is the relying party id: a registrable parent of the global
+	// host and of every region host (default: cookie_domain, else the
+	// global host), so one passkey works on all of them.
+	RPID string `mapstructure:"rp_id"`
+	// RPName is shown by authenticators; default "Meridian".
+	RPName string `mapstructure:"rp_name"`
+	// Origins are the origins allowed to run ceremonies; default: the
+	// global host and every region and DR host at federation.scheme/port.
+	Origins []string `mapstructure:"origins"`
+	// Attestation is the conveyance preference: none (default), indirect,
+	// direct.
+	Attestation string `mapstructure:"attestation"`
+}
+
+// PasskeyRPID is the relying party id in effect.
+func (c *Config) PasskeyRPID() string {
+	switch {
+	case c.Account.WebAuthn.RPID != "":
+		return c.Account.WebAuthn.RPID
+	case c.Federation.CookieDomain != "":
+		return c.Federation.CookieDomain
+	}
+	return c.Federation.GlobalHost
+}
+
+// PasskeyOrigins are the origins in effect.
+func (c *Config) PasskeyOrigins() []string {
+	if len(c.Account.WebAuthn.Origins) > 0 {
+		return c.Account.WebAuthn.Origins
+	}
+	out := []string{c.GlobalIssuer()}
+	for i := range c.Regions {
+		out = append(out, c.Federation.URL(c.Regions[i].Host))
+		if c.Regions[i].DR != nil {
+			out = append(out, c.Federation.URL(c.Regions[i].DR.Host))
+		}
+	}
+	return out
 }
 
 // Federation holds what every node shares.
@@ -369,6 +425,9 @@ func (c *Config) Validate() error {
 	if _, err := f.ClientTLS(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
+	if err := c.validateAccount(); err != nil {
+		return err
+	}
 	if f.DrainPeriod < 0 {
 		return invalid("federation.drain_period", "must not be negative, got %s", f.DrainPeriod)
 	}
@@ -679,4 +738,41 @@ func checkDatabaseURL(raw string) error {
 		return nil
 	}
 	return errors.New(want)
+}
+
+// validateAccount checks the account section: the passkey relying party id
+// must be the global host and every region host or a parent of them all.
+func (c *Config) validateAccount() error {
+	a := c.Account
+	if a.ReauthWindow < 0 {
+		return invalid("account.reauth_window", "must not be negative, got %s", a.ReauthWindow)
+	}
+	switch a.WebAuthn.Attestation {
+	case "", "none", "indirect", "direct":
+	default:
+		return invalid("account.webauthn.attestation", "must be none, indirect or direct, got %q", a.WebAuthn.Attestation)
+	}
+	rp := c.PasskeyRPID()
+	under := func(host string) bool { return host == rp || strings.HasSuffix(host, "."+rp) }
+	if !under(c.Federation.GlobalHost) {
+		return invalid("account.webauthn.rp_id", "%q must be the global host or a parent of it", rp)
+	}
+	for i := range c.Regions {
+		if c.Regions[i].Host != "" && !under(c.Regions[i].Host) {
+			return invalid("account.webauthn.rp_id", "%q must be a parent of region host %q", rp, c.Regions[i].Host)
+		}
+	}
+	for i, o := range a.WebAuthn.Origins {
+		if !strings.HasPrefix(o, "https://") && !strings.HasPrefix(o, "http://") {
+			return invalid(fmt.Sprintf("account.webauthn.origins[%d]", i), "must be an http(s) origin, got %q", o)
+		}
+	}
+	for i, name := range a.EditableClaims {
+		switch name {
+		case "name", "given_name", "family_name", "locale", "phone_number", "email":
+		default:
+			return invalid(fmt.Sprintf("account.editable_claims[%d]", i), "%q is not a profile claim users may edit", name)
+		}
+	}
+	return nil
 }

@@ -68,6 +68,12 @@ func TestLoadRejects(t *testing.T) {
 		{"routing ring without file", "  previous_routing_key_file: \"\"", "  routing_keys: [{use: sign}]", "federation.routing_keys[0].file"},
 		{"routing ring and key file", "  routing_key_file: \"\"", "  routing_key_file: /k0\n  routing_keys: [{file: /k1, use: sign}]", "federation.routing_keys"},
 		{"negative publish delay", "  topology: hub", "  topology: hub\n  signing_key_publish_delay: -1m", "federation.signing_key_publish_delay"},
+		{"rp id not a parent of the hosts", `rp_id: ""`, `rp_id: "other.example"`, "account.webauthn.rp_id"},
+		{"rp id a region host only", `rp_id: ""`, `rp_id: "eu.id.localhost"`, "account.webauthn.rp_id"},
+		{"bad attestation", "attestation: none", "attestation: always", "account.webauthn.attestation"},
+		{"origin without scheme", "origins: []", "origins: [id.localhost]", "account.webauthn.origins[0]"},
+		{"claim not editable", "editable_claims: [name, locale]", "editable_claims: [name, sub]", "account.editable_claims[1]"},
+		{"negative reauth window", "reauth_window: 10m", "reauth_window: -1m", "account.reauth_window"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -83,6 +89,27 @@ func TestLoadRejects(t *testing.T) {
 				t.Fatalf("Load error = %v, want one naming %q", err, tt.key)
 			}
 		})
+	}
+}
+
+// TestPasskeyDefaults: the relying party is the cookie domain (the parent
+// of the global and region hosts) and every host is an allowed origin.
+func TestPasskeyDefaults(t *testing.T) {
+	c, err := Load("../configs/regions.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.PasskeyRPID(); got != "id.localhost" {
+		t.Fatalf("rp id %q", got)
+	}
+	origins := strings.Join(c.PasskeyOrigins(), " ")
+	for _, want := range []string{"http://id.localhost:8080", "http://eu.id.localhost:8080", "http://us-dr.id.localhost:8080"} {
+		if !strings.Contains(origins, want) {
+			t.Errorf("origins %s lack %s", origins, want)
+		}
+	}
+	if c.Account.ReauthWindow != 10*time.Minute || len(c.Account.EditableClaims) != 2 {
+		t.Errorf("account section: %+v", c.Account)
 	}
 }
 

@@ -67,10 +67,20 @@ type page struct {
 	ID, CSRF, State, Username string
 	ClientName, Message       string
 	Scopes                    []string
+	// Second-factor and passkey pages (regions only; the hub's look-alike
+	// pages never render them).
+	TOTP          bool   // the TOTP form is offered
+	Passkey       string // WebAuthn options (JSON) for the page's script
+	PasskeyState  string // sealed state of the passkey ceremony
+	PasskeyAction string // where the passkey form posts
 }
 
 func (l *loginUI) render(w http.ResponseWriter, status int, name string, pg page) {
 	pg.Region = l.p.cfg.Region
+	if pg.Passkey != "" {
+		// The ceremony runs in /login/webauthn.js; nothing inline.
+		w.Header().Set("Content-Security-Policy", passkeyCSP)
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(status)
@@ -181,6 +191,10 @@ func (l *loginUI) checkCallback(r *http.Request) bool {
 type loginState struct {
 	id, userID, amr string
 	authTime        time.Time
+	// ceremony is a passkey step's WebAuthn session data (challenge,
+	// allowed credentials); hint is the username the first-factor passkey
+	// must belong to.
+	ceremony, hint string
 	// federated is a user authenticated by their resident region, which
 	// enforced their factors; this region knows none of them.
 	federated bool
@@ -188,15 +202,21 @@ type loginState struct {
 
 // Login steps a sealed state can be minted for.
 const (
-	stepTOTP    = "totp"    // the password is verified, the TOTP code is still required
-	stepConsent = "consent" // every factor is verified, consent is asked
+	stepTOTP       = "totp"        // the password is verified, the TOTP code is still required
+	stepPasskey    = "passkey"     // nothing is verified, a passkey (first factor) is asked
+	stepPasskeyMFA = "passkey-mfa" // the password is verified, a passkey (second factor) is asked
+	stepConsent    = "consent"     // every factor is verified, consent is asked
 )
 
 // factorsFor is what a state minted for step still requires: the TOTP step
-// requires the one-time code, consent requires nothing more.
+// requires the one-time code, the passkey steps an assertion, consent
+// requires nothing more.
 func factorsFor(step string) string {
-	if step == stepTOTP {
+	switch step {
+	case stepTOTP:
 		return "otp"
+	case stepPasskey, stepPasskeyMFA:
+		return "webauthn"
 	}
 	return ""
 }
@@ -208,7 +228,9 @@ func (l *loginUI) sealState(s loginState, step, nonce string) string {
 	if s.federated {
 		fed = "1"
 	}
-	payload := strings.Join([]string{step, factorsFor(step), s.id, s.userID, s.amr, at, fed, exp}, "|")
+	cer := base64.RawURLEncoding.EncodeToString([]byte(s.ceremony))
+	hint := base64.RawURLEncoding.EncodeToString([]byte(s.hint))
+	payload := strings.Join([]string{step, factorsFor(step), s.id, s.userID, s.amr, at, fed, exp, cer, hint}, "|")
 	return base64.RawURLEncoding.EncodeToString([]byte(payload)) + "." + l.mac("state", payload, nonce)
 }
 
@@ -235,19 +257,23 @@ func (l *loginUI) openStateCause(v, id, step, nonce string) (loginState, string)
 		return loginState{}, "the login state does not verify under this node's cookie key (sealed by a node with another cookie key, for another browser, or forged)"
 	}
 	f := strings.Split(string(raw), "|")
-	if len(f) != 8 || f[0] != step || f[1] != factorsFor(step) || f[2] != id {
+	if len(f) != 10 || f[0] != step || f[1] != factorsFor(step) || f[2] != id {
 		return loginState{}, "the login state was sealed for another step or request"
 	}
 	at, err1 := strconv.ParseInt(f[5], 10, 64)
 	exp, err2 := strconv.ParseInt(f[7], 10, 64)
-	if err1 != nil || err2 != nil || time.Now().Unix() > exp {
+	cer, err3 := base64.RawURLEncoding.DecodeString(f[8])
+	hint, err4 := base64.RawURLEncoding.DecodeString(f[9])
+	if err1 != nil || err2 != nil || err3 != nil || err4 != nil || time.Now().Unix() > exp {
 		return loginState{}, "the login state expired"
 	}
-	return loginState{id: f[2], userID: f[3], amr: f[4], authTime: time.Unix(at, 0).UTC(), federated: f[6] == "1"}, ""
+	return loginState{id: f[2], userID: f[3], amr: f[4], authTime: time.Unix(at, 0).UTC(), federated: f[6] == "1",
+		ceremony: string(cer), hint: string(hint)}, ""
 }
 
 // missingFactor names a factor the user has but st has not verified
-// ("otp"), or is empty when the login may complete. Federated users'
+// ("mfa": a user who enrolled TOTP or a passkey presents one of them after
+// a password), or is empty when the login may complete. Federated users'
 // factors were enforced by their resident region.
 func (l *loginUI) missingFactor(ctx context.Context, st loginState) (string, error) {
 	if _, _, fed := ParseFederatedSubject(st.userID); fed || st.federated {
@@ -263,8 +289,19 @@ func (l *loginUI) missingFactor(ctx context.Context, st loginState) (string, err
 	if err != nil {
 		return "", err
 	}
-	if u.TOTPSecret != "" && !slices.Contains(strings.Fields(st.amr), "otp") {
-		return "otp", nil
+	amr := strings.Fields(st.amr)
+	if secondFactor(amr) || slices.Contains(amr, "mfa") {
+		return "", nil
+	}
+	if u.TOTPSecret != "" {
+		return "mfa", nil
+	}
+	creds, err := l.p.st.ListWebAuthnCredentials(ctx, u.ID)
+	if err != nil {
+		return "", err
+	}
+	if len(creds) > 0 {
+		return "mfa", nil
 	}
 	return "", nil
 }
@@ -489,10 +526,6 @@ func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
 	// A right password is not an attempt that counts.
 	l.limits.release(context.WithoutCancel(r.Context()), res)
 	st := loginState{id: ar.ID, userID: u.ID, amr: "pwd", authTime: time.Now().UTC()}
-	if u.TOTPSecret != "" {
-		l.render(w, http.StatusOK, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st, stepTOTP, nonce)})
-		return
-	}
 	l.authenticated(w, r, ar, nonce, st, true)
 }
 
@@ -559,16 +592,54 @@ func (l *loginUI) otp(w http.ResponseWriter, r *http.Request) {
 	if reason != "" {
 		l.p.audit.record(r.Context(), AuditMFAFailed, slog.String("user_id", st.userID), slog.String("client_ip", clientIP(r)),
 			slog.String("client_id", ar.ClientID), slog.String("reason", reason))
-		pg.Error = "That code is not valid."
+		msg := "That code is not valid."
 		if reason == "reused_code" {
-			pg.Error = "That code was already used. Wait for the next one."
+			msg = "That code was already used. Wait for the next one."
 		}
-		l.render(w, http.StatusOK, "totp", pg)
+		l.secondFactorPage(w, r, http.StatusOK, ar, nonce, st, msg)
 		return
 	}
 	l.limits.release(context.WithoutCancel(r.Context()), res)
 	st.amr = "pwd otp mfa"
 	l.authenticated(w, r, ar, nonce, st, true)
+}
+
+// secondFactorPage asks for a second factor after the password: the TOTP
+// form when the user enrolled TOTP, a passkey when they registered one.
+// Each offer carries its own state, sealed for its own step.
+func (l *loginUI) secondFactorPage(w http.ResponseWriter, r *http.Request, status int, ar store.AuthRequest, nonce string, st loginState, msg string) {
+	pg := page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Error: msg}
+	u, err := l.p.st.GetUserByID(r.Context(), st.userID)
+	if err != nil {
+		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+		return
+	}
+	st.ceremony, st.hint = "", ""
+	if u.TOTPSecret != "" {
+		pg.TOTP, pg.State = true, l.sealState(st, stepTOTP, nonce)
+	}
+	pu, err := loadPasskeyUser(r.Context(), l.p.st, u)
+	if err != nil {
+		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+		return
+	}
+	if len(pu.creds) > 0 {
+		opts, cer, err := l.p.passkey.beginLogin(&pu)
+		if err != nil {
+			l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+			return
+		}
+		pst := st
+		pst.ceremony = cer
+		pg.Passkey, pg.PasskeyState, pg.PasskeyAction = opts, l.sealState(pst, stepPasskeyMFA, nonce), "/login/mfa/passkey"
+	}
+	if !pg.TOTP && pg.Passkey == "" {
+		// Every passkey was flagged as cloned and there is no TOTP: the
+		// password alone is not enough for a user who had a second factor.
+		l.errorPage(w, http.StatusForbidden, "Your passkey can no longer be used. Contact your administrator.")
+		return
+	}
+	l.render(w, status, "totp", pg)
 }
 
 // authenticated runs once the user is known: a fresh login starts an SSO
@@ -587,7 +658,7 @@ func (l *loginUI) authenticated(w http.ResponseWriter, r *http.Request, ar store
 			l.redirectError(w, r, ar, oidc.ErrLoginRequired())
 			return
 		}
-		l.render(w, http.StatusOK, "totp", page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: l.sealState(st, stepTOTP, nonce)})
+		l.secondFactorPage(w, r, http.StatusOK, ar, nonce, st, "")
 		return
 	}
 	if fresh {

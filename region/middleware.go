@@ -37,6 +37,27 @@ func (p *Provider) intercept(next http.Handler) http.Handler {
 	mux.Handle("POST /login/totp", login((*loginUI).otp))
 	mux.Handle("POST /consent", login((*loginUI).consent))
 	mux.Handle("GET /login/federated/callback", login((*loginUI).federatedCallback))
+	mux.Handle("POST /login/passkey", login((*loginUI).passkeyStart))
+	mux.Handle("POST /login/passkey/verify", login((*loginUI).passkeyVerify))
+	mux.Handle("POST /login/mfa/passkey", login((*loginUI).passkeyMFA))
+	mux.HandleFunc("GET /login/webauthn.js", serveWebAuthnJS)
+	// Account self-service: served where the session lives, never routed.
+	// (p.account is built after op, which calls intercept while building.)
+	account := func(h func(*accountUI, http.ResponseWriter, *http.Request)) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h(p.account, w, r) })
+	}
+	mux.Handle("GET /account", account((*accountUI).overview))
+	mux.Handle("GET /account/signin", account((*accountUI).reauth))
+	mux.Handle("GET /account/callback", account((*accountUI).callback))
+	mux.Handle("POST /account/password", account((*accountUI).changePassword))
+	mux.Handle("POST /account/totp/begin", account((*accountUI).totpBegin))
+	mux.Handle("POST /account/totp/confirm", account((*accountUI).totpConfirm))
+	mux.Handle("POST /account/totp/remove", account((*accountUI).totpRemove))
+	mux.Handle("POST /account/passkeys", account((*accountUI).passkeyAdd))
+	mux.Handle("POST /account/passkeys/remove", account((*accountUI).passkeyRemove))
+	mux.Handle("POST /account/sessions/end", account((*accountUI).endSession))
+	mux.Handle("POST /account/profile", account((*accountUI).profile))
+	mux.Handle("POST /account/consents/revoke", account((*accountUI).revokeConsent))
 	mux.HandleFunc("GET /logged-out", func(w http.ResponseWriter, r *http.Request) {
 		p.login.render(w, http.StatusOK, "loggedout", page{Title: "Signed out"})
 	})

@@ -92,6 +92,10 @@ type Config struct {
 	// answered 503 at once. It must hold at least one verification
 	// (password.DefaultMemory).
 	PasswordMemoryBudget int64
+	// Passkeys configure the WebAuthn relying party.
+	Passkeys PasskeyOptions
+	// Account configures account self-service (/account).
+	Account AccountOptions
 }
 
 // Provider is a regional OpenID provider. It is an http.Handler.
@@ -108,6 +112,8 @@ type Provider struct {
 	signOut *seal.Box // seals the session sign-out cookie
 	audit   *auditor
 	remote  *remote
+	passkey *passkeys
+	account *accountUI
 
 	registration  *registrationGate
 	clients       *Clients
@@ -200,8 +206,14 @@ func New(ctx context.Context, cfg Config, st store.Store, codec *routing.Codec, 
 	if p.signOut, err = seal.New("meridian session sign-out v1", cfg.CookieKey, cfg.PreviousCookieKeys...); err != nil {
 		return nil, fmt.Errorf("%w: cookie key: %v", ErrConfig, err)
 	}
+	if p.passkey, err = newPasskeys(cfg); err != nil {
+		return nil, err
+	}
 	p.login, err = newLoginUI(p)
 	if err != nil {
+		return nil, err
+	}
+	if p.account, err = newAccountUI(p); err != nil {
 		return nil, err
 	}
 	if p.logoutPage, err = p.login.tmpl.Clone(); err == nil {

@@ -43,6 +43,9 @@ type storage struct {
 
 	mu      sync.Mutex
 	clients map[string]cachedClient
+	// static are built-in clients that live in no database (the /account
+	// sign-in client).
+	static map[string]*client
 }
 
 type cachedClient struct {
@@ -112,6 +115,9 @@ func storeFailed(ctx context.Context, err error) bool {
 func (s *storage) client(ctx context.Context, id string) (*client, error) {
 	if err := s.verify(id, routing.KindClient); err != nil {
 		return nil, notFoundError{"client"}
+	}
+	if c, ok := s.static[id]; ok {
+		return c, nil
 	}
 	s.mu.Lock()
 	if cc, ok := s.clients[id]; ok && time.Since(cc.at) < clientCacheTTL {

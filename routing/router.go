@@ -384,7 +384,8 @@ func isForm(r *http.Request) bool {
 func routedPath(p string) bool {
 	switch p {
 	case "/oauth/token", "/oauth/introspect", "/revoke", "/userinfo", "/dereference", "/authorize", "/end_session",
-		"/login", "/login/password", "/login/totp", "/consent":
+		"/login", "/login/password", "/login/totp", "/consent",
+		"/login/passkey", "/login/passkey/verify", "/login/mfa/passkey":
 		return true
 	}
 	return false
@@ -425,7 +426,8 @@ func (rt *Router) Decide(r *http.Request, form url.Values) Decision {
 		artifact = form.Get("token")
 	case "/userinfo":
 		artifact, safe = bearer(r, form), true
-	case "/login", "/login/password", "/login/totp", "/consent", "/authorize/callback":
+	case "/login", "/login/password", "/login/totp", "/consent", "/authorize/callback",
+		"/login/passkey", "/login/passkey/verify", "/login/mfa/passkey":
 		// A login started on the global host stays with its region even if
 		// DNS answers another region mid-login.
 		artifact = form.Get("id")

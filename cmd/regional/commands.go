@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"cmp"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -34,6 +35,8 @@ commands:
   users add       create a user   (--username U [--password-stdin] [--claims JSON] [--totp])
   users list      list users
   users delete    delete a user   (--username U)
+  passkeys list   list a user's passkeys (--username U); those flagged as possibly cloned sign nobody in
+  passkeys remove remove a user's passkeys (--username U --passkey ID | --flagged)
   clients add     register a client (--redirect-uri U ... [--public] [--grant-types a,b]
                   [--access-token-format opaque|jwt] [--name N] [--first-party] [--scopes s,t] [--json])
   clients list    list clients
@@ -89,6 +92,8 @@ var program = &cli.Program{Name: "regional", Usage: usage, Commands: []cli.Comma
 	withEnv("users add", "create a user", usersAddFlags, usersAdd),
 	withEnv("users list", "list users", nil, usersList),
 	withEnv("users delete", "delete a user", usersDeleteFlags, usersDelete),
+	withEnv("passkeys list", "list a user's passkeys", usersDeleteFlags, usersPasskeys),
+	withEnv("passkeys remove", "remove a user's passkey, or every flagged one", passkeysRemoveFlags, passkeysRemove),
 	withEnv("clients add", "register a client", clientsAddFlags, clientsAdd),
 	withEnv("clients list", "list clients", jsonFlag, clientsList),
 	withEnv("clients delete", "delete a client", clientsDeleteFlags, clientsDelete),
@@ -108,6 +113,8 @@ type flagValues struct {
 	overlap                                                  time.Duration
 	byGeneration                                             int64
 	byHolder                                                 string
+	passkey                                                  string
+	flagged                                                  bool
 }
 
 type multi []string
@@ -325,6 +332,84 @@ func usersDelete(e *env, fv *flagValues) error {
 	}
 	e.audit("user.deleted", slog.String("username", name))
 	fmt.Fprintf(e.stdout, "deleted user %s from region %s\n", name, e.region)
+	return nil
+}
+
+// userPasskeys opens the store and returns it with the user's passkeys.
+func userPasskeys(e *env, username string) (store.Store, store.User, []store.WebAuthnCredential, error) {
+	name, err := region.NormalizeUsername(username)
+	if err != nil {
+		return nil, store.User{}, nil, cli.Usagef("--username: %v", err)
+	}
+	st, err := e.openStore()
+	if err != nil {
+		return nil, store.User{}, nil, err
+	}
+	u, err := st.GetUserByUsername(e.ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		err = fmt.Errorf("no user %q in region %s", username, e.region)
+	}
+	var creds []store.WebAuthnCredential
+	if err == nil {
+		creds, err = st.ListWebAuthnCredentials(e.ctx, u.ID)
+	}
+	if err != nil {
+		st.Close()
+		return nil, store.User{}, nil, err
+	}
+	return st, u, creds, nil
+}
+
+func usersPasskeys(e *env, fv *flagValues) error {
+	st, _, creds, err := userPasskeys(e, fv.username)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	tw := tabwriter.NewWriter(e.stdout, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tCREATED\tLAST USED\tSTATE")
+	for _, c := range creds {
+		state, used := "ok", "-"
+		if c.CloneWarning {
+			state = "flagged: possibly cloned"
+		}
+		if !c.LastUsedAt.IsZero() {
+			used = c.LastUsedAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", base64.RawURLEncoding.EncodeToString(c.ID), c.Name, c.CreatedAt.Format(time.RFC3339), used, state)
+	}
+	return tw.Flush()
+}
+
+func passkeysRemoveFlags(fs *flag.FlagSet, fv *flagValues) {
+	fs.StringVar(&fv.username, "username", "", "username (required)")
+	fs.StringVar(&fv.passkey, "passkey", "", "passkey id, as listed by passkeys list")
+	fs.BoolVar(&fv.flagged, "flagged", false, "remove every passkey flagged as possibly cloned")
+}
+
+func passkeysRemove(e *env, fv *flagValues) error {
+	if (fv.passkey == "") == !fv.flagged {
+		return cli.Usagef("give --passkey ID or --flagged")
+	}
+	st, u, creds, err := userPasskeys(e, fv.username)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	removed := 0
+	for _, c := range creds {
+		if (fv.flagged && c.CloneWarning) || base64.RawURLEncoding.EncodeToString(c.ID) == fv.passkey {
+			if err := st.DeleteWebAuthnCredential(e.ctx, u.ID, c.ID); err != nil {
+				return err
+			}
+			e.audit("passkey.removed", slog.String("sub", u.ID), slog.Bool("flagged", c.CloneWarning))
+			removed++
+		}
+	}
+	if removed == 0 && !fv.flagged {
+		return fmt.Errorf("user %s has no passkey %q", u.Username, fv.passkey)
+	}
+	fmt.Fprintf(e.stdout, "removed %d passkey(s) of %s\n", removed, u.Username)
 	return nil
 }
 

@@ -8,12 +8,16 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/region/node"
 	"github.com/meridian-id/meridian/region/store"
 	"github.com/meridian-id/meridian/region/store/sqlite"
 )
@@ -181,5 +185,53 @@ func TestSCIMProvisioningClient(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &cl); err != nil || cl["client_secret"] == nil ||
 		fmt.Sprint(cl["grant_types"]) != "[client_credentials]" || fmt.Sprint(cl["scopes"]) != "[scim]" {
 		t.Fatalf("clients add output %q", out)
+	}
+}
+
+// TestUserPasskeys is the operations.md procedure for a passkey flagged as
+// possibly cloned: list the user's passkeys, remove the flagged ones.
+func TestUserPasskeys(t *testing.T) {
+	c := newCLI(t)
+	if code, _, errs := c.run("", "migrate", "--region", "us"); code != 0 {
+		t.Fatalf("migrate: %s", errs)
+	}
+	code, out, errs := c.run("s3cret-password\n", "users", "add", "--region", "us", "--username", "grace", "--password-stdin", "--json")
+	if code != 0 {
+		t.Fatalf("users add: %s", errs)
+	}
+	var u map[string]string
+	_ = json.Unmarshal([]byte(out), &u)
+	// Two passkeys, one of which a counter that went back has flagged.
+	cfg, err := config.Load(c.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := cfg.Region("us")
+	st, err := node.OpenStore(context.Background(), r, cfg.DataDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range []string{"good-key", "copied-key"} {
+		if err := st.AddWebAuthnCredential(context.Background(), store.WebAuthnCredential{ID: []byte(id), UserID: u["sub"], Name: id, Data: []byte("{}"), SignCount: 5}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := st.UseWebAuthnCredential(context.Background(), []byte("copied-key"), 3, time.Now()); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("a counter that went back: %v", err)
+	}
+	st.Close()
+
+	if code, out, errs := c.run("", "passkeys", "list", "--region", "us", "--username", "grace"); code != 0 ||
+		!strings.Contains(out, "good-key") || !strings.Contains(out, "flagged: possibly cloned") {
+		t.Fatalf("passkeys list: %d %s %s", code, out, errs)
+	}
+	if code, _, errs := c.run("", "passkeys", "remove", "--region", "us", "--username", "grace"); code != 2 || !strings.Contains(errs, "--flagged") {
+		t.Fatalf("remove without --passkey or --flagged: %d %s", code, errs)
+	}
+	if code, out, errs := c.run("", "passkeys", "remove", "--region", "us", "--username", "grace", "--flagged"); code != 0 || !strings.Contains(out, "removed 1") {
+		t.Fatalf("remove --flagged: %d %s %s", code, out, errs)
+	}
+	if code, out, _ := c.run("", "passkeys", "list", "--region", "us", "--username", "grace"); code != 0 || strings.Contains(out, "copied-key") || !strings.Contains(out, "good-key") {
+		t.Fatalf("after removing the flagged passkey: %s", out)
 	}
 }

@@ -21,6 +21,8 @@ func TestEveryCommandUsage(t *testing.T) {
 		"users delete":          {[]string{"--region", "eu"}, "--username"},
 		"clients delete":        {[]string{"--region", "eu"}, "--client-id"},
 		"clients rotate-secret": {[]string{"--region", "eu"}, "--client-id"},
+		"passkeys list":         {[]string{"--region", "eu"}, "--username"},
+		"passkeys remove":       {[]string{"--region", "eu", "--flagged"}, "--username"},
 	}
 	for _, cmd := range program.Commands {
 		words := strings.Fields(cmd.Name)

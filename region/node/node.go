@@ -277,6 +277,10 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		ClientSecretOverlap: r.ClientSecretOverlap, ClientSecretMaxOverlap: r.ClientSecretMaxOverlap,
 		PasswordMemoryBudget: int64(r.Login.PasswordMemoryBudgetMiB) << 20,
 		Peers:                n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"), Keys: keyOpts,
+		Passkeys: region.PasskeyOptions{RPID: cfg.PasskeyRPID(), RPName: cfg.Account.WebAuthn.RPName, Origins: cfg.PasskeyOrigins(),
+			Attestation: cfg.Account.WebAuthn.Attestation},
+		Account: region.AccountOptions{EditableClaims: cfg.Account.EditableClaims, ReauthWindow: cfg.Account.ReauthWindow,
+			HomeURLs: homeURLs(cfg)},
 	}, st, codec, log)
 	if err != nil {
 		n.Close()
@@ -293,6 +297,16 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		return nil, err
 	}
 	return n, nil
+}
+
+// homeURLs maps every region to its region host's URL, where /account
+// sends users resident there.
+func homeURLs(cfg *config.Config) map[string]string {
+	out := map[string]string{}
+	for i := range cfg.Regions {
+		out[cfg.Regions[i].ID] = cfg.Issuer(&cfg.Regions[i])
+	}
+	return out
 }
 
 // CookieKeys loads region r's cookie key (regions[].cookie_key_file;

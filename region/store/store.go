@@ -171,6 +171,21 @@ type Session struct {
 	ExpiresAt time.Time
 }
 
+// WebAuthnCredential is a passkey (WebAuthn public-key credential) of a
+// user resident in this region. Data is the relying party's record of the
+// credential (public key, flags, transports, AAGUID), opaque to the store;
+// SignCount is kept apart so that a use can be recorded atomically.
+type WebAuthnCredential struct {
+	ID           []byte // credential id, chosen by the authenticator (<= 1023 bytes)
+	UserID       string
+	Name         string // the user's label ("laptop")
+	Data         []byte // the relying party library's credential record (JSON)
+	SignCount    uint32 // the authenticator's last signature counter
+	CloneWarning bool   // a counter went backwards: the credential may be cloned
+	CreatedAt    time.Time
+	LastUsedAt   time.Time // zero until the first sign-in
+}
+
 // SigningKey is a region's token signing key. The private key is a PKCS#8 DER
 // blob sealed with a key-encryption key that is not in the database (KEKID
 // names it; an empty KEKID marks a legacy plaintext row). Rotation adds a new
@@ -292,11 +307,40 @@ type Store interface {
 	RevokeGrant(ctx context.Context, grantID string) error
 	// RevokeUserClientTokens revokes every token of a user at a client (logout).
 	RevokeUserClientTokens(ctx context.Context, userID, clientID string) error
+	// ListUserClients returns, sorted, the clients that hold an unrevoked,
+	// unexpired access or refresh token of userID: the user's grants.
+	ListUserClients(ctx context.Context, userID string) ([]string, error)
 
 	// Browser sessions.
 	CreateSession(ctx context.Context, s Session) error
 	GetSession(ctx context.Context, h Hash) (Session, error)
 	DeleteSession(ctx context.Context, h Hash) error
+	// ListUserSessions returns userID's unexpired sessions, oldest first.
+	ListUserSessions(ctx context.Context, userID string) ([]Session, error)
+	// DeleteUserSessions ends every session of userID except keep (the
+	// zero Hash keeps none) and returns how many it ended.
+	DeleteUserSessions(ctx context.Context, userID string, keep Hash) (int, error)
+
+	// Passkeys (WebAuthn credentials); DeleteUser removes a user's.
+	//
+	// AddWebAuthnCredential inserts c; a taken credential id (by anyone)
+	// gives ErrConflict.
+	AddWebAuthnCredential(ctx context.Context, c WebAuthnCredential) error
+	// GetWebAuthnCredential returns the credential with id, ErrNotFound when
+	// there is none.
+	GetWebAuthnCredential(ctx context.Context, id []byte) (WebAuthnCredential, error)
+	// ListWebAuthnCredentials returns userID's credentials, oldest first.
+	ListWebAuthnCredentials(ctx context.Context, userID string) ([]WebAuthnCredential, error)
+	// UseWebAuthnCredential records a sign-in with credential id whose
+	// authenticator reported signCount. A counter that does not exceed the
+	// stored one (unless both are zero: an authenticator without a counter)
+	// marks the credential clone-suspect (CloneWarning) and returns
+	// ErrConflict; of concurrent uses with the same counter exactly one
+	// succeeds. ErrNotFound for an unknown id.
+	UseWebAuthnCredential(ctx context.Context, id []byte, signCount uint32, at time.Time) error
+	// DeleteWebAuthnCredential removes userID's credential id; ErrNotFound
+	// when userID holds no such credential (another user's is untouched).
+	DeleteWebAuthnCredential(ctx context.Context, userID string, id []byte) error
 
 	// Signing keys.
 	AddSigningKey(ctx context.Context, k SigningKey) error

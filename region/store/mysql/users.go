@@ -149,6 +149,7 @@ func (s *Store) DeleteUser(ctx context.Context, username string) error {
 			`UPDATE refresh_tokens SET revoked = TRUE WHERE subject = ?`,
 			`DELETE FROM sessions WHERE user_id = ?`,
 			`DELETE FROM scim_group_members WHERE member_id IN (SELECT scim_id FROM users WHERE id = ?)`,
+			`DELETE FROM webauthn_credentials WHERE user_id = ?`,
 			`DELETE FROM users WHERE id = ?`,
 		} {
 			if _, err := tx.ExecContext(ctx, q, id); err != nil {

@@ -149,6 +149,7 @@ func (s *Store) DeleteUser(ctx context.Context, username string) error {
 			`UPDATE refresh_tokens SET revoked = true WHERE subject = $1`,
 			`DELETE FROM sessions WHERE user_id = $1`,
 			`DELETE FROM scim_group_members WHERE member_id IN (SELECT scim_id FROM users WHERE id = $1)`,
+			`DELETE FROM webauthn_credentials WHERE user_id = $1`,
 			`DELETE FROM users WHERE id = $1`,
 		} {
 			if _, err := tx.Exec(ctx, q, id); err != nil {
