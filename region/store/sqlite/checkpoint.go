@@ -28,6 +28,8 @@ type checkpointer struct {
 	dirty atomic.Bool
 	stop  chan struct{}
 	done  sync.WaitGroup
+	once  sync.Once
+	err   error
 }
 
 func startCheckpointer(db *sql.DB) *checkpointer {
@@ -67,9 +69,13 @@ func (c *checkpointer) checkpoint() {
 }
 
 // close stops the goroutine and closes its connection; SQLite checkpoints
-// the WAL when the last connection to the file closes.
+// the WAL when the last connection to the file closes. It may be called
+// more than once (Store.Close is).
 func (c *checkpointer) close() error {
-	close(c.stop)
-	c.done.Wait()
-	return c.db.Close()
+	c.once.Do(func() {
+		close(c.stop)
+		c.done.Wait()
+		c.err = c.db.Close()
+	})
+	return c.err
 }

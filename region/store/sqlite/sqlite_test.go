@@ -284,3 +284,17 @@ func TestDropFederatedClaims(t *testing.T) {
 		return n == 0
 	})
 }
+
+// TestCloseTwice: a store closed by a test that takes its database down
+// and again by its cleanup must not panic, and its calls fail afterwards.
+func TestCloseTwice(t *testing.T) {
+	s, err := sqlite.Open(context.Background(), filepath.Join(t.TempDir(), "twice.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s.Close()
+	if err := s.Ping(context.Background()); err == nil {
+		t.Fatal("ping after Close succeeded")
+	}
+}
