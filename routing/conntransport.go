@@ -170,7 +170,8 @@ func (t *connTransport) get(addr string) *pconn {
 }
 
 func (t *connTransport) put(addr string, pc *pconn) {
-	_ = pc.conn.SetDeadline(time.Time{})
+	// The deadline is left as it is: RoundTrip sets one on every call, and
+	// alive's raw read does not see it.
 	pc.idleAt = time.Now()
 	t.mu.Lock()
 	if len(t.idle[addr]) < t.maxIdle {

@@ -158,8 +158,13 @@ type attempt struct {
 type hopCache struct {
 	mu sync.Mutex
 	ts int64
-	m  map[string]string
+	m  map[hopKey]string
 }
+
+// hopKey names a cached hop value: the value (for verified ones; empty for
+// signed ones), the method and the path. A struct key costs no allocation
+// per lookup.
+type hopKey struct{ v, method, path string }
 
 // verifyHop checks an arriving hop header for a call (method, path) and
 // returns the region that sent it. A value verified in the current second
@@ -167,7 +172,7 @@ type hopCache struct {
 // target and second), so the router verifies once per second and target.
 func (rt *Router) verifyHop(v, method, path string) (string, bool) {
 	now := rt.now()
-	ts, key := now.Unix(), v+"\x00"+method+"\x00"+path
+	ts, key := now.Unix(), hopKey{v, method, path}
 	c := &rt.verified
 	c.mu.Lock()
 	if c.ts == ts {
@@ -183,7 +188,7 @@ func (rt *Router) verifyHop(v, method, path string) (string, bool) {
 	}
 	c.mu.Lock()
 	if c.ts != ts {
-		c.ts, c.m = ts, make(map[string]string, 8)
+		c.ts, c.m = ts, make(map[hopKey]string, 8)
 	}
 	if len(c.m) < maxCachedHops {
 		c.m[key] = from
@@ -198,7 +203,7 @@ const maxCachedHops = 64
 // hopValue returns the signed hop header of one call (method, path) to up.
 func (rt *Router) hopValue(up *upstream, method, path string) string {
 	now := rt.now()
-	ts, key := now.Unix(), method+" "+path
+	ts, key := now.Unix(), hopKey{"", method, path}
 	c := &up.hops
 	c.mu.Lock()
 	if c.ts == ts {
@@ -211,7 +216,7 @@ func (rt *Router) hopValue(up *upstream, method, path string) string {
 	v := rt.hop.sign(rt.cfg.Local, up.Region, method, path, now)
 	c.mu.Lock()
 	if c.ts != ts {
-		c.ts, c.m = ts, make(map[string]string, 8)
+		c.ts, c.m = ts, make(map[hopKey]string, 8)
 	}
 	if len(c.m) < maxCachedHops {
 		c.m[key] = v
@@ -634,9 +639,11 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 func (rt *Router) forward(w http.ResponseWriter, r *http.Request, ci *callInfo) {
 	ctx, cancel := context.WithTimeout(r.Context(), rt.cfg.RequestTimeout)
 	defer cancel()
-	h := make(http.Header, len(r.Header)+4)
-	for k, v := range r.Header {
-		h[k] = v // values are only ever replaced below, never appended to
+	// The call's own header map becomes the outbound one: nothing reads it
+	// after the call is forwarded, and copying it was a map per call.
+	h := r.Header
+	if h == nil {
+		h = http.Header{}
 	}
 	removeConnectionHeaders(h)
 	for _, k := range forwarding {
