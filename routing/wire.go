@@ -34,7 +34,7 @@ func writeRequest(bw *bufio.Writer, req *http.Request) error {
 		host = req.URL.Host
 	}
 	uri := req.URL.RequestURI()
-	if !validHead(req.Method) || !validHead(uri) || !validHead(host) || strings.ContainsAny(req.Method+uri, " ") {
+	if !validHead(req.Method) || !validHead(uri) || !validHead(host) || strings.IndexByte(req.Method, ' ') >= 0 || strings.IndexByte(uri, ' ') >= 0 {
 		return req.Write(bw)
 	}
 	bw.WriteString(req.Method)
