@@ -85,20 +85,20 @@ func (t *connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	if err := req.Write(pc.bw); err != nil {
+	if err := writeRequest(pc.bw, req); err != nil {
 		return fail(err)
 	}
 	if err := pc.bw.Flush(); err != nil {
 		return fail(err)
 	}
-	resp, err := http.ReadResponse(pc.br, req)
+	resp, reuse, err := readResponse(pc.br, req)
 	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
-		resp, err = http.ReadResponse(pc.br, req) // skip interim answers
+		resp, reuse, err = readResponse(pc.br, req) // skip interim answers
 	}
 	if err != nil {
 		return fail(err)
 	}
-	resp.Body = &pooledBody{ReadCloser: resp.Body, t: t, pc: pc, addr: addr, stop: stop, reuse: !resp.Close && !req.Close}
+	resp.Body = &pooledBody{ReadCloser: resp.Body, t: t, pc: pc, addr: addr, stop: stop, reuse: reuse && !req.Close}
 	return resp, nil
 }
 
@@ -170,7 +170,8 @@ func (t *connTransport) get(addr string) *pconn {
 }
 
 func (t *connTransport) put(addr string, pc *pconn) {
-	_ = pc.conn.SetDeadline(time.Time{})
+	// The deadline is left as it is: RoundTrip sets one on every call, and
+	// alive's raw read does not see it.
 	pc.idleAt = time.Now()
 	t.mu.Lock()
 	if len(t.idle[addr]) < t.maxIdle {

@@ -158,8 +158,13 @@ type attempt struct {
 type hopCache struct {
 	mu sync.Mutex
 	ts int64
-	m  map[string]string
+	m  map[hopKey]string
 }
+
+// hopKey names a cached hop value: the value (for verified ones; empty for
+// signed ones), the method and the path. A struct key costs no allocation
+// per lookup.
+type hopKey struct{ v, method, path string }
 
 // verifyHop checks an arriving hop header for a call (method, path) and
 // returns the region that sent it. A value verified in the current second
@@ -167,7 +172,7 @@ type hopCache struct {
 // target and second), so the router verifies once per second and target.
 func (rt *Router) verifyHop(v, method, path string) (string, bool) {
 	now := rt.now()
-	ts, key := now.Unix(), v+"\x00"+method+"\x00"+path
+	ts, key := now.Unix(), hopKey{v, method, path}
 	c := &rt.verified
 	c.mu.Lock()
 	if c.ts == ts {
@@ -183,7 +188,7 @@ func (rt *Router) verifyHop(v, method, path string) (string, bool) {
 	}
 	c.mu.Lock()
 	if c.ts != ts {
-		c.ts, c.m = ts, make(map[string]string, 8)
+		c.ts, c.m = ts, make(map[hopKey]string, 8)
 	}
 	if len(c.m) < maxCachedHops {
 		c.m[key] = from
@@ -198,7 +203,7 @@ const maxCachedHops = 64
 // hopValue returns the signed hop header of one call (method, path) to up.
 func (rt *Router) hopValue(up *upstream, method, path string) string {
 	now := rt.now()
-	ts, key := now.Unix(), method+" "+path
+	ts, key := now.Unix(), hopKey{"", method, path}
 	c := &up.hops
 	c.mu.Lock()
 	if c.ts == ts {
@@ -211,7 +216,7 @@ func (rt *Router) hopValue(up *upstream, method, path string) string {
 	v := rt.hop.sign(rt.cfg.Local, up.Region, method, path, now)
 	c.mu.Lock()
 	if c.ts != ts {
-		c.ts, c.m = ts, make(map[string]string, 8)
+		c.ts, c.m = ts, make(map[hopKey]string, 8)
 	}
 	if len(c.m) < maxCachedHops {
 		c.m[key] = v
@@ -304,6 +309,12 @@ func NewRouter(cfg RouterConfig, codec *Codec, local http.Handler, log *slog.Log
 // ServeHTTP implements http.Handler.
 func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Meridian-Entry", rt.cfg.Local)
+	if pre, ok := r.Context().Value(predecidedKey{}).(*predecided); ok && pre.rt == rt {
+		// Front read the body and decided already (a call served here).
+		rt.count(r.Context(), pre.d.Action, pre.d.Region, "")
+		rt.act(w, r, pre.d, pre.body)
+		return
+	}
 	r.Header.Del(HopFromHeader)
 	if v := r.Header.Get(HopHeader); v != "" {
 		if from, ok := rt.verifyHop(v, r.Method, r.URL.Path); ok {
@@ -314,13 +325,23 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		r.Header.Del(HopHeader)
 	}
-	var body []byte
+	d, body, ok := rt.decideBody(w, r)
+	if !ok {
+		return
+	}
+	rt.count(r.Context(), d.Action, d.Region, "")
+	rt.act(w, r, d, body)
+}
+
+// decideBody reads a routed form body (answering 400 itself when it is too
+// large or unreadable: ok false) and decides the call.
+func (rt *Router) decideBody(w http.ResponseWriter, r *http.Request) (d Decision, body []byte, ok bool) {
 	form := r.URL.Query()
 	if r.Method == http.MethodPost && isForm(r) && routedPath(r.URL.Path) {
 		b, err := readBody(r)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, "invalid_request", "request body too large or unreadable")
-			return
+			return Decision{}, nil, false
 		}
 		body = b
 		r.Body = io.NopCloser(bytes.NewReader(b))
@@ -330,8 +351,11 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	d := rt.Decide(r, form)
-	rt.count(r.Context(), d.Action, d.Region, "")
+	return rt.Decide(r, form), body, true
+}
+
+// act carries out a decision.
+func (rt *Router) act(w http.ResponseWriter, r *http.Request, d Decision, body []byte) {
 	switch d.Action {
 	case Redirect:
 		up := rt.ups[d.Region]
@@ -342,6 +366,54 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		rt.local.ServeHTTP(w, r)
 	}
+}
+
+// predecided carries Front's decision for a call it hands to the
+// instrumented chain, so the router inside it neither reads the body nor
+// decides again.
+type predecided struct {
+	rt   *Router
+	d    Decision
+	body []byte
+}
+
+type predecidedKey struct{}
+
+// Front returns a handler to mount in front of next, the instrumented
+// handler chain that contains rt (HTTP server spans and metrics, role
+// gate). A routed form call (POST to a routed path, no hop header) for
+// which lean(r) holds is decided here: when it goes to another region it
+// is proxied at once, without next's per-request middleware; otherwise it
+// continues through next with the decision attached, so the router in next
+// does not read or decide it again. Everything else goes through next
+// unchanged. lean must be false whenever next would do more than observe
+// the call (a role that refuses it) or record a span for it: the proxied
+// call is then not part of next's HTTP server metrics (the router counts
+// it in meridian.routing.decisions and meridian.routing.upstream.calls).
+// The incoming W3C trace context is forwarded as it arrived.
+func (rt *Router) Front(next http.Handler, lean func(*http.Request) bool) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || !routedPath(r.URL.Path) || !isForm(r) || !lean(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if _, ok := r.Header[HopHeader]; ok {
+			next.ServeHTTP(w, r) // verified (or stripped) by the router in next
+			return
+		}
+		r.Header.Del(HopFromHeader)
+		d, body, ok := rt.decideBody(w, r)
+		if !ok {
+			return
+		}
+		if d.Action == Proxy {
+			w.Header().Set("X-Meridian-Entry", rt.cfg.Local)
+			rt.count(r.Context(), d.Action, d.Region, "")
+			rt.act(w, r, d, body)
+			return
+		}
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), predecidedKey{}, &predecided{rt: rt, d: d, body: body})))
+	})
 }
 
 func (rt *Router) count(ctx context.Context, a Action, region, reason string) {
@@ -593,9 +665,11 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 func (rt *Router) forward(w http.ResponseWriter, r *http.Request, ci *callInfo) {
 	ctx, cancel := context.WithTimeout(r.Context(), rt.cfg.RequestTimeout)
 	defer cancel()
-	h := make(http.Header, len(r.Header)+4)
-	for k, v := range r.Header {
-		h[k] = v // values are only ever replaced below, never appended to
+	// The call's own header map becomes the outbound one: nothing reads it
+	// after the call is forwarded, and copying it was a map per call.
+	h := r.Header
+	if h == nil {
+		h = http.Header{}
 	}
 	removeConnectionHeaders(h)
 	for _, k := range forwarding {

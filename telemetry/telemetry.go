@@ -104,6 +104,12 @@ func (t *Telemetry) Shutdown(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
+// Recording reports whether spans are recorded (an OTLP endpoint is
+// configured). Without it a handler may skip Handler's middleware on a hot
+// path: it would only propagate the trace context, which a proxy forwards
+// as it arrived.
+func (t *Telemetry) Recording() bool { return !t.noSpans }
+
 // MetricsHandler serves the Prometheus scrape endpoint.
 func (t *Telemetry) MetricsHandler() http.Handler {
 	return promhttp.HandlerFor(t.registry, promhttp.HandlerOpts{})

@@ -419,7 +419,13 @@ func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error 
 	if err != nil {
 		return fmt.Errorf("trusted_proxies: %w", err)
 	}
-	ls := []serve.Listener{{Server: serve.Public(n.tel.Handler(trusted.Handler(mux), "regional", Routes...)), Listener: pub,
+	// Calls routed to another region skip the HTTP server middleware while
+	// no span is recorded and this node is primary (routing.Router.Front).
+	recording := n.tel.Recording()
+	front := n.Router.Front(n.tel.Handler(mux, "regional", Routes...), func(*http.Request) bool {
+		return !recording && n.Role() == region.RolePrimary
+	})
+	ls := []serve.Listener{{Server: serve.Public(trusted.Handler(front)), Listener: pub,
 		CertFile: site.TLS.CertFile, KeyFile: site.TLS.KeyFile}}
 	if adm != nil {
 		al := serve.Listener{Server: serve.Admin(n.tel.MetricsHandler(), n.ready, "database unreachable"), Listener: adm}

@@ -1,0 +1,104 @@
+package routing
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"sync/atomic"
+	"testing"
+)
+
+// TestFrontLeanPath serves us's router behind Front on a real listener:
+// a call owned by another region is proxied without the instrumented chain
+// (while lean holds) with every hop guarantee of the router (client
+// Meridian-Hop-From stripped, signed hop verified by eu, body intact);
+// calls served here, hopped calls and calls for which lean does not hold
+// go through the chain, and the router in it does not read the body again.
+func TestFrontLeanPath(t *testing.T) {
+	f := newFixture(t, nil)
+	var chain atomic.Int64
+	var lean atomic.Bool
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chain.Add(1)
+		f.router.ServeHTTP(w, r)
+	})
+	srv := httptest.NewServer(f.router.Front(next, func(*http.Request) bool { return lean.Load() }))
+	t.Cleanup(srv.Close)
+	euAT, usAT := f.mint(t, KindAccess, "eu"), f.mint(t, KindAccess, "us")
+	post := func(path string, form url.Values, hdr map[string]string) (*http.Response, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodPost, srv.URL+path, strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp, string(b)
+	}
+	tests := []struct {
+		name      string
+		lean      bool
+		form      url.Values
+		hdr       map[string]string
+		servedBy  string
+		viaChain  bool
+		status    int
+		hopFromEU string // Meridian-Hop-From as eu's local handler saw it
+	}{
+		{"routed call, lean", true, url.Values{"token": {euAT}}, map[string]string{HopFromHeader: "ap"}, "eu", false, 200, "us"},
+		{"routed call, not lean", false, url.Values{"token": {euAT}}, map[string]string{HopFromHeader: "ap"}, "eu", true, 200, "us"},
+		{"local call, lean", true, url.Values{"token": {usAT}}, map[string]string{HopFromHeader: "eu"}, "us", true, 200, ""},
+		{"forged hop header, lean", true, url.Values{"token": {euAT}}, map[string]string{HopHeader: "v2;eu;us;1;forged"}, "eu", true, 200, "us"},
+		{"forged artifact, lean", true, url.Values{"token": {flipChar(euAT)}}, nil, "us", true, 200, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			lean.Store(tc.lean)
+			c0, eu0, us0 := chain.Load(), f.eu.count(), f.local.count()
+			resp, body := post("/oauth/introspect", tc.form, tc.hdr)
+			if resp.StatusCode != tc.status || resp.Header.Get("X-Served-By") != tc.servedBy || body != tc.servedBy {
+				t.Fatalf("status %d served by %q body %q, want %d by %s", resp.StatusCode, resp.Header.Get("X-Served-By"), body, tc.status, tc.servedBy)
+			}
+			if resp.Header.Get("X-Meridian-Entry") != "us" {
+				t.Errorf("X-Meridian-Entry = %q", resp.Header.Get("X-Meridian-Entry"))
+			}
+			if got := chain.Load() - c0; (got == 1) != tc.viaChain || got > 1 {
+				t.Errorf("instrumented chain ran %d times, want via chain %v", got, tc.viaChain)
+			}
+			var s *seen
+			if tc.servedBy == "eu" {
+				s = f.eu
+				if f.eu.count() != eu0+1 {
+					t.Fatal("eu did not serve the call")
+				}
+			} else {
+				s = f.local
+				if f.local.count() != us0+1 {
+					t.Fatal("us did not serve the call")
+				}
+			}
+			s.mu.Lock()
+			got, gotBody := s.reqs[len(s.reqs)-1], s.body[len(s.body)-1]
+			s.mu.Unlock()
+			if gotBody != tc.form.Encode() {
+				t.Errorf("body at %s = %q, want %q", tc.servedBy, gotBody, tc.form.Encode())
+			}
+			if h := got.Header.Get(HopFromHeader); h != tc.hopFromEU {
+				t.Errorf("%s saw Meridian-Hop-From %q, want %q (set only after verification)", tc.servedBy, h, tc.hopFromEU)
+			}
+		})
+	}
+	// An oversized body gets the protocol's error on the lean path too.
+	lean.Store(true)
+	resp, body := post("/oauth/introspect", url.Values{"token": {euAT}, "pad": {strings.Repeat("a", maxForm)}}, nil)
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "invalid_request") {
+		t.Fatalf("oversized body: %d %s", resp.StatusCode, body)
+	}
+}
