@@ -342,6 +342,22 @@ func (l *loginUI) pendingForm(w http.ResponseWriter, r *http.Request) (store.Aut
 	return ar, l.existingNonce(r), true
 }
 
+// stepForm is pendingForm followed by openState for the posted state of
+// step: it returns the request, the browser nonce and the opened state, or
+// writes the refusal page and returns false.
+func (l *loginUI) stepForm(w http.ResponseWriter, r *http.Request, step string) (store.AuthRequest, string, loginState, bool) {
+	ar, nonce, ok := l.pendingForm(w, r)
+	if !ok {
+		return ar, "", loginState{}, false
+	}
+	st, ok := l.openState(r, r.PostFormValue("state"), ar.ID, step, nonce)
+	if !ok {
+		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
+		return ar, "", loginState{}, false
+	}
+	return ar, nonce, st, true
+}
+
 // start is GET /login?id=…: reuse a live SSO session when the request
 // allows it, else ask for the username.
 func (l *loginUI) start(w http.ResponseWriter, r *http.Request) {
@@ -552,13 +568,8 @@ func matchTOTP(secret, code string, now time.Time) (int64, bool) {
 // otp is POST /login/totp. A code is accepted at most once per user and
 // time step, across every node of the region (RFC 6238 §5.2).
 func (l *loginUI) otp(w http.ResponseWriter, r *http.Request) {
-	ar, nonce, ok := l.pendingForm(w, r)
+	ar, nonce, st, ok := l.stepForm(w, r, stepTOTP)
 	if !ok {
-		return
-	}
-	st, ok := l.openState(r, r.PostFormValue("state"), ar.ID, stepTOTP, nonce)
-	if !ok {
-		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
 		return
 	}
 	pg := page{Title: "Two-step verification", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), State: r.PostFormValue("state")}
@@ -696,13 +707,8 @@ func (l *loginUI) authenticated(w http.ResponseWriter, r *http.Request, ar store
 
 // consent is POST /consent.
 func (l *loginUI) consent(w http.ResponseWriter, r *http.Request) {
-	ar, nonce, ok := l.pendingForm(w, r)
+	ar, nonce, st, ok := l.stepForm(w, r, stepConsent)
 	if !ok {
-		return
-	}
-	st, ok := l.openState(r, r.PostFormValue("state"), ar.ID, stepConsent, nonce)
-	if !ok {
-		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
 		return
 	}
 	decision := "deny"

@@ -83,13 +83,8 @@ func (l *loginUI) consumeChallenge(ctx context.Context, ceremony string) (bool, 
 // passkeyVerify is POST /login/passkey/verify: a passkey as the first
 // factor. The credential must belong to the username on the page.
 func (l *loginUI) passkeyVerify(w http.ResponseWriter, r *http.Request) {
-	ar, nonce, ok := l.pendingForm(w, r)
+	ar, nonce, st, ok := l.stepForm(w, r, stepPasskey)
 	if !ok {
-		return
-	}
-	st, ok := l.openState(r, r.PostFormValue("state"), ar.ID, stepPasskey, nonce)
-	if !ok {
-		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
 		return
 	}
 	name, nerr := NormalizeUsername(st.hint)
@@ -133,13 +128,8 @@ func (l *loginUI) passkeyVerify(w http.ResponseWriter, r *http.Request) {
 // passkeyMFA is POST /login/mfa/passkey: a passkey as the second factor
 // after the password.
 func (l *loginUI) passkeyMFA(w http.ResponseWriter, r *http.Request) {
-	ar, nonce, ok := l.pendingForm(w, r)
+	ar, nonce, st, ok := l.stepForm(w, r, stepPasskeyMFA)
 	if !ok {
-		return
-	}
-	st, ok := l.openState(r, r.PostFormValue("state"), ar.ID, stepPasskeyMFA, nonce)
-	if !ok {
-		l.errorPage(w, http.StatusBadRequest, "Your sign-in took too long. Please start again from the application.")
 		return
 	}
 	ip := clientIP(r)
