@@ -176,6 +176,22 @@ func (e *env) openStore() (store.Store, error) {
 	return node.OpenStore(e.ctx, r, e.data)
 }
 
+// openClients opens the region's store and the routing codec for the
+// client-management commands; the caller closes the store with the
+// returned function.
+func (e *env) openClients() (*region.Clients, func(), error) {
+	st, err := e.openStore()
+	if err != nil {
+		return nil, nil, err
+	}
+	codec, err := node.Codec(e.cfg, e.data, e.tel.Log)
+	if err != nil {
+		st.Close()
+		return nil, nil, err
+	}
+	return &region.Clients{Store: st, Codec: codec, Region: e.region}, func() { st.Close() }, nil
+}
+
 func serve(e *env, fv *flagValues) error {
 	serving.TuneGC(os.LookupEnv) // the process's GC target (docs/operations.md)
 	n, err := node.New(e.ctx, e.cfg, e.region, node.Options{DataDir: e.data, DR: fv.dr}, e.tel)
@@ -436,16 +452,12 @@ func splitList(s string) []string {
 }
 
 func clientsAdd(e *env, fv *flagValues) error {
-	st, err := e.openStore()
+	m, closeStore, err := e.openClients()
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	codec, err := node.Codec(e.cfg, e.data, e.tel.Log)
-	if err != nil {
-		return err
-	}
-	c, err := (&region.Clients{Store: st, Codec: codec, Region: e.region}).Create(e.ctx, region.ClientSpec{
+	defer closeStore()
+	c, err := m.Create(e.ctx, region.ClientSpec{
 		Name: fv.name, RedirectURIs: fv.redirects, PostLogoutRedirectURIs: fv.postLogout, Public: fv.public,
 		GrantTypes: splitList(fv.grants), AccessTokenFormat: fv.format, FirstParty: fv.firstParty, Scopes: splitList(fv.scopes),
 	})
@@ -516,16 +528,12 @@ func clientsDelete(e *env, fv *flagValues) error {
 	if fv.clientID == "" {
 		return cli.Usagef("--client-id is required")
 	}
-	st, err := e.openStore()
+	m, closeStore, err := e.openClients()
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	codec, err := node.Codec(e.cfg, e.data, e.tel.Log)
-	if err != nil {
-		return err
-	}
-	if err := (&region.Clients{Store: st, Codec: codec, Region: e.region}).Delete(e.ctx, fv.clientID); errors.Is(err, store.ErrNotFound) {
+	defer closeStore()
+	if err := m.Delete(e.ctx, fv.clientID); errors.Is(err, store.ErrNotFound) {
 		return fmt.Errorf("no client %q in region %s", fv.clientID, e.region)
 	} else if err != nil {
 		return err
@@ -553,16 +561,13 @@ func clientsRotate(e *env, fv *flagValues) error {
 	if overlap < 0 {
 		overlap = min(cmp.Or(r.ClientSecretOverlap, region.DefaultSecretOverlap), limit)
 	}
-	st, err := e.openStore()
+	m, closeStore, err := e.openClients()
 	if err != nil {
 		return err
 	}
-	defer st.Close()
-	codec, err := node.Codec(e.cfg, e.data, e.tel.Log)
-	if err != nil {
-		return err
-	}
-	c, err := (&region.Clients{Store: st, Codec: codec, Region: e.region, MaxOverlap: limit}).RotateSecret(e.ctx, fv.clientID, overlap)
+	defer closeStore()
+	m.MaxOverlap = limit
+	c, err := m.RotateSecret(e.ctx, fv.clientID, overlap)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		return fmt.Errorf("no client %q in region %s", fv.clientID, e.region)
