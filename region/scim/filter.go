@@ -224,19 +224,7 @@ func compare(a *attr, op filter.CompareOperator, v, lit any) bool {
 		if !ok1 || !ok2 {
 			return false
 		}
-		switch op {
-		case filter.EQ:
-			return f == l
-		case filter.GT:
-			return f > l
-		case filter.GE:
-			return f >= l
-		case filter.LT:
-			return f < l
-		case filter.LE:
-			return f <= l
-		}
-		return false
+		return ordered(op, f, l)
 	}
 	s, ok := v.(string)
 	ls, ok2 := lit.(string)
@@ -247,22 +235,30 @@ func compare(a *attr, op filter.CompareOperator, v, lit any) bool {
 		s, ls = strings.ToLower(s), strings.ToLower(ls)
 	}
 	switch op {
-	case filter.EQ:
-		return s == ls
 	case filter.CO:
 		return strings.Contains(s, ls)
 	case filter.SW:
 		return strings.HasPrefix(s, ls)
 	case filter.EW:
 		return strings.HasSuffix(s, ls)
+	}
+	return ordered(op, s, ls)
+}
+
+// ordered applies eq, gt, ge, lt or le to two numbers or two strings; any
+// other operator is false.
+func ordered[T float64 | string](op filter.CompareOperator, v, lit T) bool {
+	switch op {
+	case filter.EQ:
+		return v == lit
 	case filter.GT:
-		return s > ls
+		return v > lit
 	case filter.GE:
-		return s >= ls
+		return v >= lit
 	case filter.LT:
-		return s < ls
+		return v < lit
 	case filter.LE:
-		return s <= ls
+		return v <= lit
 	}
 	return false
 }
