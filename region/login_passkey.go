@@ -67,6 +67,17 @@ func (l *loginUI) passkeyStart(w http.ResponseWriter, r *http.Request) {
 	l.passkeyPage(w, ar, nonce, username, "")
 }
 
+// freshChallenge is consumeChallenge for a login step: false after
+// answering the unavailable page when the attempt store fails.
+func (l *loginUI) freshChallenge(w http.ResponseWriter, r *http.Request, ceremony string) (fresh, ok bool) {
+	fresh, err := l.consumeChallenge(r.Context(), ceremony)
+	if err != nil {
+		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+		return false, false
+	}
+	return fresh, true
+}
+
 // consumeChallenge makes a ceremony's challenge single-use across the
 // region's nodes: a second verification of the same challenge (a replayed
 // form, or a counterless authenticator's assertion posted twice) is
@@ -94,13 +105,13 @@ func (l *loginUI) passkeyVerify(w http.ResponseWriter, r *http.Request) {
 		l.limited(w, r, lerr, wait, "passkey", "", "passkey", page{Title: "Sign in with a passkey", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Username: st.hint})
 		return
 	}
-	fresh, err := l.consumeChallenge(r.Context(), st.ceremony)
-	if err != nil {
-		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+	fresh, ok := l.freshChallenge(w, r, st.ceremony)
+	if !ok {
 		return
 	}
 	reason := "reused_challenge"
 	var out passkeyResult
+	var err error
 	if fresh && nerr == nil {
 		out, reason, err = l.p.passkey.finishLogin(r.Context(), l.p.st, func(u store.User) bool { return u.Username == name },
 			st.ceremony, r.PostFormValue("credential"))
@@ -138,13 +149,13 @@ func (l *loginUI) passkeyMFA(w http.ResponseWriter, r *http.Request) {
 		l.limited(w, r, lerr, wait, "passkey", st.userID, "error", page{Title: "Two-step verification"})
 		return
 	}
-	fresh, err := l.consumeChallenge(r.Context(), st.ceremony)
-	if err != nil {
-		l.errorPage(w, http.StatusServiceUnavailable, "The sign-in service is temporarily unavailable.")
+	fresh, ok := l.freshChallenge(w, r, st.ceremony)
+	if !ok {
 		return
 	}
 	reason := "reused_challenge"
 	var out passkeyResult
+	var err error
 	if fresh {
 		out, reason, err = l.p.passkey.finishLogin(r.Context(), l.p.st, func(u store.User) bool { return u.ID == st.userID },
 			st.ceremony, r.PostFormValue("credential"))
