@@ -3,7 +3,6 @@ package mysql
 import (
 	"context"
 	"database/sql"
-	"slices"
 
 	"github.com/meridian-id/meridian/region/store"
 )
@@ -35,21 +34,11 @@ func (s *Store) members(ctx context.Context, q interface {
 		return nil, err
 	}
 	defer rows.Close()
-	out := map[string][]string{}
-	for rows.Next() {
-		var g, m string
-		if err := rows.Scan(&g, &m); err != nil {
-			return nil, err
-		}
-		out[g] = append(out[g], m)
-	}
-	return out, rows.Err()
+	return store.ScanMembers(rows)
 }
 
 func insertMembers(ctx context.Context, tx *sql.Tx, id string, members []string) error {
-	ms := slices.Clone(members)
-	slices.Sort(ms)
-	for _, m := range slices.Compact(ms) {
+	for _, m := range store.MemberSet(members) {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO scim_group_members (group_id, member_id) VALUES (?, ?)`, id, m); err != nil {
 			return err
 		}

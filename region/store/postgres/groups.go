@@ -2,7 +2,6 @@ package postgres
 
 import (
 	"context"
-	"slices"
 
 	"github.com/jackc/pgx/v5"
 
@@ -35,21 +34,11 @@ func members(ctx context.Context, c *pgx.Conn, where string, args ...any) (map[s
 		return nil, err
 	}
 	defer rows.Close()
-	out := map[string][]string{}
-	for rows.Next() {
-		var g, m string
-		if err := rows.Scan(&g, &m); err != nil {
-			return nil, err
-		}
-		out[g] = append(out[g], m)
-	}
-	return out, rows.Err()
+	return store.ScanMembers(rows)
 }
 
 func insertMembers(ctx context.Context, tx pgx.Tx, id string, ms []string) error {
-	ms = slices.Clone(ms)
-	slices.Sort(ms)
-	for _, m := range slices.Compact(ms) {
+	for _, m := range store.MemberSet(ms) {
 		if _, err := tx.Exec(ctx, `INSERT INTO scim_group_members (group_id, member_id) VALUES ($1, $2)`, id, m); err != nil {
 			return err
 		}
