@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/testenv"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/node"
@@ -45,21 +46,21 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	standby := primary.Standby(t)
 	t.Logf("primary and synchronous standby up in %s", time.Since(start).Round(time.Millisecond))
 
-	f := startFederation(t, fedOptions{euDR: true, databases: map[string]string{"eu": primary.URL()},
-		euDRDatabase: standby.URL(), rolePoll: 200 * time.Millisecond})
-	if r := f.nodes["eu/dr"].Role(); r != region.RoleStandby {
+	f := startFederation(t, fedtest.Options{DR: true, Databases: map[string]string{"eu": primary.URL(), "eu/dr": standby.URL()},
+		RolePoll: 200 * time.Millisecond})
+	if r := f.Nodes["eu/dr"].Role(); r != region.RoleStandby {
 		t.Fatalf("eu's DR node on a standby database: role %s", r)
 	}
-	if r := f.nodes["eu"].Role(); r != region.RolePrimary {
+	if r := f.Nodes["eu"].Role(); r != region.RolePrimary {
 		t.Fatalf("eu's node: role %s", r)
 	}
-	app := f.client("eu", region.GrantAuthorizationCode, region.GrantRefreshToken, region.GrantClientCredentials)
-	f.user("eu", "dee")
+	app := f.Client("eu", region.GrantAuthorizationCode, region.GrantRefreshToken, region.GrantClientCredentials)
+	f.User("eu", "dee")
 	// Two workers finish before the fault (their last rotation is
 	// certainly acknowledged); four are mid-request when it strikes.
 	workers := make([]*drWorker, 6)
 	for i := range workers {
-		tok := f.tokens("eu", app, "dee")
+		tok := f.Tokens("eu", app, "dee")
 		workers[i] = &drWorker{current: tok["refresh_token"].(string), access: []string{tok["access_token"].(string)}}
 		if i < 2 {
 			workers[i].limit = 5
@@ -75,7 +76,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, base := f.at("eu")
+			c, base := f.At("eu")
 			c.Timeout = 5 * time.Second
 			for {
 				select {
@@ -100,9 +101,9 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, 15*time.Second, "40 rotations under load", func() bool { mu.Lock(); defer mu.Unlock(); return rotations >= 40 })
+	fedtest.EventuallyWithin(t, 15*time.Second, "40 rotations under load", func() bool { mu.Lock(); defer mu.Unlock(); return rotations >= 40 })
 	primary.Crash()
-	f.halt("eu")
+	f.Halt("eu")
 	close(stop)
 	wg.Wait()
 	acked := 0
@@ -112,8 +113,8 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	t.Logf("eu's database crashed and its node stopped after %d acknowledged rotations", rotations)
 
 	// Step 1: the DR site serves reads on its standby and refuses writes.
-	dr, drBase := f.at("eu/dr")
-	drSite := "http://" + f.cfg.Upstream(*f.cfg.Regions[0].DR)
+	dr, drBase := f.At("eu/dr")
+	drSite := "http://" + f.Cfg.Upstream(*f.Cfg.Regions[0].DR)
 	if s, body := get(t, dr, drSite+"/readyz"); s != http.StatusServiceUnavailable || !strings.Contains(body, "standby") {
 		t.Fatalf("DR /readyz on a standby: %d %s (GeoDNS must not fail over to it before promotion)", s, body)
 	}
@@ -122,7 +123,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	}
 	for _, w := range workers {
 		for _, at := range w.access {
-			if s, m := f.introspect("eu/dr", app, at); s != http.StatusOK || m["active"] != true {
+			if s, m := f.Introspect("eu/dr", app, at); s != http.StatusOK || m["active"] != true {
 				t.Fatalf("an acknowledged access token at the standby DR site: %d %v", s, m)
 			}
 		}
@@ -134,7 +135,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 		!strings.Contains(string(body), `"temporarily_unavailable"`) {
 		t.Fatalf("refresh at the standby DR site: %d Retry-After=%q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
-	resp = get2(t, dr, authURL(drBase, app, "v-"+strings.Repeat("x", 43)))
+	resp = get2(t, dr, fedtest.AuthURL(drBase, app, "v-"+strings.Repeat("x", 43)))
 	body, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
@@ -144,15 +145,15 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	t.Logf("standby DR site: %d acknowledged access tokens introspected active; writes refused with 503", acked)
 
 	// Step 2: promote the DR site's database; the running node switches.
-	eu, _ := f.cfg.Region("eu")
-	g, err := node.Promote(context.Background(), eu, true, f.cfg.DataDir)
+	eu, _ := f.Cfg.Region("eu")
+	g, err := node.Promote(context.Background(), eu, true, f.Cfg.DataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if g.Holder != "eu-dr.id.localhost" || g.Number < 2 {
 		t.Fatalf("generation after promotion: %+v", g)
 	}
-	waitFor(t, 10*time.Second, "the DR node to become primary", func() bool { return f.nodes["eu/dr"].Role() == region.RolePrimary })
+	fedtest.EventuallyWithin(t, 10*time.Second, "the DR node to become primary", func() bool { return f.Nodes["eu/dr"].Role() == region.RolePrimary })
 	if s, body := get(t, dr, drSite+"/readyz"); s != http.StatusOK {
 		t.Fatalf("DR /readyz after promotion: %d %s", s, body)
 	}
@@ -179,21 +180,21 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	if len(preFailover) < 2 {
 		t.Fatalf("only %d refresh tokens rotated at the DR site", len(preFailover))
 	}
-	if _, err := region.CreateUser(context.Background(), f.nodes["eu/dr"].Store, region.UserSpec{Username: "eve",
+	if _, err := region.CreateUser(context.Background(), f.Nodes["eu/dr"].Store, region.UserSpec{Username: "eve",
 		Password: "password-eve", Claims: map[string]string{"name": "eve"}}); err != nil {
 		t.Fatal(err)
 	}
-	eve := f.tokens("eu/dr", app, "eve")
+	eve := f.Tokens("eu/dr", app, "eve")
 	drAccess = append(drAccess, eve["access_token"].(string))
 
 	// Step 4: the old primary comes back and finds itself fenced.
 	primary.Start()
-	f.start("eu")
-	if r := f.nodes["eu"].Role(); r != region.RoleFenced {
+	f.Start("eu")
+	if r := f.Nodes["eu"].Role(); r != region.RoleFenced {
 		t.Fatalf("the returning old primary: role %s, want fenced", r)
 	}
-	euSite := "http://" + f.cfg.Upstream(eu.Site)
-	euc, euBase := f.at("eu")
+	euSite := "http://" + f.Cfg.Upstream(eu.Site)
+	euc, euBase := f.At("eu")
 	if s, body := get(t, euc, euSite+"/readyz"); s != http.StatusServiceUnavailable || !strings.Contains(body, "fenced") {
 		t.Fatalf("old primary /readyz: %d %s", s, body)
 	}
@@ -204,16 +205,16 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 		}
 		_ = w
 	}
-	if s, m := f.introspect("eu", app, eve["access_token"].(string)); s != http.StatusServiceUnavailable {
+	if s, m := f.Introspect("eu", app, eve["access_token"].(string)); s != http.StatusServiceUnavailable {
 		t.Fatalf("introspection at the fenced old primary: %d %v", s, m)
 	}
-	if gen, err := f.nodes["eu"].Generation(context.Background()); err != nil || gen.FencedBy != g.Number || gen.FencedHolder != g.Holder {
+	if gen, err := f.Nodes["eu"].Generation(context.Background()); err != nil || gen.FencedBy != g.Number || gen.FencedHolder != g.Holder {
 		t.Fatalf("the old primary's fence record: %+v %v (DR holds %+v)", gen, err, g)
 	}
 
 	// Nothing the DR site acknowledged is lost; nothing rotated is revived.
 	for _, at := range drAccess {
-		if s, m := f.introspect("eu/dr", app, at); s != http.StatusOK || m["active"] != true {
+		if s, m := f.Introspect("eu/dr", app, at); s != http.StatusOK || m["active"] != true {
 			t.Fatalf("an access token issued at the DR site: %d %v", s, m)
 		}
 	}
@@ -232,38 +233,38 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	// Step 5: rebuild the old primary from the DR site: a new standby of
 	// the DR database replaces eu's, and eu's node starts on it as a
 	// standby that serves what the DR site accepted.
-	f.halt("eu")
+	f.Halt("eu")
 	primary.Stop()
 	rebuilt := standby.Standby(t)
-	f.cfg.Regions[0].Database = rebuilt.URL()
-	f.start("eu")
-	if r := f.nodes["eu"].Role(); r != region.RoleStandby {
+	f.Cfg.Regions[0].Database = rebuilt.URL()
+	f.Start("eu")
+	if r := f.Nodes["eu"].Role(); r != region.RoleStandby {
 		t.Fatalf("eu rebuilt from the DR site: role %s, want standby", r)
 	}
 	// eve (created at the DR site) is there; the families the replays
 	// revoked at the DR site are revoked here too.
-	if s, m := f.introspect("eu", app, eve["access_token"].(string)); s != http.StatusOK || m["active"] != true {
+	if s, m := f.Introspect("eu", app, eve["access_token"].(string)); s != http.StatusOK || m["active"] != true {
 		t.Fatalf("eve's access token (DR site) at the rebuilt eu standby: %d %v", s, m)
 	}
 	for _, at := range drAccess[:len(drAccess)-1] {
-		if s, m := f.introspect("eu", app, at); s != http.StatusOK || m["active"] != false {
+		if s, m := f.Introspect("eu", app, at); s != http.StatusOK || m["active"] != false {
 			t.Fatalf("an access token of a family revoked at the DR site, at the rebuilt eu standby: %d %v", s, m)
 		}
 	}
 
 	// Step 6: fail back. Stop the DR site's nodes, promote eu, start the
 	// DR nodes again: they find themselves fenced by eu's new generation.
-	f.halt("eu/dr")
-	g3, err := node.Promote(context.Background(), eu, false, f.cfg.DataDir)
+	f.Halt("eu/dr")
+	g3, err := node.Promote(context.Background(), eu, false, f.Cfg.DataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if g3.Number != g.Number+1 || g3.Holder != "eu.id.localhost" {
 		t.Fatalf("generation after failback: %+v (DR held %+v)", g3, g)
 	}
-	waitFor(t, 10*time.Second, "eu's node to become primary", func() bool { return f.nodes["eu"].Role() == region.RolePrimary })
-	f.start("eu/dr")
-	if r := f.nodes["eu/dr"].Role(); r != region.RoleFenced {
+	fedtest.EventuallyWithin(t, 10*time.Second, "eu's node to become primary", func() bool { return f.Nodes["eu"].Role() == region.RolePrimary })
+	f.Start("eu/dr")
+	if r := f.Nodes["eu/dr"].Role(); r != region.RoleFenced {
 		t.Fatalf("the DR site after failback: role %s, want fenced", r)
 	}
 	s, tok := postToken(euc, euBase, app, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {eve["refresh_token"].(string)}})
@@ -321,16 +322,4 @@ func get(t *testing.T, c *http.Client, u string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
