@@ -45,3 +45,28 @@ func TestFederatedLogin(t *testing.T) {
 		})
 	}
 }
+
+// TestSecondNodeAndDeferredSite: with Node2 eu runs a second node on its
+// second address; a Deferred site is configured but left to the test.
+// With eu's first node down, a sign-in through us at an eu application is
+// served by the second node: routers dial it and its listener accepts.
+func TestSecondNodeAndDeferredSite(t *testing.T) {
+	f := fedtest.Start(t, fedtest.Options{Node2: true, Deferred: []string{"eu"}})
+	if f.Nodes["eu"] != nil || f.Nodes["eu/2"] == nil {
+		t.Fatalf("nodes started: %v, want eu deferred and eu/2 running", f.Nodes)
+	}
+	f.Start("eu")
+	app := f.Client("eu")
+	f.User("eu", "ada")
+	f.Halt("eu")
+	f.Hosts["eu.id.localhost"] = fedtest.SiteIP("eu/2")
+	node2 := fedtest.SiteAddr("eu/2", f.Port)
+	dialed, accepted := f.Dialed(node2), f.Accepted("eu/2")
+	tok := f.Tokens("us", app, "ada")
+	if s, m := f.Introspect("us", app, tok["access_token"].(string)); s != 200 || m["active"] != true {
+		t.Fatalf("introspection via us with eu's first node down: %d %v", s, m)
+	}
+	if f.Dialed(node2) == dialed || f.Accepted("eu/2") == accepted {
+		t.Fatalf("eu's second node: %d dials, %d connections accepted during the sign-in", f.Dialed(node2)-dialed, f.Accepted("eu/2")-accepted)
+	}
+}

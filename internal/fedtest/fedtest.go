@@ -4,11 +4,13 @@
 // Start runs the production composition in this process — region/node's
 // New and ServeListeners for every site, hub/server's for the hub — from a
 // config.Config shaped like configs/regions.yaml (every site on its own
-// loopback address, one port for all), with options for DR sites, each
-// site's database (SQLite, PostgreSQL, MySQL through internal/testenv),
-// GeoDNS, topology, the hub, Redis and recorded spans. WriteConfig is the
-// one writer of configs/regions.yaml copies for tests that run the built
-// binaries. The small helpers every federation test needs live here too:
+// loopback address, one port for all), with options for DR sites, eu's
+// second node, sites the test starts itself, each site's database (SQLite,
+// PostgreSQL, MySQL through internal/testenv), GeoDNS, topology, the hub,
+// Redis and recorded spans. WriteConfig is the one writer of
+// configs/regions.yaml copies for tests that run the built binaries;
+// ConfigFile writes an in-process federation's config for a binary that
+// joins it. The small helpers every federation test needs live here too:
 // SiteIP, FreePort, Eventually, OpenStore, RandomKey, QuietTelemetry.
 package fedtest
 
