@@ -5,18 +5,17 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/testenv"
 )
 
@@ -43,63 +42,14 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-// freePorts finds n ports free on every loopback address the example
-// config uses.
-func freePorts(t testing.TB, n int) []int {
-	ips := []string{"127.0.0.1", "127.0.0.10", "127.0.0.11", "127.0.0.12", "127.0.0.13", "127.0.0.21", "127.0.0.22", "127.0.0.23"}
-	var out []int
-	for len(out) < n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-		ok := true
-		for _, ip := range ips {
-			l, err := net.Listen("tcp", net.JoinHostPort(ip, strconv.Itoa(p)))
-			if err != nil {
-				ok = false
-				break
-			}
-			l.Close()
-			u, err := net.ListenPacket("udp", net.JoinHostPort(ip, strconv.Itoa(p)))
-			if err != nil {
-				ok = false
-				break
-			}
-			u.Close()
-		}
-		if ok {
-			out = append(out, p)
-		}
-	}
-	return out
-}
-
 // startLocalFederation runs localfed until the test ends.
 func startLocalFederation(t *testing.T) *localFederation {
 	bin := binaries(t)
-	example, err := os.ReadFile("../configs/regions.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ports := freePorts(t, 4)
-	dir := t.TempDir()
-	f := &localFederation{Port: ports[0], DemoURL: fmt.Sprintf("http://127.0.0.1:%d", ports[2]),
-		DNS: fmt.Sprintf("127.0.0.1:%d", ports[3]), Bin: bin, Data: filepath.Join(dir, "data"),
-		ConfigPath: filepath.Join(dir, "regions.yaml"), Admin: map[string]string{}}
-	cfg := string(example)
-	cfg = strings.ReplaceAll(cfg, ":8080", ":"+strconv.Itoa(ports[0]))
-	cfg = strings.ReplaceAll(cfg, "port: 8080", "port: "+strconv.Itoa(ports[0]))
-	cfg = strings.ReplaceAll(cfg, ":9090", ":"+strconv.Itoa(ports[1]))
-	cfg = strings.ReplaceAll(cfg, "127.0.0.1:5354", f.DNS)
-	cfg = strings.Replace(cfg, "data_dir: ./data", "data_dir: "+f.Data, 1)
-	for id, ip := range map[string]string{"hub": "127.0.0.10", "eu": "127.0.0.11", "us": "127.0.0.12", "ap": "127.0.0.13"} {
-		f.Admin[id] = fmt.Sprintf("%s:%d", ip, ports[1])
-	}
-	if err := os.WriteFile(f.ConfigPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
+	c := fedtest.WriteConfig(t, fedtest.BinOptions{DNS: true})
+	f := &localFederation{Port: c.Port, DemoURL: fmt.Sprintf("http://127.0.0.1:%d", c.Spare),
+		DNS: c.DNS, Bin: bin, Data: c.DataDir, ConfigPath: c.Path, Admin: map[string]string{}}
+	for _, id := range []string{"hub", "eu", "us", "ap"} {
+		f.Admin[id] = fedtest.SiteAddr(id, c.Admin)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f.cmd = exec.CommandContext(ctx, filepath.Join(bin, "localfed"), "--config", f.ConfigPath, "--bin", bin,

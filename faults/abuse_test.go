@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/oidctest"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/routing"
@@ -22,10 +23,10 @@ func offFederation(u *url.URL) bool { return !strings.HasSuffix(u.Hostname(), "i
 // as served by entry (whose router proxies it to the client's region, the
 // browser staying on the global host) and returns the first answer that is
 // not a redirect within the federation.
-func (f *federation) authorizeVia(t *testing.T, entry, clientID string, set url.Values) *http.Response {
+func authorizeVia(t *testing.T, f *fedtest.Federation, entry, clientID string, set url.Values) *http.Response {
 	t.Helper()
-	c, base := f.at(entry)
-	q := url.Values{"client_id": {clientID}, "response_type": {"code"}, "redirect_uri": {appRedirect}, "scope": {"openid"}, "state": {"s"}}
+	c, base := f.At(entry)
+	q := url.Values{"client_id": {clientID}, "response_type": {"code"}, "redirect_uri": {fedtest.AppRedirect}, "scope": {"openid"}, "state": {"s"}}
 	for k, v := range set {
 		q[k] = v
 	}
@@ -42,23 +43,23 @@ func (f *federation) authorizeVia(t *testing.T, entry, clientID string, set url.
 // calls proxied): every attack gets the same protocol error
 // it gets at eu itself.
 func TestAbuseRFC9700ThroughHop(t *testing.T) {
-	f := startFederation(t, fedOptions{})
-	conf := f.client("eu")
-	public, err := region.CreateClient(context.Background(), f.nodes["eu"].Store, f.codec(), "eu",
-		region.ClientSpec{Name: "spa", RedirectURIs: []string{appRedirect}, Public: true, FirstParty: true})
+	f := startFederation(t, fedtest.Options{})
+	conf := f.Client("eu")
+	public, err := region.CreateClient(context.Background(), f.Nodes["eu"].Store, f.Codec(), "eu",
+		region.ClientSpec{Name: "spa", RedirectURIs: []string{fedtest.AppRedirect}, Public: true, FirstParty: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.user("eu", "ivy")
-	iss := f.cfg.GlobalIssuer()
+	f.User("eu", "ivy")
+	iss := f.Cfg.GlobalIssuer()
 
 	t.Run("redirect_uri variants", func(t *testing.T) {
 		for name, uri := range map[string]string{
-			"trailing slash": appRedirect + "/", "case": "http://127.0.0.1:9999/Callback", "added query": appRedirect + "?next=/admin",
-			"fragment": appRedirect + "#x", "port": "http://127.0.0.1:9998/callback", "scheme": "https://127.0.0.1:9999/callback",
+			"trailing slash": fedtest.AppRedirect + "/", "case": "http://127.0.0.1:9999/Callback", "added query": fedtest.AppRedirect + "?next=/admin",
+			"fragment": fedtest.AppRedirect + "#x", "port": "http://127.0.0.1:9998/callback", "scheme": "https://127.0.0.1:9999/callback",
 			"host": "http://evil.example/callback", "userinfo": "http://evil.example@127.0.0.1:9999/callback",
 		} {
-			resp := f.authorizeVia(t, "us", conf.ID, url.Values{"redirect_uri": {uri}})
+			resp := authorizeVia(t, f, "us", conf.ID, url.Values{"redirect_uri": {uri}})
 			body, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode != http.StatusBadRequest || resp.Header.Get("Location") != "" ||
@@ -82,10 +83,10 @@ func TestAbuseRFC9700ThroughHop(t *testing.T) {
 		{"response_type=token", conf.ID, "unauthorized_client", url.Values{"response_type": {"token"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			resp := f.authorizeVia(t, "us", tc.client, tc.set)
+			resp := authorizeVia(t, f, "us", tc.client, tc.set)
 			resp.Body.Close()
 			loc, err := resp.Location()
-			if err != nil || !strings.HasPrefix(loc.String(), appRedirect) {
+			if err != nil || !strings.HasPrefix(loc.String(), fedtest.AppRedirect) {
 				t.Fatalf("%d %v: want an error redirect to the client", resp.StatusCode, err)
 			}
 			q := loc.Query()
@@ -99,21 +100,21 @@ func TestAbuseRFC9700ThroughHop(t *testing.T) {
 	}
 
 	redeem := func(entry string, c region.RegisteredClient, code, verifier string) (int, oidctest.OAuthError, map[string]any) {
-		form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {appRedirect}}
+		form := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {fedtest.AppRedirect}}
 		if verifier != "" {
 			form.Set("code_verifier", verifier)
 		}
-		return f.token(entry, c, form)
+		return f.Token(entry, c, form)
 	}
 	t.Run("PKCE wrong verifier", func(t *testing.T) {
-		code := f.login("eu", conf, "ivy", oauth2.GenerateVerifier())
+		code := f.Login("eu", conf, "ivy", oauth2.GenerateVerifier())
 		if s, oe, _ := redeem("us", conf, code, oauth2.GenerateVerifier()); s != 400 || oe.Error != "invalid_grant" {
 			t.Fatalf("%d %+v", s, oe)
 		}
 	})
 	t.Run("code reuse revokes the tokens", func(t *testing.T) {
 		v := oauth2.GenerateVerifier()
-		code := f.login("eu", conf, "ivy", v)
+		code := f.Login("eu", conf, "ivy", v)
 		s, oe, tok := redeem("us", conf, code, v)
 		if s != 200 {
 			t.Fatalf("first redemption via us: %d %+v", s, oe)
@@ -121,33 +122,33 @@ func TestAbuseRFC9700ThroughHop(t *testing.T) {
 		if s, oe, _ := redeem("ap", conf, code, v); s != 400 || oe.Error != "invalid_grant" {
 			t.Fatalf("replay via ap: %d %+v", s, oe)
 		}
-		if s, m := f.introspect("us", conf, tok["access_token"].(string)); s != 200 || m["active"] != false {
+		if s, m := f.Introspect("us", conf, tok["access_token"].(string)); s != 200 || m["active"] != false {
 			t.Fatalf("access token of a replayed code via us: %d %v", s, m)
 		}
-		if s, oe, _ := f.token("us", conf, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok["refresh_token"].(string)}}); s != 400 || oe.Error != "invalid_grant" {
+		if s, oe, _ := f.Token("us", conf, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {tok["refresh_token"].(string)}}); s != 400 || oe.Error != "invalid_grant" {
 			t.Fatalf("refresh token of a replayed code via us: %d %+v", s, oe)
 		}
 	})
 	t.Run("refresh reuse revokes the family", func(t *testing.T) {
-		tok := f.tokens("eu", conf, "ivy")
+		tok := f.Tokens("eu", conf, "ivy")
 		old := tok["refresh_token"].(string)
-		s, oe, next := f.token("us", conf, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {old}})
+		s, oe, next := f.Token("us", conf, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {old}})
 		if s != 200 {
 			t.Fatalf("rotation via us: %d %+v", s, oe)
 		}
-		if s, oe, _ := f.token("ap", conf, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {old}}); s != 400 || oe.Error != "invalid_grant" {
+		if s, oe, _ := f.Token("ap", conf, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {old}}); s != 400 || oe.Error != "invalid_grant" {
 			t.Fatalf("reuse via ap: %d %+v", s, oe)
 		}
-		if s, oe, _ := f.token("us", conf, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {next["refresh_token"].(string)}}); s != 400 || oe.Error != "invalid_grant" {
+		if s, oe, _ := f.Token("us", conf, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {next["refresh_token"].(string)}}); s != 400 || oe.Error != "invalid_grant" {
 			t.Fatalf("successor after reuse via us: %d %+v", s, oe)
 		}
-		if s, m := f.introspect("us", conf, next["access_token"].(string)); s != 200 || m["active"] != false {
+		if s, m := f.Introspect("us", conf, next["access_token"].(string)); s != 200 || m["active"] != false {
 			t.Fatalf("access token of a reused family via us: %d %v", s, m)
 		}
 	})
 	t.Run("unauthenticated introspection", func(t *testing.T) {
-		tok := f.tokens("eu", conf, "ivy")
-		c, base := f.at("us")
+		tok := f.Tokens("eu", conf, "ivy")
+		c, base := f.At("us")
 		for name, creds := range map[string][2]string{"none": {"", ""}, "wrong secret": {conf.ID, "nope"}, "other client's secret": {conf.ID, public.Secret + "x"}} {
 			s, oe, m := oidctest.PostForm(t, c, base+"/oauth/introspect", url.Values{"token": {tok["access_token"].(string)}}, creds[0], creds[1])
 			if s != 401 || oe.Error != "invalid_client" || m["active"] != nil {
@@ -161,10 +162,10 @@ func TestAbuseRFC9700ThroughHop(t *testing.T) {
 // position to us: each gets the protocol's error from us itself and the
 // router's counting transport sees zero outbound requests.
 func TestAbuseForgedTagsZeroOutbound(t *testing.T) {
-	f := startFederation(t, fedOptions{})
-	app := f.client("eu")
-	f.user("eu", "oz")
-	tok := f.tokens("eu", app, "oz")
+	f := startFederation(t, fedtest.Options{})
+	app := f.Client("eu")
+	f.User("eu", "oz")
+	tok := f.Tokens("eu", app, "oz")
 	at := tok["access_token"].(string)
 	random := at[strings.LastIndexByte(at, '.')+1:]
 	other, err := routing.NewCodec([]string{"eu", "us", "ap"}, []byte(strings.Repeat("k", 32)))
@@ -187,9 +188,9 @@ func TestAbuseForgedTagsZeroOutbound(t *testing.T) {
 		"JWT kid metadata host": "eyJhbGciOiJSUzI1NiIsImtpZCI6IjE2OS4yNTQuMTY5LjI1NC1hYiJ9.e30.c2ln", // kid "169.254.169.254-ab"
 		"JWT kid unknown":       "eyJhbGciOiJSUzI1NiIsImtpZCI6Im1hcnMtYWIifQ.e30.c2ln",               // kid "mars-ab"
 	}
-	c, base := f.at("us")
-	usApp := f.client("us")
-	before := f.dials.Load()
+	c, base := f.At("us")
+	usApp := f.Client("us")
+	before := f.Dials.Load()
 	for name, art := range forged {
 		calls := []struct {
 			path string
@@ -197,7 +198,7 @@ func TestAbuseForgedTagsZeroOutbound(t *testing.T) {
 		}{
 			{"/oauth/introspect", url.Values{"token": {art}}},
 			{"/oauth/token", url.Values{"grant_type": {"refresh_token"}, "refresh_token": {strings.Replace(art, ".at.", ".rt.", 1)}}},
-			{"/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {strings.Replace(art, ".at.", ".ac.", 1)}, "redirect_uri": {appRedirect}}},
+			{"/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {strings.Replace(art, ".at.", ".ac.", 1)}, "redirect_uri": {fedtest.AppRedirect}}},
 			{"/revoke", url.Values{"token": {art}}},
 			{"/dereference", url.Values{"token": {art}}},
 		}
@@ -219,7 +220,7 @@ func TestAbuseForgedTagsZeroOutbound(t *testing.T) {
 		}
 		// A forged client_id is not redirected anywhere.
 		resp, err = c.Get(base + "/authorize?" + url.Values{"client_id": {strings.Replace(art, ".at.", ".cl.", 1)}, "response_type": {"code"},
-			"redirect_uri": {appRedirect}}.Encode())
+			"redirect_uri": {fedtest.AppRedirect}}.Encode())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,20 +230,20 @@ func TestAbuseForgedTagsZeroOutbound(t *testing.T) {
 			t.Errorf("%s at /authorize: %d location %q", name, resp.StatusCode, resp.Header.Get("Location"))
 		}
 	}
-	if n := f.dials.Load() - before; n != 0 {
+	if n := f.Dials.Load() - before; n != 0 {
 		t.Fatalf("forged artifacts caused %d outbound requests; want 0", n)
 	}
 	// The counter works: a genuine eu token through us costs the hop to eu
 	// and eu's call back to us authenticating the us client.
-	if s, m := f.introspect("us", usApp, at); s != 200 || m["active"] != true || f.dials.Load()-before != 2 {
-		t.Fatalf("genuine eu token via us: %d %v, %d outbound", s, m, f.dials.Load()-before)
+	if s, m := f.Introspect("us", usApp, at); s != 200 || m["active"] != true || f.Dials.Load()-before != 2 {
+		t.Fatalf("genuine eu token via us: %d %v, %d outbound", s, m, f.Dials.Load()-before)
 	}
-	before = f.dials.Load()
+	before = f.Dials.Load()
 	// A JWT is routed by its kid ("<region>-…"), which is not MACed: an
 	// unsigned JWT naming a configured region costs one hop to that region's
 	// configured address (never another host), where the signature fails.
 	jwt := "eyJhbGciOiJSUzI1NiIsImtpZCI6ImV1LWFiIn0.e30.c2ln" // kid "eu-ab"
-	if s, m := f.introspect("us", usApp, jwt); s != 200 || m["active"] != false || f.dials.Load()-before != 1 {
-		t.Fatalf("JWT with kid eu-… via us: %d %v, %d outbound", s, m, f.dials.Load()-before)
+	if s, m := f.Introspect("us", usApp, jwt); s != 200 || m["active"] != false || f.Dials.Load()-before != 1 {
+		t.Fatalf("JWT with kid eu-… via us: %d %v, %d outbound", s, m, f.Dials.Load()-before)
 	}
 }

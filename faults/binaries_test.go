@@ -10,13 +10,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/testenv"
 )
 
@@ -28,44 +28,6 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	testenv.RemoveBinaries()
 	os.Exit(code)
-}
-
-// binConfig is a private copy of configs/regions.yaml: every port free,
-// data_dir in a temporary directory, GeoDNS off.
-type binConfig struct {
-	path, dataDir string
-	port          int // the federation port (every node's public listener)
-}
-
-// writeBinConfig writes the private config; database (if set) backs eu,
-// redis (if set) backs the hub's lookup table.
-func writeBinConfig(t *testing.T, database, redis string) binConfig {
-	example, err := os.ReadFile("../configs/regions.yaml")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	port, admin := freeFedPort(t), freeFedPort(t)
-	for admin == port {
-		admin = freeFedPort(t)
-	}
-	cfg := string(example)
-	cfg = strings.ReplaceAll(cfg, ":8080", ":"+strconv.Itoa(port))
-	cfg = strings.ReplaceAll(cfg, "port: 8080", "port: "+strconv.Itoa(port))
-	cfg = strings.ReplaceAll(cfg, ":9090", ":"+strconv.Itoa(admin))
-	cfg = strings.Replace(cfg, "listen: 127.0.0.1:5354", `listen: ""`, 1)
-	cfg = strings.Replace(cfg, "data_dir: ./data", "data_dir: "+filepath.Join(dir, "data"), 1)
-	if database != "" {
-		cfg = strings.Replace(cfg, `database: ""`, "database: "+strconv.Quote(database), 1) // the first region is eu
-	}
-	if redis != "" {
-		cfg = strings.Replace(cfg, `redis: ""`, "redis: "+strconv.Quote(redis), 1)
-	}
-	c := binConfig{path: filepath.Join(dir, "regions.yaml"), dataDir: filepath.Join(dir, "data"), port: port}
-	if err := os.WriteFile(c.path, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return c
 }
 
 // proc is one long-running process of a test (a node, the hub, Redis),
@@ -157,10 +119,10 @@ type binRegion struct {
 
 // newBinRegion prepares eu on database (empty: SQLite).
 func newBinRegion(t *testing.T, database string) *binRegion {
-	c := writeBinConfig(t, database, "")
+	c := fedtest.WriteConfig(t, fedtest.BinOptions{Database: database})
 	bin := binaries(t)
-	r := &binRegion{t: t, bin: bin, configPath: c.path, addr: "127.0.0.11:" + strconv.Itoa(c.port)}
-	r.proc = newProc(t, "regional serve eu", filepath.Join(bin, "regional"), "serve", "--config", c.path, "--region", "eu")
+	r := &binRegion{t: t, bin: bin, configPath: c.Path, addr: fedtest.SiteAddr("eu", c.Port)}
+	r.proc = newProc(t, "regional serve eu", filepath.Join(bin, "regional"), "serve", "--config", c.Path, "--region", "eu")
 	r.proc.readyURL = "http://" + r.addr + "/readyz"
 	return r
 }
@@ -200,7 +162,7 @@ type binClient struct {
 }
 
 func (r *binRegion) addClient() binClient {
-	out, err := r.run("", "clients", "add", "--redirect-uri", appRedirect, "--first-party",
+	out, err := r.run("", "clients", "add", "--redirect-uri", fedtest.AppRedirect, "--first-party",
 		"--grant-types", "authorization_code,refresh_token,client_credentials", "--scopes", "meridian:introspect", "--json")
 	if err != nil {
 		r.t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/oidctest"
 	"github.com/meridian-id/meridian/internal/testenv"
 )
@@ -71,11 +72,11 @@ func testKillRegionalNode(t *testing.T, database string) {
 	ws := make([]*loadWorker, workers)
 	for i := range ws {
 		v := oauth2.GenerateVerifier()
-		q := url.Values{"client_id": {app.ID}, "response_type": {"code"}, "redirect_uri": {appRedirect},
+		q := url.Values{"client_id": {app.ID}, "response_type": {"code"}, "redirect_uri": {fedtest.AppRedirect},
 			"scope": {"openid offline_access"}, "state": {"s"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(v)}, "code_challenge_method": {"S256"}}
-		loc := oidctest.NewBrowser(t, hc.Transport).Login(base+"/authorize?"+q.Encode(), appRedirect, "kim", "password-kim")
+		loc := oidctest.NewBrowser(t, hc.Transport).Login(base+"/authorize?"+q.Encode(), fedtest.AppRedirect, "kim", "password-kim")
 		s, oe, tok, err := post("/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {loc.Query().Get("code")},
-			"redirect_uri": {appRedirect}, "code_verifier": {v}})
+			"redirect_uri": {fedtest.AppRedirect}, "code_verifier": {v}})
 		if err != nil || s != 200 {
 			t.Fatalf("login %d: %d %+v %v", i, s, oe, err)
 		}

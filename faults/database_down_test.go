@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/oidctest"
 	"github.com/meridian-id/meridian/region"
 )
@@ -21,24 +22,24 @@ import (
 // process serves again without a restart.
 func TestFaultDatabaseDown(t *testing.T) {
 	pg := startPrivatePostgres(t)
-	f := startFederation(t, fedOptions{databases: map[string]string{"eu": pg.URL()}})
-	app := f.client("eu", region.GrantAuthorizationCode, region.GrantRefreshToken, region.GrantClientCredentials)
-	f.user("eu", "dee")
-	tok := f.tokens("eu", app, "dee")
+	f := startFederation(t, fedtest.Options{Databases: map[string]string{"eu": pg.URL()}})
+	app := f.Client("eu", region.GrantAuthorizationCode, region.GrantRefreshToken, region.GrantClientCredentials)
+	f.User("eu", "dee")
+	tok := f.Tokens("eu", app, "dee")
 	// A browser that is on the password page when the database fails.
-	c, base := f.at("eu")
+	c, base := f.At("eu")
 	b := oidctest.NewBrowser(t, c.Transport)
-	page := oidctest.ReadPage(b.Follow(b.Get(authURL(base, app, oauth2.GenerateVerifier())), oidctest.StopAt(appRedirect)))
+	page := oidctest.ReadPage(b.Follow(b.Get(fedtest.AuthURL(base, app, oauth2.GenerateVerifier())), oidctest.StopAt(fedtest.AppRedirect)))
 	if page.Status != 200 {
 		t.Fatalf("login page: %d", page.Status)
 	}
-	page = oidctest.ReadPage(b.Follow(b.Submit(page, url.Values{"username": {"dee"}}), oidctest.StopAt(appRedirect)))
+	page = oidctest.ReadPage(b.Follow(b.Submit(page, url.Values{"username": {"dee"}}), oidctest.StopAt(fedtest.AppRedirect)))
 	if page.Status != 200 || !strings.Contains(page.Body, `name="password"`) {
 		t.Fatalf("password page: %d %s", page.Status, page.Body)
 	}
 	at, rt := tok["access_token"].(string), tok["refresh_token"].(string)
 	hc := &http.Client{Timeout: 10 * time.Second}
-	readyz := "http://" + f.cfg.Upstream(f.cfg.Regions[0].Site) + "/readyz"
+	readyz := "http://" + f.Cfg.Upstream(f.Cfg.Regions[0].Site) + "/readyz"
 	ready := func() int {
 		resp, err := hc.Get(readyz)
 		if err != nil {
@@ -62,22 +63,22 @@ func TestFaultDatabaseDown(t *testing.T) {
 	t.Logf("/readyz answered 503 %s after the database stopped", time.Since(down).Round(time.Millisecond))
 	for _, entry := range []string{"eu", "us"} {
 		start := time.Now()
-		s, m := f.introspect(entry, app, at)
+		s, m := f.Introspect(entry, app, at)
 		if s != http.StatusServiceUnavailable || m["error"] != "temporarily_unavailable" || m["active"] != nil {
 			t.Errorf("introspection via %s with eu's database down: %d %v", entry, s, m)
 		}
-		s, oe, _ := f.token(entry, app, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}})
+		s, oe, _ := f.Token(entry, app, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}})
 		if s != http.StatusServiceUnavailable || oe.Error != "temporarily_unavailable" {
 			t.Errorf("refresh via %s with eu's database down: %d %+v", entry, s, oe)
 		}
-		s, oe, _ = f.token(entry, app, url.Values{"grant_type": {"client_credentials"}})
+		s, oe, _ = f.Token(entry, app, url.Values{"grant_type": {"client_credentials"}})
 		if s != http.StatusServiceUnavailable || oe.Error != "temporarily_unavailable" {
 			t.Errorf("client_credentials via %s with eu's database down: %d %+v", entry, s, oe)
 		}
 		t.Logf("via %s: token and introspection calls failed closed in %s", entry, time.Since(start).Round(time.Millisecond))
 	}
 	// The browser on the password page gets an HTML error page.
-	resp := b.Follow(b.Submit(page, url.Values{"username": {"dee"}, "password": {"password-dee"}}), oidctest.StopAt(appRedirect))
+	resp := b.Follow(b.Submit(page, url.Values{"username": {"dee"}, "password": {"password-dee"}}), oidctest.StopAt(fedtest.AppRedirect))
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
@@ -86,11 +87,11 @@ func TestFaultDatabaseDown(t *testing.T) {
 	}
 	// A new authorization request is answered to the application with the
 	// protocol's error redirect (RFC 6749 §4.1.2.1), carrying RFC 9207 iss.
-	resp = b.Get(authURL(base, app, oauth2.GenerateVerifier()))
+	resp = b.Get(fedtest.AuthURL(base, app, oauth2.GenerateVerifier()))
 	resp.Body.Close()
 	loc, err := resp.Location()
-	if err != nil || !strings.HasPrefix(loc.String(), appRedirect) || loc.Query().Get("code") != "" || loc.Query().Get("error") == "" ||
-		loc.Query().Get("iss") != f.cfg.GlobalIssuer() {
+	if err != nil || !strings.HasPrefix(loc.String(), fedtest.AppRedirect) || loc.Query().Get("code") != "" || loc.Query().Get("error") == "" ||
+		loc.Query().Get("iss") != f.Cfg.GlobalIssuer() {
 		t.Errorf("authorization request with eu's database down: %d %v", resp.StatusCode, loc)
 	}
 	t.Logf("authorization request with eu's database down: %d -> %v", resp.StatusCode, loc)
@@ -105,11 +106,11 @@ func TestFaultDatabaseDown(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	t.Logf("/readyz answered 200 %s after the database returned", time.Since(back).Round(time.Millisecond))
-	if s, m := f.introspect("us", app, at); s != 200 || m["active"] != true {
+	if s, m := f.Introspect("us", app, at); s != 200 || m["active"] != true {
 		t.Fatalf("introspection after recovery: %d %v", s, m)
 	}
-	if s, oe, _ := f.token("us", app, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}); s != 200 {
+	if s, oe, _ := f.Token("us", app, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {rt}}); s != 200 {
 		t.Fatalf("refresh after recovery: %d %+v", s, oe)
 	}
-	f.tokens("us", app, "dee") // a full login
+	f.Tokens("us", app, "dee") // a full login
 }

@@ -6,16 +6,13 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
-	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/testenv"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/node"
@@ -58,28 +55,25 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	standby := primary.Standby(t)
 	t.Logf("primary and synchronous standby up in %s", time.Since(start).Round(time.Millisecond))
 
-	port := freeFedPort(t)
-	f := &federation{t: t, cfg: fedConfig(t, port, fedOptions{euDR: true, databases: map[string]string{"eu": primary.URL()},
-		euDRDatabase: standby.URL()}), port: port, nodes: map[string]*node.Node{}, stop: map[string]func(){},
-		accepts: map[string]*atomic.Int64{}, rolePoll: 200 * time.Millisecond}
+	// eu's primary and DR site start below, eu's as a process.
+	f := startFederation(t, fedtest.Options{DR: true, Databases: map[string]string{"eu": primary.URL(), "eu/dr": standby.URL()},
+		RolePoll: 200 * time.Millisecond, Deferred: []string{"eu", "eu/dr"}})
 	// eu's store as the operator's tools open it (registering the client
 	// and the user below, reading the fence record in step 4).
-	eu, _ := f.cfg.Region("eu")
-	euStore, _, err := node.OpenSiteStore(context.Background(), eu, false, f.cfg.DataDir)
+	eu, _ := f.Cfg.Region("eu")
+	euStore, _, err := node.OpenSiteStore(context.Background(), eu, false, f.Cfg.DataDir)
 	if err != nil {
 		t.Fatal(err)
 	}
 	// eu is a real `regional serve` process on the same config; the other
 	// nodes run in this process.
 	euProc := startRegionalProc(t, f, "eu", false)
-	for _, site := range []string{"us", "ap", "eu/dr"} {
-		f.start(site)
-	}
-	if r := f.nodes["eu/dr"].Role(); r != region.RoleStandby {
+	f.Start("eu/dr")
+	if r := f.Nodes["eu/dr"].Role(); r != region.RoleStandby {
 		t.Fatalf("eu's DR node on a standby database: role %s", r)
 	}
-	app, err := region.CreateClient(context.Background(), euStore, f.codec(), "eu", region.ClientSpec{Name: "app-eu",
-		RedirectURIs: []string{appRedirect}, FirstParty: true,
+	app, err := region.CreateClient(context.Background(), euStore, f.Codec(), "eu", region.ClientSpec{Name: "app-eu",
+		RedirectURIs: []string{fedtest.AppRedirect}, FirstParty: true,
 		GrantTypes: []string{region.GrantAuthorizationCode, region.GrantRefreshToken, region.GrantClientCredentials},
 		Scopes:     []string{region.ScopeIntrospect, region.ScopeDereference}})
 	if err != nil {
@@ -94,7 +88,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	// certainly acknowledged); four are mid-request when it strikes.
 	workers := make([]*drWorker, 6)
 	for i := range workers {
-		tok := f.tokens("eu", app, "dee")
+		tok := f.Tokens("eu", app, "dee")
 		workers[i] = &drWorker{current: tok["refresh_token"].(string), access: []string{tok["access_token"].(string)}}
 		if i < 2 {
 			workers[i].limit = 5
@@ -111,7 +105,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c, base := f.at("eu")
+			c, base := f.At("eu")
 			c.Timeout = 5 * time.Second
 			for {
 				select {
@@ -136,7 +130,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 			}
 		}()
 	}
-	waitFor(t, 15*time.Second, "40 rotations under load", func() bool { mu.Lock(); defer mu.Unlock(); return rotations >= 40 })
+	fedtest.EventuallyWithin(t, 15*time.Second, "40 rotations under load", func() bool { mu.Lock(); defer mu.Unlock(); return rotations >= 40 })
 	primary.Crash()
 	euProc.kill()
 	close(stop)
@@ -149,8 +143,8 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 
 	// Runbook step 1 (continued): the DR site serves reads on its standby
 	// and refuses writes; its /readyz says "standby".
-	dr, drBase := f.at("eu/dr")
-	drSite := "http://" + f.cfg.Upstream(*f.cfg.Regions[0].DR)
+	dr, drBase := f.At("eu/dr")
+	drSite := "http://" + f.Cfg.Upstream(*f.Cfg.Regions[0].DR)
 	if s, body := get(t, dr, drSite+"/readyz"); s != http.StatusServiceUnavailable || !strings.Contains(body, "standby") {
 		t.Fatalf("DR /readyz on a standby: %d %s (GeoDNS must not fail over to it before promotion)", s, body)
 	}
@@ -159,7 +153,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	}
 	for _, w := range workers {
 		for _, at := range w.access {
-			if s, m := f.introspect("eu/dr", app, at); s != http.StatusOK || m["active"] != true {
+			if s, m := f.Introspect("eu/dr", app, at); s != http.StatusOK || m["active"] != true {
 				t.Fatalf("an acknowledged access token at the standby DR site: %d %v", s, m)
 			}
 		}
@@ -171,7 +165,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 		!strings.Contains(string(body), `"temporarily_unavailable"`) {
 		t.Fatalf("refresh at the standby DR site: %d Retry-After=%q %s", resp.StatusCode, resp.Header.Get("Retry-After"), body)
 	}
-	resp = get2(t, dr, authURL(drBase, app, "v-"+strings.Repeat("x", 43)))
+	resp = get2(t, dr, fedtest.AuthURL(drBase, app, "v-"+strings.Repeat("x", 43)))
 	body, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/html") ||
@@ -186,7 +180,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	if g.Holder != "eu-dr.id.localhost" || g.Number < 2 {
 		t.Fatalf("generation after promotion: %+v", g)
 	}
-	waitFor(t, 10*time.Second, "the DR node to become primary", func() bool { return f.nodes["eu/dr"].Role() == region.RolePrimary })
+	fedtest.EventuallyWithin(t, 10*time.Second, "the DR node to become primary", func() bool { return f.Nodes["eu/dr"].Role() == region.RolePrimary })
 	if s, body := get(t, dr, drSite+"/readyz"); s != http.StatusOK {
 		t.Fatalf("DR /readyz after promotion: %d %s", s, body)
 	}
@@ -213,19 +207,19 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	if len(preFailover) < 2 {
 		t.Fatalf("only %d refresh tokens rotated at the DR site", len(preFailover))
 	}
-	if _, err := region.CreateUser(context.Background(), f.nodes["eu/dr"].Store, region.UserSpec{Username: "eve",
+	if _, err := region.CreateUser(context.Background(), f.Nodes["eu/dr"].Store, region.UserSpec{Username: "eve",
 		Password: "password-eve", Claims: map[string]string{"name": "eve"}}); err != nil {
 		t.Fatal(err)
 	}
-	eve := f.tokens("eu/dr", app, "eve")
+	eve := f.Tokens("eu/dr", app, "eve")
 	drAccess = append(drAccess, eve["access_token"].(string))
 
 	// Runbook step 4, "The old primary returns": its process asks the DR
 	// site for its generation before it serves and fences itself.
 	primary.Start()
 	euProc = startRegionalProc(t, f, "eu", false)
-	euSite := "http://" + f.cfg.Upstream(eu.Site)
-	euc, euBase := f.at("eu")
+	euSite := "http://" + f.Cfg.Upstream(eu.Site)
+	euc, euBase := f.At("eu")
 	if s, body := get(t, euc, euSite+"/readyz"); s != http.StatusServiceUnavailable || !strings.Contains(body, "fenced") {
 		t.Fatalf("old primary /readyz: %d %s", s, body)
 	}
@@ -236,7 +230,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 		}
 		_ = w
 	}
-	if s, m := f.introspect("eu", app, eve["access_token"].(string)); s != http.StatusServiceUnavailable {
+	if s, m := f.Introspect("eu", app, eve["access_token"].(string)); s != http.StatusServiceUnavailable {
 		t.Fatalf("introspection at the fenced old primary: %d %v", s, m)
 	}
 	if gen, err := siteGeneration(f, false); err != nil || gen.FencedBy != g.Number || gen.FencedHolder != g.Holder {
@@ -245,7 +239,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 
 	// Nothing the DR site acknowledged is lost; nothing rotated is revived.
 	for _, at := range drAccess {
-		if s, m := f.introspect("eu/dr", app, at); s != http.StatusOK || m["active"] != true {
+		if s, m := f.Introspect("eu/dr", app, at); s != http.StatusOK || m["active"] != true {
 			t.Fatalf("an access token issued at the DR site: %d %v", s, m)
 		}
 	}
@@ -268,18 +262,18 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	euProc.kill()
 	primary.Stop()
 	rebuilt := standby.Standby(t)
-	f.cfg.Regions[0].Database = rebuilt.URL()
+	f.Cfg.Regions[0].Database = rebuilt.URL()
 	startRegionalProc(t, f, "eu", false) // runs until the test ends
 	if s, body := get(t, euc, euSite+"/readyz"); s != http.StatusServiceUnavailable || !strings.Contains(body, "standby") {
 		t.Fatalf("eu rebuilt from the DR site: /readyz %d %s, want standby", s, body)
 	}
 	// eve (created at the DR site) is there; the families the replays
 	// revoked at the DR site are revoked here too.
-	if s, m := f.introspect("eu", app, eve["access_token"].(string)); s != http.StatusOK || m["active"] != true {
+	if s, m := f.Introspect("eu", app, eve["access_token"].(string)); s != http.StatusOK || m["active"] != true {
 		t.Fatalf("eve's access token (DR site) at the rebuilt eu standby: %d %v", s, m)
 	}
 	for _, at := range drAccess[:len(drAccess)-1] {
-		if s, m := f.introspect("eu", app, at); s != http.StatusOK || m["active"] != false {
+		if s, m := f.Introspect("eu", app, at); s != http.StatusOK || m["active"] != false {
 			t.Fatalf("an access token of a family revoked at the DR site, at the rebuilt eu standby: %d %v", s, m)
 		}
 	}
@@ -287,17 +281,17 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	// Runbook step 6, "Fail back": stop the DR site's nodes, `regional
 	// promote --region eu`, start the DR nodes again: they find themselves
 	// fenced by eu's new generation.
-	f.halt("eu/dr")
+	f.Halt("eu/dr")
 	g3 := promote(t, f, false)
 	if g3.Number != g.Number+1 || g3.Holder != "eu.id.localhost" {
 		t.Fatalf("generation after failback: %+v (DR held %+v)", g3, g)
 	}
-	waitFor(t, 20*time.Second, "eu's node to become primary", func() bool {
+	fedtest.EventuallyWithin(t, 20*time.Second, "eu's node to become primary", func() bool {
 		s, _ := get(t, euc, euSite+"/readyz")
 		return s == http.StatusOK
 	})
-	f.start("eu/dr")
-	if r := f.nodes["eu/dr"].Role(); r != region.RoleFenced {
+	f.Start("eu/dr")
+	if r := f.Nodes["eu/dr"].Role(); r != region.RoleFenced {
 		t.Fatalf("the DR site after failback: role %s, want fenced", r)
 	}
 	s, tok := postToken(euc, euBase, app, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {eve["refresh_token"].(string)}})
@@ -314,15 +308,15 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	// Runbook step 6 (continued): rebuild the DR site as a standby of the
 	// new primary (step 5 with the roles swapped); its nodes come up as
 	// standbys serving what eu accepted.
-	f.halt("eu/dr")
+	f.Halt("eu/dr")
 	standby.Stop()
 	newStandby := rebuilt.Standby(t)
-	f.cfg.Regions[0].DR.Database = newStandby.URL()
-	f.start("eu/dr")
-	if r := f.nodes["eu/dr"].Role(); r != region.RoleStandby {
+	f.Cfg.Regions[0].DR.Database = newStandby.URL()
+	f.Start("eu/dr")
+	if r := f.Nodes["eu/dr"].Role(); r != region.RoleStandby {
 		t.Fatalf("the DR site rebuilt from eu: role %s, want standby", r)
 	}
-	if s, m := f.introspect("eu/dr", app, tok["access_token"].(string)); s != http.StatusOK || m["active"] != true {
+	if s, m := f.Introspect("eu/dr", app, tok["access_token"].(string)); s != http.StatusOK || m["active"] != true {
 		t.Fatalf("an access token eu issued after failback, at the rebuilt DR standby: %d %v", s, m)
 	}
 	t.Logf("failed back: eu holds generation %d and took a DR-issued refresh token; DR rebuilt as a standby; total %s",
@@ -334,33 +328,27 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 // would, and waits until its public /healthz answers (its role, primary,
 // standby or fenced, is then settled). The process is killed (SIGKILL)
 // with kill or when the test ends.
-func startRegionalProc(t *testing.T, f *federation, id string, dr bool) *proc {
+func startRegionalProc(t *testing.T, f *fedtest.Federation, id string, dr bool) *proc {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "regions.yaml")
-	if err := os.WriteFile(path, []byte(configYAML(f.cfg)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := fedtest.ConfigFile(t, f.Cfg)
 	argv := []string{filepath.Join(binaries(t), "regional"), "serve", "--config", path, "--region", id}
-	r, _ := f.cfg.Region(id)
+	r, _ := f.Cfg.Region(id)
 	site := r.Site
 	if dr {
 		argv = append(argv, "--dr")
 		site = *r.DR
 	}
 	p := newProc(t, "regional serve "+id, argv...)
-	p.readyURL = "http://" + f.cfg.Upstream(site) + "/healthz"
+	p.readyURL = "http://" + f.Cfg.Upstream(site) + "/healthz"
 	p.start()
 	return p
 }
 
 // promote runs `regional promote --region eu [--dr]` on the configuration
 // the last process was started with and returns the generation it claimed.
-func promote(t *testing.T, f *federation, dr bool) store.Generation {
+func promote(t *testing.T, f *fedtest.Federation, dr bool) store.Generation {
 	t.Helper()
-	path := filepath.Join(t.TempDir(), "regions.yaml")
-	if err := os.WriteFile(path, []byte(configYAML(f.cfg)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := fedtest.ConfigFile(t, f.Cfg)
 	args := []string{"promote", "--config", path, "--region", "eu"}
 	if dr {
 		args = append(args, "--dr")
@@ -381,9 +369,9 @@ func promote(t *testing.T, f *federation, dr bool) store.Generation {
 
 // siteGeneration reads the fencing generation record of eu's primary or
 // DR site database.
-func siteGeneration(f *federation, dr bool) (store.Generation, error) {
-	eu, _ := f.cfg.Region("eu")
-	st, _, err := node.OpenSiteStore(context.Background(), eu, dr, f.cfg.DataDir)
+func siteGeneration(f *fedtest.Federation, dr bool) (store.Generation, error) {
+	eu, _ := f.Cfg.Region("eu")
+	st, _, err := node.OpenSiteStore(context.Background(), eu, dr, f.Cfg.DataDir)
 	if err != nil {
 		return store.Generation{}, err
 	}
@@ -393,42 +381,6 @@ func siteGeneration(f *federation, dr bool) (store.Generation, error) {
 		return store.Generation{}, fmt.Errorf("eu's store has no generation")
 	}
 	return repl.Generation(context.Background())
-}
-
-// configYAML writes cfg as a regions.yaml (the keys an in-process
-// federation sets), so a binary and the in-process nodes share one
-// configuration and one data_dir (development keys included).
-func configYAML(cfg *config.Config) string {
-	var b strings.Builder
-	q := strconv.Quote
-	list := func(xs []string) string {
-		out := make([]string, len(xs))
-		for i, x := range xs {
-			out[i] = q(x)
-		}
-		return "[" + strings.Join(out, ", ") + "]"
-	}
-	fd := cfg.Federation
-	fmt.Fprintf(&b, "data_dir: %s\nfederation:\n  global_host: %s\n  scheme: %s\n  port: %d\n  cookie_domain: %s\n  topology: %s\n"+
-		"  connect_timeout: %s\n  request_timeout: %s\n  drain_period: 0s\n",
-		q(cfg.DataDir), fd.GlobalHost, fd.Scheme, fd.Port, fd.CookieDomain, fd.Topology, fd.ConnectTimeout, fd.RequestTimeout)
-	site := func(indent string, s config.Site) {
-		fmt.Fprintf(&b, "%shost: %s\n%slisten: %s\n%saddresses: %s\n%sdatabase: %s\n",
-			indent, s.Host, indent, q(s.Listen), indent, list(s.Addresses), indent, q(s.Database))
-	}
-	b.WriteString("regions:\n")
-	for _, r := range cfg.Regions {
-		fmt.Fprintf(&b, "  - id: %s\n", r.ID)
-		site("    ", r.Site)
-		fmt.Fprintf(&b, "    proximity: %s\n", list(r.Proximity))
-		if r.DR != nil {
-			b.WriteString("    dr:\n")
-			site("      ", *r.DR)
-		}
-	}
-	fmt.Fprintf(&b, "hub:\n  host: %s\n  listen: %s\n  addresses: %s\ntelemetry:\n  log_level: info\n",
-		cfg.Hub.Host, q(cfg.Hub.Listen), list(cfg.Hub.Addresses))
-	return b.String()
 }
 
 // postToken posts a token request with app's credentials.
@@ -471,16 +423,4 @@ func get(t *testing.T, c *http.Client, u string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
-}
-
-// waitFor polls cond until it holds or the deadline passes.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

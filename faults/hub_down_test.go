@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"golang.org/x/oauth2"
 
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/oidctest"
 )
 
@@ -26,7 +27,7 @@ import (
 type binFederation struct {
 	t     *testing.T
 	bin   string
-	cfg   binConfig
+	cfg   fedtest.BinConfig
 	nodes map[string]*proc // "eu", "us", "ap", "hub", "redis"
 	apps  map[string]binClient
 }
@@ -63,12 +64,12 @@ func startBinFederation(t *testing.T) *binFederation {
 	rp, raddr := privateRedis(t)
 	f.nodes["redis"] = rp
 	rp.start()
-	f.cfg = writeBinConfig(t, "", "redis://"+raddr+"/0")
+	f.cfg = fedtest.WriteConfig(t, fedtest.BinOptions{Redis: "redis://" + raddr + "/0"})
 	for _, id := range []string{"eu", "us", "ap"} {
 		if _, err := f.regional(id, "", "migrate"); err != nil {
 			t.Fatal(err)
 		}
-		out, err := f.regional(id, "", "clients", "add", "--redirect-uri", appRedirect, "--first-party", "--json")
+		out, err := f.regional(id, "", "clients", "add", "--redirect-uri", fedtest.AppRedirect, "--first-party", "--json")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,12 +78,12 @@ func startBinFederation(t *testing.T) *binFederation {
 			t.Fatal(err)
 		}
 		f.apps[id] = c
-		p := newProc(t, "regional serve "+id, filepath.Join(f.bin, "regional"), "serve", "--config", f.cfg.path, "--region", id)
-		p.readyURL = fmt.Sprintf("http://%s:%d/readyz", siteIP(id), f.cfg.port)
+		p := newProc(t, "regional serve "+id, filepath.Join(f.bin, "regional"), "serve", "--config", f.cfg.Path, "--region", id)
+		p.readyURL = fmt.Sprintf("http://%s:%d/readyz", fedtest.SiteIP(id), f.cfg.Port)
 		f.nodes[id] = p
 	}
-	h := newProc(t, "hub serve", filepath.Join(f.bin, "hub"), "serve", "--config", f.cfg.path)
-	h.readyURL = fmt.Sprintf("http://%s:%d/readyz", siteIP("hub"), f.cfg.port)
+	h := newProc(t, "hub serve", filepath.Join(f.bin, "hub"), "serve", "--config", f.cfg.Path)
+	h.readyURL = fmt.Sprintf("http://%s:%d/readyz", fedtest.SiteIP("hub"), f.cfg.Port)
 	f.nodes["hub"] = h
 	for _, n := range []string{"hub", "eu", "us", "ap"} {
 		f.nodes[n].start()
@@ -92,7 +93,7 @@ func startBinFederation(t *testing.T) *binFederation {
 
 // regional runs `regional <args> --config … --region id`.
 func (f *binFederation) regional(id, stdin string, args ...string) (string, error) {
-	return runBin(filepath.Join(f.bin, "regional"), stdin, append(args, "--config", f.cfg.path, "--region", id)...)
+	return runBin(filepath.Join(f.bin, "regional"), stdin, append(args, "--config", f.cfg.Path, "--region", id)...)
 }
 
 // addUser runs `regional users add` (password "pw-<name>") and fails the
@@ -105,7 +106,7 @@ func (f *binFederation) addUser(id, name string) {
 
 // reconcile runs `hub reconcile` (a dry run) and returns its report.
 func (f *binFederation) reconcile() (string, error) {
-	return runBin(filepath.Join(f.bin, "hub"), "", "reconcile", "--config", f.cfg.path)
+	return runBin(filepath.Join(f.bin, "hub"), "", "reconcile", "--config", f.cfg.Path)
 }
 
 // noDrift reports whether a reconcile report shows every region listed,
@@ -142,11 +143,11 @@ func (f *binFederation) waitNoDrift(step string) string {
 
 // browser is a browser whose global host resolves to region entry.
 func (f *binFederation) browser(entry string) (*oidctest.Browser, string) {
-	res := oidctest.NewResolver(map[string]string{"id.localhost": siteIP(entry), "hub.id.localhost": siteIP("hub")})
+	res := oidctest.NewResolver(map[string]string{"id.localhost": fedtest.SiteIP(entry), "hub.id.localhost": fedtest.SiteIP("hub")})
 	for _, id := range []string{"eu", "us", "ap"} {
-		res.Set(id+".id.localhost", siteIP(id))
+		res.Set(id+".id.localhost", fedtest.SiteIP(id))
 	}
-	return oidctest.NewBrowser(f.t, res.Client().Transport), "http://id.localhost:" + strconv.Itoa(f.cfg.port)
+	return oidctest.NewBrowser(f.t, res.Client().Transport), "http://id.localhost:" + strconv.Itoa(f.cfg.Port)
 }
 
 // login signs name in to region app's application through the global host
@@ -157,11 +158,11 @@ func (f *binFederation) login(entry, app, name string) {
 	b, base := f.browser(entry)
 	c := f.apps[app]
 	v := oauth2.GenerateVerifier()
-	q := url.Values{"client_id": {c.ID}, "response_type": {"code"}, "redirect_uri": {appRedirect}, "scope": {"openid"}, "state": {"s"},
+	q := url.Values{"client_id": {c.ID}, "response_type": {"code"}, "redirect_uri": {fedtest.AppRedirect}, "scope": {"openid"}, "state": {"s"},
 		"code_challenge": {oauth2.S256ChallengeFromVerifier(v)}, "code_challenge_method": {"S256"}}
-	loc := b.Login(base+"/authorize?"+q.Encode(), appRedirect, name, "password-"+name)
+	loc := b.Login(base+"/authorize?"+q.Encode(), fedtest.AppRedirect, name, "password-"+name)
 	s, oe, _ := oidctest.PostForm(t, b.C, base+"/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {loc.Query().Get("code")},
-		"redirect_uri": {appRedirect}, "code_verifier": {v}}, c.ID, c.Secret)
+		"redirect_uri": {fedtest.AppRedirect}, "code_verifier": {v}}, c.ID, c.Secret)
 	if s != 200 {
 		t.Fatalf("%s's code at %s: %d %+v", name, entry, s, oe)
 	}
@@ -179,15 +180,15 @@ func (f *binFederation) crossRegionPage(step, entry, app, name string, followToH
 	c := f.apps[app]
 	for blind := 0; ; blind++ {
 		b, base := f.browser(entry)
-		q := url.Values{"client_id": {c.ID}, "response_type": {"code"}, "redirect_uri": {appRedirect}, "scope": {"openid"}, "state": {"s"},
+		q := url.Values{"client_id": {c.ID}, "response_type": {"code"}, "redirect_uri": {fedtest.AppRedirect}, "scope": {"openid"}, "state": {"s"},
 			"code_challenge": {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())}, "code_challenge_method": {"S256"}}
-		p := oidctest.ReadPage(b.Follow(b.Get(base+"/authorize?"+q.Encode()), oidctest.StopAt(appRedirect)))
+		p := oidctest.ReadPage(b.Follow(b.Get(base+"/authorize?"+q.Encode()), oidctest.StopAt(fedtest.AppRedirect)))
 		if p.Status != 200 || !strings.Contains(p.Body, `name="username"`) {
 			t.Fatalf("%s: login page: %d", step, p.Status)
 		}
 		resp := b.Submit(p, url.Values{"username": {name}})
 		if followToHub {
-			resp = b.Follow(resp, oidctest.StopAt(appRedirect))
+			resp = b.Follow(resp, oidctest.StopAt(fedtest.AppRedirect))
 		}
 		if loc, err := resp.Location(); err == nil && strings.HasPrefix(loc.Host, "hub.id.localhost") {
 			resp.Body.Close()

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/oidctest"
 	"github.com/meridian-id/meridian/internal/timingstat"
 	"github.com/meridian-id/meridian/region"
@@ -32,10 +33,10 @@ type sourceBrowser struct {
 	mu    sync.Mutex
 }
 
-func (f *federation) browserFrom(t testing.TB, source, entry string) *sourceBrowser {
-	sb := &sourceBrowser{hosts: map[string]string{"id.localhost": siteIP(entry)}}
+func browserFrom(t testing.TB, f *fedtest.Federation, source, entry string) *sourceBrowser {
+	sb := &sourceBrowser{hosts: map[string]string{"id.localhost": fedtest.SiteIP(entry)}}
 	for _, id := range []string{"eu", "us", "ap"} {
-		sb.hosts[id+".id.localhost"] = siteIP(id)
+		sb.hosts[id+".id.localhost"] = fedtest.SiteIP(id)
 	}
 	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}
 	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
@@ -61,7 +62,7 @@ func (f *federation) browserFrom(t testing.TB, source, entry string) *sourceBrow
 // would be after the DNS change).
 func (sb *sourceBrowser) steer(entry string) {
 	sb.mu.Lock()
-	sb.hosts["id.localhost"] = siteIP(entry)
+	sb.hosts["id.localhost"] = fedtest.SiteIP(entry)
 	sb.mu.Unlock()
 	sb.tr.CloseIdleConnections()
 }
@@ -70,9 +71,9 @@ func (sb *sourceBrowser) steer(entry string) {
 // password page (the local user "probe" entered on the identifier page;
 // a name unknown to the region would be sent to the hub). The password
 // form carries the username, so attempts may name anyone.
-func (f *federation) passwordPage(t testing.TB, b *sourceBrowser, app region.RegisteredClient) oidctest.Page {
-	_, base := f.at("eu")
-	p := oidctest.ReadPage(b.Follow(b.Get(authURL(base, app, oauth2.GenerateVerifier())), oidctest.StopAt(appRedirect)))
+func passwordPage(t testing.TB, f *fedtest.Federation, b *sourceBrowser, app region.RegisteredClient) oidctest.Page {
+	_, base := f.At("eu")
+	p := oidctest.ReadPage(b.Follow(b.Get(fedtest.AuthURL(base, app, oauth2.GenerateVerifier())), oidctest.StopAt(fedtest.AppRedirect)))
 	if p.Status != 200 || !strings.Contains(p.Body, `name="username"`) {
 		t.Fatalf("login page: %d %s", p.Status, p.Body)
 	}
@@ -98,16 +99,16 @@ func attempt(b *sourceBrowser, p oidctest.Page, username, password string) (oidc
 // one address, every further attempt from it is 429 while other addresses
 // are unaffected.
 func TestAbuseLoginBruteForce(t *testing.T) {
-	f := startFederation(t, fedOptions{})
-	app := f.client("eu")
-	f.user("eu", "probe")
-	f.user("eu", "max")
-	f.user("eu", "nia")
+	f := startFederation(t, fedtest.Options{})
+	app := f.Client("eu")
+	f.User("eu", "probe")
+	f.User("eu", "max")
+	f.User("eu", "nia")
 
 	// Per identifier, with the attempts entering through us (the global
 	// host steered to us mid-login: the router sends them to eu).
-	a := f.browserFrom(t, "127.0.2.1", "eu")
-	p := f.passwordPage(t, a, app)
+	a := browserFrom(t, f, "127.0.2.1", "eu")
+	p := passwordPage(t, f, a, app)
 	a.steer("us")
 	for i := 1; i <= 10; i++ {
 		p, _ = attempt(a, p, "max", fmt.Sprintf("guess-%d", i))
@@ -119,18 +120,18 @@ func TestAbuseLoginBruteForce(t *testing.T) {
 	if next.Status != http.StatusTooManyRequests {
 		t.Fatalf("11th attempt for max (right password): %d, want 429", next.Status)
 	}
-	b := f.browserFrom(t, "127.0.2.2", "eu")
-	if next, _ := attempt(b, f.passwordPage(t, b, app), "max", "password-max"); next.Status != http.StatusTooManyRequests {
+	b := browserFrom(t, f, "127.0.2.2", "eu")
+	if next, _ := attempt(b, passwordPage(t, f, b, app), "max", "password-max"); next.Status != http.StatusTooManyRequests {
 		t.Fatalf("max from another address: %d, want 429 (per-identifier limit)", next.Status)
 	}
 	// Another identifier from a fresh address still signs in.
-	if next, _ := attempt(b, f.passwordPage(t, b, app), "nia", "password-nia"); next.Status == http.StatusTooManyRequests || next.Status >= 400 {
+	if next, _ := attempt(b, passwordPage(t, f, b, app), "nia", "password-nia"); next.Status == http.StatusTooManyRequests || next.Status >= 400 {
 		t.Fatalf("nia from a fresh address: %d", next.Status)
 	}
 
 	// Per address: 30 failures over 30 identifiers, then 429 for anything.
-	c := f.browserFrom(t, "127.0.2.3", "eu")
-	p = f.passwordPage(t, c, app)
+	c := browserFrom(t, f, "127.0.2.3", "eu")
+	p = passwordPage(t, f, c, app)
 	for i := 1; i <= 30; i++ {
 		p, _ = attempt(c, p, fmt.Sprintf("nobody-%02d", i), "x")
 		if p.Status != 200 || !strings.Contains(p.Body, invalidCredentials) {
@@ -140,8 +141,8 @@ func TestAbuseLoginBruteForce(t *testing.T) {
 	if next, _ := attempt(c, p, "nia", "password-nia"); next.Status != http.StatusTooManyRequests {
 		t.Fatalf("31st attempt from one address: %d, want 429", next.Status)
 	}
-	d := f.browserFrom(t, "127.0.2.4", "eu")
-	if next, _ := attempt(d, f.passwordPage(t, d, app), "nobody-31", "x"); next.Status != 200 || !strings.Contains(next.Body, invalidCredentials) {
+	d := browserFrom(t, f, "127.0.2.4", "eu")
+	if next, _ := attempt(d, passwordPage(t, f, d, app), "nobody-31", "x"); next.Status != 200 || !strings.Contains(next.Body, invalidCredentials) {
 		t.Fatalf("another address after one hit its limit: %d", next.Status)
 	}
 }
@@ -151,12 +152,12 @@ func TestAbuseLoginBruteForce(t *testing.T) {
 // X-Forwarded-For), not per forwarding router, so one attacker cannot lock
 // every other proxied browser out of a region.
 func TestAbuseProxiedLoginLimitIsPerClient(t *testing.T) {
-	f := startFederation(t, fedOptions{})
-	app := f.client("eu")
-	f.user("eu", "probe")
-	f.user("eu", "vic")
-	a := f.browserFrom(t, "127.0.2.1", "eu")
-	p := f.passwordPage(t, a, app)
+	f := startFederation(t, fedtest.Options{})
+	app := f.Client("eu")
+	f.User("eu", "probe")
+	f.User("eu", "vic")
+	a := browserFrom(t, f, "127.0.2.1", "eu")
+	p := passwordPage(t, f, a, app)
 	a.steer("us")
 	for i := 1; i <= 30; i++ {
 		p, _ = attempt(a, p, fmt.Sprintf("nobody-%02d", i), "x")
@@ -167,8 +168,8 @@ func TestAbuseProxiedLoginLimitIsPerClient(t *testing.T) {
 	if next, _ := attempt(a, p, "vic", "password-vic"); next.Status != http.StatusTooManyRequests {
 		t.Fatalf("31st attempt from the attacker: %d, want 429", next.Status)
 	}
-	v := f.browserFrom(t, "127.0.2.2", "eu")
-	vp := f.passwordPage(t, v, app)
+	v := browserFrom(t, f, "127.0.2.2", "eu")
+	vp := passwordPage(t, f, v, app)
 	v.steer("us")
 	if next, _ := attempt(v, vp, "vic", "password-vic"); next.Status == http.StatusTooManyRequests {
 		t.Fatal("a victim proxied through the same router was locked out by another address's failures")
@@ -190,14 +191,14 @@ func TestAbuseEnumerationTiming(t *testing.T) {
 		t.Skip("the race detector slows argon2id ~10x and distorts timings; the claim is measured without -race")
 	}
 	const perClass, perSource, users = 1000, 25, 100
-	f := startFederation(t, fedOptions{})
-	app := f.client("eu")
-	f.user("eu", "probe")
+	f := startFederation(t, fedtest.Options{})
+	app := f.Client("eu")
+	f.User("eu", "probe")
 	var wg sync.WaitGroup
 	for w := range 2 {
 		wg.Go(func() {
 			for i := w; i < users; i += 2 {
-				f.user("eu", fmt.Sprintf("known-%03d", i))
+				f.User("eu", fmt.Sprintf("known-%03d", i))
 			}
 		})
 	}
@@ -211,8 +212,8 @@ func TestAbuseEnumerationTiming(t *testing.T) {
 	for w := range 2 {
 		wg.Go(func() {
 			for s := w; s < sources; s += 2 {
-				b := f.browserFrom(t, fmt.Sprintf("127.0.3.%d", s+1), "eu")
-				p := f.passwordPage(t, b, app)
+				b := browserFrom(t, f, fmt.Sprintf("127.0.3.%d", s+1), "eu")
+				p := passwordPage(t, f, b, app)
 				for i := range perSource {
 					n := s*perSource + i // 0 … 1999
 					name, class := fmt.Sprintf("ghost-%04d", n/2), &unknown

@@ -16,6 +16,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/meridian-id/meridian/federation/setup"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/routing"
 )
@@ -55,7 +56,7 @@ func (u *countingUpstream) redemptions(code string) int {
 // in-process TCP proxies (primary and DR address), each in front of eu's
 // real handler behind a request counter.
 type linkRig struct {
-	f              *federation
+	f              *fedtest.Federation
 	router         *routing.Router
 	front          *httptest.Server
 	primary, dr    *Proxy
@@ -65,10 +66,10 @@ type linkRig struct {
 }
 
 func newLinkRig(t *testing.T) *linkRig {
-	f := startFederation(t, fedOptions{})
+	f := startFederation(t, fedtest.Options{})
 	rig := &linkRig{f: f, requestTimeout: 800 * time.Millisecond, cooldown: 400 * time.Millisecond}
-	rig.upP = newCountingUpstream(t, f.nodes["eu"].Router)
-	rig.upDR = newCountingUpstream(t, f.nodes["eu"].Router)
+	rig.upP = newCountingUpstream(t, f.Nodes["eu"].Router)
+	rig.upDR = newCountingUpstream(t, f.Nodes["eu"].Router)
 	var err error
 	if rig.primary, err = NewProxy("127.0.0.1:0", rig.upP.srv.Listener.Addr().String()); err != nil {
 		t.Fatal(err)
@@ -78,15 +79,15 @@ func newLinkRig(t *testing.T) *linkRig {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rig.dr.Close() })
-	eu, _ := f.cfg.Region("eu")
+	eu, _ := f.Cfg.Region("eu")
 	local := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "served locally", http.StatusTeapot) // an eu artifact must never be served by us
 	})
-	kr := f.keyring("us")
+	kr := f.Keyring("us")
 	rig.router, err = routing.NewRouter(routing.RouterConfig{Local: "us",
-		Upstreams:      []routing.Upstream{{Region: "eu", URL: f.cfg.Issuer(eu), Addr: rig.primary.Addr(), DRAddr: rig.dr.Addr()}},
+		Upstreams:      []routing.Upstream{{Region: "eu", URL: f.Cfg.Issuer(eu), Addr: rig.primary.Addr(), DRAddr: rig.dr.Addr()}},
 		ConnectTimeout: 300 * time.Millisecond, RequestTimeout: rig.requestTimeout,
-		BreakerThreshold: 3, BreakerCooldown: rig.cooldown, HopKey: kr.Key, HopKeys: setup.HopKeys(kr)}, f.codec(), local, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		BreakerThreshold: 3, BreakerCooldown: rig.cooldown, HopKey: kr.Key, HopKeys: setup.HopKeys(kr)}, f.Codec(), local, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -132,9 +133,9 @@ func waitIdle(t *testing.T, p *Proxy) {
 func TestFaultSlowLinkDeadline(t *testing.T) {
 	rig := newLinkRig(t)
 	f := rig.f
-	app := f.client("eu")
-	f.user("eu", "lin")
-	tok := f.tokens("eu", app, "lin")
+	app := f.Client("eu")
+	f.User("eu", "lin")
+	tok := f.Tokens("eu", app, "lin")
 	at := tok["access_token"].(string)
 
 	if s, m, _ := rig.call(t, "/oauth/introspect", app, url.Values{"token": {at}}); s != 200 || m["active"] != true {
@@ -148,9 +149,9 @@ func TestFaultSlowLinkDeadline(t *testing.T) {
 
 	// A code redemption: sent once, the deadline holds, never repeated.
 	v := oauth2.GenerateVerifier()
-	code := f.login("eu", app, "lin", v)
+	code := f.Login("eu", app, "lin", v)
 	s, m, took := rig.call(t, "/oauth/token", app, url.Values{"grant_type": {"authorization_code"}, "code": {code},
-		"redirect_uri": {appRedirect}, "code_verifier": {v}})
+		"redirect_uri": {fedtest.AppRedirect}, "code_verifier": {v}})
 	if s != http.StatusServiceUnavailable || m["error"] != "temporarily_unavailable" {
 		t.Fatalf("code redemption over a slow link: %d %v", s, m)
 	}
@@ -186,9 +187,9 @@ func TestFaultSlowLinkDeadline(t *testing.T) {
 func TestFaultPartitionBreaker(t *testing.T) {
 	rig := newLinkRig(t)
 	f := rig.f
-	app := f.client("eu")
-	f.user("eu", "kai")
-	tok := f.tokens("eu", app, "kai")
+	app := f.Client("eu")
+	f.User("eu", "kai")
+	tok := f.Tokens("eu", app, "kai")
 	at := tok["access_token"].(string)
 	if s, m, _ := rig.call(t, "/oauth/introspect", app, url.Values{"token": {at}}); s != 200 || m["active"] != true {
 		t.Fatalf("healthy link: %d %v", s, m)
@@ -198,8 +199,8 @@ func TestFaultPartitionBreaker(t *testing.T) {
 	// is not retried at the DR site, because eu might have received it.
 	rig.primary.Cut()
 	v := oauth2.GenerateVerifier()
-	code := f.login("eu", app, "kai", v)
-	redeem := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {appRedirect}, "code_verifier": {v}}
+	code := f.Login("eu", app, "kai", v)
+	redeem := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {fedtest.AppRedirect}, "code_verifier": {v}}
 	if s, m, _ := rig.call(t, "/oauth/token", app, redeem); s != http.StatusServiceUnavailable || m["error"] != "temporarily_unavailable" {
 		t.Fatalf("code redemption over a cut link: %d %v", s, m)
 	}

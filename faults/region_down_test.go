@@ -15,12 +15,13 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/meridian-id/meridian/geodns"
+	"github.com/meridian-id/meridian/internal/fedtest"
 )
 
 // startGeoDNS serves the federation's GeoDNS on a free loopback UDP port.
 // Its health interval is an hour: the test drives rounds with CheckOnce.
-func startGeoDNS(t *testing.T, f *federation) (*geodns.Server, string) {
-	gc, err := geodns.FromConfig(f.cfg)
+func startGeoDNS(t *testing.T, f *fedtest.Federation) (*geodns.Server, string) {
+	gc, err := geodns.FromConfig(f.Cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -70,16 +71,16 @@ func lookupA(t *testing.T, addr, name string) []string {
 // and then fail closed with 503 temporarily_unavailable (never active:true);
 // us's artifacts are served without a single error throughout.
 func TestFaultRegionDown(t *testing.T) {
-	f := startFederation(t, fedOptions{euDR: true, dnsSubnets: true})
+	f := startFederation(t, fedtest.Options{DR: true, DNS: true})
 	dnsSrv, dnsAddr := startGeoDNS(t, f)
-	euApp, usApp := f.client("eu"), f.client("us")
-	f.user("eu", "eve")
-	f.user("us", "sam")
-	euTok := f.tokens("eu", euApp, "eve")
-	usTok := f.tokens("us", usApp, "sam")
+	euApp, usApp := f.Client("eu"), f.Client("us")
+	f.User("eu", "eve")
+	f.User("us", "sam")
+	euTok := f.Tokens("eu", euApp, "eve")
+	usTok := f.Tokens("us", usApp, "sam")
 	ctx := context.Background()
 	health := dnsSrv.Health()
-	fall := f.cfg.DNS.Health.Fall
+	fall := f.Cfg.DNS.Health.Fall
 
 	expect := func(step, name string, want ...string) {
 		t.Helper()
@@ -96,12 +97,12 @@ func TestFaultRegionDown(t *testing.T) {
 	usOK := func(step string) {
 		t.Helper()
 		for _, entry := range []string{"us", "ap"} {
-			if s, m := f.introspect(entry, usApp, usTok["access_token"].(string)); s != 200 || m["active"] != true {
+			if s, m := f.Introspect(entry, usApp, usTok["access_token"].(string)); s != 200 || m["active"] != true {
 				t.Fatalf("%s: us token via %s: %d %v", step, entry, s, m)
 			}
 			usCalls++
 		}
-		s, oe, tok := f.token("ap", usApp, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {usTok["refresh_token"].(string)}})
+		s, oe, tok := f.Token("ap", usApp, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {usTok["refresh_token"].(string)}})
 		if s != 200 {
 			t.Fatalf("%s: us refresh via ap: %d %+v", step, s, oe)
 		}
@@ -111,7 +112,7 @@ func TestFaultRegionDown(t *testing.T) {
 	usOK("all healthy")
 
 	// eu's primary stops.
-	f.halt("eu")
+	f.Halt("eu")
 	for round := 1; round < fall; round++ {
 		health.CheckOnce(ctx)
 		expect("primary down, within the health window", "eu.id.localhost", "127.0.0.11")
@@ -120,10 +121,10 @@ func TestFaultRegionDown(t *testing.T) {
 	expect("primary down for Fall rounds", "eu.id.localhost", "127.0.0.21")
 	// Routed calls for eu artifacts reach the DR site (connection refused at
 	// the primary: nothing was sent, so even a refresh may fail over).
-	if s, m := f.introspect("us", usApp, euTok["access_token"].(string)); s != 200 || m["active"] != true {
+	if s, m := f.Introspect("us", usApp, euTok["access_token"].(string)); s != 200 || m["active"] != true {
 		t.Fatalf("eu token via us with eu's DR site up: %d %v", s, m)
 	}
-	s, oe, tok := f.token("ap", euApp, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {euTok["refresh_token"].(string)}})
+	s, oe, tok := f.Token("ap", euApp, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {euTok["refresh_token"].(string)}})
 	if s != 200 {
 		t.Fatalf("eu refresh via ap with eu's DR site up: %d %+v", s, oe)
 	}
@@ -131,21 +132,21 @@ func TestFaultRegionDown(t *testing.T) {
 	usOK("eu primary down")
 
 	// The DR site stops too: the whole region is gone.
-	f.halt("eu/dr")
+	f.Halt("eu/dr")
 	for range fall {
 		health.CheckOnce(ctx)
 	}
 	expect("eu and its DR site down", "id.localhost", "127.0.0.12") // eu's proximity list: us first
 	for _, entry := range []string{"us", "ap"} {
 		start := time.Now()
-		s, m := f.introspect(entry, usApp, euTok["access_token"].(string))
+		s, m := f.Introspect(entry, usApp, euTok["access_token"].(string))
 		if s != http.StatusServiceUnavailable || m["error"] != "temporarily_unavailable" || m["active"] != nil {
 			t.Fatalf("eu token via %s with eu down: %d %v", entry, s, m)
 		}
-		if d := time.Since(start); d > f.cfg.Federation.RequestTimeout+time.Second {
+		if d := time.Since(start); d > f.Cfg.Federation.RequestTimeout+time.Second {
 			t.Fatalf("eu token via %s: answered after %s", entry, d)
 		}
-		s, oe, _ := f.token(entry, euApp, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {euTok["refresh_token"].(string)}})
+		s, oe, _ := f.Token(entry, euApp, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {euTok["refresh_token"].(string)}})
 		if s != http.StatusServiceUnavailable || oe.Error != "temporarily_unavailable" {
 			t.Fatalf("eu refresh via %s with eu down: %d %+v", entry, s, oe)
 		}

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/federation/setup"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/routing"
 )
 
@@ -30,7 +32,7 @@ func TestFederatedCallbackAttacks(t *testing.T) {
 	f := newFed(t, options{topology: federation.TopologyHub})
 	f.addUser("us", "bob.smith", bobPassword, bobClaims())
 	f.waitResolves("bob.smith", "us")
-	a := f.newApp("eu", globalURL)
+	a := f.newApp("eu", f.globalURL())
 
 	refused := func(what string, p page) {
 		t.Helper()
@@ -42,11 +44,11 @@ func TestFederatedCallbackAttacks(t *testing.T) {
 	// Mix-up (RFC 9207): the hub's answer relabelled as coming from us.
 	b := f.newBrowser()
 	cb := callbackAt(t, b, a.start().url, federation.CallbackPath)
-	if cb.Query().Get("iss") != hubURL {
-		t.Fatalf("hub answer without iss=%s: %s", hubURL, cb)
+	if cb.Query().Get("iss") != f.hubURL() {
+		t.Fatalf("hub answer without iss=%s: %s", f.hubURL(), cb)
 	}
 	q := cb.Query()
-	q.Set("iss", regionIssuer("us"))
+	q.Set("iss", f.regionIssuer("us"))
 	forged := *cb
 	forged.RawQuery = q.Encode()
 	refused("iss mix-up", b.visit(forged.String()))
@@ -67,11 +69,11 @@ func TestFederatedCallbackAttacks(t *testing.T) {
 
 	// The hub's leg: its callback from us, replayed and forged.
 	hubCB := callbackAt(t, b, a.start().url, "/callback/us")
-	if hubCB.Query().Get("iss") != regionIssuer("us") {
+	if hubCB.Query().Get("iss") != f.regionIssuer("us") {
 		t.Fatalf("us answer without its iss: %s", hubCB)
 	}
 	q = hubCB.Query()
-	q.Set("iss", hubURL)
+	q.Set("iss", f.hubURL())
 	forged = *hubCB
 	forged.RawQuery = q.Encode()
 	refused("iss mix-up at the hub", b.visit(forged.String()))
@@ -95,7 +97,7 @@ func TestHubCallbackInAnotherBrowserLeavesLoginIntact(t *testing.T) {
 	f := newFed(t, options{topology: federation.TopologyHub})
 	f.addUser("us", "bob.smith", bobPassword, bobClaims())
 	f.waitResolves("bob.smith", "us")
-	a := f.newApp("eu", globalURL)
+	a := f.newApp("eu", f.globalURL())
 	victim, attacker := f.newBrowser(), f.newBrowser()
 	fl := a.start()
 	hubCB := callbackAt(t, victim, fl.url, "/callback/us")
@@ -123,19 +125,19 @@ func TestHubAuthorizeRejectsBadRequests(t *testing.T) {
 	b := f.newBrowser()
 	base := url.Values{"response_type": {"code"}, "scope": {"openid"}, "state": {"s"}, "nonce": {"n"},
 		"code_challenge": {"E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM"}, "code_challenge_method": {"S256"},
-		"client_id": {"region-eu"}, "redirect_uri": {regionIssuer("eu") + federation.CallbackPath}}
+		"client_id": {"region-eu"}, "redirect_uri": {f.regionIssuer("eu") + federation.CallbackPath}}
 	try := func(mod func(url.Values)) page {
 		v := url.Values{}
 		for k, vs := range base {
 			v[k] = append([]string(nil), vs...)
 		}
 		mod(v)
-		return b.visit(hubURL + "/authorize?" + v.Encode())
+		return b.visit(f.hubURL() + "/authorize?" + v.Encode())
 	}
 	for name, mod := range map[string]func(url.Values){
 		"unknown client":   func(v url.Values) { v.Set("client_id", "region-xx") },
 		"foreign redirect": func(v url.Values) { v.Set("redirect_uri", "http://evil.example/cb") },
-		"not the callback": func(v url.Values) { v.Set("redirect_uri", regionIssuer("eu")+"/authorize/callback") },
+		"not the callback": func(v url.Values) { v.Set("redirect_uri", f.regionIssuer("eu")+"/authorize/callback") },
 	} {
 		p := try(mod)
 		if p.out != nil || p.status < 400 || !strings.HasPrefix(p.header.Get("Content-Type"), "text/html") {
@@ -144,7 +146,7 @@ func TestHubAuthorizeRejectsBadRequests(t *testing.T) {
 	}
 	b.stopAt = func(u *url.URL) bool { return u.Path == federation.CallbackPath }
 	p := try(func(v url.Values) { v.Del("code_challenge"); v.Del("code_challenge_method") })
-	if p.out == nil || p.out.Query().Get("error") != "invalid_request" || p.out.Query().Get("iss") != hubURL {
+	if p.out == nil || p.out.Query().Get("error") != "invalid_request" || p.out.Query().Get("iss") != f.hubURL() {
 		t.Fatalf("missing PKCE: want an invalid_request redirect with iss, got %d %v", p.status, p.out)
 	}
 }
@@ -155,9 +157,9 @@ func TestHubAuthorizeRejectsBadRequests(t *testing.T) {
 // region tag. (Skipped until the router routes the federated callback.)
 func TestCallbackOnGlobalHostReachesEntryRegion(t *testing.T) {
 	f := newFed(t, options{topology: federation.TopologyHub})
-	probe, err := routing.NewRouter(routing.RouterConfig{Local: "us", Upstreams: []routing.Upstream{{Region: "eu", URL: regionIssuer("eu"), Addr: "127.0.0.1:1"}},
-		HopKey: f.fedKeys["us"], HopKeys: f.hopKeys()},
-		f.codec, http.NotFoundHandler(), discard(), nil)
+	probe, err := routing.NewRouter(routing.RouterConfig{Local: "us", Upstreams: []routing.Upstream{{Region: "eu", URL: f.regionIssuer("eu"), Addr: "127.0.0.1:1"}},
+		HopKey: f.fedKeys["us"], HopKeys: setup.HopKeys(f.Keyring("us"))},
+		f.codec, http.NotFoundHandler(), fedtest.Discard(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -168,14 +170,14 @@ func TestCallbackOnGlobalHostReachesEntryRegion(t *testing.T) {
 	}
 	f.addUser("us", "bob.smith", bobPassword, bobClaims())
 	f.waitResolves("bob.smith", "us")
-	a := f.newApp("eu", globalURL)
+	a := f.newApp("eu", f.globalURL())
 	b := f.newBrowser()
 	fl := a.start()
 	cb := callbackAt(t, b, fl.url, federation.CallbackPath)
 	if cb.Hostname() != globalHost {
 		t.Fatalf("callback on %s, want the global host the login began on", cb.Host)
 	}
-	f.routes.set(globalHost, f.regions["us"].addr) // GeoDNS now answers us
+	f.Resolver.Set(globalHost, fedtest.SiteIP("us")) // GeoDNS now answers us
 	p := b.visit(cb.String())
 	if p.out == nil {
 		t.Fatalf("callback through us: %d %s", p.status, p.body)
@@ -208,7 +210,7 @@ func TestHubBadInput(t *testing.T) {
 		{"POST", federation.ResolvePath, long, false},
 	}
 	for _, c := range cases {
-		req, _ := http.NewRequest(c.method, hubURL+c.path, strings.NewReader(c.body))
+		req, _ := http.NewRequest(c.method, f.hubURL()+c.path, strings.NewReader(c.body))
 		if c.body != "" {
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		}

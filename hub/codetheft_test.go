@@ -26,18 +26,18 @@ func TestLeakedHubCodeCannotBeBurned(t *testing.T) {
 	f := newFed(t, options{topology: federation.TopologyHub})
 	f.addUser("us", "bob.smith", bobPassword, bobClaims())
 	f.waitResolves("bob.smith", "us")
-	a := f.newApp("eu", globalURL)
+	a := f.newApp("eu", f.globalURL())
 	b := f.newBrowser()
 	fl := a.start()
 	cb := callbackAt(t, b, fl.url, federation.CallbackPath)
 	code := cb.Query().Get("code")
-	if code == "" || cb.Query().Get("iss") != hubURL {
+	if code == "" || cb.Query().Get("iss") != f.hubURL() {
 		t.Fatalf("hub answer to eu: %s", cb)
 	}
 	redirect := (&url.URL{Scheme: cb.Scheme, Host: cb.Host, Path: cb.Path}).String()
 	euClient := federation.RegionClientID("eu")
 	assertion := func(key *ecdsa.PrivateKey, clientID string) string {
-		s, err := federation.SignAssertion(key, clientID, []string{hubURL, hubURL + "/oauth/token"}, time.Now())
+		s, err := federation.SignAssertion(key, clientID, []string{f.hubURL(), f.hubURL() + "/oauth/token"}, time.Now())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -86,7 +86,7 @@ func TestLeakedHubCodeCannotBeBurned(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			for range 2 {
-				s, oe, m := oidctest.PostForm(t, f.client, hubURL+"/oauth/token", tc.form, tc.user, tc.pass)
+				s, oe, m := oidctest.PostForm(t, f.client, f.hubURL()+"/oauth/token", tc.form, tc.user, tc.pass)
 				if s != tc.status || oe.Error != tc.err || m["access_token"] != nil {
 					t.Fatalf("got %d %+v, want %d %s", s, oe, tc.status, tc.err)
 				}
@@ -101,7 +101,7 @@ func TestLeakedHubCodeCannotBeBurned(t *testing.T) {
 	}
 	a.finish(fl, p.out)
 	// Spent now, for everyone.
-	if s, oe, _ := oidctest.PostForm(t, f.client, hubURL+"/oauth/token", form(jwt(f.fedKeys["eu"], euClient)), "", ""); s != http.StatusBadRequest || oe.Error != "invalid_grant" {
+	if s, oe, _ := oidctest.PostForm(t, f.client, f.hubURL()+"/oauth/token", form(jwt(f.fedKeys["eu"], euClient)), "", ""); s != http.StatusBadRequest || oe.Error != "invalid_grant" {
 		t.Fatalf("redeemed code: %d %+v", s, oe)
 	}
 }

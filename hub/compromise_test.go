@@ -17,6 +17,7 @@ import (
 
 	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/hub"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/routing"
 )
 
@@ -30,6 +31,12 @@ func (l *lockedBuffer) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // audits returns the audit records of event in the log.
@@ -118,7 +125,7 @@ func TestCompromisedRegionCannotActAsAnotherParty(t *testing.T) {
 
 	t.Run("forged hop to us claiming to be ap", func(t *testing.T) {
 		get := func(hop string) int {
-			req, _ := http.NewRequest(http.MethodGet, regionIssuer("us")+"/internal/keys", nil)
+			req, _ := http.NewRequest(http.MethodGet, f.regionIssuer("us")+"/internal/keys", nil)
 			if hop != "" {
 				req.Header.Set(routing.HopHeader, hop)
 			}
@@ -148,13 +155,13 @@ func TestCompromisedRegionCannotActAsAnotherParty(t *testing.T) {
 
 	t.Run("eu as the hub's client at us", func(t *testing.T) {
 		id, _ := federation.HubClientID(f.codec, "us")
-		redirect := federation.HubRedirectURI(hubURL, "us")
-		code, verifier := f.issueCode(t, regionIssuer("us"), id, redirect, "/callback/us", "grace")
+		redirect := federation.HubRedirectURI(f.hubURL(), "us")
+		code, verifier := f.issueCode(t, f.regionIssuer("us"), id, redirect, "/callback/us", "grace")
 		form := func(signer string) url.Values {
 			v := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirect},
 				"code_verifier": {verifier}, "client_id": {id}}
 			if signer != "" {
-				a, err := federation.SignAssertion(f.fedKeys[signer], id, []string{regionIssuer("us")}, time.Now())
+				a, err := federation.SignAssertion(f.fedKeys[signer], id, []string{f.regionIssuer("us")}, time.Now())
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -166,21 +173,21 @@ func TestCompromisedRegionCannotActAsAnotherParty(t *testing.T) {
 		// Refused with an OAuth error (the provider library answers a bad
 		// assertion invalid_grant or invalid_client), and the code is left
 		// for its rightful client.
-		if st, e := f.postToken(t, regionIssuer("us"), form("eu")); st == http.StatusOK || (e != "invalid_client" && e != "invalid_grant") {
+		if st, e := f.postToken(t, f.regionIssuer("us"), form("eu")); st == http.StatusOK || (e != "invalid_client" && e != "invalid_grant") {
 			t.Errorf("eu-signed assertion: %d %q", st, e)
 		}
 		v := form("") // the secret the routing key used to derive for this client
 		v.Set("client_secret", f.codec.DeriveSecret("hub@us"))
-		if st, e := f.postToken(t, regionIssuer("us"), v); st != http.StatusUnauthorized || e != "invalid_client" {
+		if st, e := f.postToken(t, f.regionIssuer("us"), v); st != http.StatusUnauthorized || e != "invalid_client" {
 			t.Errorf("routing-key-derived secret: %d %q", st, e)
 		}
 		// Control: the same code, redeemed by the hub's own key.
-		if st, e := f.postToken(t, regionIssuer("us"), form(federation.PartyHub)); st != http.StatusOK {
+		if st, e := f.postToken(t, f.regionIssuer("us"), form(federation.PartyHub)); st != http.StatusOK {
 			t.Fatalf("control: the hub's own assertion: %d %q", st, e)
 		}
 		// The user-keys listing, with an eu-signed hub assertion.
-		authz, _ := federation.BearerAssertion(euKey, id, regionIssuer("us")+federation.UserKeysPath)
-		req, _ := http.NewRequest(http.MethodGet, regionIssuer("us")+federation.UserKeysPath, nil)
+		authz, _ := federation.BearerAssertion(euKey, id, f.regionIssuer("us")+federation.UserKeysPath)
+		req, _ := http.NewRequest(http.MethodGet, f.regionIssuer("us")+federation.UserKeysPath, nil)
 		req.Header.Set("Authorization", authz)
 		resp, err := f.client.Do(req)
 		if err != nil {
@@ -194,15 +201,15 @@ func TestCompromisedRegionCannotActAsAnotherParty(t *testing.T) {
 
 	t.Run("eu as us's client at the hub", func(t *testing.T) {
 		id := federation.RegionClientID("us")
-		redirect := regionIssuer("us") + federation.CallbackPath
+		redirect := f.regionIssuer("us") + federation.CallbackPath
 		// The hub takes a code on its first redemption attempt, whatever
 		// the client authentication, so each attempt gets its own code.
 		form := func(signer string) url.Values {
-			code, verifier := f.issueCode(t, hubURL, id, redirect, federation.CallbackPath, "ken") // a user the hub brokers for us: resident in ap
+			code, verifier := f.issueCode(t, f.hubURL(), id, redirect, federation.CallbackPath, "ken") // a user the hub brokers for us: resident in ap
 			v := url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirect},
 				"code_verifier": {verifier}, "client_id": {id}}
 			if signer != "" {
-				a, err := federation.SignAssertion(f.fedKeys[signer], id, []string{hubURL}, time.Now())
+				a, err := federation.SignAssertion(f.fedKeys[signer], id, []string{f.hubURL()}, time.Now())
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -211,16 +218,16 @@ func TestCompromisedRegionCannotActAsAnotherParty(t *testing.T) {
 			}
 			return v
 		}
-		if st, e := f.postToken(t, hubURL, form("eu")); st == http.StatusOK || (e != "invalid_client" && e != "invalid_grant") {
+		if st, e := f.postToken(t, f.hubURL(), form("eu")); st == http.StatusOK || (e != "invalid_client" && e != "invalid_grant") {
 			t.Errorf("eu-signed assertion as us: %d %q", st, e)
 		}
 		v := form("")
 		v.Set("client_secret", f.codec.DeriveSecret("region@hub|us"))
-		if st, e := f.postToken(t, hubURL, v); st == http.StatusOK || (e != "invalid_client" && e != "invalid_grant") {
+		if st, e := f.postToken(t, f.hubURL(), v); st == http.StatusOK || (e != "invalid_client" && e != "invalid_grant") {
 			t.Errorf("routing-key-derived secret: %d %q", st, e)
 		}
 		// Control: a code redeemed with us's own key.
-		if st, e := f.postToken(t, hubURL, form("us")); st != http.StatusOK {
+		if st, e := f.postToken(t, f.hubURL(), form("us")); st != http.StatusOK {
 			t.Fatalf("control: us's own assertion: %d %q", st, e)
 		}
 	})
@@ -287,7 +294,7 @@ func TestDoubleClaimHeldAsConflict(t *testing.T) {
 	f.waitResolves("ada", "us")
 	f.addUser("ap", "ada", bobPassword, bobClaims())
 	k, _ := f.hasher.Key("ada")
-	eventually(t, "the double claim held", func() bool {
+	fedtest.Eventually(t, "the double claim held", func() bool {
 		cs, err := f.broker.Conflicts(f.ctx)
 		return err == nil && len(cs) == 1 && cs[0].Key == k && cs[0].Holder == "us" && cs[0].Claimant == "ap"
 	})

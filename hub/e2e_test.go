@@ -21,7 +21,7 @@ func bobClaims() map[string]string {
 func crossRegionLogin(t *testing.T, f *fed) {
 	bob := f.addUser("us", "Bob.Smith", bobPassword, bobClaims())
 	f.waitResolves("bob.smith", "us")
-	a := f.newApp("eu", globalURL)
+	a := f.newApp("eu", f.globalURL())
 	b := f.newBrowser()
 
 	fl := a.start()
@@ -47,7 +47,7 @@ func crossRegionLogin(t *testing.T, f *fed) {
 	}
 	// Only the resident region holds the account (and its password hash).
 	for _, id := range regionIDs {
-		u, err := f.regions[id].st.GetUserByUsername(f.ctx, "bob.smith")
+		u, err := f.Nodes[id].Store.GetUserByUsername(f.ctx, "bob.smith")
 		switch {
 		case id == "us" && (err != nil || u.PasswordHash == ""):
 			t.Fatalf("us lost the user: %v", err)
@@ -57,7 +57,7 @@ func crossRegionLogin(t *testing.T, f *fed) {
 	}
 
 	// SSO: the next sign-in (a second application, in ap) needs no password.
-	a2 := f.newApp("ap", regionIssuer("ap"))
+	a2 := f.newApp("ap", f.regionIssuer("ap"))
 	fl2 := a2.start()
 	loc2, _ := b.login(fl2.url, "bob.smith", "")
 	if s2 := a2.finish(fl2, loc2); s2.idToken.Subject != fedSub {

@@ -25,15 +25,15 @@ import (
 func (f *fed) browserFrom(source string) *browser {
 	d := &net.Dialer{Timeout: 5 * time.Second, LocalAddr: &net.TCPAddr{IP: net.ParseIP(source)}}
 	tr := &http.Transport{DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-		host, _, err := net.SplitHostPort(addr)
+		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
 			return nil, err
 		}
-		to, ok := f.routes.lookup(host)
+		ip, ok := f.Resolver.Lookup(host)
 		if !ok {
-			return nil, fmt.Errorf("test routes: unknown host %s", host)
+			return nil, fmt.Errorf("test resolver: unknown host %s", host)
 		}
-		return d.DialContext(ctx, network, to)
+		return d.DialContext(ctx, network, net.JoinHostPort(ip, port))
 	}, DisableKeepAlives: true}
 	jar, _ := cookiejar.New(nil)
 	return &browser{t: f.t, f: f, c: &http.Client{Jar: jar, Transport: tr, Timeout: 20 * time.Second,
@@ -105,7 +105,7 @@ func TestCrossRegionEnumerationTiming(t *testing.T) {
 	for i := range knownUsers {
 		f.waitResolves(fmt.Sprintf("resident-%02d", i), "us")
 	}
-	a := f.newApp("eu", globalURL)
+	a := f.newApp("eu", f.globalURL())
 
 	// Names no region has whose decoy region is us, where the residents
 	// live: the attacker compares a resident's wrong password with an
@@ -172,7 +172,7 @@ func TestCrossRegionEnumerationTiming(t *testing.T) {
 	}
 	usernamePage := func(b *browser) page {
 		p := b.visit(a.start().url)
-		if p.status != http.StatusOK || !p.isUsername() || p.url.Host != globalHost {
+		if p.status != http.StatusOK || !p.isUsername() || p.url.Hostname() != globalHost {
 			t.Errorf("entry page at %s: %d", p.url, p.status)
 		}
 		return p
@@ -230,7 +230,7 @@ func TestCrossRegionEnumerationTiming(t *testing.T) {
 	start = time.Now()
 	eu, er := run(6, 2*usernameSamples, func(b *browser, n int, username string) (time.Duration, error) {
 		p, d := b.timed(usernamePage(b), url.Values{"username": {username}})
-		if p.status != http.StatusOK || !p.isPassword() || p.url.Host != globalHost || slices.Contains(p.hosts, hubHost) {
+		if p.status != http.StatusOK || !p.isPassword() || p.url.Hostname() != globalHost || slices.Contains(p.hosts, hubHost) {
 			return d, fmt.Errorf("entry username sample %d (%s): %d at %s (%v), want eu's own password page", n, username, p.status, p.url, p.hosts)
 		}
 		return d, nil
@@ -296,7 +296,7 @@ func TestDecoyRegionConsistentAcrossEntries(t *testing.T) {
 	}
 	apps := map[string]*app{}
 	for _, id := range regionIDs {
-		apps[id] = f.newApp(id, globalURL)
+		apps[id] = f.newApp(id, f.globalURL())
 	}
 	probe := func(entry, name string) (*browser, page) {
 		b := f.newBrowser()

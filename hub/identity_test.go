@@ -35,7 +35,7 @@ func identityBinding(t *testing.T, topology string) {
 	f := newFed(t, options{topology: topology})
 	alice := f.addUser("eu", "alice.w", bobPassword, map[string]string{"name": "Alice Victim", "email": "alice@example.org"})
 	f.waitResolves("alice.w", "eu")
-	a := f.newApp("eu", globalURL)
+	a := f.newApp("eu", f.globalURL())
 
 	// A row in us with alice's eu subject and a username of us's own.
 	hash, err := region.HashPassword(bobPassword)
@@ -43,11 +43,11 @@ func identityBinding(t *testing.T, topology string) {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
-	if err := f.regions["us"].st.CreateUser(f.ctx, store.User{ID: alice.ID, Username: "mallory", PasswordHash: hash,
+	if err := f.Nodes["us"].Store.CreateUser(f.ctx, store.User{ID: alice.ID, Username: "mallory", PasswordHash: hash,
 		Claims: map[string]string{"name": "Mallory"}, CreatedAt: now, UpdatedAt: now}); err != nil {
 		t.Fatal(err)
 	}
-	f.regions["us"].pusher.Notify()
+	f.Notify("us")
 	f.waitResolves("mallory", "us")
 	b := f.newBrowser()
 	fl := a.start()
@@ -63,7 +63,7 @@ func identityBinding(t *testing.T, topology string) {
 
 	// The claims endpoint answers hops only: a forged hop-from header
 	// from outside is stripped by the router.
-	req, _ := http.NewRequest(http.MethodPost, regionIssuer("us")+"/internal/claims",
+	req, _ := http.NewRequest(http.MethodPost, f.regionIssuer("us")+"/internal/claims",
 		strings.NewReader(url.Values{"sub": {alice.ID}, "scope": {"openid profile email"}}.Encode()))
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set(routing.HopFromHeader, "eu")

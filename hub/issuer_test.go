@@ -22,13 +22,13 @@ func TestIssuerAgreesWithHost(t *testing.T) {
 	for _, tc := range []struct {
 		name, issuer, user string
 	}{
-		{"global host, local user", globalURL, "ada.local"},
-		{"global host, user of another region", globalURL, "bob.smith"},
-		{"region host, local user", regionIssuer("eu"), "ada.local"},
-		{"region host, user of another region", regionIssuer("eu"), "bob.smith"},
-		{"another region's host, local user", regionIssuer("us"), "ada.local"},
-		{"another region's host, user of another region", regionIssuer("ap"), "bob.smith"},
-		{"the user's region's host, user of another region", regionIssuer("us"), "bob.smith"},
+		{"global host, local user", f.globalURL(), "ada.local"},
+		{"global host, user of another region", f.globalURL(), "bob.smith"},
+		{"region host, local user", f.regionIssuer("eu"), "ada.local"},
+		{"region host, user of another region", f.regionIssuer("eu"), "bob.smith"},
+		{"another region's host, local user", f.regionIssuer("us"), "ada.local"},
+		{"another region's host, user of another region", f.regionIssuer("ap"), "bob.smith"},
+		{"the user's region's host, user of another region", f.regionIssuer("us"), "bob.smith"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := f.newApp("eu", tc.issuer)

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/internal/fedtest"
 )
 
 // TestHubDown stops the hub: a resident login still works, a cross-region
@@ -17,8 +18,8 @@ func TestHubDown(t *testing.T) {
 	f := newFed(t, options{topology: federation.TopologyHub})
 	bob := f.addUser("us", "bob.smith", bobPassword, bobClaims())
 	f.waitResolves("bob.smith", "us")
-	appUS := f.newApp("us", regionIssuer("us"))
-	appEU := f.newApp("eu", globalURL)
+	appUS := f.newApp("us", f.regionIssuer("us"))
+	appEU := f.newApp("eu", f.globalURL())
 
 	f.stopHub()
 
@@ -45,7 +46,7 @@ func TestHubDown(t *testing.T) {
 
 	// A user created while the hub is down waits in ap's outbox.
 	f.addUser("ap", "carol", "another good password", map[string]string{"name": "Carol"})
-	pending, err := f.regions["ap"].st.PendingOutbox(f.ctx, 10)
+	pending, err := f.Nodes["ap"].Store.PendingOutbox(f.ctx, 10)
 	if err != nil || len(pending) == 0 {
 		t.Fatalf("ap outbox: %v, %v", pending, err)
 	}
@@ -55,8 +56,8 @@ func TestHubDown(t *testing.T) {
 
 	f.startHub()
 	f.waitResolves("carol", "ap")
-	eventually(t, "ap's outbox to drain", func() bool {
-		p, err := f.regions["ap"].st.PendingOutbox(f.ctx, 10)
+	fedtest.Eventually(t, "ap's outbox to drain", func() bool {
+		p, err := f.Nodes["ap"].Store.PendingOutbox(f.ctx, 10)
 		return err == nil && len(p) == 0
 	})
 
@@ -74,10 +75,8 @@ func TestResidentRegionDown(t *testing.T) {
 	f := newFed(t, options{topology: federation.TopologyHub})
 	f.addUser("ap", "dana", "dana's good password", nil)
 	f.waitResolves("dana", "ap")
-	a := f.newApp("eu", globalURL)
-	if err := f.regions["ap"].srv.Close(); err != nil {
-		t.Fatal(err)
-	}
+	a := f.newApp("eu", f.globalURL())
+	f.Halt("ap")
 	b := f.newBrowser()
 	p := b.submit(b.visit(a.start().url), url.Values{"username": {"dana"}})
 	if p.status != http.StatusServiceUnavailable || p.url.Hostname() != hubHost || !strings.Contains(p.body, federation.UnavailableMessage) {

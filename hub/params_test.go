@@ -35,7 +35,7 @@ func TestResidentRegionEnforcesRequestParameters(t *testing.T) {
 	f := newFed(t, options{topology: federation.TopologyHub})
 	f.addUser("us", "bob.smith", bobPassword, bobClaims())
 	f.waitResolves("bob.smith", "us")
-	a := f.newApp("eu", globalURL)
+	a := f.newApp("eu", f.globalURL())
 	b := f.newBrowser()
 
 	fl := a.start()
@@ -85,7 +85,7 @@ func TestResidentRegionEnforcesRequestParameters(t *testing.T) {
 			usAR = h[2]
 		}
 	}
-	if ar, err := f.regions["us"].st.GetAuthRequest(f.ctx, usAR); err != nil || strings.Join(ar.ACRValues, " ") != acrValues {
+	if ar, err := f.Nodes["us"].Store.GetAuthRequest(f.ctx, usAR); err != nil || strings.Join(ar.ACRValues, " ") != acrValues {
 		t.Fatalf("us's authorization request %q: acr_values %q (%v), want %q", usAR, ar.ACRValues, err, acrValues)
 	}
 	p = b.submit(pw, url.Values{"password": {bobPassword}})

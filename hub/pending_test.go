@@ -19,9 +19,9 @@ func TestAbandonedFederatedLoginsAreCapped(t *testing.T) {
 	f := newFed(t, options{topology: federation.TopologyHub})
 	f.addUser("us", "bob.smith", bobPassword, bobClaims())
 	f.waitResolves("bob.smith", "us")
-	a := f.newApp("eu", globalURL)
+	a := f.newApp("eu", f.globalURL())
 	b := f.newBrowser()
-	entry, _ := url.Parse(globalURL + "/")
+	entry, _ := url.Parse(f.globalURL() + "/")
 	pending := func() (n, size int) {
 		for _, c := range b.c.Jar.Cookies(entry) {
 			size += len(c.Name) + len(c.Value) + 3

@@ -35,7 +35,7 @@ func TestNoForeignPersonalDataAtEntry(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a := f.newApp("eu", globalURL)
+			a := f.newApp("eu", f.globalURL())
 			a.conf.Scopes = append(a.conf.Scopes, oidc.ScopeOfflineAccess, "phone")
 			b := f.newBrowser()
 			fl := a.start()

@@ -83,7 +83,7 @@ func mergeKeys(hs ...http.Header) map[string]bool {
 func unknownUserIndistinguishable(t *testing.T, f *fed, topology string) {
 	f.addUser("us", "bob.smith", bobPassword, bobClaims())
 	f.waitResolves("bob.smith", "us")
-	a := f.newApp("eu", globalURL)
+	a := f.newApp("eu", f.globalURL())
 
 	known := f.newBrowser()
 	pk := known.passwordPage(a.start().url, "bob.smith")
@@ -179,7 +179,7 @@ func TestPrivacyRedis(t *testing.T) {
 	// the resident claims) in Redis.
 	f.addUser("us", "Bob.Smith", bobPassword, bobClaims())
 	f.waitResolves("bob.smith", "us")
-	a := f.newApp("eu", globalURL)
+	a := f.newApp("eu", f.globalURL())
 	fl := a.start()
 	loc, _ := f.newBrowser().login(fl.url, "bob.smith", bobPassword)
 	a.finish(fl, loc)

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/internal/fedtest"
 )
 
 // The hub's trusted reverse proxy in TestHubLimitsBehindTrustedProxy: it
@@ -48,12 +49,12 @@ func TestHubLimitsBehindTrustedProxy(t *testing.T) {
 	f.waitResolves("bob.smith", "us")
 	// The hub's /login for bob.smith, as the entry region sends it.
 	b := f.newBrowser()
-	b.stopAt = func(u *url.URL) bool { return u.Host == hubHost && u.Path == "/login" }
-	loginURL, _ := b.login(f.newApp("eu", globalURL).start().url, "bob.smith", bobPassword)
-	if loginURL.Host != hubHost || loginURL.Path != "/login" {
+	b.stopAt = func(u *url.URL) bool { return u.Hostname() == hubHost && u.Path == "/login" }
+	loginURL, _ := b.login(f.newApp("eu", f.globalURL()).start().url, "bob.smith", bobPassword)
+	if loginURL.Hostname() != hubHost || loginURL.Path != "/login" {
 		t.Fatalf("login stopped at %s, want the hub's /login", loginURL)
 	}
-	hubAddr, _ := f.routes.lookup(hubHost)
+	hubAddr := fedtest.SiteAddr("hub", f.Port)
 
 	target, _ := url.Parse("http://" + hubAddr)
 	proxy := httputil.NewSingleHostReverseProxy(target)

@@ -13,6 +13,7 @@ import (
 
 	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/hub"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/store"
@@ -30,19 +31,19 @@ func (f *fed) bulkUsers(regionID, format string, n int) {
 		if n > 1 {
 			name = fmt.Sprintf(format, i)
 		}
-		if err := f.regions[regionID].st.CreateUser(f.ctx, store.User{ID: regionID + "-" + name, Username: name,
+		if err := f.Nodes[regionID].Store.CreateUser(f.ctx, store.User{ID: regionID + "-" + name, Username: name,
 			PasswordHash: hash, Claims: map[string]string{}, CreatedAt: now, UpdatedAt: now}); err != nil {
 			f.t.Fatal(err)
 		}
 	}
-	f.regions[regionID].pusher.Notify()
+	f.Notify(regionID)
 }
 
 func (f *fed) waitOutboxes() {
 	f.t.Helper()
-	for id, r := range f.regions {
-		eventually(f.t, id+"'s outbox to drain", func() bool {
-			p, err := r.st.PendingOutbox(f.ctx, 1)
+	for id, n := range f.Nodes {
+		fedtest.Eventually(f.t, id+"'s outbox to drain", func() bool {
+			p, err := n.Store.PendingOutbox(f.ctx, 1)
 			return err == nil && len(p) == 0
 		})
 	}
@@ -111,9 +112,7 @@ func TestReconcile(t *testing.T) {
 	}
 
 	// A region that cannot be listed keeps its entries.
-	if err := f.regions["ap"].srv.Close(); err != nil {
-		t.Fatal(err)
-	}
+	f.Halt("ap")
 	rep, err = f.broker.Reconcile(ctx, true)
 	if err != nil || rep.Complete || regionReport(t, rep, "ap").Err == nil || rep.StaleRemoved != 0 || rep.Stale != 1 ||
 		regionReport(t, rep, "eu").Unverified != 1 || rep.Fixed != 0 {
@@ -128,7 +127,7 @@ func TestReconcile(t *testing.T) {
 // the hub, signed with party signer's federation key.
 func regionAuth(t *testing.T, f *fed, claimed, signer string) string {
 	t.Helper()
-	a, err := federation.BearerAssertion(f.fedKeys[signer], federation.RegionClientID(claimed), hubURL+federation.ChangesPath)
+	a, err := federation.BearerAssertion(f.fedKeys[signer], federation.RegionClientID(claimed), f.hubURL()+federation.ChangesPath)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,7 +136,7 @@ func regionAuth(t *testing.T, f *fed, claimed, signer string) string {
 
 func postChanges(t *testing.T, f *fed, authz string, body []byte) (int, map[string]any, http.Header) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodPost, hubURL+federation.ChangesPath, bytes.NewReader(body))
+	req, _ := http.NewRequest(http.MethodPost, f.hubURL()+federation.ChangesPath, bytes.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	if authz != "" {
 		req.Header.Set("Authorization", authz)
@@ -219,7 +218,7 @@ func TestResolveEndpoint(t *testing.T) {
 	f.addUser("us", "bob.smith", bobPassword, bobClaims())
 	f.waitResolves("bob.smith", "us")
 	auth := func(claimed, signer, path string) string {
-		a, err := federation.BearerAssertion(f.fedKeys[signer], federation.RegionClientID(claimed), hubURL+path)
+		a, err := federation.BearerAssertion(f.fedKeys[signer], federation.RegionClientID(claimed), f.hubURL()+path)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -233,7 +232,7 @@ func TestResolveEndpoint(t *testing.T) {
 		return k.String()
 	}
 	post := func(authz, body string) (int, map[string]any) {
-		req, _ := http.NewRequest(http.MethodPost, hubURL+federation.ResolvePath, strings.NewReader(body))
+		req, _ := http.NewRequest(http.MethodPost, f.hubURL()+federation.ResolvePath, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
 		if authz != "" {
 			req.Header.Set("Authorization", authz)

@@ -17,6 +17,7 @@ import (
 	"go.opentelemetry.io/otel/sdk/metric/metricdata"
 
 	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/scim"
@@ -48,12 +49,12 @@ func TestSCIMUsersReachHubTable(t *testing.T) {
 		}
 		t.Run(name, func(t *testing.T) {
 			f := newFed(t, options{topology: federation.TopologyHub, postgres: pg})
-			eu := f.regions["eu"]
+			eu := f.Nodes["eu"]
 			logs := &syncBuffer{}
 			log := slog.New(slog.NewJSONHandler(logs, nil))
 			reader := sdkmetric.NewManualReader()
 			meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test")
-			h, err := scim.New(scim.Config{Region: "eu", Issuer: regionIssuer("eu"), Store: eu.p.Store(), Tokens: eu.p, Codec: f.codec,
+			h, err := scim.New(scim.Config{Region: "eu", Issuer: f.regionIssuer("eu"), Store: eu.Store, Tokens: eu.Provider, Codec: f.codec,
 				Users: scim.Users{Normalize: region.NormalizeUsername, HashPassword: region.HashPassword},
 				Audit: region.NewAuditor(log, "eu", meter), AuditEvent: region.AuditSCIMWrite, Log: log, Meter: meter})
 			if err != nil {
@@ -61,12 +62,12 @@ func TestSCIMUsersReachHubTable(t *testing.T) {
 			}
 			_, addr := serve(t, h)
 
-			c, err := region.CreateClient(f.ctx, eu.st, f.codec, "eu", region.ClientSpec{Name: "hr",
+			c, err := region.CreateClient(f.ctx, eu.Store, f.codec, "eu", region.ClientSpec{Name: "hr",
 				GrantTypes: []string{region.GrantClientCredentials}, Scopes: []string{"scim"}})
 			if err != nil {
 				t.Fatal(err)
 			}
-			req, _ := http.NewRequest(http.MethodPost, regionIssuer("eu")+"/oauth/token",
+			req, _ := http.NewRequest(http.MethodPost, f.regionIssuer("eu")+"/oauth/token",
 				strings.NewReader(url.Values{"grant_type": {"client_credentials"}, "scope": {"scim"}}.Encode()))
 			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 			req.SetBasicAuth(url.QueryEscape(c.ID), url.QueryEscape(c.Secret))
@@ -103,7 +104,7 @@ func TestSCIMUsersReachHubTable(t *testing.T) {
 			}
 			gone := func(name string) {
 				t.Helper()
-				eventually(t, name+" leaving the lookup table", func() bool {
+				fedtest.Eventually(t, name+" leaving the lookup table", func() bool {
 					_, err := f.table.Resolve(f.ctx, name)
 					return errors.Is(err, lookup.ErrNotFound)
 				})

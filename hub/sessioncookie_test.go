@@ -20,7 +20,7 @@ func TestSessionCookieScope(t *testing.T) {
 	f := newFed(t, options{topology: federation.TopologyHub})
 	f.addUser("us", "bob.smith", bobPassword, bobClaims())
 	f.waitResolves("bob.smith", "us")
-	a := f.newApp("us", regionIssuer("us"))
+	a := f.newApp("us", f.regionIssuer("us"))
 
 	b := f.newBrowser()
 	rec := &setCookieRecorder{next: b.c.Transport}
@@ -74,7 +74,7 @@ func TestSessionCookieScope(t *testing.T) {
 
 	// Replays of the SSO cookie alone, and with another browser's nonce.
 	other := f.newBrowser()
-	other.visit(regionIssuer("us") + "/login?id=x") // gets a nonce cookie of its own
+	other.visit(f.regionIssuer("us") + "/login?id=x") // gets a nonce cookie of its own
 	for name, jarCookies := range map[string][]*http.Cookie{
 		"alone":         {ssoCookie},
 		"foreign nonce": {ssoCookie, sent(regionHost("us"), "mrd_browser")},
@@ -124,8 +124,8 @@ func TestLogoutEndsHomeSession(t *testing.T) {
 	f := newFed(t, options{topology: federation.TopologyHub})
 	f.addUser("us", "bob.smith", bobPassword, bobClaims())
 	f.waitResolves("bob.smith", "us")
-	appEU := f.newApp("eu", globalURL)
-	appUS := f.newApp("us", regionIssuer("us"))
+	appEU := f.newApp("eu", f.globalURL())
+	appUS := f.newApp("us", f.regionIssuer("us"))
 	b := f.newBrowser()
 	fl := appEU.start()
 	loc, _ := b.login(fl.url, "bob.smith", bobPassword)
@@ -136,7 +136,7 @@ func TestLogoutEndsHomeSession(t *testing.T) {
 		t.Fatalf("no SSO at us: %v", loc)
 	}
 
-	confirm := b.visit(globalURL + "/end_session")
+	confirm := b.visit(f.globalURL() + "/end_session")
 	if done := b.submit(confirm, url.Values{"confirm": {"yes"}}); done.status != http.StatusOK {
 		t.Fatalf("logout at eu: %d %s", done.status, done.body)
 	}

@@ -36,6 +36,9 @@ type Options struct {
 	DataDir string
 	// Prefix is the Redis key prefix (default "meridian:").
 	Prefix string
+	// RP tunes the hub's relying parties towards the regions (zero: the
+	// defaults; tests shorten the health probing).
+	RP federation.RPOptions
 }
 
 func (o Options) withDefaults(cfg *config.Config) Options {
@@ -121,8 +124,11 @@ func Hasher(cfg *config.Config, opts Options, previousFile string, log *slog.Log
 // Hub is one running hub node.
 type Hub struct {
 	Broker *hub.Broker
+	// Stores are the hub's lookup, conflict and state stores.
+	Stores *Stores
+	// Hasher computes lookup keys (k_hub).
+	Hasher *lookup.Hasher
 	cfg    *config.Config
-	stores *Stores
 	tel    *telemetry.Telemetry
 	log    *slog.Logger
 }
@@ -178,17 +184,17 @@ func New(ctx context.Context, cfg *config.Config, opts Options, tel *telemetry.T
 	b, err := hub.New(hub.Config{Issuer: cfg.Federation.URL(cfg.Hub.Host), Regions: hub.RegionsFromConfig(cfg), TrustedProxies: trusted,
 		Codec: codec, Keys: keys, Hasher: h, Lookup: stores.Lookup, State: stores.State, Conflicts: stores.Conflicts, Secret: secret, PreviousSecrets: previous,
 		HTTPClient: setup.HTTPClient(cfg, tel.Transport), SecureCookies: cfg.Federation.Scheme == "https",
-		Log: log, Meter: tel.Meter.Meter("meridian/hub")})
+		Log: log, Meter: tel.Meter.Meter("meridian/hub"), RP: opts.RP})
 	if err != nil {
 		stores.Close()
 		return nil, err
 	}
-	return &Hub{Broker: b, cfg: cfg, stores: stores, tel: tel, log: log}, nil
+	return &Hub{Broker: b, Stores: stores, Hasher: h, cfg: cfg, tel: tel, log: log}, nil
 }
 
 // Close releases the stores.
 func (h *Hub) Close() error {
-	h.stores.Close()
+	h.Stores.Close()
 	return nil
 }
 

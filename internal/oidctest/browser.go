@@ -42,6 +42,14 @@ func (r *Resolver) Set(host, ip string) {
 	r.mu.Unlock()
 }
 
+// Lookup returns host's IP, if the map has it.
+func (r *Resolver) Lookup(host string) (string, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	ip, ok := r.hosts[host]
+	return ip, ok
+}
+
 // DialContext dials addr with its host resolved through the map.
 func (r *Resolver) DialContext(ctx context.Context, network, addr string) (net.Conn, error) {
 	host, port, err := net.SplitHostPort(addr)

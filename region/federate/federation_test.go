@@ -11,7 +11,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -19,11 +18,11 @@ import (
 	"time"
 
 	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/federate"
 	"github.com/meridian-id/meridian/region/store"
-	"github.com/meridian-id/meridian/region/store/sqlite"
 	"github.com/meridian-id/meridian/routing"
 )
 
@@ -43,20 +42,6 @@ func hasher(t *testing.T) *lookup.Hasher {
 		t.Fatal(err)
 	}
 	return h
-}
-
-func openStore(t *testing.T) store.Store {
-	t.Helper()
-	ctx := context.Background()
-	s, err := sqlite.Open(ctx, filepath.Join(t.TempDir(), "region.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
 }
 
 // partyKeys are test federation identities: every region's and the hub's.
@@ -124,7 +109,7 @@ func TestCredentials(t *testing.T) {
 	}
 
 	ctx := context.Background()
-	st := openStore(t)
+	st, _ := fedtest.OpenStore(t, fedtest.SQLite)
 	for range 2 {
 		if err := federate.EnsureHubClient(ctx, st, c, "us", "http://hub.example", hubPub); err != nil {
 			t.Fatal(err)
@@ -169,7 +154,7 @@ func getKeys(t *testing.T, h http.Handler, authz, query string) (int, map[string
 // pages carry keys and an opaque cursor, never a username.
 func TestUserKeysHandler(t *testing.T) {
 	c, h := codec(t), hasher(t)
-	st := openStore(t)
+	st, _ := fedtest.OpenStore(t, fedtest.SQLite)
 	ctx := context.Background()
 	names := []string{"alice", "bob.smith", "carol", "dave", "erin"}
 	for _, n := range names {
@@ -273,26 +258,13 @@ func (s *recordingSink) snapshot() (bool, int, []federation.KeyChange) {
 	return s.down, s.fails, slices.Clone(s.changes)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	tick := time.NewTicker(5 * time.Millisecond)
-	defer tick.Stop()
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		<-tick.C
-	}
-}
-
 // TestPusherLosesNothing: while the sink fails, entries stay in the
 // outbox (retried with backoff); once it recovers they arrive in order,
 // as keyed hashes, and are acknowledged.
 func TestPusherLosesNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	st := openStore(t)
+	st, _ := fedtest.OpenStore(t, fedtest.SQLite)
 	h := hasher(t)
 	sink := &recordingSink{down: true}
 	p, err := federate.NewPusher(federate.PusherConfig{Region: "us", Outbox: st, Hasher: h, Sink: sink, Batch: 2,
@@ -310,15 +282,15 @@ func TestPusherLosesNothing(t *testing.T) {
 		t.Fatal(err)
 	}
 	p.Notify()
-	waitFor(t, "retries", func() bool { _, fails, _ := sink.snapshot(); return fails >= 3 })
+	fedtest.Eventually(t, "retries", func() bool { _, fails, _ := sink.snapshot(); return fails >= 3 })
 	if pending, err := st.PendingOutbox(ctx, 10); err != nil || len(pending) != 4 {
 		t.Fatalf("outbox while the hub is down: %d entries, %v", len(pending), err)
 	}
 	sink.mu.Lock()
 	sink.down = false
 	sink.mu.Unlock()
-	waitFor(t, "delivery", func() bool { _, _, ch := sink.snapshot(); return len(ch) == 4 })
-	waitFor(t, "acknowledgement", func() bool { p, err := st.PendingOutbox(ctx, 10); return err == nil && len(p) == 0 })
+	fedtest.Eventually(t, "delivery", func() bool { _, _, ch := sink.snapshot(); return len(ch) == 4 })
+	fedtest.Eventually(t, "acknowledgement", func() bool { p, err := st.PendingOutbox(ctx, 10); return err == nil && len(p) == 0 })
 	_, _, got := sink.snapshot()
 	key := func(n string) string { k, _ := h.Key(n); return k.String() }
 	want := []federation.KeyChange{{Op: "put", Key: key("alice")}, {Op: "put", Key: key("bob")}, {Op: "put", Key: key("carol")}, {Op: "delete", Key: key("bob")}}

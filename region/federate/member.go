@@ -53,6 +53,19 @@ type MemberConfig struct {
 	// Wrap wraps the back-channel transport (telemetry.Transport).
 	Wrap func(http.RoundTripper) http.RoundTripper
 	Log  *slog.Logger
+	// Tuning overrides the federation timings (zero: the defaults).
+	Tuning Tuning
+}
+
+// Tuning overrides a member's federation timings; zero fields keep the
+// defaults. Tests shorten them to make outages and recoveries visible
+// within a test's polling deadline.
+type Tuning struct {
+	// RP tunes the relying parties towards the hub or the peers.
+	RP federation.RPOptions
+	// Poll, MinBackoff and MaxBackoff tune the outbox pusher
+	// (PusherConfig).
+	Poll, MinBackoff, MaxBackoff time.Duration
 }
 
 // Member is what a regional node runs as a member of the federation: the Login
@@ -96,7 +109,8 @@ func NewMember(ctx context.Context, nc MemberConfig) (*Member, error) {
 		ids = append(ids, cfg.Regions[i].ID)
 	}
 	ucfg := LoginConfig{Hasher: hasher, Regions: ids, Region: nc.Region, Bases: setup.RegionBases(cfg, r), Topology: cfg.Federation.Topology, HubURL: hubURL,
-		Codec: nc.Codec, Key: nc.Keys.Key, CookieKey: nc.CookieKey, PreviousCookieKeys: nc.PreviousCookieKeys, SecureCookies: cfg.Federation.Scheme == "https", HTTPClient: client, Log: nc.Log}
+		Codec: nc.Codec, Key: nc.Keys.Key, CookieKey: nc.CookieKey, PreviousCookieKeys: nc.PreviousCookieKeys, SecureCookies: cfg.Federation.Scheme == "https", HTTPClient: client, Log: nc.Log,
+		RP: nc.Tuning.RP}
 	var sink KeySink
 	switch cfg.Federation.Topology {
 	case federation.TopologyMesh:
@@ -144,7 +158,8 @@ func NewMember(ctx context.Context, nc MemberConfig) (*Member, error) {
 		n.Close()
 		return nil, err
 	}
-	if n.Pusher, err = NewPusher(PusherConfig{Region: nc.Region, Outbox: nc.Store, Hasher: hasher, Sink: sink, Log: nc.Log}); err != nil {
+	if n.Pusher, err = NewPusher(PusherConfig{Region: nc.Region, Outbox: nc.Store, Hasher: hasher, Sink: sink, Log: nc.Log,
+		Poll: nc.Tuning.Poll, MinBackoff: nc.Tuning.MinBackoff, MaxBackoff: nc.Tuning.MaxBackoff}); err != nil {
 		n.Close()
 		return nil, err
 	}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/meridian-id/meridian/config"
 	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/lookup/memstore"
 	"github.com/meridian-id/meridian/region/federate"
 	"github.com/meridian-id/meridian/routing"
@@ -37,7 +38,7 @@ func TestNewMemberFromExampleConfig(t *testing.T) {
 		t.Run(topo, func(t *testing.T) {
 			t.Setenv("MERIDIAN_FEDERATION_TOPOLOGY", topo)
 			cfg, c := loadExample(t)
-			st := openStore(t)
+			st, _ := fedtest.OpenStore(t, fedtest.SQLite)
 			n, err := federate.NewMember(ctx, federate.MemberConfig{Config: cfg, Region: "eu", Store: st, Codec: c, Keys: keyring(partyKeys(t), "eu"),
 				CookieKey: bytes.Repeat([]byte{1}, 32), HubKey: bytes.Repeat([]byte{2}, 32), Lookup: memstore.New()})
 			if err != nil {

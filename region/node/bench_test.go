@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"golang.org/x/oauth2"
 )
 
@@ -17,15 +18,15 @@ import (
 // router (one extra loopback hop), and reports both medians and their
 // difference.
 func BenchmarkIntrospectLocalVsRouted(b *testing.B) {
-	f := startFederation(b)
-	app := f.client("eu")
-	f.user("eu", "bench")
+	f := fedtest.Start(b, fedtest.Options{})
+	app := f.Client("eu")
+	f.User("eu", "bench")
 	v := oauth2.GenerateVerifier()
-	code := f.loginVia("eu", app, "bench", v).Query().Get("code")
-	_, _, tok := f.token("eu", app, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {appRedirect}, "code_verifier": {v}})
+	code := f.LoginRedirect("eu", app, "bench", v).Query().Get("code")
+	_, _, tok := f.Token("eu", app, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {fedtest.AppRedirect}, "code_verifier": {v}})
 	body := url.Values{"token": {tok["access_token"].(string)}}.Encode()
 	measure := func(entry string, n int) []time.Duration {
-		c, base := f.at(entry)
+		c, base := f.At(entry)
 		c.Transport.(*http.Transport).MaxIdleConnsPerHost = 4
 		ds := make([]time.Duration, 0, n)
 		for i := 0; i < n; i++ {

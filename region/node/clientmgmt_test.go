@@ -18,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/oidctest"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/node"
@@ -52,9 +54,9 @@ type mgmtObserved struct {
 
 // observe replaces the federation's node for region id by one whose log
 // and metrics the test reads, on the same listener address and store.
-func mgmtObserve(t *testing.T, f *federation, id string) *mgmtObserved {
+func mgmtObserve(t *testing.T, f *fedtest.Federation, id string) *mgmtObserved {
 	t.Helper()
-	f.halt(id)
+	f.Halt(id)
 	o := &mgmtObserved{log: &mgmtLog{}}
 	ctx := context.Background()
 	tel, err := telemetry.New(ctx, telemetry.Config{Service: "test", Instance: id, LogLevel: "info"}, o.log)
@@ -62,11 +64,11 @@ func mgmtObserve(t *testing.T, f *federation, id string) *mgmtObserved {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = tel.Shutdown(context.Background()) })
-	o.n, err = node.New(ctx, f.cfg, id, node.Options{}, tel)
+	o.n, err = node.New(ctx, f.Cfg, id, node.Options{}, tel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	r, _ := f.cfg.Region(id)
+	r, _ := f.Cfg.Region(id)
 	pub, err := net.Listen("tcp", r.Listen)
 	if err != nil {
 		t.Fatal(err)
@@ -77,7 +79,7 @@ func mgmtObserve(t *testing.T, f *federation, id string) *mgmtObserved {
 	done := make(chan struct{})
 	go func() { _ = o.n.ServeListeners(sctx, pub, adm); o.n.Close(); close(done) }()
 	t.Cleanup(func() { stop(); <-done })
-	f.nodes[id] = o.n
+	f.Nodes[id] = o.n
 	return o
 }
 
@@ -128,9 +130,9 @@ func mgmtCall(t *testing.T, c *http.Client, method, u, bearer string, body any) 
 
 // mgmtSecretWorks reports whether id/secret gets a client_credentials token
 // through region entry's global host.
-func mgmtSecretWorks(t *testing.T, f *federation, entry, id, secret string) bool {
+func mgmtSecretWorks(t *testing.T, f *fedtest.Federation, entry, id, secret string) bool {
 	t.Helper()
-	c, base := f.at(entry)
+	c, base := f.At(entry)
 	s, oe, _ := oidctest.PostForm(t, c, base+"/oauth/token", url.Values{"grant_type": {"client_credentials"}}, id, secret)
 	if s != 200 && (s != 401 || oe.Error != "invalid_client") {
 		t.Fatalf("client_credentials for %s: %d %+v", id, s, oe)
@@ -139,9 +141,9 @@ func mgmtSecretWorks(t *testing.T, f *federation, entry, id, secret string) bool
 }
 
 // mgmtToken returns a client_credentials access token for id/secret with scope.
-func mgmtToken(t *testing.T, f *federation, entry, id, secret, scope string) string {
+func mgmtToken(t *testing.T, f *fedtest.Federation, entry, id, secret, scope string) string {
 	t.Helper()
-	c, base := f.at(entry)
+	c, base := f.At(entry)
 	s, oe, m := oidctest.PostForm(t, c, base+"/oauth/token", url.Values{"grant_type": {"client_credentials"}, "scope": {scope}}, id, secret)
 	if s != 200 {
 		t.Fatalf("client_credentials token: %d %+v", s, oe)
@@ -149,13 +151,13 @@ func mgmtToken(t *testing.T, f *federation, entry, id, secret, scope string) str
 	return m["access_token"].(string)
 }
 
-func mgmtOperatorClient(t *testing.T, f *federation, id string, scopes ...string) region.RegisteredClient {
+func mgmtOperatorClient(t *testing.T, f *fedtest.Federation, id string, scopes ...string) region.RegisteredClient {
 	t.Helper()
-	codec, err := node.Codec(f.cfg, f.cfg.DataDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	codec, err := node.Codec(f.Cfg, f.Cfg.DataDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := region.CreateClient(context.Background(), f.nodes[id].Store, codec, id, region.ClientSpec{
+	c, err := region.CreateClient(context.Background(), f.Nodes[id].Store, codec, id, region.ClientSpec{
 		Name: "ops-" + id, GrantTypes: []string{region.GrantClientCredentials}, Scopes: scopes})
 	if err != nil {
 		t.Fatal(err)
@@ -164,18 +166,18 @@ func mgmtOperatorClient(t *testing.T, f *federation, id string, scopes ...string
 }
 
 // mgmtWithRegistration opens dynamic registration in eu with an initial access token.
-func mgmtWithRegistration(token string) func(*federation) {
-	return func(f *federation) {
-		path := filepath.Join(f.cfg.DataDir, "eu-registration-token")
+func mgmtWithRegistration(t *testing.T, token string) fedtest.Options {
+	return fedtest.Options{Configure: func(c *config.Config) {
+		path := filepath.Join(c.DataDir, "eu-registration-token")
 		if err := os.WriteFile(path, []byte(token), 0o600); err != nil {
-			f.t.Fatal(err)
+			t.Fatal(err)
 		}
-		for i := range f.cfg.Regions {
-			if f.cfg.Regions[i].ID == "eu" {
-				f.cfg.Regions[i].RegistrationTokenFile = path
+		for i := range c.Regions {
+			if c.Regions[i].ID == "eu" {
+				c.Regions[i].RegistrationTokenFile = path
 			}
 		}
-	}
+	}}
 }
 
 // TestClientConfigurationEndpoint (RFC 7592) over HTTP against three real
@@ -186,10 +188,10 @@ func mgmtWithRegistration(token string) func(*federation) {
 // redirect URI, the token is stored as a digest and rotated on update.
 func TestClientConfigurationEndpoint(t *testing.T) {
 	const initial = "initial-access-token-for-eu-0123456789"
-	f := startFederation(t, mgmtWithRegistration(initial))
+	f := fedtest.Start(t, mgmtWithRegistration(t, initial))
 	o := mgmtObserve(t, f, "eu")
-	c, _ := f.at("us")
-	regHost := fmt.Sprintf("http://eu.id.localhost:%d", f.port)
+	c, _ := f.At("us")
+	regHost := fmt.Sprintf("http://eu.id.localhost:%d", f.Port)
 
 	register := func(name string) map[string]any {
 		t.Helper()
@@ -217,7 +219,7 @@ func TestClientConfigurationEndpoint(t *testing.T) {
 
 	// Reads through the global host as served by us and ap reach eu.
 	for _, entry := range []string{"us", "ap", "eu"} {
-		hc, base := f.at(entry)
+		hc, base := f.At(entry)
 		s, _, m := mgmtCall(t, hc, "GET", base+"/register/"+aID, aTok, nil)
 		if s != 200 || m["client_id"] != aID || m["registration_access_token"] != aTok || m["client_name"] != "A" || m["client_secret"] != nil {
 			t.Fatalf("read via %s: %d %v", entry, s, m)
@@ -226,8 +228,8 @@ func TestClientConfigurationEndpoint(t *testing.T) {
 
 	// The attacker: no token, a wrong one, another client's, the initial
 	// access token, a token on an operator-made client, a forged client id.
-	ops := f.client("eu")
-	_, base := f.at("ap")
+	ops := f.Client("eu")
+	_, base := f.At("ap")
 	for name, tc := range map[string]struct{ id, tok string }{
 		"no token":               {aID, ""},
 		"wrong token":            {aID, "not-the-token"},
@@ -359,13 +361,13 @@ func mgmtScrape(t *testing.T, admin string) string {
 // insufficient_scope, another region's admin token is 401 invalid_token
 // at eu, every change is an admin.change audit event and counted.
 func TestAdminClientsAPI(t *testing.T) {
-	f := startFederation(t)
+	f := fedtest.Start(t, fedtest.Options{})
 	o := mgmtObserve(t, f, "eu")
 	admin := mgmtOperatorClient(t, f, "eu", region.ScopeAdmin)
 	tok := mgmtToken(t, f, "us", admin.ID, admin.Secret, region.ScopeAdmin) // issued by eu, fetched through us
 
-	c, usBase := f.at("us")
-	_, apBase := f.at("ap")
+	c, usBase := f.At("us")
+	_, apBase := f.At("ap")
 
 	// Create through ap: the collection is routed by the token's region.
 	s, _, m := mgmtCall(t, c, "POST", apBase+"/admin/clients", tok, map[string]any{
@@ -471,7 +473,7 @@ func TestAdminClientsAPI(t *testing.T) {
 
 	// An admin client with RFC 9068 JWT access tokens: the router finds eu
 	// by the JWT's kid, eu verifies it.
-	codec, err := node.Codec(f.cfg, f.cfg.DataDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	codec, err := node.Codec(f.Cfg, f.Cfg.DataDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -565,14 +567,14 @@ func TestAdminClientsAPI(t *testing.T) {
 	}
 
 	// Deleting a client revokes the tokens issued to it.
-	introspector := f.client("eu")
-	if s, m := f.introspect("us", introspector, plain); s != 200 || m["active"] != true {
+	introspector := f.Client("eu")
+	if s, m := f.Introspect("us", introspector, plain); s != 200 || m["active"] != true {
 		t.Fatalf("the resource server's token before its deletion: %d %v", s, m)
 	}
 	if s, _, _ := mgmtCall(t, c, "DELETE", usBase+"/admin/clients/"+rs.ID, tok, nil); s != 204 {
 		t.Fatalf("delete the resource server: %d", s)
 	}
-	if s, m := f.introspect("ap", introspector, plain); s != 200 || m["active"] != false {
+	if s, m := f.Introspect("ap", introspector, plain); s != 200 || m["active"] != false {
 		t.Fatalf("the deleted client's token: %d %v", s, m)
 	}
 

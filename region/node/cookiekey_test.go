@@ -18,6 +18,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/oidctest"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/node"
@@ -98,7 +99,7 @@ func TestLoginAcrossNodesWithCookieKeys(t *testing.T) {
 				t.Fatal(err)
 			}
 			app, err := region.CreateClient(context.Background(), n1.Store, codec, "eu", region.ClientSpec{Name: "app",
-				RedirectURIs: []string{appRedirect}, FirstParty: true})
+				RedirectURIs: []string{fedtest.AppRedirect}, FirstParty: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -114,9 +115,9 @@ func TestLoginAcrossNodesWithCookieKeys(t *testing.T) {
 				DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
 					return d.DialContext(ctx, network, target.Load().(string))
 				}})
-			q := url.Values{"client_id": {app.ID}, "response_type": {"code"}, "redirect_uri": {appRedirect}, "scope": {"openid"},
+			q := url.Values{"client_id": {app.ID}, "response_type": {"code"}, "redirect_uri": {fedtest.AppRedirect}, "scope": {"openid"},
 				"state": {"s"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())}, "code_challenge_method": {"S256"}}
-			p := oidctest.ReadPage(b.Follow(b.Get("http://eu.id.localhost/authorize?"+q.Encode()), oidctest.StopAt(appRedirect)))
+			p := oidctest.ReadPage(b.Follow(b.Get("http://eu.id.localhost/authorize?"+q.Encode()), oidctest.StopAt(fedtest.AppRedirect)))
 			if p.Status != http.StatusOK || !strings.Contains(p.Body, `name="username"`) {
 				t.Fatalf("node 1's login page: %d", p.Status)
 			}

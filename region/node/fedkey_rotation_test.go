@@ -20,6 +20,7 @@ import (
 
 	"github.com/meridian-id/meridian/config"
 	fedid "github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/oidctest"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/node"
@@ -60,21 +61,19 @@ func TestFederationKeyRotation(t *testing.T) {
 		return pair{k, p, fedid.MarshalPublicKey(&k.PublicKey)}
 	}
 	euOld, euNew, hubOld, hubNew := gen("eu-old"), gen("eu-new"), gen("hub-old"), gen("hub-new")
-	f := startFederation(t, func(f *federation) {
-		// Concurrent sign-ins (argon2id) on a shared CI machine can take
-		// longer than the harness's 5 s per proxied step.
-		f.cfg.Federation.RequestTimeout = 30 * time.Second
-		f.cfg.Regions[0].FederationKeyFile, f.cfg.Regions[0].FederationPublicKey = euOld.file, euOld.pub
-		f.cfg.Hub.FederationKeyFile, f.cfg.Hub.FederationPublicKey = hubOld.file, hubOld.pub
-		f.cfgOf = map[string]*config.Config{}
-	})
-	if f.cfg.Regions[0].ID != "eu" {
+	// Concurrent sign-ins (argon2id) on a shared CI machine can take
+	// longer than the harness's 5 s per proxied step.
+	f := fedtest.Start(t, fedtest.Options{RequestTimeout: 30 * time.Second, Configure: func(c *config.Config) {
+		c.Regions[0].FederationKeyFile, c.Regions[0].FederationPublicKey = euOld.file, euOld.pub
+		c.Hub.FederationKeyFile, c.Hub.FederationPublicKey = hubOld.file, hubOld.pub
+	}})
+	if f.Cfg.Regions[0].ID != "eu" {
 		t.Fatal("harness order changed")
 	}
-	hub := startHub(f, f.cfg)
-	euApp, usApp := f.client("eu"), f.client("us")
+	hub := startHub(f, f.Cfg)
+	euApp, usApp := f.Client("eu"), f.Client("us")
 	for _, id := range []string{"eu", "us", "ap"} {
-		f.user(id, "user-"+id)
+		f.User(id, "user-"+id)
 	}
 	hub.reconcile()
 
@@ -96,7 +95,7 @@ func TestFederationKeyRotation(t *testing.T) {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				if m := f.signIn(t, c.entry, c.app, c.user); m != nil && m["name"] != c.user {
+				if m := signIn(t, f, c.entry, c.app, c.user); m != nil && m["name"] != c.user {
 					t.Errorf("%s: %s at %s via %s: userinfo %v", step, c.user, c.app.ID, c.entry, m)
 				}
 			}()
@@ -109,13 +108,13 @@ func TestFederationKeyRotation(t *testing.T) {
 	}
 
 	// accepted reports which of the given keys each check accepts.
-	codec, err := node.Codec(f.cfg, f.cfg.DataDir, slog.New(slog.DiscardHandler))
+	codec, err := node.Codec(f.Cfg, f.Cfg.DataDir, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, _ := f.viaHub("eu")
+	c, _ := f.At("eu")
 	hopAccepted := func(k *ecdsa.PrivateKey) bool { // eu's hop to us
-		u := fmt.Sprintf("http://us.id.localhost:%d/internal/keys", f.port)
+		u := fmt.Sprintf("http://us.id.localhost:%d/internal/keys", f.Port)
 		req, _ := http.NewRequest(http.MethodGet, u, nil)
 		req.Header.Set(routing.HopHeader, routing.SignHop(k, "eu", "us", http.MethodGet, "/internal/keys", time.Now()))
 		resp, err := c.Do(req)
@@ -127,7 +126,7 @@ func TestFederationKeyRotation(t *testing.T) {
 		return resp.StatusCode == http.StatusOK
 	}
 	euAtHub := func(k *ecdsa.PrivateKey) bool { // eu's client at the hub (a bogus code: 400 once authenticated)
-		hubURL := fmt.Sprintf("http://hub.id.localhost:%d", f.port)
+		hubURL := fmt.Sprintf("http://hub.id.localhost:%d", f.Port)
 		id := fedid.RegionClientID("eu")
 		a, err := fedid.SignAssertion(k, id, []string{hubURL, hubURL + "/oauth/token"}, time.Now())
 		if err != nil {
@@ -146,8 +145,8 @@ func TestFederationKeyRotation(t *testing.T) {
 		return false
 	}
 	hubAtUS := func(k *ecdsa.PrivateKey) bool { // the hub's client at us (user-keys listing)
-		us, _ := f.cfg.Region("us")
-		aud := strings.TrimSuffix(f.cfg.Issuer(us), "/") + fedid.UserKeysPath
+		us, _ := f.Cfg.Region("us")
+		aud := strings.TrimSuffix(f.Cfg.Issuer(us), "/") + fedid.UserKeysPath
 		id, err := fedid.HubClientID(codec, "us")
 		if err != nil {
 			t.Fatal(err)
@@ -177,8 +176,8 @@ func TestFederationKeyRotation(t *testing.T) {
 	}
 	load("before")
 
-	cfg := *f.cfg
-	cfg.Regions = append([]config.Region(nil), f.cfg.Regions...)
+	cfg := *f.Cfg
+	cfg.Regions = append([]config.Region(nil), f.Cfg.Regions...)
 	// move gives every node in order its copy of next and loads after each.
 	move := func(step string, next config.Config, nodes ...string) {
 		t.Helper()
@@ -192,9 +191,9 @@ func TestFederationKeyRotation(t *testing.T) {
 				hub.halt()
 				hub = startHub(f, &n)
 			} else {
-				f.halt(id)
-				f.cfgOf[id] = &n
-				f.start(id)
+				f.Halt(id)
+				f.ConfigOf[id] = &n
+				f.Start(id)
 			}
 			load(fmt.Sprintf("%s, %s moved", step, id))
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/coreos/go-oidc/v3/oidc"
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/oidctest"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/node"
@@ -60,11 +61,11 @@ func TestSigningKeyRotationNoUnknownKid(t *testing.T) {
 	// publish delay must cover 1.8s.
 	timings := region.KeyOptions{CacheTTL: 300 * time.Millisecond, PeerCacheTTL: 500 * time.Millisecond, PublishDelay: 2 * time.Second}
 	verifierTTL := time.Second
-	f := startFederation(t, func(f *federation) { f.keyTimings = timings })
+	f := fedtest.Start(t, fedtest.Options{KeyTimings: timings})
 
 	// A second eu node on its own listener, sharing eu's database.
-	eu := f.cfg.Regions[0]
-	second, err := node.New(context.Background(), f.cfg, "eu", node.Options{KeyTimings: timings}, f.telemetry("eu"))
+	eu := f.Cfg.Regions[0]
+	second, err := node.New(context.Background(), f.Cfg, "eu", node.Options{KeyTimings: timings}, f.Telemetry("eu"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,16 +78,16 @@ func TestSigningKeyRotationNoUnknownKid(t *testing.T) {
 	go func() { _ = second.ServeListeners(ctx, ln, nil); second.Close(); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
 
-	codec, err := node.Codec(f.cfg, f.cfg.DataDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	codec, err := node.Codec(f.Cfg, f.Cfg.DataDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	app, err := region.CreateClient(t.Context(), f.nodes["eu"].Store, codec, "eu", region.ClientSpec{
+	app, err := region.CreateClient(t.Context(), f.Nodes["eu"].Store, codec, "eu", region.ClientSpec{
 		GrantTypes: []string{region.GrantClientCredentials}, AccessTokenFormat: region.FormatJWT})
 	if err != nil {
 		t.Fatal(err)
 	}
-	primaryClient, primary := f.at("eu")
+	primaryClient, primary := f.At("eu")
 	issuers := []struct {
 		c    *http.Client
 		base string
@@ -101,12 +102,12 @@ func TestSigningKeyRotationNoUnknownKid(t *testing.T) {
 	}
 	var verifiers []*cachingVerifier
 	for _, id := range []string{"eu", "us", "ap"} {
-		c, base := f.at(id)
+		c, base := f.At(id)
 		verifiers = append(verifiers, &cachingVerifier{name: "global JWKS at " + id, client: c, url: base + "/keys", ttl: verifierTTL})
 	}
 	// And what the hub and the federation RPs use: go-oidc's remote key
 	// set, which refetches on an unknown kid (at most once per token).
-	oc, obase := f.at("ap")
+	oc, obase := f.At("ap")
 	remote := oidc.NewRemoteKeySet(oidc.ClientContext(context.Background(), oc), obase+"/keys")
 	kidOf := func(tok string) string {
 		sig, _ := jose.ParseSignedCompact(tok, []jose.SignatureAlgorithm{jose.ES256})
@@ -122,13 +123,13 @@ func TestSigningKeyRotationNoUnknownKid(t *testing.T) {
 	}
 
 	// Rotate from "an operator's machine": the CLI's key manager.
-	opts, err := node.KeyOptions(f.cfg, &eu, f.cfg.DataDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	opts, err := node.KeyOptions(f.Cfg, &eu, f.Cfg.DataDir, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
 	opts.PublishDelay, opts.CacheTTL, opts.PeerCacheTTL = timings.PublishDelay, timings.CacheTTL, timings.PeerCacheTTL
 	opts.MinOverlap = max(region.DefaultLifetimes.IDToken, region.DefaultLifetimes.AccessToken)
-	keys, err := region.NewKeys("eu", f.nodes["eu"].Store, opts)
+	keys, err := region.NewKeys("eu", f.Nodes["eu"].Store, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +175,7 @@ func TestSigningKeyRotationNoUnknownKid(t *testing.T) {
 
 	// The retired key stays published: a token it signed still verifies.
 	for _, id := range []string{"eu", "us", "ap"} {
-		c, base := f.at(id)
+		c, base := f.At(id)
 		set := fetchJWKS(t, c, base+"/keys")
 		var kids []string
 		for _, k := range set.Keys {

@@ -7,20 +7,18 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 
 	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/testenv"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/lookup/redisstore"
-	"github.com/meridian-id/meridian/region/node"
 )
 
 // meshACL is the Redis ACL rule docs/operations.md gives region r's nodes
@@ -67,44 +65,17 @@ func TestMeshTableWritesRegionRestricted(t *testing.T) {
 
 	// Three mesh nodes, each with its own copy of the config naming its own
 	// Redis user (MERIDIAN_HUB_REDIS per region in production).
-	port := freePort(t)
-	f := &federation{t: t, nodes: map[string]*node.Node{}, port: port, spans: tracetest.NewInMemoryExporter()}
-	cfg := &config.Config{
-		DataDir: t.TempDir(),
-		Federation: config.Federation{GlobalHost: "id.localhost", Scheme: "http", Port: port, CookieDomain: "id.localhost",
-			Topology: "mesh", ConnectTimeout: 500 * time.Millisecond, RequestTimeout: 5 * time.Second},
-		Hub:       config.Hub{Site: config.Site{Host: "hub.id.localhost", Listen: "127.0.0.10:" + strconv.Itoa(port), Addresses: []string{"127.0.0.10"}}, Redis: urls["eu"]},
-		Telemetry: config.Telemetry{LogLevel: "info"},
-	}
-	for _, id := range []string{"eu", "us", "ap"} {
-		ip := regionIPs[id]
-		cfg.Regions = append(cfg.Regions, config.Region{ID: id, Site: config.Site{Host: id + ".id.localhost",
-			Listen: net.JoinHostPort(ip, strconv.Itoa(port)), Addresses: []string{ip}}})
-	}
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	f.cfg = cfg
-	for _, id := range []string{"eu", "us", "ap"} {
+	f := fedtest.Start(t, fedtest.Options{Topology: federation.TopologyMesh, LookupPrefix: prefix, Deferred: fedtest.Regions,
+		Configure: func(c *config.Config) { c.Hub.Redis = urls["eu"] }})
+	cfg := f.Cfg
+	for _, id := range fedtest.Regions {
 		own := *cfg
 		own.Hub.Redis = urls[id]
-		n, err := node.New(ctx, &own, id, node.Options{LookupPrefix: prefix}, f.telemetry(id))
-		if err != nil {
-			t.Fatal(err)
-		}
-		r, _ := cfg.Region(id)
-		ln, err := net.Listen("tcp", r.Listen)
-		if err != nil {
-			t.Fatal(err)
-		}
-		sctx, cancel := context.WithCancel(ctx)
-		done := make(chan struct{})
-		go func() { _ = n.ServeListeners(sctx, ln, nil); n.Close(); close(done) }()
-		t.Cleanup(func() { cancel(); <-done })
-		f.nodes[id] = n
+		f.ConfigOf[id] = &own
+		f.Start(id)
 	}
-	euApp := f.client("eu")
-	f.user("us", "user-us")
+	euApp := f.Client("eu")
+	f.User("us", "user-us")
 
 	// The operator's view of the table (Redis default user).
 	hubKey, err := config.LoadSecret("hub.key_file", "", cfg.DataDir+"/secrets/hub.key", slog.New(slog.DiscardHandler))
@@ -154,7 +125,7 @@ func TestMeshTableWritesRegionRestricted(t *testing.T) {
 	}
 	signIn := func(step string) {
 		t.Helper()
-		if m := f.signIn(t, "eu", euApp, "user-us"); m == nil || m["name"] != "user-us" {
+		if m := signIn(t, f, "eu", euApp, "user-us"); m == nil || m["name"] != "user-us" {
 			t.Fatalf("%s: cross-region sign-in of user-us at an eu app: %v", step, m)
 		}
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/meridian-id/meridian/federation/setup"
 	"github.com/meridian-id/meridian/internal/clientaddr"
 	"github.com/meridian-id/meridian/internal/serve"
+	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/federate"
 	"github.com/meridian-id/meridian/region/scim"
@@ -121,6 +122,11 @@ type Options struct {
 	// LookupPrefix replaces the Redis key prefix of the mesh lookup table
 	// (federate.LookupPrefix; tests sharing one Redis).
 	LookupPrefix string
+	// Lookup is the shared lookup store in mesh topology (default: opened
+	// from hub.redis); tests share one store between their nodes.
+	Lookup lookup.Store
+	// Federation overrides the member's federation timings (tests).
+	Federation federate.Tuning
 }
 
 // New builds the node of region id.
@@ -195,7 +201,8 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 			return nil, err
 		}
 		fed, err = federate.NewMember(ctx, federate.MemberConfig{Config: cfg, Region: id, Store: st, Codec: codec,
-			CookieKey: cookieKey, PreviousCookieKeys: prevCookieKeys, HubKey: hubKey, Keys: keys, Wrap: tel.Transport, Log: log, LookupPrefix: opts.LookupPrefix})
+			CookieKey: cookieKey, PreviousCookieKeys: prevCookieKeys, HubKey: hubKey, Keys: keys, Wrap: tel.Transport, Log: log,
+			LookupPrefix: opts.LookupPrefix, Lookup: opts.Lookup, Tuning: opts.Federation})
 		if err != nil {
 			st.Close()
 			return nil, err
@@ -364,6 +371,10 @@ var Routes = []string{
 	"/end_session", "/logged-out", "/login", "/login/password", "/login/totp", "/consent", "/login/federated/callback",
 	"/register", "/keys", "/.well-known/openid-configuration", "/healthz", "/readyz", "/internal/", "/scim/v2/",
 }
+
+// Member is the node's federation membership (its login, outbox pusher
+// and user-keys listing); nil when Options.Upstream replaced it.
+func (n *Node) Member() *federate.Member { return n.fed }
 
 // Close releases the store.
 func (n *Node) Close() error {

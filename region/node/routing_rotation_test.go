@@ -19,6 +19,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/node"
 	"github.com/meridian-id/meridian/routing"
@@ -56,16 +57,13 @@ func TestRoutingKeyRotationNodeByNode(t *testing.T) {
 	}
 	oldFile, oldKey := keyFile("routing-old.key")
 	newFile, newKey := keyFile("routing-new.key")
-	f := startFederation(t, func(f *federation) {
-		// Concurrent sign-ins (argon2id) on a shared CI machine can take
-		// longer than the harness's 5 s per proxied step; a deadline is not
-		// what this test is about.
-		f.cfg.Federation.RequestTimeout = 30 * time.Second
-		f.cfg.Federation.RoutingKeyFile = oldFile
-		f.cfgOf = map[string]*config.Config{}
-	})
+	// Concurrent sign-ins (argon2id) on a shared CI machine can take
+	// longer than the harness's 5 s per proxied step; a deadline is not
+	// what this test is about.
+	f := fedtest.Start(t, fedtest.Options{RequestTimeout: 30 * time.Second,
+		Configure: func(c *config.Config) { c.Federation.RoutingKeyFile = oldFile }})
 	ids := []string{"eu", "us", "ap"}
-	hub := startHub(f, f.cfg)
+	hub := startHub(f, f.Cfg)
 
 	// One app and one user per region; apps are registered with the codec
 	// of the phase they are registered in.
@@ -74,8 +72,8 @@ func TestRoutingKeyRotationNodeByNode(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		c, err := region.CreateClient(t.Context(), f.nodes[id].Store, codec, id, region.ClientSpec{Name: "app-" + id,
-			RedirectURIs: []string{appRedirect}, FirstParty: true, Scopes: []string{region.ScopeIntrospect}})
+		c, err := region.CreateClient(t.Context(), f.Nodes[id].Store, codec, id, region.ClientSpec{Name: "app-" + id,
+			RedirectURIs: []string{fedtest.AppRedirect}, FirstParty: true, Scopes: []string{region.ScopeIntrospect}})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -83,8 +81,8 @@ func TestRoutingKeyRotationNodeByNode(t *testing.T) {
 	}
 	var apps []region.RegisteredClient
 	for _, id := range ids {
-		f.user(id, "user-"+id)
-		apps = append(apps, register(id, f.cfg))
+		f.User(id, "user-"+id)
+		apps = append(apps, register(id, f.Cfg))
 	}
 	hub.reconcile()
 	home := func(app region.RegisteredClient) string { tag, _ := routing.Parse(app.ID); return tag.Region }
@@ -108,7 +106,7 @@ func TestRoutingKeyRotationNodeByNode(t *testing.T) {
 				defer wg.Done()
 				ok := false
 				defer func() { crossFailed.CompareAndSwap(false, !ok) }()
-				m := f.signIn(t, entry, app, "user-"+resident)
+				m := signIn(t, f, entry, app, "user-"+resident)
 				if m == nil {
 					return
 				}
@@ -129,14 +127,14 @@ func TestRoutingKeyRotationNodeByNode(t *testing.T) {
 			h := home(app)
 			entry := ids[(i+1)%len(ids)] // never the app's home region
 			verifier := oauth2.GenerateVerifier()
-			loc := f.loginVia(entry, app, "user-"+h, verifier)
+			loc := f.LoginRedirect(entry, app, "user-"+h, verifier)
 			code := loc.Query().Get("code")
 			if code == "" {
 				t.Fatalf("%s: authorize for %s via %s: %s", phase, app.ID, entry, loc)
 			}
 			redeem := ids[(i+2)%len(ids)]
-			s, oe, tok := f.token(redeem, app, map[string][]string{"grant_type": {"authorization_code"}, "code": {code},
-				"redirect_uri": {appRedirect}, "code_verifier": {verifier}})
+			s, oe, tok := f.Token(redeem, app, map[string][]string{"grant_type": {"authorization_code"}, "code": {code},
+				"redirect_uri": {fedtest.AppRedirect}, "code_verifier": {verifier}})
 			if s != http.StatusOK {
 				t.Fatalf("%s: code of %s redeemed via %s: %d %+v", phase, app.ID, redeem, s, oe)
 			}
@@ -145,12 +143,12 @@ func TestRoutingKeyRotationNodeByNode(t *testing.T) {
 			for _, e := range ids {
 				// Introspection by the app and by an app of another region.
 				for _, caller := range []region.RegisteredClient{app, apps[(i+1)%len(apps)]} {
-					if s, m := f.introspect(e, caller, at); s != http.StatusOK || m["active"] != true {
+					if s, m := f.Introspect(e, caller, at); s != http.StatusOK || m["active"] != true {
 						t.Fatalf("%s: introspection of %s's token via %s by %s: %d %v", phase, app.ID, e, caller.ID, s, m)
 					}
 					calls++
 				}
-				c, base := f.at(e)
+				c, base := f.At(e)
 				req, _ := http.NewRequest(http.MethodGet, base+"/userinfo", nil)
 				req.Header.Set("Authorization", "Bearer "+at)
 				resp, err := c.Do(req)
@@ -164,7 +162,7 @@ func TestRoutingKeyRotationNodeByNode(t *testing.T) {
 				}
 				calls++
 			}
-			s, oe, _ = f.token(entry, app, map[string][]string{"grant_type": {"refresh_token"}, "refresh_token": {tok["refresh_token"].(string)}})
+			s, oe, _ = f.Token(entry, app, map[string][]string{"grant_type": {"refresh_token"}, "refresh_token": {tok["refresh_token"].(string)}})
 			if s != http.StatusOK {
 				t.Fatalf("%s: refresh of %s via %s: %d %+v", phase, app.ID, entry, s, oe)
 			}
@@ -182,7 +180,7 @@ func TestRoutingKeyRotationNodeByNode(t *testing.T) {
 		{"phase 3 (old retired)", []config.RoutingKey{{File: newFile, Use: "sign"}, {File: oldFile, Use: "clients"}}},
 	}
 	for _, p := range phases {
-		cfg := *f.cfg
+		cfg := *f.Cfg
 		cfg.Federation.RoutingKeyFile = ""
 		cfg.Federation.RoutingKeys = p.ring
 		if err := cfg.Validate(); err != nil {
@@ -196,9 +194,9 @@ func TestRoutingKeyRotationNodeByNode(t *testing.T) {
 				hub.halt()
 				hub = startHub(f, &cfg)
 			} else {
-				f.halt(id)
-				f.cfgOf[id] = &cfg
-				f.start(id)
+				f.Halt(id)
+				f.ConfigOf[id] = &cfg
+				f.Start(id)
 			}
 			load(fmt.Sprintf("%s, %s moved", p.name, id))
 		}

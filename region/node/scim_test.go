@@ -19,8 +19,8 @@ import (
 
 	"golang.org/x/oauth2"
 
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/oidctest"
-	"github.com/meridian-id/meridian/internal/testenv"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/node"
 	"github.com/meridian-id/meridian/routing"
@@ -31,24 +31,24 @@ const enterpriseURN = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:Use
 // scimClient registers a client_credentials client in region id, allowed
 // the given scopes, and returns a token it obtained for scope (sent to the
 // global host as served by entry).
-func (f *federation) scimToken(id, entry string, allowed []string, scope string) string {
-	f.t.Helper()
-	codec, err := node.Codec(f.cfg, f.cfg.DataDir, slog.New(slog.DiscardHandler))
+func scimToken(f *fedtest.Federation, id, entry string, allowed []string, scope string) string {
+	f.T.Helper()
+	codec, err := node.Codec(f.Cfg, f.Cfg.DataDir, slog.New(slog.DiscardHandler))
 	if err != nil {
-		f.t.Fatal(err)
+		f.T.Fatal(err)
 	}
-	c, err := region.CreateClient(context.Background(), f.nodes[id].Store, codec, id, region.ClientSpec{Name: "provisioner-" + id,
+	c, err := region.CreateClient(context.Background(), f.Nodes[id].Store, codec, id, region.ClientSpec{Name: "provisioner-" + id,
 		GrantTypes: []string{region.GrantClientCredentials}, Scopes: allowed})
 	if err != nil {
-		f.t.Fatal(err)
+		f.T.Fatal(err)
 	}
 	form := url.Values{"grant_type": {"client_credentials"}}
 	if scope != "" {
 		form.Set("scope", scope)
 	}
-	s, oe, tok := f.token(entry, c, form)
+	s, oe, tok := f.Token(entry, c, form)
 	if s != http.StatusOK {
-		f.t.Fatalf("client_credentials token at %s: %d %+v", id, s, oe)
+		f.T.Fatalf("client_credentials token at %s: %d %+v", id, s, oe)
 	}
 	return tok["access_token"].(string)
 }
@@ -56,13 +56,13 @@ func (f *federation) scimToken(id, entry string, allowed []string, scope string)
 // passwordRefused starts a sign-in to app through entry, submits name and
 // password, and reports whether the password page came back (refused)
 // instead of the redirect to the app.
-func (f *federation) passwordRefused(entry string, app region.RegisteredClient, name, password string) bool {
-	f.t.Helper()
-	c, base := f.at(entry)
-	q := url.Values{"client_id": {app.ID}, "response_type": {"code"}, "redirect_uri": {appRedirect}, "scope": {"openid"},
+func passwordRefused(f *fedtest.Federation, entry string, app region.RegisteredClient, name, password string) bool {
+	f.T.Helper()
+	c, base := f.At(entry)
+	q := url.Values{"client_id": {app.ID}, "response_type": {"code"}, "redirect_uri": {fedtest.AppRedirect}, "scope": {"openid"},
 		"state": {"st"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(oauth2.GenerateVerifier())}, "code_challenge_method": {"S256"}}
-	b := oidctest.NewBrowser(f.t, c.Transport)
-	stop := oidctest.StopAt(appRedirect)
+	b := oidctest.NewBrowser(f.T, c.Transport)
+	stop := oidctest.StopAt(fedtest.AppRedirect)
 	p := oidctest.ReadPage(b.Follow(b.Get(base+"/authorize?"+q.Encode()), stop))
 	if !strings.Contains(p.Body, `name="password"`) {
 		p = oidctest.ReadPage(b.Follow(b.Submit(p, url.Values{"username": {name}}), stop))
@@ -74,13 +74,13 @@ func (f *federation) passwordRefused(entry string, app region.RegisteredClient, 
 	}
 	p = oidctest.ReadPage(resp)
 	if p.Status != http.StatusOK || !strings.Contains(p.Body, `name="password"`) {
-		f.t.Fatalf("after the password: %d %s", p.Status, p.Body)
+		f.T.Fatalf("after the password: %d %s", p.Status, p.Body)
 	}
 	return true
 }
 
-func codecOf(t *testing.T, f *federation) *routing.Codec {
-	codec, err := node.Codec(f.cfg, f.cfg.DataDir, slog.New(slog.DiscardHandler))
+func codecOf(t *testing.T, f *fedtest.Federation) *routing.Codec {
+	codec, err := node.Codec(f.Cfg, f.Cfg.DataDir, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -98,9 +98,9 @@ type scimResp struct {
 func (r scimResp) str(k string) string { s, _ := r.body[k].(string); return s }
 
 // scimCall sends a SCIM request to the global host as served by entry.
-func (f *federation) scimCall(entry, method, path, token string, body any, hdr ...string) scimResp {
-	f.t.Helper()
-	c, base := f.at(entry)
+func scimCall(f *fedtest.Federation, entry, method, path, token string, body any, hdr ...string) scimResp {
+	f.T.Helper()
+	c, base := f.At(entry)
 	var rd io.Reader
 	switch b := body.(type) {
 	case nil:
@@ -109,13 +109,13 @@ func (f *federation) scimCall(entry, method, path, token string, body any, hdr .
 	default:
 		j, err := json.Marshal(b)
 		if err != nil {
-			f.t.Fatal(err)
+			f.T.Fatal(err)
 		}
 		rd = bytes.NewReader(j)
 	}
 	req, err := http.NewRequest(method, base+path, rd)
 	if err != nil {
-		f.t.Fatal(err)
+		f.T.Fatal(err)
 	}
 	if rd != nil {
 		req.Header.Set("Content-Type", "application/scim+json")
@@ -128,18 +128,18 @@ func (f *federation) scimCall(entry, method, path, token string, body any, hdr .
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		f.t.Fatal(err)
+		f.T.Fatal(err)
 	}
 	defer resp.Body.Close()
 	raw, _ := io.ReadAll(resp.Body)
 	out := scimResp{status: resp.StatusCode, header: resp.Header, raw: string(raw)}
 	if len(raw) > 0 {
 		if err := json.Unmarshal(raw, &out.body); err != nil {
-			f.t.Fatalf("%s %s: %d, body is not JSON: %q", method, path, resp.StatusCode, raw)
+			f.T.Fatalf("%s %s: %d, body is not JSON: %q", method, path, resp.StatusCode, raw)
 		}
 	}
 	if resp.StatusCode >= 500 {
-		f.t.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, raw)
+		f.T.Fatalf("%s %s: %d %s", method, path, resp.StatusCode, raw)
 	}
 	return out
 }
@@ -184,37 +184,25 @@ func (r scimResp) names() []string {
 func TestSCIM(t *testing.T) {
 	for _, backend := range []string{"sqlite", "postgres", "mysql"} {
 		t.Run(backend, func(t *testing.T) {
-			var opts []func(*federation)
-			if backend != "sqlite" {
-				opts = append(opts, func(f *federation) {
-					for i := range f.cfg.Regions {
-						if backend == "postgres" {
-							f.cfg.Regions[i].Database = testenv.PostgresSchema(t)
-						} else {
-							f.cfg.Regions[i].Database = testenv.MySQLURL(t)
-						}
-					}
-				})
-			}
-			testSCIM(t, startFederation(t, opts...))
+			testSCIM(t, fedtest.Start(t, fedtest.Options{Store: backend}))
 		})
 	}
 }
 
-func testSCIM(t *testing.T, f *federation) {
-	tok := f.scimToken("eu", "eu", []string{"scim"}, "scim")
+func testSCIM(t *testing.T, f *fedtest.Federation) {
+	tok := scimToken(f, "eu", "eu", []string{"scim"}, "scim")
 
 	// Discovery.
 	for _, p := range []string{"/scim/v2/ServiceProviderConfig", "/scim/v2/ResourceTypes", "/scim/v2/Schemas",
 		"/scim/v2/Schemas/" + enterpriseURN, "/scim/v2/ResourceTypes/User"} {
-		f.scimCall("eu", http.MethodGet, p, tok, nil).want(t, p, http.StatusOK, "")
+		scimCall(f, "eu", http.MethodGet, p, tok, nil).want(t, p, http.StatusOK, "")
 	}
-	if r := f.scimCall("us", http.MethodGet, "/scim/v2/Schemas", tok, nil); r.body["totalResults"] != float64(3) {
+	if r := scimCall(f, "us", http.MethodGet, "/scim/v2/Schemas", tok, nil); r.body["totalResults"] != float64(3) {
 		t.Fatalf("Schemas: %s", r.raw)
 	}
 
 	// Creation at eu, once through eu and once through us with eu's token.
-	alice := f.scimCall("eu", http.MethodPost, "/scim/v2/Users", tok, map[string]any{
+	alice := scimCall(f, "eu", http.MethodPost, "/scim/v2/Users", tok, map[string]any{
 		"schemas":  []string{"urn:ietf:params:scim:schemas:core:2.0:User", enterpriseURN},
 		"userName": "Alice.Smith", "externalId": "hr-1", "title": "Engineer", "password": "password-alice.smith",
 		"name":        map[string]any{"givenName": "Alice", "familyName": "Smith"},
@@ -229,80 +217,80 @@ func testSCIM(t *testing.T, f *federation) {
 	if alice.header.Get("Location") == "" || alice.header.Get("ETag") == "" || alice.body["password"] != nil || alice.str("userName") != "alice.smith" {
 		t.Fatalf("create answer: %v %s", alice.header, alice.raw)
 	}
-	bob := f.scimCall("us", http.MethodPost, "/scim/v2/Users", tok, map[string]any{
+	bob := scimCall(f, "us", http.MethodPost, "/scim/v2/Users", tok, map[string]any{
 		"schemas": []string{"urn:ietf:params:scim:schemas:core:2.0:User"}, "userName": "bob", "displayName": "Bob"})
 	bob.want(t, "create bob through us", http.StatusCreated, "")
 	bobID := bob.str("id")
 	if tag, _ := routing.Parse(bobID); tag.Region != "eu" || bob.header.Get("X-Meridian-Entry") != "us" {
 		t.Fatalf("bob created through us: id %q, entry %q", bobID, bob.header.Get("X-Meridian-Entry"))
 	}
-	if u, err := f.nodes["eu"].Store.GetUserByUsername(context.Background(), "bob"); err != nil || u.SCIMID != bobID {
+	if u, err := f.Nodes["eu"].Store.GetUserByUsername(context.Background(), "bob"); err != nil || u.SCIMID != bobID {
 		t.Fatalf("bob in eu's store: %+v %v", u, err)
 	}
-	if _, err := f.nodes["us"].Store.GetUserByUsername(context.Background(), "bob"); err == nil {
+	if _, err := f.Nodes["us"].Store.GetUserByUsername(context.Background(), "bob"); err == nil {
 		t.Fatal("bob was stored at us")
 	}
 	// The SCIM attributes reach the OpenID claims.
-	if u, _ := f.nodes["eu"].Store.GetUserByUsername(context.Background(), "alice.smith"); u.Claims["email"] != "alice@work.example.org" || u.Claims["name"] != "Alice Smith" {
+	if u, _ := f.Nodes["eu"].Store.GetUserByUsername(context.Background(), "alice.smith"); u.Claims["email"] != "alice@work.example.org" || u.Claims["name"] != "Alice Smith" {
 		t.Fatalf("alice's claims %v", u.Claims)
 	}
-	f.scimCall("eu", http.MethodPost, "/scim/v2/Users", tok, map[string]any{
+	scimCall(f, "eu", http.MethodPost, "/scim/v2/Users", tok, map[string]any{
 		"schemas": []string{"urn:ietf:params:scim:schemas:core:2.0:User"}, "userName": "ALICE.smith"}).
 		want(t, "duplicate userName", http.StatusConflict, "uniqueness")
 
 	// A user provisioned with a password signs in.
-	app := f.client("eu")
-	if loc := f.loginVia("ap", app, "alice.smith", oauth2.GenerateVerifier()); loc.Query().Get("code") == "" {
+	app := f.Client("eu")
+	if loc := f.LoginRedirect("ap", app, "alice.smith", oauth2.GenerateVerifier()); loc.Query().Get("code") == "" {
 		t.Fatalf("provisioned user's sign-in: %s", loc)
 	}
 
 	// Deactivation (active false) refuses the password; reactivation
 	// restores it.
-	carol := f.scimCall("eu", http.MethodPost, "/scim/v2/Users", tok, map[string]any{
+	carol := scimCall(f, "eu", http.MethodPost, "/scim/v2/Users", tok, map[string]any{
 		"schemas": []string{"urn:ietf:params:scim:schemas:core:2.0:User"}, "userName": "carol", "password": "password-carol"})
 	carol.want(t, "create carol", http.StatusCreated, "")
 	setActive := func(active bool) {
-		f.scimCall("us", http.MethodPatch, "/scim/v2/Users/"+carol.str("id"), tok, map[string]any{
+		scimCall(f, "us", http.MethodPatch, "/scim/v2/Users/"+carol.str("id"), tok, map[string]any{
 			"schemas":    []string{"urn:ietf:params:scim:api:messages:2.0:PatchOp"},
 			"Operations": []any{map[string]any{"op": "replace", "path": "active", "value": active}}}).
 			want(t, "set active", http.StatusOK, "")
 	}
 	// Carol signs in to the app; deactivating her ends her tokens.
 	verifier := oauth2.GenerateVerifier()
-	code := f.loginVia("us", app, "carol", verifier).Query().Get("code")
-	s, oe, ctok := f.token("ap", app, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {appRedirect}, "code_verifier": {verifier}})
+	code := f.LoginRedirect("us", app, "carol", verifier).Query().Get("code")
+	s, oe, ctok := f.Token("ap", app, url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {fedtest.AppRedirect}, "code_verifier": {verifier}})
 	if s != http.StatusOK {
 		t.Fatalf("carol's tokens: %d %+v", s, oe)
 	}
 	carolAT, _ := ctok["access_token"].(string)
-	if _, m := f.introspect("us", app, carolAT); m["active"] != true {
+	if _, m := f.Introspect("us", app, carolAT); m["active"] != true {
 		t.Fatalf("carol's token before deactivation: %v", m)
 	}
 	setActive(false)
-	if _, m := f.introspect("ap", app, carolAT); m["active"] != false {
+	if _, m := f.Introspect("ap", app, carolAT); m["active"] != false {
 		t.Fatalf("carol's token after deactivation: %v", m)
 	}
-	if s, _, _ := f.token("eu", app, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {ctok["refresh_token"].(string)}}); s == http.StatusOK {
+	if s, _, _ := f.Token("eu", app, url.Values{"grant_type": {"refresh_token"}, "refresh_token": {ctok["refresh_token"].(string)}}); s == http.StatusOK {
 		t.Fatal("a deactivated user's refresh token still works")
 	}
-	if !f.passwordRefused("ap", app, "carol", "password-carol") {
+	if !passwordRefused(f, "ap", app, "carol", "password-carol") {
 		t.Fatal("a deactivated user signed in")
 	}
 	setActive(true)
-	if f.passwordRefused("ap", app, "carol", "password-carol") {
+	if passwordRefused(f, "ap", app, "carol", "password-carol") {
 		t.Fatal("a reactivated user was refused")
 	}
-	f.scimCall("eu", http.MethodDelete, "/scim/v2/Users/"+carol.str("id"), tok, nil).want(t, "delete carol", http.StatusNoContent, "")
+	scimCall(f, "eu", http.MethodDelete, "/scim/v2/Users/"+carol.str("id"), tok, nil).want(t, "delete carol", http.StatusNoContent, "")
 
 	// Reads through every entry reach eu.
 	for _, entry := range []string{"eu", "us", "ap"} {
-		r := f.scimCall(entry, http.MethodGet, "/scim/v2/Users/"+aliceID, tok, nil)
+		r := scimCall(f, entry, http.MethodGet, "/scim/v2/Users/"+aliceID, tok, nil)
 		r.want(t, "get alice through "+entry, http.StatusOK, "")
 		if r.header.Get("ETag") != alice.header.Get("ETag") || r.str("userName") != "alice.smith" {
 			t.Fatalf("get through %s: %v %s", entry, r.header, r.raw)
 		}
 	}
-	f.scimCall("us", http.MethodGet, "/scim/v2/Users/"+aliceID, tok, nil, "If-None-Match", alice.header.Get("ETag")).
+	scimCall(f, "us", http.MethodGet, "/scim/v2/Users/"+aliceID, tok, nil, "If-None-Match", alice.header.Get("ETag")).
 		want(t, "If-None-Match", http.StatusNotModified, "")
 
 	// Filters.
@@ -328,7 +316,7 @@ func testSCIM(t *testing.T, f *federation) {
 		{`userName eq "x\" or userName pr or \"1"`, nil},
 		{`userName eq "'; DROP TABLE users; --"`, nil},
 	} {
-		r := f.scimCall("ap", http.MethodGet, "/scim/v2/Users?sortBy=userName&filter="+url.QueryEscape(tc.filter), tok, nil)
+		r := scimCall(f, "ap", http.MethodGet, "/scim/v2/Users?sortBy=userName&filter="+url.QueryEscape(tc.filter), tok, nil)
 		r.want(t, tc.filter, http.StatusOK, "")
 		if got := r.names(); !slices.Equal(got, tc.want) {
 			t.Errorf("filter %s: %v, want %v", tc.filter, got, tc.want)
@@ -336,37 +324,37 @@ func testSCIM(t *testing.T, f *federation) {
 	}
 
 	// The same query as a SearchRequest, through another region.
-	r := f.scimCall("us", http.MethodPost, "/scim/v2/Users/.search", tok, map[string]any{
+	r := scimCall(f, "us", http.MethodPost, "/scim/v2/Users/.search", tok, map[string]any{
 		"schemas": []string{"urn:ietf:params:scim:api:messages:2.0:SearchRequest"},
 		"filter":  `emails[type eq "work"]`, "attributes": []string{"userName"}, "count": 10})
 	r.want(t, ".search", http.StatusOK, "")
 	if !slices.Equal(r.names(), []string{"alice.smith"}) || strings.Contains(r.raw, "emails") {
 		t.Fatalf(".search: %s", r.raw)
 	}
-	f.scimCall("us", http.MethodPost, "/scim/v2/Users/.search", tok, map[string]any{"filter": "userName pr"}).
+	scimCall(f, "us", http.MethodPost, "/scim/v2/Users/.search", tok, map[string]any{"filter": "userName pr"}).
 		want(t, ".search without its schema", http.StatusBadRequest, "invalidSyntax")
 
 	// Paging, sorting, projection.
-	r = f.scimCall("eu", http.MethodGet, "/scim/v2/Users?sortBy=userName&sortOrder=descending&startIndex=2&count=1", tok, nil)
+	r = scimCall(f, "eu", http.MethodGet, "/scim/v2/Users?sortBy=userName&sortOrder=descending&startIndex=2&count=1", tok, nil)
 	if got := r.names(); !slices.Equal(got, []string{"alice.smith"}) || r.body["totalResults"] != float64(2) || r.body["startIndex"] != float64(2) {
 		t.Fatalf("page 2 of 1 descending: %s", r.raw)
 	}
-	r = f.scimCall("eu", http.MethodGet, "/scim/v2/Users?count=0", tok, nil)
+	r = scimCall(f, "eu", http.MethodGet, "/scim/v2/Users?count=0", tok, nil)
 	if r.body["totalResults"] != float64(2) || len(r.names()) != 0 {
 		t.Fatalf("count=0: %s", r.raw)
 	}
-	r = f.scimCall("eu", http.MethodGet, "/scim/v2/Users/"+aliceID+"?attributes=userName,name.givenName", tok, nil)
+	r = scimCall(f, "eu", http.MethodGet, "/scim/v2/Users/"+aliceID+"?attributes=userName,name.givenName", tok, nil)
 	if _, ok := r.body["emails"]; ok || r.str("id") != aliceID || r.body["name"].(map[string]any)["givenName"] != "Alice" || r.body["name"].(map[string]any)["familyName"] != nil {
 		t.Fatalf("attributes=userName,name.givenName: %s", r.raw)
 	}
-	r = f.scimCall("eu", http.MethodGet, "/scim/v2/Users/"+aliceID+"?excludedAttributes=emails,id", tok, nil)
+	r = scimCall(f, "eu", http.MethodGet, "/scim/v2/Users/"+aliceID+"?excludedAttributes=emails,id", tok, nil)
 	if _, ok := r.body["emails"]; ok || r.str("id") != aliceID || r.str("title") != "Engineer" {
 		t.Fatalf("excludedAttributes=emails,id: %s", r.raw)
 	}
 
 	// PATCH and PUT with ETags.
 	etag := alice.header.Get("ETag")
-	r = f.scimCall("us", http.MethodPatch, "/scim/v2/Users/"+aliceID, tok, map[string]any{
+	r = scimCall(f, "us", http.MethodPatch, "/scim/v2/Users/"+aliceID, tok, map[string]any{
 		"schemas": []string{"urn:ietf:params:scim:api:messages:2.0:PatchOp"},
 		"Operations": []any{
 			map[string]any{"op": "Replace", "path": "title", "value": "Staff Engineer"},
@@ -380,27 +368,27 @@ func testSCIM(t *testing.T, f *federation) {
 		t.Fatalf("patched alice: %v %s", r.header, r.raw)
 	}
 	newTag := r.header.Get("ETag")
-	f.scimCall("eu", http.MethodPatch, "/scim/v2/Users/"+aliceID, tok, map[string]any{
+	scimCall(f, "eu", http.MethodPatch, "/scim/v2/Users/"+aliceID, tok, map[string]any{
 		"schemas":    []string{"urn:ietf:params:scim:api:messages:2.0:PatchOp"},
 		"Operations": []any{map[string]any{"op": "replace", "path": "title", "value": "stale"}}}, "If-Match", etag).
 		want(t, "patch with a stale If-Match", http.StatusPreconditionFailed, "")
-	f.scimCall("eu", http.MethodPut, "/scim/v2/Users/"+aliceID, tok, map[string]any{
+	scimCall(f, "eu", http.MethodPut, "/scim/v2/Users/"+aliceID, tok, map[string]any{
 		"schemas": []string{"urn:ietf:params:scim:schemas:core:2.0:User"}, "userName": "alice.smith"}, "If-Match", etag).
 		want(t, "put with a stale If-Match", http.StatusPreconditionFailed, "")
 	// A rename by PUT (password kept, other attributes replaced).
-	r = f.scimCall("ap", http.MethodPut, "/scim/v2/Users/"+aliceID, tok, map[string]any{
+	r = scimCall(f, "ap", http.MethodPut, "/scim/v2/Users/"+aliceID, tok, map[string]any{
 		"schemas": []string{"urn:ietf:params:scim:schemas:core:2.0:User"}, "userName": "alice.jones", "active": true,
 		"name": map[string]any{"givenName": "Alice", "familyName": "Jones"}}, "If-Match", newTag)
 	r.want(t, "put alice", http.StatusOK, "")
 	if r.str("userName") != "alice.jones" || r.body["title"] != nil {
 		t.Fatalf("replaced alice: %s", r.raw)
 	}
-	if _, err := f.nodes["eu"].Store.GetUserByUsername(context.Background(), "alice.smith"); err == nil {
+	if _, err := f.Nodes["eu"].Store.GetUserByUsername(context.Background(), "alice.smith"); err == nil {
 		t.Fatal("the old username is still taken after the rename")
 	}
 
 	// Groups.
-	g := f.scimCall("us", http.MethodPost, "/scim/v2/Groups", tok, map[string]any{
+	g := scimCall(f, "us", http.MethodPost, "/scim/v2/Groups", tok, map[string]any{
 		"schemas": []string{"urn:ietf:params:scim:schemas:core:2.0:Group"}, "displayName": "Engineering",
 		"members": []any{map[string]any{"value": aliceID}}})
 	g.want(t, "create group", http.StatusCreated, "")
@@ -408,44 +396,44 @@ func testSCIM(t *testing.T, f *federation) {
 	if tag, _ := routing.Parse(gid); tag.Kind != routing.KindGroup || tag.Region != "eu" || !strings.Contains(g.raw, "alice.jones") {
 		t.Fatalf("group: %s", g.raw)
 	}
-	f.scimCall("eu", http.MethodPatch, "/scim/v2/Groups/"+gid, tok, map[string]any{
+	scimCall(f, "eu", http.MethodPatch, "/scim/v2/Groups/"+gid, tok, map[string]any{
 		"schemas":    []string{"urn:ietf:params:scim:api:messages:2.0:PatchOp"},
 		"Operations": []any{map[string]any{"op": "add", "path": "members", "value": []any{map[string]any{"value": bobID}}}}}).
 		want(t, "add bob", http.StatusOK, "")
-	r = f.scimCall("ap", http.MethodGet, "/scim/v2/Groups?filter="+url.QueryEscape(`members[value eq "`+bobID+`"]`), tok, nil)
+	r = scimCall(f, "ap", http.MethodGet, "/scim/v2/Groups?filter="+url.QueryEscape(`members[value eq "`+bobID+`"]`), tok, nil)
 	if !slices.Equal(r.names(), []string{"Engineering"}) {
 		t.Fatalf("groups of bob: %s", r.raw)
 	}
-	if r := f.scimCall("ap", http.MethodGet, "/scim/v2/Users/"+bobID, tok, nil); !strings.Contains(r.raw, gid) {
+	if r := scimCall(f, "ap", http.MethodGet, "/scim/v2/Users/"+bobID, tok, nil); !strings.Contains(r.raw, gid) {
 		t.Fatalf("bob's groups: %s", r.raw)
 	}
-	f.scimCall("eu", http.MethodPatch, "/scim/v2/Groups/"+gid, tok, map[string]any{
+	scimCall(f, "eu", http.MethodPatch, "/scim/v2/Groups/"+gid, tok, map[string]any{
 		"schemas":    []string{"urn:ietf:params:scim:api:messages:2.0:PatchOp"},
 		"Operations": []any{map[string]any{"op": "remove", "path": `members[value eq "` + aliceID + `"]`}}}).
 		want(t, "remove alice", http.StatusOK, "")
-	f.scimCall("eu", http.MethodPost, "/scim/v2/Groups", tok, map[string]any{
+	scimCall(f, "eu", http.MethodPost, "/scim/v2/Groups", tok, map[string]any{
 		"schemas": []string{"urn:ietf:params:scim:schemas:core:2.0:Group"}, "displayName": "Strangers",
 		"members": []any{map[string]any{"value": "m1.us.us.AAAA"}}}).want(t, "member of no region", http.StatusBadRequest, "invalidValue")
 
 	// Deleting bob takes him out of the group.
-	f.scimCall("eu", http.MethodDelete, "/scim/v2/Users/"+bobID, tok, nil, "If-Match", `W/"999"`).
+	scimCall(f, "eu", http.MethodDelete, "/scim/v2/Users/"+bobID, tok, nil, "If-Match", `W/"999"`).
 		want(t, "delete with a stale If-Match", http.StatusPreconditionFailed, "")
-	f.scimCall("us", http.MethodDelete, "/scim/v2/Users/"+bobID, tok, nil).want(t, "delete bob", http.StatusNoContent, "")
-	f.scimCall("ap", http.MethodGet, "/scim/v2/Users/"+bobID, tok, nil).want(t, "get deleted bob", http.StatusNotFound, "")
-	if r := f.scimCall("eu", http.MethodGet, "/scim/v2/Groups/"+gid, tok, nil); strings.Contains(r.raw, bobID) {
+	scimCall(f, "us", http.MethodDelete, "/scim/v2/Users/"+bobID, tok, nil).want(t, "delete bob", http.StatusNoContent, "")
+	scimCall(f, "ap", http.MethodGet, "/scim/v2/Users/"+bobID, tok, nil).want(t, "get deleted bob", http.StatusNotFound, "")
+	if r := scimCall(f, "eu", http.MethodGet, "/scim/v2/Groups/"+gid, tok, nil); strings.Contains(r.raw, bobID) {
 		t.Fatalf("deleted bob still in the group: %s", r.raw)
 	}
-	f.scimCall("ap", http.MethodDelete, "/scim/v2/Groups/"+gid, tok, nil).want(t, "delete group", http.StatusNoContent, "")
-	f.scimCall("eu", http.MethodGet, "/scim/v2/Groups/"+gid, tok, nil).want(t, "get deleted group", http.StatusNotFound, "")
+	scimCall(f, "ap", http.MethodDelete, "/scim/v2/Groups/"+gid, tok, nil).want(t, "delete group", http.StatusNoContent, "")
+	scimCall(f, "eu", http.MethodGet, "/scim/v2/Groups/"+gid, tok, nil).want(t, "get deleted group", http.StatusNotFound, "")
 
 	testSCIMAttacks(t, f, tok, aliceID)
 }
 
 // testSCIMAttacks plays the attacker against the SCIM endpoint.
-func testSCIMAttacks(t *testing.T, f *federation, tok, aliceID string) {
-	noScope := f.scimToken("eu", "eu", []string{"scim"}, "")
-	otherScope := f.scimToken("eu", "eu", []string{region.ScopeIntrospect}, region.ScopeIntrospect)
-	usTok := f.scimToken("us", "us", []string{"scim"}, "scim")
+func testSCIMAttacks(t *testing.T, f *fedtest.Federation, tok, aliceID string) {
+	noScope := scimToken(f, "eu", "eu", []string{"scim"}, "")
+	otherScope := scimToken(f, "eu", "eu", []string{region.ScopeIntrospect}, region.ScopeIntrospect)
+	usTok := scimToken(f, "us", "us", []string{"scim"}, "scim")
 	patchOp := func(ops ...map[string]any) map[string]any {
 		l := make([]any, len(ops))
 		for i, o := range ops {
@@ -493,39 +481,39 @@ func testSCIMAttacks(t *testing.T, f *federation, tok, aliceID string) {
 		{"PATCH a wrong type", "eu", http.MethodPatch, "/scim/v2/Users/" + aliceID, tok, patchOp(map[string]any{"op": "replace", "path": "active", "value": "maybe"}), http.StatusBadRequest, "invalidValue"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f.scimCall(tc.entry, tc.method, tc.path, tc.token, tc.body).want(t, tc.name, tc.status, tc.scimType)
+			scimCall(f, tc.entry, tc.method, tc.path, tc.token, tc.body).want(t, tc.name, tc.status, tc.scimType)
 		})
 	}
 	// A JWT access token (RFC 9068) of eu works through another region too.
-	jwtClient, err := region.CreateClient(context.Background(), f.nodes["eu"].Store, codecOf(t, f), "eu", region.ClientSpec{Name: "jwt-provisioner",
+	jwtClient, err := region.CreateClient(context.Background(), f.Nodes["eu"].Store, codecOf(t, f), "eu", region.ClientSpec{Name: "jwt-provisioner",
 		GrantTypes: []string{region.GrantClientCredentials}, Scopes: []string{"scim"}, AccessTokenFormat: region.FormatJWT})
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, oe, jt := f.token("ap", jwtClient, url.Values{"grant_type": {"client_credentials"}, "scope": {"scim"}})
+	s, oe, jt := f.Token("ap", jwtClient, url.Values{"grant_type": {"client_credentials"}, "scope": {"scim"}})
 	jwtTok, _ := jt["access_token"].(string)
 	if s != http.StatusOK || !strings.HasPrefix(jwtTok, "eyJ") {
 		t.Fatalf("JWT token: %d %+v %v", s, oe, jt)
 	}
-	if r := f.scimCall("us", http.MethodGet, "/scim/v2/Users/"+aliceID, jwtTok, nil); r.status != http.StatusOK {
+	if r := scimCall(f, "us", http.MethodGet, "/scim/v2/Users/"+aliceID, jwtTok, nil); r.status != http.StatusOK {
 		t.Fatalf("JWT access token through us: %s", r.raw)
 	}
 
 	// Another region's token lists only that region's users.
-	if r := f.scimCall("eu", http.MethodGet, "/scim/v2/Users", usTok, nil); r.status != http.StatusOK || strings.Contains(r.raw, aliceID) {
+	if r := scimCall(f, "eu", http.MethodGet, "/scim/v2/Users", usTok, nil); r.status != http.StatusOK || strings.Contains(r.raw, aliceID) {
 		t.Fatalf("us token listing through eu: %s", r.raw)
 	}
 	// A client not allowed the scope gets no token for it.
-	c, err := region.CreateClient(context.Background(), f.nodes["eu"].Store, codecOf(t, f), "eu", region.ClientSpec{Name: "not-allowed",
+	c, err := region.CreateClient(context.Background(), f.Nodes["eu"].Store, codecOf(t, f), "eu", region.ClientSpec{Name: "not-allowed",
 		GrantTypes: []string{region.GrantClientCredentials}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if s, _, _ := f.token("us", c, url.Values{"grant_type": {"client_credentials"}, "scope": {"scim"}}); s == http.StatusOK {
+	if s, _, _ := f.Token("us", c, url.Values{"grant_type": {"client_credentials"}, "scope": {"scim"}}); s == http.StatusOK {
 		t.Fatal("a client without the scim scope got a scim token")
 	}
 	// Alice is unchanged by all of it.
-	if r := f.scimCall("eu", http.MethodGet, "/scim/v2/Users/"+aliceID, tok, nil); r.str("userName") != "alice.jones" {
+	if r := scimCall(f, "eu", http.MethodGet, "/scim/v2/Users/"+aliceID, tok, nil); r.str("userName") != "alice.jones" {
 		t.Fatalf("alice after the attacks: %s", r.raw)
 	}
 }
@@ -547,9 +535,9 @@ func TestSCIMIndependentClient(t *testing.T) {
 		}
 		t.Skipf("node or SCIMMY missing (npm ci in %s): %v", dir, err)
 	}
-	f := startFederation(t)
-	tok := f.scimToken("eu", "eu", []string{"scim"}, "scim")
-	entry := func(id string) string { return "http://" + net.JoinHostPort(regionIPs[id], strconv.Itoa(f.port)) }
+	f := fedtest.Start(t, fedtest.Options{})
+	tok := scimToken(f, "eu", "eu", []string{"scim"}, "scim")
+	entry := func(id string) string { return "http://" + net.JoinHostPort(fedtest.SiteIP(id), strconv.Itoa(f.Port)) }
 	cmd := exec.CommandContext(t.Context(), nodeBin, "client.mjs", entry("eu"), entry("us"), tok)
 	cmd.Dir = dir
 	out, err := cmd.CombinedOutput()
