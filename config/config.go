@@ -698,9 +698,9 @@ func (c *Config) GlobalIssuer() string { return c.Federation.URL(c.Federation.Gl
 // Issuer is a region's own issuer, used between the hub and the regions.
 func (c *Config) Issuer(r *Region) string { return c.Federation.URL(r.Host) }
 
-// Upstream returns the address to dial for a site: its first address at the
+// DialAddr returns the address to dial for a site: its first address at the
 // port of its listener (or the federation port).
-func (c *Config) Upstream(s Site) string {
+func (c *Config) DialAddr(s Site) string {
 	port := strconv.Itoa(c.Federation.Port)
 	if _, p, err := net.SplitHostPort(s.Listen); err == nil && p != "0" {
 		port = p

@@ -21,8 +21,8 @@ func TestLoadExample(t *testing.T) {
 		t.Fatalf("global issuer = %s", c.GlobalIssuer())
 	}
 	eu, _ := c.Region("eu")
-	if c.Issuer(eu) != "http://eu.id.localhost:8080" || c.Upstream(eu.Site) != "127.0.0.11:8080" {
-		t.Fatalf("eu issuer %s upstream %s", c.Issuer(eu), c.Upstream(eu.Site))
+	if c.Issuer(eu) != "http://eu.id.localhost:8080" || c.DialAddr(eu.Site) != "127.0.0.11:8080" {
+		t.Fatalf("eu issuer %s upstream %s", c.Issuer(eu), c.DialAddr(eu.Site))
 	}
 	if eu.DR == nil || eu.DR.Host != "eu-dr.id.localhost" {
 		t.Fatalf("eu dr = %+v", eu.DR)

@@ -5,12 +5,12 @@ import (
 	"strconv"
 )
 
-// UpstreamAddrs returns every address to dial for a site, in configuration
+// DialAddrs returns every address to dial for a site, in configuration
 // order: each of its addresses at the port of its listener (or the
-// federation port). [Config.Upstream] is the first of them; a caller that
+// federation port). [Config.DialAddr] is the first of them; a caller that
 // must survive one dead node of a site tries them all (GeoDNS checks and
 // answers each one on its own).
-func (c *Config) UpstreamAddrs(s Site) []string {
+func (c *Config) DialAddrs(s Site) []string {
 	port := strconv.Itoa(c.Federation.Port)
 	if _, p, err := net.SplitHostPort(s.Listen); err == nil && p != "0" {
 		port = p

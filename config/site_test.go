@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-func TestUpstreamAddrs(t *testing.T) {
+func TestDialAddrs(t *testing.T) {
 	c := &Config{Federation: Federation{Port: 443}}
 	tests := []struct {
 		site Site
@@ -17,12 +17,12 @@ func TestUpstreamAddrs(t *testing.T) {
 		{Site{Addresses: []string{"192.0.2.1", "192.0.2.2"}}, []string{"192.0.2.1:443", "192.0.2.2:443"}},
 	}
 	for _, tc := range tests {
-		got := c.UpstreamAddrs(tc.site)
+		got := c.DialAddrs(tc.site)
 		if !slices.Equal(got, tc.want) {
-			t.Errorf("UpstreamAddrs(%+v) = %v, want %v", tc.site, got, tc.want)
+			t.Errorf("DialAddrs(%+v) = %v, want %v", tc.site, got, tc.want)
 		}
-		if got[0] != c.Upstream(tc.site) {
-			t.Errorf("Upstream = %s, want the first of UpstreamAddrs", c.Upstream(tc.site))
+		if got[0] != c.DialAddr(tc.site) {
+			t.Errorf("DialAddr = %s, want the first of DialAddrs", c.DialAddr(tc.site))
 		}
 	}
 }

@@ -39,7 +39,7 @@ func TestFaultDatabaseDown(t *testing.T) {
 	}
 	at, rt := tok["access_token"].(string), tok["refresh_token"].(string)
 	hc := &http.Client{Timeout: 10 * time.Second}
-	readyz := "http://" + f.Cfg.Upstream(f.Cfg.Regions[0].Site) + "/readyz"
+	readyz := "http://" + f.Cfg.DialAddr(f.Cfg.Regions[0].Site) + "/readyz"
 	ready := func() int {
 		resp, err := hc.Get(readyz)
 		if err != nil {

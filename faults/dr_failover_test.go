@@ -144,7 +144,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	// Runbook step 1 (continued): the DR site serves reads on its standby
 	// and refuses writes; its /readyz says "standby".
 	dr, drBase := f.At("eu/dr")
-	drSite := "http://" + f.Cfg.Upstream(*f.Cfg.Regions[0].DR)
+	drSite := "http://" + f.Cfg.DialAddr(*f.Cfg.Regions[0].DR)
 	if s, body := get(t, dr, drSite+"/readyz"); s != http.StatusServiceUnavailable || !strings.Contains(body, "standby") {
 		t.Fatalf("DR /readyz on a standby: %d %s (GeoDNS must not fail over to it before promotion)", s, body)
 	}
@@ -218,7 +218,7 @@ func TestFaultDRFailoverFencing(t *testing.T) {
 	// site for its generation before it serves and fences itself.
 	primary.Start()
 	euProc = startRegionalProc(t, f, "eu", false)
-	euSite := "http://" + f.Cfg.Upstream(eu.Site)
+	euSite := "http://" + f.Cfg.DialAddr(eu.Site)
 	euc, euBase := f.At("eu")
 	if s, body := get(t, euc, euSite+"/readyz"); s != http.StatusServiceUnavailable || !strings.Contains(body, "fenced") {
 		t.Fatalf("old primary /readyz: %d %s", s, body)
@@ -339,7 +339,7 @@ func startRegionalProc(t *testing.T, f *fedtest.Federation, id string, dr bool) 
 		site = *r.DR
 	}
 	p := newProc(t, "regional serve "+id, argv...)
-	p.readyURL = "http://" + f.Cfg.Upstream(site) + "/healthz"
+	p.readyURL = "http://" + f.Cfg.DialAddr(site) + "/healthz"
 	p.start()
 	return p
 }

@@ -55,8 +55,8 @@ func TestFaultNodeDownEveryAddress(t *testing.T) {
 	})
 	tok := f.Tokens("eu", euApp, "ada")
 	crossRegionTokens(t, f, "us", usApp, "bob") // the whole path works with every node up
-	node1, node2, drAddr := f.Cfg.UpstreamAddrs(f.Cfg.Regions[0].Site)[0], f.Cfg.UpstreamAddrs(f.Cfg.Regions[0].Site)[1],
-		f.Cfg.UpstreamAddrs(*f.Cfg.Regions[0].DR)[0]
+	node1, node2, drAddr := f.Cfg.DialAddrs(f.Cfg.Regions[0].Site)[0], f.Cfg.DialAddrs(f.Cfg.Regions[0].Site)[1],
+		f.Cfg.DialAddrs(*f.Cfg.Regions[0].DR)[0]
 
 	// Node 1 stops. GeoDNS would answer eu's host with node 2 only.
 	f.Halt("eu")

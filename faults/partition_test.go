@@ -85,7 +85,7 @@ func newLinkRig(t *testing.T) *linkRig {
 	})
 	kr := f.Keyring("us")
 	rig.router, err = routing.NewRouter(routing.RouterConfig{Local: "us",
-		Upstreams:      []routing.Upstream{{Region: "eu", URL: f.Cfg.Issuer(eu), Addr: rig.primary.Addr(), DRAddr: rig.dr.Addr()}},
+		Peers:          []routing.Peer{{Region: "eu", URL: f.Cfg.Issuer(eu), Addr: rig.primary.Addr(), DRAddr: rig.dr.Addr()}},
 		ConnectTimeout: 300 * time.Millisecond, RequestTimeout: rig.requestTimeout,
 		BreakerThreshold: 3, BreakerCooldown: rig.cooldown, HopKey: kr.Key, HopKeys: setup.HopKeys(kr)}, f.Codec(), local, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
 	if err != nil {

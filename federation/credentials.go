@@ -20,7 +20,7 @@ const (
 )
 
 // CallbackPath is where an entry region receives federated authorization
-// responses (region.Upstream.Finish runs there).
+// responses (region.Federator.Finish runs there).
 const CallbackPath = "/login/federated/callback"
 
 // Credentials are one federation client's id, private key and redirect

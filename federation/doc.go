@@ -18,7 +18,7 @@
 //     region pushes to the hub and the user-key pages the hub reconciles
 //     with.
 //
-// The regional side (the entry region's Upstream, the outbox Pusher, the
+// The regional side (the entry region's Federator, the outbox Pusher, the
 // user-keys endpoint) is package region/federation; the hub is package hub.
 package federation
 

@@ -29,8 +29,8 @@ const (
 // Pages renders the region-look-alike login pages.
 type Pages struct{ t *template.Template }
 
-// NewPages parses the region's own page templates: pages the hub and
-// Upstream render where the user expects a region's page (the unknown-user
+// NewPages parses the region's own page templates: pages the hub and the
+// Federator render where the user expects a region's page (the unknown-user
 // password page above all) must be indistinguishable from the region's.
 func NewPages() (*Pages, error) {
 	t, err := template.ParseFS(loginpage.Templates(), "templates/*.html")

@@ -29,8 +29,8 @@ type Zone struct {
 	ttl    uint32
 	maxUDP uint16
 
-	names map[string]*node // canonical owner name -> node
-	ents  map[string]bool  // empty non-terminals (exist, hold no records)
+	names map[string]*zoneName // canonical owner name -> node
+	ents  map[string]bool      // empty non-terminals (exist, hold no records)
 
 	soaAnswer    []dns.RR // the apex SOA, TTL = TTL
 	negAuthority []dns.RR // the apex SOA, TTL = min(TTL, SOA minimum) (RFC 2308)
@@ -42,7 +42,7 @@ type Zone struct {
 	v4, v6        []route // longest prefix first
 }
 
-type node struct {
+type zoneName struct {
 	apex   bool
 	global bool
 	region int    // index of the region this is the host of, or -1
@@ -90,7 +90,7 @@ const (
 // siteInfo is one site of a region: its upstream name and its address
 // records under each owner name.
 type siteInfo struct {
-	up   Upstream // the site, without Addr
+	up   Target   // the site, without Addr
 	sets [3]rrset // [ownerHost], [ownerGlobal], [ownerSite]
 }
 
@@ -116,7 +116,7 @@ func NewZone(cfg Config) (*Zone, error) {
 		zone:   cfg.Zone,
 		ttl:    cfg.TTL,
 		maxUDP: cfg.MaxUDPSize,
-		names:  map[string]*node{},
+		names:  map[string]*zoneName{},
 		ents:   map[string]bool{},
 	}
 	hdr := func(name string, t uint16, ttl uint32) dns.RR_Header {
@@ -143,10 +143,10 @@ func NewZone(cfg Config) (*Zone, error) {
 		}
 		return s
 	}
-	get := func(name string) *node {
+	get := func(name string) *zoneName {
 		n := z.names[name]
 		if n == nil {
-			n = &node{region: -1, drOf: -1}
+			n = &zoneName{region: -1, drOf: -1}
 			z.names[name] = n
 		}
 		return n
@@ -179,7 +179,7 @@ func NewZone(cfg Config) (*Zone, error) {
 		ri := &z.regions[i]
 		ri.id = r.ID
 		p := &ri.sites[sitePrimary]
-		p.up = Upstream{Region: r.ID}
+		p.up = Target{Region: r.ID}
 		p.sets[ownerHost] = mkset(r.Host.Name, r.Host.Addrs)
 		p.sets[ownerGlobal] = mkset(cfg.GlobalHost, r.Host.Addrs)
 		p.sets[ownerSite] = p.sets[ownerHost]
@@ -187,7 +187,7 @@ func NewZone(cfg Config) (*Zone, error) {
 		if r.DR != nil {
 			ri.hasDR = true
 			d := &ri.sites[siteDR]
-			d.up = Upstream{Region: r.ID, DR: true}
+			d.up = Target{Region: r.ID, DR: true}
 			d.sets[ownerHost] = mkset(r.Host.Name, r.DR.Addrs)
 			d.sets[ownerGlobal] = mkset(cfg.GlobalHost, r.DR.Addrs)
 			d.sets[ownerSite] = mkset(r.DR.Name, r.DR.Addrs)

@@ -23,7 +23,7 @@ func TestAnswerEveryAddress(t *testing.T) {
 
 	tests := []struct {
 		name       string
-		down       []Upstream
+		down       []Target
 		failedOver bool // eu latched to its DR site
 		qtype      uint16
 		host       []string // eu.id.localhost
@@ -31,30 +31,30 @@ func TestAnswerEveryAddress(t *testing.T) {
 		drHost     []string // eu-dr.id.localhost
 	}{
 		{name: "all up", host: []string{"127.0.0.51", "127.0.0.52"}, global: []string{"127.0.0.51", "127.0.0.52"}, drHost: []string{"127.0.0.53", "127.0.0.54"}},
-		{name: "one primary address down: dropped, region kept", down: []Upstream{p51},
+		{name: "one primary address down: dropped, region kept", down: []Target{p51},
 			host: []string{"127.0.0.52"}, global: []string{"127.0.0.52"}, drHost: []string{"127.0.0.53", "127.0.0.54"}},
-		{name: "the other one down", down: []Upstream{p52},
+		{name: "the other one down", down: []Target{p52},
 			host: []string{"127.0.0.51"}, global: []string{"127.0.0.51"}, drHost: []string{"127.0.0.53", "127.0.0.54"}},
-		{name: "IPv4 primary addresses down, IPv6 up: no failover, AAAA kept", down: []Upstream{p51, p52}, qtype: dns.TypeAAAA,
+		{name: "IPv4 primary addresses down, IPv6 up: no failover, AAAA kept", down: []Target{p51, p52}, qtype: dns.TypeAAAA,
 			host: []string{"fd00::51"}, global: []string{"fd00::51"}},
 		// With only the IPv6 address up the site is up, so eu is not failed
 		// over; A has no live record: the host answers all (never empty by
 		// health), the global host moves on to a region with a live A.
-		{name: "IPv4 primary addresses down, IPv6 up: A", down: []Upstream{p51, p52},
+		{name: "IPv4 primary addresses down, IPv6 up: A", down: []Target{p51, p52},
 			host: []string{"127.0.0.51", "127.0.0.52"}, global: []string{"127.0.0.12"}, drHost: []string{"127.0.0.53", "127.0.0.54"}},
-		{name: "every primary address down: DR", down: []Upstream{p51, p52, p6},
+		{name: "every primary address down: DR", down: []Target{p51, p52, p6},
 			host: []string{"127.0.0.53", "127.0.0.54"}, global: []string{"127.0.0.53", "127.0.0.54"}, drHost: []string{"127.0.0.53", "127.0.0.54"}},
-		{name: "primary site down as a whole: DR", down: []Upstream{euUp},
+		{name: "primary site down as a whole: DR", down: []Target{euUp},
 			host: []string{"127.0.0.53", "127.0.0.54"}, global: []string{"127.0.0.53", "127.0.0.54"}},
-		{name: "primary down, one DR address down", down: []Upstream{euUp, d53},
+		{name: "primary down, one DR address down", down: []Target{euUp, d53},
 			host: []string{"127.0.0.54"}, global: []string{"127.0.0.54"}, drHost: []string{"127.0.0.54"}},
-		{name: "both sites down: primary answered, global moves", down: []Upstream{euUp, d53, d54},
+		{name: "both sites down: primary answered, global moves", down: []Target{euUp, d53, d54},
 			host: []string{"127.0.0.51", "127.0.0.52"}, global: []string{"127.0.0.12"}, drHost: []string{"127.0.0.53", "127.0.0.54"}},
 		{name: "failed over, primary healthy again: still DR", failedOver: true,
 			host: []string{"127.0.0.53", "127.0.0.54"}, global: []string{"127.0.0.53", "127.0.0.54"}},
-		{name: "failed over, one DR address down", failedOver: true, down: []Upstream{d54},
+		{name: "failed over, one DR address down", failedOver: true, down: []Target{d54},
 			host: []string{"127.0.0.53"}, global: []string{"127.0.0.53"}},
-		{name: "failed over, DR down: never the primary; global moves", failedOver: true, down: []Upstream{euDR},
+		{name: "failed over, DR down: never the primary; global moves", failedOver: true, down: []Target{euDR},
 			host: []string{"127.0.0.53", "127.0.0.54"}, global: []string{"127.0.0.12"}},
 	}
 	for _, tc := range tests {

@@ -9,11 +9,11 @@ import (
 )
 
 var (
-	euUp   = Upstream{Region: "eu"}
-	euDR   = Upstream{Region: "eu", DR: true}
-	usUp   = Upstream{Region: "us"}
-	usDR   = Upstream{Region: "us", DR: true}
-	apUp   = Upstream{Region: "ap"}
+	euUp   = Target{Region: "eu"}
+	euDR   = Target{Region: "eu", DR: true}
+	usUp   = Target{Region: "us"}
+	usDR   = Target{Region: "us", DR: true}
+	apUp   = Target{Region: "ap"}
 	loop4  = netip.MustParseAddr("127.0.0.1")
 	noAddr = netip.Addr{}
 )
@@ -25,7 +25,7 @@ func TestAnswerSteering(t *testing.T) {
 		qtype     uint16
 		ecs       string // ECS source prefix, "" for none
 		src       netip.Addr
-		down      []Upstream
+		down      []Target
 		want      []string
 		wantScope int // checked when ecs != ""
 		region    string
@@ -53,18 +53,18 @@ func TestAnswerSteering(t *testing.T) {
 		{name: "no source at all uses default", src: noAddr, want: []string{"127.0.0.12"}, region: "us"},
 
 		// Health.
-		{name: "primary down, DR up: DR", ecs: "192.0.2.0/24", src: loop4, down: []Upstream{euUp}, want: []string{"127.0.0.21"}, wantScope: 24, region: "eu"},
-		{name: "region down: proximity", ecs: "192.0.2.0/24", src: loop4, down: []Upstream{euUp, euDR}, want: []string{"127.0.0.12"}, wantScope: 24, region: "us"},
-		{name: "proximity primary down: its DR", ecs: "192.0.2.0/24", src: loop4, down: []Upstream{euUp, euDR, usUp}, want: []string{"127.0.0.22"}, wantScope: 24, region: "us"},
-		{name: "second proximity", ecs: "192.0.2.0/24", src: loop4, down: []Upstream{euUp, euDR, usUp, usDR}, want: []string{"127.0.0.13"}, wantScope: 24, region: "ap"},
-		{name: "all down: matched region anyway", ecs: "192.0.2.0/24", src: loop4, down: []Upstream{euUp, euDR, usUp, usDR, apUp}, want: []string{"127.0.0.11"}, wantScope: 24, region: "eu"},
-		{name: "region without DR down", ecs: "203.0.113.0/24", src: loop4, down: []Upstream{apUp}, want: []string{"127.0.0.12"}, wantScope: 24, region: "us"},
-		{name: "default down: default's proximity", ecs: "172.16.0.0/24", src: loop4, down: []Upstream{usUp, usDR}, want: []string{"127.0.0.11"}, wantScope: 2, region: "eu"},
-		{name: "unrelated region down", ecs: "192.0.2.0/24", src: loop4, down: []Upstream{apUp, usUp}, want: []string{"127.0.0.11"}, wantScope: 24, region: "eu"},
+		{name: "primary down, DR up: DR", ecs: "192.0.2.0/24", src: loop4, down: []Target{euUp}, want: []string{"127.0.0.21"}, wantScope: 24, region: "eu"},
+		{name: "region down: proximity", ecs: "192.0.2.0/24", src: loop4, down: []Target{euUp, euDR}, want: []string{"127.0.0.12"}, wantScope: 24, region: "us"},
+		{name: "proximity primary down: its DR", ecs: "192.0.2.0/24", src: loop4, down: []Target{euUp, euDR, usUp}, want: []string{"127.0.0.22"}, wantScope: 24, region: "us"},
+		{name: "second proximity", ecs: "192.0.2.0/24", src: loop4, down: []Target{euUp, euDR, usUp, usDR}, want: []string{"127.0.0.13"}, wantScope: 24, region: "ap"},
+		{name: "all down: matched region anyway", ecs: "192.0.2.0/24", src: loop4, down: []Target{euUp, euDR, usUp, usDR, apUp}, want: []string{"127.0.0.11"}, wantScope: 24, region: "eu"},
+		{name: "region without DR down", ecs: "203.0.113.0/24", src: loop4, down: []Target{apUp}, want: []string{"127.0.0.12"}, wantScope: 24, region: "us"},
+		{name: "default down: default's proximity", ecs: "172.16.0.0/24", src: loop4, down: []Target{usUp, usDR}, want: []string{"127.0.0.11"}, wantScope: 2, region: "eu"},
+		{name: "unrelated region down", ecs: "192.0.2.0/24", src: loop4, down: []Target{apUp, usUp}, want: []string{"127.0.0.11"}, wantScope: 24, region: "eu"},
 		// ap has no IPv6: an AAAA query goes to the nearest region that has.
 		{name: "AAAA skips a region without IPv6", qtype: dns.TypeAAAA, ecs: "203.0.113.0/24", src: loop4, want: []string{"fd00::12"}, wantScope: 24, region: "us"},
 		// us DR has no IPv6 either.
-		{name: "AAAA skips a DR without IPv6", qtype: dns.TypeAAAA, ecs: "198.51.100.0/24", src: loop4, down: []Upstream{usUp}, want: []string{"fd00::11"}, wantScope: 24, region: "eu"},
+		{name: "AAAA skips a DR without IPv6", qtype: dns.TypeAAAA, ecs: "198.51.100.0/24", src: loop4, down: []Target{usUp}, want: []string{"fd00::11"}, wantScope: 24, region: "eu"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -123,17 +123,17 @@ func TestAnswerNames(t *testing.T) {
 		name  string
 		qname string
 		qtype uint16
-		down  []Upstream
+		down  []Target
 		want  want
 	}{
 		{"region host", "eu.id.localhost.", dns.TypeA, nil, want{rcode: dns.RcodeSuccess, aa: true, answer: []string{"127.0.0.11"}}},
 		{"region host AAAA", "eu.id.localhost.", dns.TypeAAAA, nil, want{rcode: dns.RcodeSuccess, aa: true, answer: []string{"fd00::11"}}},
-		{"region host, primary down: DR", "eu.id.localhost.", dns.TypeA, []Upstream{euUp}, want{rcode: dns.RcodeSuccess, aa: true, answer: []string{"127.0.0.21"}}},
-		{"region host, both down: primary", "eu.id.localhost.", dns.TypeA, []Upstream{euUp, euDR}, want{rcode: dns.RcodeSuccess, aa: true, answer: []string{"127.0.0.11"}}},
-		{"region host, DR down only", "eu.id.localhost.", dns.TypeA, []Upstream{euDR}, want{rcode: dns.RcodeSuccess, aa: true, answer: []string{"127.0.0.11"}}},
-		{"region without DR, down", "ap.id.localhost.", dns.TypeA, []Upstream{apUp}, want{rcode: dns.RcodeSuccess, aa: true, answer: []string{"127.0.0.13"}}},
-		{"DR AAAA missing: NODATA", "us.id.localhost.", dns.TypeAAAA, []Upstream{usUp}, want{rcode: dns.RcodeSuccess, aa: true, soaAuth: true}},
-		{"DR host", "eu-dr.id.localhost.", dns.TypeA, []Upstream{euDR}, want{rcode: dns.RcodeSuccess, aa: true, answer: []string{"127.0.0.21"}}},
+		{"region host, primary down: DR", "eu.id.localhost.", dns.TypeA, []Target{euUp}, want{rcode: dns.RcodeSuccess, aa: true, answer: []string{"127.0.0.21"}}},
+		{"region host, both down: primary", "eu.id.localhost.", dns.TypeA, []Target{euUp, euDR}, want{rcode: dns.RcodeSuccess, aa: true, answer: []string{"127.0.0.11"}}},
+		{"region host, DR down only", "eu.id.localhost.", dns.TypeA, []Target{euDR}, want{rcode: dns.RcodeSuccess, aa: true, answer: []string{"127.0.0.11"}}},
+		{"region without DR, down", "ap.id.localhost.", dns.TypeA, []Target{apUp}, want{rcode: dns.RcodeSuccess, aa: true, answer: []string{"127.0.0.13"}}},
+		{"DR AAAA missing: NODATA", "us.id.localhost.", dns.TypeAAAA, []Target{usUp}, want{rcode: dns.RcodeSuccess, aa: true, soaAuth: true}},
+		{"DR host", "eu-dr.id.localhost.", dns.TypeA, []Target{euDR}, want{rcode: dns.RcodeSuccess, aa: true, answer: []string{"127.0.0.21"}}},
 		{"hub", "hub.id.localhost.", dns.TypeA, nil, want{rcode: dns.RcodeSuccess, aa: true, answer: []string{"127.0.0.10"}}},
 		{"name server", "a.ns.id.localhost.", dns.TypeAAAA, nil, want{rcode: dns.RcodeSuccess, aa: true, answer: []string{"fd00::2"}}},
 		{"mixed case", "EU.Id.LocalHost.", dns.TypeA, nil, want{rcode: dns.RcodeSuccess, aa: true, answer: []string{"127.0.0.11"}}},

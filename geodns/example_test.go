@@ -44,7 +44,7 @@ func ExampleZone_Answer() {
 		return
 	}
 
-	health := geodns.NewSnapshot(geodns.Upstream{Region: "eu"}) // eu primary down
+	health := geodns.NewSnapshot(geodns.Target{Region: "eu"}) // eu primary down
 	reply := zone.Answer(&geodns.Query{Request: req, Source: a("127.0.0.1")}, health)
 	fmt.Println(dns.RcodeToString[reply.Rcode], "aa:", reply.Authoritative)
 	for _, rr := range reply.Answer {

@@ -196,7 +196,7 @@ func TestServerEveryAddressAndNoFailback(t *testing.T) {
 	for range 3 {
 		srv.Health().CheckOnce(ctx)
 	}
-	if !srv.Health().Snapshot().Up(Upstream{Region: "eu"}) {
+	if !srv.Health().Snapshot().Up(Target{Region: "eu"}) {
 		t.Fatal("primary not seen up again")
 	}
 	expect("primary back: no automatic failback", "127.0.0.53")

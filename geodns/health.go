@@ -22,9 +22,9 @@ import (
 	"go.opentelemetry.io/otel/metric/noop"
 )
 
-// Upstream names one health-checked site or one address of it: a region's
+// Target names one health-checked site or one address of it: a region's
 // primary or its DR site, and with Addr set one address of that site.
-type Upstream struct {
+type Target struct {
 	Region string
 	DR     bool
 	// Addr is one address of the site; the zero Addr names the site as a
@@ -34,7 +34,7 @@ type Upstream struct {
 
 // String returns "eu" for a primary, "eu/dr" for a DR site and
 // "eu@127.0.0.11" or "eu/dr@127.0.0.21" for one address.
-func (u Upstream) String() string {
+func (u Target) String() string {
 	s := u.Region
 	if u.DR {
 		s += "/dr"
@@ -46,14 +46,14 @@ func (u Upstream) String() string {
 }
 
 // Site returns u without its address: the site u belongs to.
-func (u Upstream) Site() Upstream { return Upstream{Region: u.Region, DR: u.DR} }
+func (u Target) Site() Target { return Target{Region: u.Region, DR: u.DR} }
 
 // At returns the upstream for one address of site u.
-func (u Upstream) At(a netip.Addr) Upstream {
-	return Upstream{Region: u.Region, DR: u.DR, Addr: a.Unmap()}
+func (u Target) At(a netip.Addr) Target {
+	return Target{Region: u.Region, DR: u.DR, Addr: a.Unmap()}
 }
 
-func (u Upstream) site() string {
+func (u Target) site() string {
 	if u.DR {
 		return "dr"
 	}
@@ -62,21 +62,21 @@ func (u Upstream) site() string {
 
 // Snapshot is an immutable view of upstream health at one moment, plus the
 // regions that have been failed over to their DR site (see
-// [Checker.Failback]). Upstreams it does not know of, and every upstream of
+// [Checker.Failback]). Targets it does not know of, and every upstream of
 // a nil Snapshot, count as up (the checker's start state). Reading it takes
 // no lock.
 type Snapshot struct {
-	down       map[Upstream]bool
+	down       map[Target]bool
 	failedOver map[string]bool
 	changed    chan struct{}
 }
 
 // NewSnapshot returns a snapshot in which exactly the given upstreams are
-// down: an Upstream without Addr takes down every address of its site. No
+// down: a Target without Addr takes down every address of its site. No
 // region is failed over. Its Changed channel never closes. Useful for tests
 // and for [Zone.Answer] callers outside a [Server].
-func NewSnapshot(down ...Upstream) *Snapshot {
-	s := &Snapshot{down: make(map[Upstream]bool, len(down)), changed: make(chan struct{})}
+func NewSnapshot(down ...Target) *Snapshot {
+	s := &Snapshot{down: make(map[Target]bool, len(down)), changed: make(chan struct{})}
 	for _, u := range down {
 		s.down[u] = true
 	}
@@ -87,7 +87,7 @@ func NewSnapshot(down ...Upstream) *Snapshot {
 // failed over to their DR sites (their region host answers the DR site
 // whatever the primary's health).
 func (s *Snapshot) WithFailedOver(regions ...string) *Snapshot {
-	n := &Snapshot{down: map[Upstream]bool{}, failedOver: map[string]bool{}, changed: make(chan struct{})}
+	n := &Snapshot{down: map[Target]bool{}, failedOver: map[string]bool{}, changed: make(chan struct{})}
 	if s != nil {
 		maps.Copy(n.down, s.down)
 		maps.Copy(n.failedOver, s.failedOver)
@@ -101,7 +101,7 @@ func (s *Snapshot) WithFailedOver(regions ...string) *Snapshot {
 // Up reports whether u is up in this snapshot. An address is down when it,
 // or its whole site, is marked down; a site (no Addr) is up unless marked
 // down as a whole, which a [Checker] does once every address of it is down.
-func (s *Snapshot) Up(u Upstream) bool {
+func (s *Snapshot) Up(u Target) bool {
 	if s == nil || len(s.down) == 0 {
 		return true
 	}
@@ -124,15 +124,15 @@ func (s *Snapshot) allUp() bool { return s == nil || len(s.down) == 0 }
 // Down returns the upstreams marked down (from a [Checker]: each address
 // down, and each site with every address down), sorted by region, primary
 // before DR, then by address (the site first).
-func (s *Snapshot) Down() []Upstream {
+func (s *Snapshot) Down() []Target {
 	if s == nil {
 		return nil
 	}
-	out := make([]Upstream, 0, len(s.down))
+	out := make([]Target, 0, len(s.down))
 	for u := range s.down {
 		out = append(out, u)
 	}
-	slices.SortFunc(out, func(a, b Upstream) int {
+	slices.SortFunc(out, func(a, b Target) int {
 		if c := strings.Compare(a.Region, b.Region); c != 0 {
 			return c
 		}
@@ -158,7 +158,7 @@ func (s *Snapshot) Changed() <-chan struct{} {
 
 // target is one checked address and its hysteresis counters.
 type target struct {
-	up        Upstream // with Addr
+	up        Target // with Addr
 	url       string
 	client    *http.Client // dials only up.Addr at the URL's port
 	isUp      bool
@@ -239,7 +239,7 @@ func NewChecker(cfg Config, log *slog.Logger, meter metric.Meter) (*Checker, err
 		meter = noop.NewMeterProvider().Meter("geodns")
 	}
 	c := &Checker{cfg: cfg.Health, log: log, stateFile: cfg.StateFile, failedOver: map[string]bool{}}
-	add := func(site Upstream, host *Host, raw string) error {
+	add := func(site Target, host *Host, raw string) error {
 		if raw == "" {
 			return nil
 		}
@@ -267,13 +267,13 @@ func NewChecker(cfg Config, log *slog.Logger, meter metric.Meter) (*Checker, err
 	known := map[string]bool{}
 	for _, r := range cfg.Regions {
 		c.regions = append(c.regions, r.ID)
-		if err := add(Upstream{Region: r.ID}, &r.Host, r.HealthURL); err != nil {
+		if err := add(Target{Region: r.ID}, &r.Host, r.HealthURL); err != nil {
 			return nil, err
 		}
 		if r.DR == nil {
 			continue
 		}
-		if err := add(Upstream{Region: r.ID, DR: true}, r.DR, r.DRHealthURL); err != nil {
+		if err := add(Target{Region: r.ID, DR: true}, r.DR, r.DRHealthURL); err != nil {
 			return nil, err
 		}
 		known[r.ID] = true
@@ -313,7 +313,7 @@ func NewChecker(cfg Config, log *slog.Logger, meter metric.Meter) (*Checker, err
 		return nil, fmt.Errorf("geodns: metric: %w", err)
 	}
 	gauge, err := meter.Int64ObservableGauge("geodns.upstream.up",
-		metric.WithDescription("Upstream address health as the DNS answers see it: 1 up, 0 down."),
+		metric.WithDescription("Address health as the DNS answers see it: 1 up, 0 down."),
 		metric.WithUnit("1"))
 	if err != nil {
 		return nil, fmt.Errorf("geodns: metric: %w", err)
@@ -377,9 +377,9 @@ func newHealthClient(dialAddr string, timeout time.Duration, tlsConf *tls.Config
 // no lock.
 func (c *Checker) Snapshot() *Snapshot { return c.snap.Load() }
 
-// Upstreams lists the checked addresses, in configuration order.
-func (c *Checker) Upstreams() []Upstream {
-	out := make([]Upstream, len(c.targets))
+// Targets lists the checked addresses, in configuration order.
+func (c *Checker) Targets() []Target {
+	out := make([]Target, len(c.targets))
 	for i, t := range c.targets {
 		out[i] = t.up
 	}
@@ -389,7 +389,7 @@ func (c *Checker) Upstreams() []Upstream {
 // build returns a snapshot of the targets' states and the latch; c.mu held
 // (or construction).
 func (c *Checker) build() *Snapshot {
-	s := &Snapshot{down: map[Upstream]bool{}, failedOver: maps.Clone(c.failedOver), changed: make(chan struct{})}
+	s := &Snapshot{down: map[Target]bool{}, failedOver: maps.Clone(c.failedOver), changed: make(chan struct{})}
 	for _, t := range c.targets {
 		if !t.isUp {
 			s.down[t.up] = true
@@ -415,7 +415,7 @@ func (c *Checker) publish() *Snapshot {
 
 // siteUp reports whether some address of the site is up, or the site is not
 // checked at all; c.mu held.
-func (c *Checker) siteUp(site Upstream) bool {
+func (c *Checker) siteUp(site Target) bool {
 	checked := false
 	for _, t := range c.targets {
 		if t.up.Site() == site {
@@ -484,7 +484,7 @@ func (c *Checker) CheckOnce(ctx context.Context) *Snapshot {
 		if !l.checked || c.failedOver[l.id] {
 			continue
 		}
-		if c.siteUp(Upstream{Region: l.id}) || !c.siteUp(Upstream{Region: l.id, DR: true}) {
+		if c.siteUp(Target{Region: l.id}) || !c.siteUp(Target{Region: l.id, DR: true}) {
 			continue
 		}
 		c.failedOver[l.id], changed = true, true
@@ -531,7 +531,7 @@ func (c *Checker) Failback(ctx context.Context, region string) error {
 		return fmt.Errorf("%w: %q", ErrUnknownRegion, region)
 	case !c.failedOver[region]:
 		return fmt.Errorf("%w: %q", ErrNotFailedOver, region)
-	case !c.siteUp(Upstream{Region: region}):
+	case !c.siteUp(Target{Region: region}):
 		return fmt.Errorf("%w: %q", ErrPrimaryDown, region)
 	}
 	delete(c.failedOver, region)

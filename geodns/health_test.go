@@ -86,8 +86,8 @@ func TestCheckerHysteresis(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = c.Close() })
 	euAt := euUp.At(netip.MustParseAddr("127.0.0.1"))
-	if got := c.Upstreams(); len(got) != 1 || got[0] != euAt {
-		t.Fatalf("Upstreams = %v, want [%v]", got, euAt)
+	if got := c.Targets(); len(got) != 1 || got[0] != euAt {
+		t.Fatalf("Targets = %v, want [%v]", got, euAt)
 	}
 	if !c.Snapshot().Up(euUp) {
 		t.Fatal("start state must be up")
@@ -266,7 +266,7 @@ func TestSnapshot(t *testing.T) {
 		t.Errorf("NewSnapshot(eu/dr): up(eu)=%v up(eu/dr)=%v down=%v", s.Up(euUp), s.Up(euDR), s.Down())
 	}
 	if euDR.String() != "eu/dr" || euUp.String() != "eu" {
-		t.Errorf("Upstream.String: %q %q", euUp, euDR)
+		t.Errorf("Target.String: %q %q", euUp, euDR)
 	}
 }
 

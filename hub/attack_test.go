@@ -157,7 +157,7 @@ func TestHubAuthorizeRejectsBadRequests(t *testing.T) {
 // region tag. (Skipped until the router routes the federated callback.)
 func TestCallbackOnGlobalHostReachesEntryRegion(t *testing.T) {
 	f := newFed(t, options{topology: federation.TopologyHub})
-	probe, err := routing.NewRouter(routing.RouterConfig{Local: "us", Upstreams: []routing.Upstream{{Region: "eu", URL: f.regionIssuer("eu"), Addr: "127.0.0.1:1"}},
+	probe, err := routing.NewRouter(routing.RouterConfig{Local: "us", Peers: []routing.Peer{{Region: "eu", URL: f.regionIssuer("eu"), Addr: "127.0.0.1:1"}},
 		HopKey: f.fedKeys["us"], HopKeys: setup.HopKeys(f.Keyring("us"))},
 		f.codec, http.NotFoundHandler(), fedtest.Discard(), nil)
 	if err != nil {

@@ -19,7 +19,7 @@ func never(*url.URL) bool { return false }
 
 // accountLogin signs a fresh browser in at /account (the region's own
 // sign-in client) and returns the account page.
-func accountLogin(t *testing.T, n *node, name, password string) (*oidctest.Browser, oidctest.Page) {
+func accountLogin(t *testing.T, n *testProvider, name, password string) (*oidctest.Browser, oidctest.Page) {
 	t.Helper()
 	b := newBrowser(t)
 	p := oidctest.ReadPage(b.Follow(b.Get(n.URL+"/account"), never))
@@ -35,14 +35,14 @@ func accountLogin(t *testing.T, n *node, name, password string) (*oidctest.Brows
 }
 
 // signedIn reports whether b's session still opens the account page.
-func signedIn(t *testing.T, b *oidctest.Browser, n *node) bool {
+func signedIn(t *testing.T, b *oidctest.Browser, n *testProvider) bool {
 	t.Helper()
 	resp := b.Get(n.URL + "/account")
 	defer resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
 }
 
-func sessionIDs(t *testing.T, n *node, userID string) []string {
+func sessionIDs(t *testing.T, n *testProvider, userID string) []string {
 	t.Helper()
 	ss, err := n.Store.ListUserSessions(context.Background(), userID)
 	if err != nil {
@@ -59,7 +59,7 @@ func sessionIDs(t *testing.T, n *node, userID string) []string {
 // ends every other session of the user and keeps this one; the old
 // password no longer signs in.
 func TestAccountPasswordChange(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	u := n.addUser("alice", "old-password-1", nil)
 	b1, p := accountLogin(t, n, "alice", "old-password-1")
 	b2, _ := accountLogin(t, n, "alice", "old-password-1")
@@ -95,7 +95,7 @@ func TestAccountPasswordChange(t *testing.T) {
 // nothing and is throttled like a login's (per user: 429 with Retry-After
 // once the limit is used up, even for the right password).
 func TestAccountWrongCurrentPassword(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	u := n.addUser("alice", "old-password-1", nil)
 	b, p := accountLogin(t, n, "alice", "old-password-1")
 	form := func(current string) url.Values {
@@ -134,7 +134,7 @@ func TestAccountWrongCurrentPassword(t *testing.T) {
 // session in this browser: missing, forged or another browser's token is
 // refused and nothing changes.
 func TestAccountCSRF(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	u := n.addUser("alice", "old-password-1", nil)
 	b, _ := accountLogin(t, n, "alice", "old-password-1")
 	_, other := accountLogin(t, n, "alice", "old-password-1")
@@ -170,7 +170,7 @@ func TestAccountCSRF(t *testing.T) {
 // end Alice's session or remove Alice's passkey, whatever ids he posts;
 // without a session nobody can; Alice's session stays valid.
 func TestAccountOtherUsers(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	alice := n.addUser("alice", "alice-password-1", nil)
 	n.addUser("bob", "bob-password-111", nil)
 	ab, _ := accountLogin(t, n, "alice", "alice-password-1")
@@ -213,7 +213,7 @@ func TestAccountOtherUsers(t *testing.T) {
 // browser left signed in elsewhere); that browser is signed out, this one
 // is not.
 func TestAccountEndOwnSession(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	u := n.addUser("alice", "alice-password-1", nil)
 	left, _ := accountLogin(t, n, "alice", "alice-password-1")
 	leftSession := sessionIDs(t, n, u.ID)[0]
@@ -235,7 +235,7 @@ func TestAccountEndOwnSession(t *testing.T) {
 // listed; revoking one revokes its tokens at once (introspection says
 // inactive); another user cannot revoke them.
 func TestAccountConsents(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	n.addUser("alice", "alice-password-1", nil)
 	n.addUser("bob", "bob-password-111", nil)
 	c := n.addClient(region.ClientSpec{Name: "Photo app", RedirectURIs: []string{redirectURI}, FirstParty: true})

@@ -22,7 +22,7 @@ import (
 // voluntary, OIDC Core §3.1.2.1). Discovery lists the classes; an
 // oversized acr_values is an invalid_request to the application.
 func TestACRNamesWhatWasMet(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	c := n.addClient(region.ClientSpec{Name: "first", RedirectURIs: []string{redirectURI}, FirstParty: true})
 	n.addUser("pat", "pat-password-123", nil)
 	pwd, mfa := region.ACRPassword, region.ACRMFA

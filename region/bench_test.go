@@ -16,8 +16,8 @@ import (
 
 // benchNode is a node on a real loopback listener with a client_credentials
 // client and one token to introspect.
-func benchNode(b *testing.B, st store.Store) (*node, region.RegisteredClient, string) {
-	n := startNodeTB(b, "eu", st)
+func benchNode(b *testing.B, st store.Store) (*testProvider, region.RegisteredClient, string) {
+	n := startProviderTB(b, "eu", st)
 	c, err := region.CreateClient(b.Context(), st, n.Codec, "eu", region.ClientSpec{GrantTypes: []string{region.GrantClientCredentials}})
 	if err != nil {
 		b.Fatal(err)

@@ -18,7 +18,7 @@ import (
 // 500 and never 401/404 as if the token or client were unknown.
 func TestClientManagementDatabaseDown(t *testing.T) {
 	st := openSQLite(t)
-	n := startNode(t, "eu", st)
+	n := startProvider(t, "eu", st)
 	admin := n.addClient(region.ClientSpec{Name: "ops", GrantTypes: []string{region.GrantClientCredentials}, Scopes: []string{region.ScopeAdmin}})
 	s, oe, tok := postForm(t, n.URL+"/oauth/token", url.Values{"grant_type": {"client_credentials"}, "scope": {region.ScopeAdmin}}, admin.ID, admin.Secret)
 	if s != 200 {
@@ -50,7 +50,7 @@ func TestClientManagementDatabaseDown(t *testing.T) {
 // TestClientManagementUnknownMethods: other methods and paths under the
 // management endpoints get a JSON error, not the mux's plain text.
 func TestClientManagementUnknownMethods(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	app := n.addClient(region.ClientSpec{Name: "app", RedirectURIs: []string{"https://app.example/cb"}})
 	for _, tc := range []struct{ method, path string }{
 		{"PATCH", "/admin/clients/" + app.ID},
@@ -92,7 +92,7 @@ func FuzzAdminClientDocument(f *testing.F) {
 		f.Add(s, true)
 	}
 	st := openSQLite(f)
-	n := startNodeTB(f, "eu", st)
+	n := startProviderTB(f, "eu", st)
 	admin, err := region.CreateClient(context.Background(), st, n.Codec, "eu", region.ClientSpec{Name: "ops",
 		GrantTypes: []string{region.GrantClientCredentials}, Scopes: []string{region.ScopeAdmin}})
 	if err != nil {

@@ -27,10 +27,10 @@ import (
 // TestCodeFlowEndToEndPostgres is the full relying-party flow on the real
 // PostgreSQL.
 func TestCodeFlowEndToEndPostgres(t *testing.T) {
-	testCodeFlow(t, startNode(t, "us", openPostgres(t)))
+	testCodeFlow(t, startProvider(t, "us", openPostgres(t)))
 }
 
-func exchange(t *testing.T, n *node, c region.RegisteredClient, code string) map[string]any {
+func exchange(t *testing.T, n *testProvider, c region.RegisteredClient, code string) map[string]any {
 	t.Helper()
 	s, oe, m := postForm(t, n.URL+"/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {code}, "redirect_uri": {redirectURI}, "code_verifier": {testVerifier}}, c.ID, c.Secret)
 	if s != 200 {
@@ -39,13 +39,13 @@ func exchange(t *testing.T, n *node, c region.RegisteredClient, code string) map
 	return m
 }
 
-func authURL(n *node, clientID string) string {
+func authURL(n *testProvider, clientID string) string {
 	return n.URL + "/authorize?" + url.Values{"client_id": {clientID}, "response_type": {"code"}, "redirect_uri": {redirectURI},
 		"scope": {"openid profile"}, "state": {"s"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(testVerifier)}, "code_challenge_method": {"S256"}}.Encode()
 }
 
 func TestJWTAccessTokens(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	n.addUser("jo", "jo-password-123", nil)
 	c := n.addClient(region.ClientSpec{RedirectURIs: []string{redirectURI}, FirstParty: true, AccessTokenFormat: region.FormatJWT})
 	loc := newBrowser(t).Login(authURL(n, c.ID), redirectURI, "jo", "jo-password-123")
@@ -91,7 +91,7 @@ func TestJWTAccessTokens(t *testing.T) {
 }
 
 func TestTOTPLogin(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	key, err := totp.Generate(totp.GenerateOpts{Issuer: "Meridian", AccountName: "otto"})
 	if err != nil {
 		t.Fatal(err)
@@ -130,7 +130,7 @@ func TestTOTPLogin(t *testing.T) {
 }
 
 func TestConsentForThirdPartyClients(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	n.addUser("cora", "cora-password-1", nil)
 	third := n.addClient(region.ClientSpec{Name: "Third Party Co", RedirectURIs: []string{redirectURI}})
 	stop := oidctest.StopAt(redirectURI)
@@ -156,7 +156,7 @@ func TestConsentForThirdPartyClients(t *testing.T) {
 }
 
 func TestPrivateKeyJWT(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	priv, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	pub := jose.JSONWebKey{Key: &priv.PublicKey, KeyID: "k1", Algorithm: "ES256", Use: "sig"}
 	jwks, _ := json.Marshal(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pub}})
@@ -190,7 +190,7 @@ func TestPrivateKeyJWT(t *testing.T) {
 }
 
 func TestKeyRotationKeepsOldTokensValid(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	n.addUser("kim", "kim-password-12", nil)
 	c := n.addClient(region.ClientSpec{RedirectURIs: []string{redirectURI}, FirstParty: true})
 	loc := newBrowser(t).Login(authURL(n, c.ID), redirectURI, "kim", "kim-password-12")
@@ -229,7 +229,7 @@ func TestKeyRotationKeepsOldTokensValid(t *testing.T) {
 }
 
 func TestDynamicRegistration(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	reg := func(body string) (int, map[string]any) {
 		req, _ := http.NewRequest(http.MethodPost, n.URL+"/register", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
@@ -271,7 +271,7 @@ func TestDynamicRegistration(t *testing.T) {
 }
 
 func TestClientSecretPost(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	c := n.addClient(region.ClientSpec{GrantTypes: []string{region.GrantClientCredentials}, AuthMethod: region.AuthSecretPost})
 	s, oe, m := postForm(t, n.URL+"/oauth/token", url.Values{"grant_type": {"client_credentials"}, "client_id": {c.ID}, "client_secret": {c.Secret}}, "", "")
 	if s != 200 || m["access_token"] == nil {

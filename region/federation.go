@@ -18,12 +18,12 @@ import (
 	"github.com/meridian-id/meridian/routing"
 )
 
-// Upstream federates users who are not resident in this region: the login
+// Federator federates users who are not resident in this region: the login
 // sends them to the hub (hub topology) or straight to their resident region
 // (mesh topology) and takes back a verified identity. The region never sees
 // their password and keeps their claims only with the grant they sign in
 // for, never as a user record.
-type Upstream interface {
+type Federator interface {
 	// Begin starts a federated login for the pending authorization request
 	// and the username the user typed, by writing a redirect.
 	Begin(w http.ResponseWriter, r *http.Request, login FederatedLogin)
@@ -34,7 +34,7 @@ type Upstream interface {
 	Finish(w http.ResponseWriter, r *http.Request) (arID string, id FederatedIdentity, err error)
 }
 
-// unknownAnswerer is implemented by an Upstream that can tell that a name
+// unknownAnswerer is implemented by a Federator that can tell that a name
 // not resident here is one this region answers itself as an unknown user
 // (it is the name's decoy region and no region has it), so the name shows
 // this region's page wherever it is typed, as a resident's name would.
@@ -76,14 +76,14 @@ func federatedLogin(ar store.AuthRequest, username string) FederatedLogin {
 // whether its session answers (a code) or not (login_required). It reports
 // whether it wrote the response.
 func (l *loginUI) federateSilently(w http.ResponseWriter, r *http.Request, ar store.AuthRequest) bool {
-	if l.p.cfg.Upstream == nil || l.federationClient(r.Context(), ar.ClientID) {
+	if l.p.cfg.Federator == nil || l.federationClient(r.Context(), ar.ClientID) {
 		return false
 	}
 	name, ok := l.fedHint(r)
 	if !ok {
 		return false
 	}
-	l.p.cfg.Upstream.Begin(w, r, federatedLogin(ar, name))
+	l.p.cfg.Federator.Begin(w, r, federatedLogin(ar, name))
 	return true
 }
 
@@ -132,11 +132,11 @@ func errCode(err error) string {
 
 // federatedCallback is GET /login/federated/callback.
 func (l *loginUI) federatedCallback(w http.ResponseWriter, r *http.Request) {
-	if l.p.cfg.Upstream == nil {
+	if l.p.cfg.Federator == nil {
 		http.NotFound(w, r)
 		return
 	}
-	arID, id, err := l.p.cfg.Upstream.Finish(w, r)
+	arID, id, err := l.p.cfg.Federator.Finish(w, r)
 	if relay, ok := relayedError(errCode(err)); ok && arID != "" {
 		// The resident region answered prompt=none (or the user declined):
 		// the application gets the authorization error, not a dead end.

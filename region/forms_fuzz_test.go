@@ -90,7 +90,7 @@ func FuzzRegisterBody(f *testing.F) {
 	} {
 		f.Add(s)
 	}
-	n := startNodeTB(f, "eu", openSQLite(f))
+	n := startProviderTB(f, "eu", openSQLite(f))
 	f.Fuzz(func(t *testing.T, body string) {
 		req := httptest.NewRequest(http.MethodPost, n.URL+"/register", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/json")
@@ -105,8 +105,8 @@ func FuzzRegisterBody(f *testing.F) {
 
 // loginFixture is a node with a user and a browser stopped on the password
 // page, whose cookies and hidden fields seed the login form fuzzer.
-func loginFixture(f *testing.F) (*node, *http.Request, url.Values) {
-	n := startNodeTB(f, "eu", openSQLite(f))
+func loginFixture(f *testing.F) (*testProvider, *http.Request, url.Values) {
+	n := startProviderTB(f, "eu", openSQLite(f))
 	if _, err := region.CreateUser(context.Background(), n.Store, region.UserSpec{Username: "grace", Password: "hopper-1906-cobol"}); err != nil {
 		f.Fatal(err)
 	}
@@ -170,7 +170,7 @@ func FuzzLoginForms(f *testing.F) {
 //
 //	go test -run '^$' -fuzz FuzzTokenForms -fuzztime 20s ./region/
 func FuzzTokenForms(f *testing.F) {
-	n := startNodeTB(f, "eu", openSQLite(f))
+	n := startProviderTB(f, "eu", openSQLite(f))
 	c, err := region.CreateClient(context.Background(), n.Store, n.Codec, "eu", region.ClientSpec{Name: "web",
 		RedirectURIs: []string{redirectURI}, FirstParty: true, GrantTypes: []string{"authorization_code", "refresh_token", "client_credentials"},
 		Scopes: []string{region.ScopeIntrospect, region.ScopeDereference}})

@@ -111,7 +111,7 @@ func userinfoOK(t *testing.T, base, token string) bool {
 // at+jwt (RFC 9068 §2.1), and userinfo, introspection and dereference
 // refuse an ID token presented as an access token.
 func TestJWTAccessTokenTypeAndIDTokenConfusion(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	n.addUser("jo", "jo-password-123", nil)
 	c := n.addClient(region.ClientSpec{RedirectURIs: []string{redirectURI}, FirstParty: true, AccessTokenFormat: region.FormatJWT})
 	rs := n.addClient(region.ClientSpec{Name: "rs", GrantTypes: []string{region.GrantClientCredentials},
@@ -160,7 +160,7 @@ func TestJWTAccessTokenTypeAndIDTokenConfusion(t *testing.T) {
 // client's secret only by the method it registered; introspection and
 // revocation accept every method discovery advertises for them.
 func TestRegisteredTokenEndpointAuthMethod(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	basic := n.addClient(region.ClientSpec{GrantTypes: []string{region.GrantClientCredentials}, AuthMethod: region.AuthSecretBasic})
 	post := n.addClient(region.ClientSpec{GrantTypes: []string{region.GrantClientCredentials}, AuthMethod: region.AuthSecretPost})
 	cc := url.Values{"grant_type": {"client_credentials"}}
@@ -289,7 +289,7 @@ const goodClient = `{"redirect_uris":["https://app.example/cb"],"client_name":"R
 // TestRegistrationClosedByDefault: a region without an initial access token
 // refuses every registration and does not advertise the endpoint.
 func TestRegistrationClosedByDefault(t *testing.T) {
-	n := startNodeWith(t, "eu", openSQLite(t), func(c *region.Config) { c.RegistrationToken = "" })
+	n := startProviderWith(t, "eu", openSQLite(t), func(c *region.Config) { c.RegistrationToken = "" })
 	for _, tok := range []string{"", testRegistrationToken, "anything"} {
 		if s, _, m := register(t, n.URL, tok, goodClient, nil); s != http.StatusForbidden || m["client_id"] != nil {
 			t.Fatalf("registration with token %q at a closed region: %d %v, want 403", tok, s, m)
@@ -303,7 +303,7 @@ func TestRegistrationClosedByDefault(t *testing.T) {
 // TestRegistrationNeedsInitialAccessToken: an open region registers only
 // for the holder of its initial access token (RFC 7591 §3), and throttles.
 func TestRegistrationNeedsInitialAccessToken(t *testing.T) {
-	n := startNodeWith(t, "eu", openSQLite(t), func(c *region.Config) { c.RegistrationsPerMinute = 4 })
+	n := startProviderWith(t, "eu", openSQLite(t), func(c *region.Config) { c.RegistrationsPerMinute = 4 })
 	for name, tok := range map[string]string{"no token": "", "wrong token": "x" + testRegistrationToken} {
 		s, h, m := register(t, n.URL, tok, goodClient, nil)
 		if s != http.StatusUnauthorized || m["error"] != "invalid_token" || !strings.HasPrefix(h.Get("WWW-Authenticate"), "Bearer") || m["client_id"] != nil {
@@ -396,7 +396,7 @@ func TestRegistrationThrottleRegionWide(t *testing.T) {
 // TestRegistrationRedirectURISchemes: only https, loopback http and
 // reverse-domain private-use schemes (RFC 8252 §7.1, §7.3) are registered.
 func TestRegistrationRedirectURISchemes(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	for _, tt := range []struct {
 		uri string
 		ok  bool
@@ -433,7 +433,7 @@ func TestRegistrationRedirectURISchemes(t *testing.T) {
 // TestCORSOnlyOnJavaScriptEndpoints: CORS (any origin, no credentials) is
 // answered where SPAs call, never on registration, login, consent or logout.
 func TestCORSOnlyOnJavaScriptEndpoints(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	preflight := func(path, method string) string {
 		req, _ := http.NewRequest(http.MethodOptions, n.URL+path, nil)
 		req.Header.Set("Origin", "https://evil.example")
@@ -503,7 +503,7 @@ func TestRequestURINotSupported(t *testing.T) {
 // on a CSRF-protected page; with a hint it redirects only to a URI
 // registered for the client the hint names.
 func TestEndSessionWithoutHintAsksTheUser(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	n.addUser("grace", "hopper-1906-cobol", nil)
 	const bye = "http://127.0.0.1:9999/bye"
 	app := n.addClient(region.ClientSpec{Name: "web", RedirectURIs: []string{redirectURI}, PostLogoutRedirectURIs: []string{bye}, FirstParty: true})

@@ -20,7 +20,7 @@ import (
 // callers with and without the introspection scope, wrong secrets and
 // client_secret_post.
 func TestIntrospectionFastPathAnswersAsOp(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	owner := n.addClient(region.ClientSpec{GrantTypes: []string{region.GrantClientCredentials}})
 	rs := n.addClient(region.ClientSpec{GrantTypes: []string{region.GrantClientCredentials}, Scopes: []string{region.ScopeIntrospect}})
 	other := n.addClient(region.ClientSpec{GrantTypes: []string{region.GrantClientCredentials}})

@@ -378,8 +378,8 @@ func (l *loginUI) start(w http.ResponseWriter, r *http.Request) {
 	}
 	// A user resident elsewhere who signed in through this browser before:
 	// back to the hub, whose resident region's SSO session answers.
-	if name, ok := l.fedHint(r); ok && l.p.cfg.Upstream != nil && !hasPrompt(ar, oidc.PromptLogin) && !l.federationClient(r.Context(), ar.ClientID) {
-		l.p.cfg.Upstream.Begin(w, r, federatedLogin(ar, name))
+	if name, ok := l.fedHint(r); ok && l.p.cfg.Federator != nil && !hasPrompt(ar, oidc.PromptLogin) && !l.federationClient(r.Context(), ar.ClientID) {
+		l.p.cfg.Federator.Begin(w, r, federatedLogin(ar, name))
 		return
 	}
 	// The hub (or a peer region) already asked for the username: go
@@ -416,19 +416,19 @@ func (l *loginUI) identify(w http.ResponseWriter, r *http.Request) {
 		l.render(w, http.StatusOK, "username", page{Title: "Sign in", ID: ar.ID, CSRF: l.csrf(ar.ID, nonce), Error: "Enter your username."})
 		return
 	}
-	if l.p.cfg.Upstream != nil && !l.federationClient(r.Context(), ar.ClientID) {
+	if l.p.cfg.Federator != nil && !l.federationClient(r.Context(), ar.ClientID) {
 		name, err := NormalizeUsername(username)
 		_, lerr := l.p.st.GetUserByUsername(r.Context(), name)
 		if err == nil && errors.Is(lerr, store.ErrNotFound) && !l.answersUnknown(r, username) {
 			// Not resident here: the hub (or, in mesh, the resident region)
 			// takes over; only the resident region will see the password.
-			l.p.cfg.Upstream.Begin(w, r, federatedLogin(ar, username))
+			l.p.cfg.Federator.Begin(w, r, federatedLogin(ar, username))
 			return
 		}
 		if lerr == nil {
 			// A resident: the same question an unknown name answered here
 			// costs, so the two take as long.
-			if ua, ok := l.p.cfg.Upstream.(unknownAnswerer); ok {
+			if ua, ok := l.p.cfg.Federator.(unknownAnswerer); ok {
 				ua.AskAsIfUnknown(r.Context(), username)
 			}
 		}
@@ -442,7 +442,7 @@ func (l *loginUI) identify(w http.ResponseWriter, r *http.Request) {
 // have sent it here from any other entry. When the upstream cannot tell
 // (the hub unreachable), the name goes to the hub as before.
 func (l *loginUI) answersUnknown(r *http.Request, username string) bool {
-	ua, ok := l.p.cfg.Upstream.(unknownAnswerer)
+	ua, ok := l.p.cfg.Federator.(unknownAnswerer)
 	if !ok {
 		return false
 	}

@@ -66,14 +66,14 @@ func (l *logBuffer) audit(t *testing.T, event string) []map[string]any {
 }
 
 // startLoggedNode is startNode with the node's JSON log captured.
-func startLoggedNode(t *testing.T, id string, st store.Store) (*node, *logBuffer) {
+func startLoggedNode(t *testing.T, id string, st store.Store) (*testProvider, *logBuffer) {
 	t.Helper()
 	return startConfiguredNode(t, id, st, nil)
 }
 
 // startConfiguredNode is startLoggedNode with configure (when not nil)
 // adjusting the node's config, given the URL it will serve on.
-func startConfiguredNode(t *testing.T, id string, st store.Store, configure func(cfg *region.Config, url string)) (*node, *logBuffer) {
+func startConfiguredNode(t *testing.T, id string, st store.Store, configure func(cfg *region.Config, url string)) (*testProvider, *logBuffer) {
 	t.Helper()
 	logs := &logBuffer{}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -96,7 +96,7 @@ func startConfiguredNode(t *testing.T, id string, st store.Store, configure func
 	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: p}}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return &node{t: t, URL: u, P: p, Store: st, Codec: codec, Region: id}, logs
+	return &testProvider{t: t, URL: u, P: p, Store: st, Codec: codec, Region: id}, logs
 }
 
 // cheapHash is an argon2id hash of password at 1 MiB, t=1, p=1: the
@@ -110,7 +110,7 @@ func cheapHash(password string) string {
 	return fmt.Sprintf("$argon2id$v=%d$m=1024,t=1,p=1$%s$%s", argon2.Version, b64.EncodeToString(salt), b64.EncodeToString(key))
 }
 
-func addCheapUser(t *testing.T, n *node, name, password string) store.User {
+func addCheapUser(t *testing.T, n *testProvider, name, password string) store.User {
 	t.Helper()
 	u := n.addUser(name, "placeholder-password-1", nil)
 	u.PasswordHash = cheapHash(password)
@@ -121,7 +121,7 @@ func addCheapUser(t *testing.T, n *node, name, password string) store.User {
 }
 
 // passwordPage walks a fresh authorization request to the password page.
-func passwordPage(t *testing.T, b *oidctest.Browser, n *node, clientID, name string) oidctest.Page {
+func passwordPage(t *testing.T, b *oidctest.Browser, n *testProvider, clientID, name string) oidctest.Page {
 	t.Helper()
 	p := oidctest.ReadPage(b.Follow(b.Get(authURL(n, clientID)), oidctest.StopAt(redirectURI)))
 	p = oidctest.ReadPage(b.Submit(p, url.Values{"username": {name}}))
@@ -305,7 +305,7 @@ func TestPasswordMemoryBudgetBelowOneVerificationRefused(t *testing.T) {
 // need 200 × 64 MiB = 12.5 GiB (issue 11 item 2).
 func TestPasswordFloodMemoryBounded(t *testing.T) {
 	const budget = 128 << 20
-	n := startNodeWith(t, "eu", openSQLite(t), func(c *region.Config) { c.PasswordMemoryBudget = budget })
+	n := startProviderWith(t, "eu", openSQLite(t), func(c *region.Config) { c.PasswordMemoryBudget = budget })
 	n.t = t
 	n.addUser("mona", "mona-right-password", nil)
 	c := n.addClient(region.ClientSpec{RedirectURIs: []string{redirectURI}, FirstParty: true})

@@ -97,7 +97,7 @@ func TestLoginAuditRecords(t *testing.T) {
 	}
 }
 
-func userID(t *testing.T, n *node, name string) string {
+func userID(t *testing.T, n *testProvider, name string) string {
 	t.Helper()
 	u, err := n.Store.GetUserByUsername(t.Context(), name)
 	if err != nil {

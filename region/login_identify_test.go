@@ -23,7 +23,7 @@ func browserFrom(t *testing.T, ip string) *oidctest.Browser {
 // with Retry-After and the username page; another address is unaffected
 // (issue 11 item 7, entry-region part).
 func TestUsernameStepThrottled(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	c := n.addClient(region.ClientSpec{RedirectURIs: []string{redirectURI}, FirstParty: true})
 	b := browserFrom(t, "127.0.0.1")
 	p := oidctest.ReadPage(b.Follow(b.Get(authURL(n, c.ID)), oidctest.StopAt(redirectURI)))
@@ -52,7 +52,7 @@ func TestUsernameStepThrottled(t *testing.T) {
 // TestUsernameStepSuccessesDoNotCount: an address signing many people in
 // (a shared office NAT) is never throttled by its successful logins.
 func TestUsernameStepSuccessesDoNotCount(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	addCheapUser(t, n, "sam", "sam-password-1")
 	c := n.addClient(region.ClientSpec{RedirectURIs: []string{redirectURI}, FirstParty: true})
 	for i := range 75 {

@@ -22,7 +22,7 @@ import (
 )
 
 // addTOTPUser creates a user enrolled in TOTP and returns the TOTP secret.
-func addTOTPUser(t *testing.T, n *node, name, password string) string {
+func addTOTPUser(t *testing.T, n *testProvider, name, password string) string {
 	t.Helper()
 	key, err := totp.Generate(totp.GenerateOpts{Issuer: "Meridian", AccountName: name})
 	if err != nil {
@@ -36,7 +36,7 @@ func addTOTPUser(t *testing.T, n *node, name, password string) string {
 
 // totpPage walks a fresh authorization request through the username and
 // password pages and returns the TOTP page the password step answers.
-func totpPage(t *testing.T, b *oidctest.Browser, n *node, clientID, name, password string) oidctest.Page {
+func totpPage(t *testing.T, b *oidctest.Browser, n *testProvider, clientID, name, password string) oidctest.Page {
 	t.Helper()
 	p := oidctest.ReadPage(b.Follow(b.Get(authURL(n, clientID)), oidctest.StopAt(redirectURI)))
 	p = oidctest.ReadPage(b.Submit(p, url.Values{"username": {name}}))
@@ -83,7 +83,7 @@ func TestLoginStateBoundToStep(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cfg.Upstream = up
+		cfg.Federator = up
 	})
 	// A third-party client, so that every login meets the consent step.
 	c := n.addClient(region.ClientSpec{Name: "third", RedirectURIs: []string{redirectURI}})
@@ -145,7 +145,7 @@ func TestLoginStateBoundToStep(t *testing.T) {
 // consent page) gets a code only after the TOTP step, with amr naming both
 // factors; the password step's state posted straight to /consent gets none.
 func TestTOTPUserNeedsBothFactors(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	c := n.addClient(region.ClientSpec{Name: "first", RedirectURIs: []string{redirectURI}, FirstParty: true})
 	secret := addTOTPUser(t, n, "tess", "tess-password-1")
 	stop := oidctest.StopAt(redirectURI)
@@ -184,7 +184,7 @@ func TestTOTPUserNeedsBothFactors(t *testing.T) {
 // the next authorization asks for the code (prompt=none gets
 // login_required), and completes with both factors.
 func TestSessionBeforeTOTPEnrolment(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	c := n.addClient(region.ClientSpec{Name: "first", RedirectURIs: []string{redirectURI}, FirstParty: true})
 	u := n.addUser("eve", "eve-password-1", nil)
 	b := newBrowser(t)

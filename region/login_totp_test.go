@@ -21,7 +21,7 @@ import (
 // twoNodes starts two nodes of region eu on one database of backend
 // ("sqlite": one file; "postgres": one schema), their provider config
 // adjusted by edit when it is not nil.
-func twoNodes(t *testing.T, backend string, edit ...func(*region.Config)) [2]*node {
+func twoNodes(t *testing.T, backend string, edit ...func(*region.Config)) [2]*testProvider {
 	t.Helper()
 	ctx := context.Background()
 	open := func() store.Store {
@@ -48,7 +48,7 @@ func twoNodes(t *testing.T, backend string, edit ...func(*region.Config)) [2]*no
 			return s
 		}
 	}
-	var nodes [2]*node
+	var nodes [2]*testProvider
 	for i := range nodes {
 		s := open()
 		t.Cleanup(func() { s.Close() })
@@ -59,7 +59,7 @@ func twoNodes(t *testing.T, backend string, edit ...func(*region.Config)) [2]*no
 		if len(edit) > 0 {
 			e = edit[0]
 		}
-		nodes[i] = startNodeWith(t, "eu", s, e)
+		nodes[i] = startProviderWith(t, "eu", s, e)
 		nodes[i].t = t
 	}
 	return nodes

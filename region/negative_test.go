@@ -17,14 +17,14 @@ import (
 
 // negEnv is a node with one user, a confidential and a public client.
 type negEnv struct {
-	n      *node
+	n      *testProvider
 	conf   region.RegisteredClient
 	public region.RegisteredClient
 	other  region.RegisteredClient
 }
 
 func newNegEnv(t *testing.T) *negEnv {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	n.addUser("grace", "hopper-1906-cobol", nil)
 	return &negEnv{
 		n:      n,

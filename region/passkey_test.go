@@ -132,7 +132,7 @@ func (s *softKey) get(t *testing.T, challenge string, counter uint32) string {
 }
 
 // registerPasskey registers a new soft key for a signed-in account page.
-func registerPasskey(t *testing.T, n *node, b *oidctest.Browser, p oidctest.Page) *softKey {
+func registerPasskey(t *testing.T, n *testProvider, b *oidctest.Browser, p oidctest.Page) *softKey {
 	t.Helper()
 	k := newSoftKey(t)
 	resp := b.Post(n.URL+"/account/passkeys", url.Values{"csrf": {p.Hidden.Get("csrf")}, "state": {p.Hidden.Get("state")},
@@ -145,7 +145,7 @@ func registerPasskey(t *testing.T, n *node, b *oidctest.Browser, p oidctest.Page
 }
 
 // passkeyPage walks a login to the first-factor passkey page for name.
-func passkeyPage(t *testing.T, b *oidctest.Browser, n *node, clientID, name string) oidctest.Page {
+func passkeyPage(t *testing.T, b *oidctest.Browser, n *testProvider, clientID, name string) oidctest.Page {
 	t.Helper()
 	p := oidctest.ReadPage(b.Follow(b.Get(authURL(n, clientID)), oidctest.StopAt(redirectURI)))
 	p = oidctest.ReadPage(b.Submit(p, url.Values{"username": {name}}))
@@ -159,7 +159,7 @@ func passkeyPage(t *testing.T, b *oidctest.Browser, n *node, clientID, name stri
 	return p
 }
 
-func verifyPasskey(b *oidctest.Browser, n *node, path string, p oidctest.Page, assertion string) *http.Response {
+func verifyPasskey(b *oidctest.Browser, n *testProvider, path string, p oidctest.Page, assertion string) *http.Response {
 	return b.Follow(b.Post(n.URL+path, url.Values{"id": {p.Hidden.Get("id")}, "csrf": {p.Hidden.Get("csrf")},
 		"state": {p.Hidden.Get("state")}, "credential": {assertion}}), oidctest.StopAt(redirectURI))
 }

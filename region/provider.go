@@ -62,8 +62,8 @@ type Config struct {
 	PreviousCookieKeys [][]byte
 	// Lifetimes of issued artifacts; zero fields take DefaultLifetimes.
 	Lifetimes Lifetimes
-	// Upstream, when set, signs in users who are not resident here.
-	Upstream Upstream
+	// Federator, when set, signs in users who are not resident here.
+	Federator Federator
 	// Peers, when set, reaches the other regions: foreign clients are
 	// authenticated by their home region and /keys publishes every
 	// region's keys.

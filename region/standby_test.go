@@ -16,7 +16,7 @@ import (
 // 503 + Retry-After (OAuth JSON for APIs, an HTML page for browsers); a
 // fenced node refuses everything but /healthz; /readyz names the role.
 func TestWriteGate(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	var role atomic.Int32
 	srv := httptest.NewServer(n.P.WriteGate(n.P, func() region.Role { return region.Role(role.Load()) }))
 	t.Cleanup(srv.Close)

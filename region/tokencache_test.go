@@ -49,7 +49,7 @@ func twoPostgres(t *testing.T) (store.Store, store.Store) {
 	return open(), open()
 }
 
-func introspectActive(t *testing.T, n *node, token string, c region.RegisteredClient) bool {
+func introspectActive(t *testing.T, n *testProvider, token string, c region.RegisteredClient) bool {
 	t.Helper()
 	status, _, body := postForm(t, n.URL+"/oauth/introspect", url.Values{"token": {token}}, c.ID, c.Secret)
 	if status != 200 {
@@ -76,8 +76,8 @@ func TestRevocationBoundAcrossNodes(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stA, stB := tc.open(t)
-			a := startNode(t, "eu", stA)
-			b := startNode(t, "eu", stB)
+			a := startProvider(t, "eu", stA)
+			b := startProvider(t, "eu", stB)
 			c, err := region.CreateClient(t.Context(), stA, a.Codec, "eu", region.ClientSpec{GrantTypes: []string{region.GrantClientCredentials}})
 			if err != nil {
 				t.Fatal(err)

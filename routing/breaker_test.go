@@ -71,7 +71,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestAbandonedCallsDoNotOpenBreaker(t *testing.T) {
 	up, arrived := slowUpstream(t)
 	f := newFixture(t, func(c *RouterConfig) {
-		c.Upstreams[0].Addr = up.Listener.Addr().String()
+		c.Peers[0].Addr = up.Listener.Addr().String()
 		c.BreakerThreshold, c.BreakerCooldown = 3, time.Hour
 	})
 	srv, done := routerServer(t, f.router)
@@ -132,7 +132,7 @@ func TestUpstreamFaultsOpenBreaker(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, func(c *RouterConfig) {
-				c.Upstreams[0].Addr = tt.addr
+				c.Peers[0].Addr = tt.addr
 				c.RequestTimeout = tt.timeout
 				c.BreakerThreshold, c.BreakerCooldown = 3, time.Hour
 			})

@@ -28,7 +28,7 @@ func TestHopConnections(t *testing.T) {
 	up.Start()
 	t.Cleanup(up.Close)
 	f := newFixture(t, func(c *RouterConfig) {
-		c.Upstreams[0].Addr = up.Listener.Addr().String()
+		c.Peers[0].Addr = up.Listener.Addr().String()
 		c.BreakerThreshold = 1
 	})
 	srv, _ := routerServer(t, f.router)
@@ -100,7 +100,7 @@ func TestHopTLS(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, func(c *RouterConfig) {
-				c.Upstreams[0].Addr, c.Upstreams[0].TLS = up.Listener.Addr().String(), true
+				c.Peers[0].Addr, c.Peers[0].TLS = up.Listener.Addr().String(), true
 				if tt.trust {
 					c.TLSConfig = up.Client().Transport.(*http.Transport).TLSClientConfig
 				}

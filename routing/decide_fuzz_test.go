@@ -16,7 +16,7 @@ import (
 //	go test -run '^$' -fuzz FuzzDecide -fuzztime 20s ./routing/
 func FuzzDecide(f *testing.F) {
 	c := testCodec(f)
-	rt, err := NewRouter(keyed(RouterConfig{Local: "us", Upstreams: []Upstream{
+	rt, err := NewRouter(keyed(RouterConfig{Local: "us", Peers: []Peer{
 		{Region: "eu", URL: "http://eu.id.test", Addr: "127.0.0.1:1"},
 		{Region: "ap", URL: "http://ap.id.test", Addr: "127.0.0.1:2"},
 	}}), c, http.NotFoundHandler(), quiet(), nil)

@@ -16,11 +16,11 @@ func siteName(dr bool) string {
 	return "primary"
 }
 
-// registerUpstreamMetrics registers the per-upstream operator metrics:
+// registerPeerMetrics registers the per-upstream operator metrics:
 // meridian.routing.upstream.calls{region,site,result} (primary vs DR
 // routing, ok|error) and the gauge meridian.routing.breaker.open{region,site}
 // (1 while the breakers of all the site's addresses reject calls). Regions come from the configuration.
-func (rt *Router) registerUpstreamMetrics(meter metric.Meter) error {
+func (rt *Router) registerPeerMetrics(meter metric.Meter) error {
 	c, err := meter.Int64Counter("meridian.routing.upstream.calls",
 		metric.WithDescription("proxied call attempts by owning region, site (primary|dr) and result (ok|error)"))
 	if err != nil {

@@ -37,7 +37,7 @@ func BenchmarkRoutedHop(b *testing.B) {
 	defer up.Close()
 	hopKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	rt, err := routing.NewRouter(routing.RouterConfig{Local: "us", WrapTransport: tel.Transport, HopKey: hopKey,
-		Upstreams: []routing.Upstream{{Region: "eu", URL: "http://eu.id.test", Addr: up.Listener.Addr().String()}}},
+		Peers: []routing.Peer{{Region: "eu", URL: "http://eu.id.test", Addr: up.Listener.Addr().String()}}},
 		codec, http.NotFoundHandler(), slog.New(slog.NewTextHandler(io.Discard, nil)), tel.Meter.Meter("routing"))
 	if err != nil {
 		b.Fatal(err)

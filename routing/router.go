@@ -24,20 +24,20 @@ import (
 	"go.opentelemetry.io/otel/metric"
 )
 
-// Upstream is another region as the router reaches it. Only these
+// Peer is another region as the router reaches it. Only these
 // addresses are ever dialled: an artifact names a region id, never a host.
 //
 // Each address is a node of its own: a call that cannot be connected to
 // one primary address (or whose breaker is open) goes to the next primary
 // address, and to the DR site's addresses only when none of the primary
 // ones answered.
-type Upstream struct {
+type Peer struct {
 	Region string
 	URL    string // public base URL of the region host, for browser redirects
 	Addr   string // host:port of the region's (first) node
 	DRAddr string // host:port of its DR site's (first) node; empty if none
 	// Addrs and DRAddrs, when set, are every node of the primary and the
-	// DR site (config.UpstreamAddrs), in the order they are tried; they
+	// DR site (config.DialAddrs), in the order they are tried; they
 	// replace Addr and DRAddr.
 	Addrs   []string
 	DRAddrs []string
@@ -45,7 +45,7 @@ type Upstream struct {
 }
 
 // primaries returns every primary address of u.
-func (u Upstream) primaries() []string {
+func (u Peer) primaries() []string {
 	if len(u.Addrs) > 0 {
 		return u.Addrs
 	}
@@ -53,7 +53,7 @@ func (u Upstream) primaries() []string {
 }
 
 // drs returns every DR address of u (none without a DR site).
-func (u Upstream) drs() []string {
+func (u Peer) drs() []string {
 	if len(u.DRAddrs) > 0 {
 		return u.DRAddrs
 	}
@@ -66,7 +66,7 @@ func (u Upstream) drs() []string {
 // RouterConfig configures a Router.
 type RouterConfig struct {
 	Local          string
-	Upstreams      []Upstream
+	Peers          []Peer
 	ConnectTimeout time.Duration // dialing an upstream
 	RequestTimeout time.Duration // the whole proxied call
 	// BreakerThreshold consecutive failures open an upstream's breaker for
@@ -137,7 +137,7 @@ type Router struct {
 }
 
 type upstream struct {
-	Upstream
+	Peer
 	scheme   string
 	breakers map[string]*breaker // by address
 	attempts []attempt           // every address, primary ones first
@@ -255,7 +255,7 @@ func NewRouter(cfg RouterConfig, codec *Codec, local http.Handler, log *slog.Log
 		return nil, errors.New("routing: a hop key (the region's federation key) is required")
 	}
 	rt := &Router{cfg: cfg, codec: codec, local: local, ups: map[string]*upstream{}, hop: hopSigner{key: cfg.HopKey, peer: cfg.HopKeys, also: cfg.AlsoHopKeys}, log: log, now: time.Now}
-	for _, u := range cfg.Upstreams {
+	for _, u := range cfg.Peers {
 		if !codec.HasRegion(u.Region) || u.Region == cfg.Local {
 			return nil, fmt.Errorf("routing: upstream %q is not another configured region", u.Region)
 		}
@@ -265,7 +265,7 @@ func NewRouter(cfg RouterConfig, codec *Codec, local http.Handler, log *slog.Log
 		if len(u.DRAddrs) > 0 {
 			u.DRAddr = u.DRAddrs[0]
 		}
-		up := &upstream{Upstream: u, scheme: "http", breakers: map[string]*breaker{}}
+		up := &upstream{Peer: u, scheme: "http", breakers: map[string]*breaker{}}
 		for _, dr := range []bool{false, true} {
 			addrs := u.primaries()
 			if dr {
@@ -299,7 +299,7 @@ func NewRouter(cfg RouterConfig, codec *Codec, local http.Handler, log *slog.Log
 			return nil, err
 		}
 		rt.decisions = c
-		if err := rt.registerUpstreamMetrics(meter); err != nil {
+		if err := rt.registerPeerMetrics(meter); err != nil {
 			return nil, err
 		}
 	}
@@ -773,8 +773,8 @@ var errBodyTooLarge = errors.New("routing: form body too large")
 
 // Regions returns the ids of the other regions the router reaches.
 func (rt *Router) Regions() []string {
-	out := make([]string, 0, len(rt.cfg.Upstreams))
-	for _, u := range rt.cfg.Upstreams {
+	out := make([]string, 0, len(rt.cfg.Peers))
+	for _, u := range rt.cfg.Peers {
 		out = append(out, u.Region)
 	}
 	return out
@@ -831,9 +831,9 @@ func (c cancelOnClose) Close() error {
 	return err
 }
 
-// ErrUpstreamUnavailable is returned when neither a region nor its DR site
+// ErrRegionUnavailable is returned when neither a region nor its DR site
 // can answer.
-var ErrUpstreamUnavailable = errors.New("routing: region unavailable")
+var ErrRegionUnavailable = errors.New("routing: region unavailable")
 
 func (rt *Router) proxyError(w http.ResponseWriter, r *http.Request, region string, err error) {
 	if callerGone(r.Context()) {
@@ -866,12 +866,12 @@ func writeError(w http.ResponseWriter, status int, code, desc string) {
 // when none of its primary addresses answered.
 func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, error) {
 	atts := ci.up.attempts
-	lastErr := ErrUpstreamUnavailable
+	lastErr := ErrRegionUnavailable
 	for i, at := range atts {
 		b := ci.up.breakers[at.addr]
 		now := rt.now()
 		if !b.allow(now) {
-			lastErr = fmt.Errorf("%w: breaker open for %s", ErrUpstreamUnavailable, at.addr)
+			lastErr = fmt.Errorf("%w: breaker open for %s", ErrRegionUnavailable, at.addr)
 			continue
 		}
 		out := req

@@ -72,7 +72,7 @@ type fixture struct {
 func newFixture(t *testing.T, mutate func(*RouterConfig)) *fixture {
 	f := &fixture{codec: testCodec(t), local: &seen{}, eu: &seen{}}
 	var err error
-	f.euRoute, err = NewRouter(keyed(RouterConfig{Local: "eu", Upstreams: []Upstream{{Region: "us", URL: "http://us.id.test", Addr: "127.0.0.1:1"}}}),
+	f.euRoute, err = NewRouter(keyed(RouterConfig{Local: "eu", Peers: []Peer{{Region: "us", URL: "http://us.id.test", Addr: "127.0.0.1:1"}}}),
 		f.codec, f.eu.handler("eu"), quiet(), nil)
 	if err != nil {
 		t.Fatal(err)
@@ -81,7 +81,7 @@ func newFixture(t *testing.T, mutate func(*RouterConfig)) *fixture {
 	t.Cleanup(f.euSrv.Close)
 	cfg := RouterConfig{
 		Local: "us",
-		Upstreams: []Upstream{
+		Peers: []Peer{
 			{Region: "eu", URL: "http://eu.id.test:8080", Addr: f.euSrv.Listener.Addr().String()},
 			{Region: "ap", URL: "http://ap.id.test:8080", Addr: "127.0.0.1:1"},
 		},
@@ -432,7 +432,7 @@ func TestFailover(t *testing.T) {
 	}
 	t.Run("unreachable region answered by DR", func(t *testing.T) {
 		f := newFixture(t, func(c *RouterConfig) {
-			c.Upstreams[0].Addr, c.Upstreams[0].DRAddr = dead, drSrv.Listener.Addr().String()
+			c.Peers[0].Addr, c.Peers[0].DRAddr = dead, drSrv.Listener.Addr().String()
 		})
 		w := call(f, "/oauth/introspect", url.Values{"token": {f.mint(t, KindAccess, "eu")}})
 		if w.Header().Get("X-Served-By") != "eu-dr" {
@@ -446,7 +446,7 @@ func TestFailover(t *testing.T) {
 	})
 	t.Run("code redemption never repeated after sending", func(t *testing.T) {
 		f := newFixture(t, func(c *RouterConfig) {
-			c.Upstreams[0].Addr, c.Upstreams[0].DRAddr = reset, drSrv.Listener.Addr().String()
+			c.Peers[0].Addr, c.Peers[0].DRAddr = reset, drSrv.Listener.Addr().String()
 		})
 		before := dr.count()
 		w := call(f, "/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {f.mint(t, KindCode, "eu")}})
@@ -468,7 +468,7 @@ func TestFailover(t *testing.T) {
 	t.Run("slow primary: safe calls answered by DR within the deadline", func(t *testing.T) {
 		hang := hangAddr(t)
 		f := newFixture(t, func(c *RouterConfig) {
-			c.Upstreams[0].Addr, c.Upstreams[0].DRAddr = hang, drSrv.Listener.Addr().String()
+			c.Peers[0].Addr, c.Peers[0].DRAddr = hang, drSrv.Listener.Addr().String()
 			c.RequestTimeout = time.Second
 		})
 		start := time.Now()
@@ -483,7 +483,7 @@ func TestFailover(t *testing.T) {
 		}
 	})
 	t.Run("no DR: 503 temporarily_unavailable", func(t *testing.T) {
-		f := newFixture(t, func(c *RouterConfig) { c.Upstreams[0].Addr = dead })
+		f := newFixture(t, func(c *RouterConfig) { c.Peers[0].Addr = dead })
 		w := call(f, "/oauth/introspect", url.Values{"token": {f.mint(t, KindAccess, "eu")}})
 		if w.Code != http.StatusServiceUnavailable || w.Header().Get("Retry-After") == "" {
 			t.Fatalf("status %d", w.Code)
@@ -524,7 +524,7 @@ func TestFailover(t *testing.T) {
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
 				f := newFixture(t, func(c *RouterConfig) {
-					c.Upstreams[0].Addr, c.Upstreams[0].Addrs, c.Upstreams[0].DRAddrs = "", tt.addrs, []string{drAddr}
+					c.Peers[0].Addr, c.Peers[0].Addrs, c.Peers[0].DRAddrs = "", tt.addrs, []string{drAddr}
 				})
 				n2, d := node2.count(), dr.count()
 				w := call(f, tt.path, tt.form(f))
@@ -543,7 +543,7 @@ func TestFailover(t *testing.T) {
 	t.Run("caller cancellation never counts against an address", func(t *testing.T) {
 		hang := hangAddr(t)
 		f := newFixture(t, func(c *RouterConfig) {
-			c.Upstreams[0].Addr, c.Upstreams[0].Addrs = "", []string{hang, dead}
+			c.Peers[0].Addr, c.Peers[0].Addrs = "", []string{hang, dead}
 			c.BreakerThreshold, c.BreakerCooldown = 1, time.Hour
 		})
 		for range 3 {
@@ -565,7 +565,7 @@ func TestFailover(t *testing.T) {
 	})
 	t.Run("breaker opens and fails fast", func(t *testing.T) {
 		f := newFixture(t, func(c *RouterConfig) {
-			c.Upstreams[0].Addr = dead
+			c.Peers[0].Addr = dead
 			c.BreakerThreshold, c.BreakerCooldown = 3, time.Hour
 		})
 		for i := 0; i < 3; i++ {
@@ -606,7 +606,7 @@ func TestBreakerHalfOpen(t *testing.T) {
 
 func BenchmarkDecide(b *testing.B) {
 	c := testCodec(b)
-	rt, err := NewRouter(keyed(RouterConfig{Local: "us", Upstreams: []Upstream{{Region: "eu", URL: "http://eu", Addr: "127.0.0.1:1"}}}), c, http.NotFoundHandler(), quiet(), nil)
+	rt, err := NewRouter(keyed(RouterConfig{Local: "us", Peers: []Peer{{Region: "eu", URL: "http://eu", Addr: "127.0.0.1:1"}}}), c, http.NotFoundHandler(), quiet(), nil)
 	if err != nil {
 		b.Fatal(err)
 	}

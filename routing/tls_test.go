@@ -78,7 +78,7 @@ func TestRoutedCallOverTLSWithPrivateCA(t *testing.T) {
 			}
 			logs := &syncBuf{mu: make(chan struct{}, 1)}
 			rt, err := NewRouter(keyed(RouterConfig{Local: "us",
-				Upstreams:      []Upstream{{Region: "eu", URL: "https://eu.id.test", Addr: srv.Listener.Addr().String(), TLS: true}},
+				Peers:          []Peer{{Region: "eu", URL: "https://eu.id.test", Addr: srv.Listener.Addr().String(), TLS: true}},
 				ConnectTimeout: time.Second, RequestTimeout: 5 * time.Second, TLSConfig: tlsConf}),
 				codec, http.NotFoundHandler(), slog.New(slog.NewTextHandler(logs, nil)), nil)
 			if err != nil {

@@ -98,7 +98,7 @@ func TestHopWire(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			up := newRawUpstream(t, tc.answer, tc.closeAfter)
 			f := newFixture(t, func(c *RouterConfig) {
-				c.Upstreams[0].Addr = up.ln.Addr().String()
+				c.Peers[0].Addr = up.ln.Addr().String()
 				c.BreakerThreshold = 100
 			})
 			srv, _ := routerServer(t, f.router)

@@ -173,11 +173,11 @@ type edge struct {
 // the default region of the client's subnet.
 func startEdge(ctx context.Context, cfg *config.Config) (*edge, error) {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(cfg.Federation.Port))
-	targets := map[string]string{cfg.Hub.Host: cfg.Upstream(cfg.Hub.Site)}
+	targets := map[string]string{cfg.Hub.Host: cfg.DialAddr(cfg.Hub.Site)}
 	for _, r := range cfg.Regions {
-		targets[r.Host] = cfg.Upstream(r.Site)
+		targets[r.Host] = cfg.DialAddr(r.Site)
 		if r.DR != nil {
-			targets[r.DR.Host] = cfg.Upstream(*r.DR)
+			targets[r.DR.Host] = cfg.DialAddr(*r.DR)
 		}
 	}
 	// The global host goes where GeoDNS answers for the client's address.
@@ -189,7 +189,7 @@ func startEdge(ctx context.Context, cfg *config.Config) (*edge, error) {
 			sites = append(sites, *r.DR)
 		}
 		for _, s := range sites {
-			for i, up := range cfg.UpstreamAddrs(s) {
+			for i, up := range cfg.DialAddrs(s) {
 				byAddr[s.Addresses[i]] = up
 			}
 		}
@@ -206,7 +206,7 @@ func startEdge(ctx context.Context, cfg *config.Config) (*edge, error) {
 		if !ok {
 			r = &cfg.Regions[0]
 		}
-		return cfg.Upstream(r.Site)
+		return cfg.DialAddr(r.Site)
 	}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -265,7 +265,7 @@ func waitReady(ctx context.Context, cfg *config.Config) error {
 	deadline := time.Now().Add(60 * time.Second)
 	for _, r := range cfg.Regions {
 		for {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+cfg.Upstream(r.Site)+"/readyz", nil)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+cfg.DialAddr(r.Site)+"/readyz", nil)
 			resp, err := client.Do(req)
 			if err == nil {
 				resp.Body.Close()
@@ -299,7 +299,7 @@ func banner(cfg *config.Config, demoListen string, e *edge) {
 	fmt.Fprintf(&b, "\n  Password            %s\n\n", demoPassword)
 	fmt.Fprintf(&b, "  Global host         %s   (served via the local edge %s)\n", cfg.GlobalIssuer(), e.addr)
 	for _, r := range cfg.Regions {
-		fmt.Fprintf(&b, "  Region %-12s %s -> %s\n", r.ID, cfg.Issuer(&r), cfg.Upstream(r.Site))
+		fmt.Fprintf(&b, "  Region %-12s %s -> %s\n", r.ID, cfg.Issuer(&r), cfg.DialAddr(r.Site))
 	}
 	if cfg.DNS.Listen != "" {
 		host, port, _ := net.SplitHostPort(cfg.DNS.Listen)

@@ -177,12 +177,12 @@ func Routes(cfg *config.Config) federation.Routes {
 	r := federation.Routes{}
 	for i := range cfg.Regions {
 		reg := &cfg.Regions[i]
-		r[reg.Host] = cfg.UpstreamAddrs(reg.Site)
+		r[reg.Host] = cfg.DialAddrs(reg.Site)
 		if reg.DR != nil {
-			r[reg.DR.Host] = cfg.UpstreamAddrs(*reg.DR)
+			r[reg.DR.Host] = cfg.DialAddrs(*reg.DR)
 		}
 	}
-	r[cfg.Hub.Host] = cfg.UpstreamAddrs(cfg.Hub.Site)
+	r[cfg.Hub.Host] = cfg.DialAddrs(cfg.Hub.Site)
 	return r
 }
 
@@ -207,7 +207,7 @@ func Fallback(cfg *config.Config) federation.Routes {
 	for i := range cfg.Regions {
 		reg := &cfg.Regions[i]
 		if reg.DR != nil {
-			r[reg.Host] = cfg.UpstreamAddrs(*reg.DR)
+			r[reg.Host] = cfg.DialAddrs(*reg.DR)
 		}
 	}
 	return r

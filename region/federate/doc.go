@@ -1,7 +1,7 @@
 // Package federate connects a regional node to the rest of the Meridian
 // federation, on top of the shared protocol in package federation.
 //
-//   - Login implements region.Upstream: the identifier-first login of the
+//   - Login implements region.Federator: the identifier-first login of the
 //     entry region sends a user who is not resident there to the hub (hub
 //     topology) or straight to the resident region found in the lookup table
 //     (mesh topology), as a federation.RP, and takes back a verified

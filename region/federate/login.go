@@ -78,7 +78,7 @@ type LoginConfig struct {
 	RP federation.RPOptions
 }
 
-// Login implements region.Upstream as an OpenID Connect relying party
+// Login implements region.Federator as an OpenID Connect relying party
 // towards the hub (hub topology) or the user's resident region (mesh).
 //
 // The in-flight state (authorization request id, state, nonce, PKCE
@@ -101,7 +101,7 @@ type Login struct {
 	log   *slog.Logger
 }
 
-var _ region.Upstream = (*Login)(nil)
+var _ region.Federator = (*Login)(nil)
 
 // NewLogin builds a Login.
 func NewLogin(cfg LoginConfig) (*Login, error) {
@@ -267,7 +267,7 @@ func (u *Login) AskAsIfUnknown(ctx context.Context, username string) {
 	_, _ = federation.PostResolve(ctx, u.cfg.HTTPClient, u.cfg.HubURL, u.creds, keys)
 }
 
-// Begin implements region.Upstream.
+// Begin implements region.Federator.
 func (u *Login) Begin(w http.ResponseWriter, r *http.Request, login region.FederatedLogin) {
 	ctx := r.Context()
 	arID, username := login.ARID, login.Username
@@ -330,7 +330,7 @@ func targetName(t string) string {
 	return t
 }
 
-// Finish implements region.Upstream.
+// Finish implements region.Federator.
 func (u *Login) Finish(w http.ResponseWriter, r *http.Request) (string, region.FederatedIdentity, error) {
 	// The region's callback handler writes to r.Form; make sure it exists.
 	if err := r.ParseForm(); err != nil {

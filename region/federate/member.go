@@ -69,7 +69,7 @@ type Tuning struct {
 }
 
 // Member is what a regional node runs as a member of the federation: the Login
-// (region.Config.Upstream), the outbox Pusher (run it with Run) and the
+// (region.Config.Federator), the outbox Pusher (run it with Run) and the
 // user-keys listing (mount it with Handler).
 type Member struct {
 	Login    *Login

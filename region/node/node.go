@@ -92,7 +92,7 @@ type Node struct {
 	tel      *telemetry.Telemetry
 	log      *slog.Logger
 	dr       bool
-	fed      *federate.Member // nil when Options.Upstream was given
+	fed      *federate.Member // nil when Options.Federator was given
 
 	role     atomic.Int32      // region.Role
 	repl     store.Replication // nil for a store without fencing
@@ -108,8 +108,8 @@ type Options struct {
 	DataDir string
 	// DR runs the region's DR site (its listeners) instead of the primary.
 	DR bool
-	// Upstream federates users resident elsewhere (the hub, or mesh peers).
-	Upstream region.Upstream
+	// Federator federates users resident elsewhere (the hub, or mesh peers).
+	Federator region.Federator
 	// WrapTransport wraps the router's transport to other regions.
 	WrapTransport func(http.RoundTripper) http.RoundTripper
 	// KeyTimings, when its fields are set, override the signing-key cache
@@ -192,7 +192,7 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 			peerHosts[strings.ToLower(o.DR.Host)] = cfg.Issuer(o)
 		}
 	}
-	upstream := opts.Upstream
+	upstream := opts.Federator
 	var fed *federate.Member
 	if upstream == nil {
 		hubKey, err := cfg.Secret("hub.key_file", cfg.Hub.KeyFile, filepath.Join(dataDir, "secrets", "hub.key"), log)
@@ -283,7 +283,7 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		RegistrationToken:  regToken, RegistrationsPerMinute: r.RegistrationsPerMinute,
 		ClientSecretOverlap: r.ClientSecretOverlap, ClientSecretMaxOverlap: r.ClientSecretMaxOverlap,
 		PasswordMemoryBudget: int64(r.Login.PasswordMemoryBudgetMiB) << 20,
-		Peers:                n.Router, Upstream: upstream, Meter: tel.Meter.Meter("meridian/region"), Keys: keyOpts,
+		Peers:                n.Router, Federator: upstream, Meter: tel.Meter.Meter("meridian/region"), Keys: keyOpts,
 		Passkeys: region.PasskeyOptions{RPID: cfg.PasskeyRPID(), RPName: cfg.Account.WebAuthn.RPName, Origins: cfg.PasskeyOrigins(),
 			Attestation: cfg.Account.WebAuthn.Attestation},
 		Account: region.AccountOptions{EditableClaims: cfg.Account.EditableClaims, ReauthWindow: cfg.Account.ReauthWindow,
@@ -355,11 +355,11 @@ func RouterConfig(cfg *config.Config, id string, wrap func(http.RoundTripper) ht
 		if o.ID == id {
 			continue
 		}
-		u := routing.Upstream{Region: o.ID, URL: cfg.Issuer(o), Addrs: cfg.UpstreamAddrs(o.Site), TLS: cfg.Federation.Scheme == "https"}
+		u := routing.Peer{Region: o.ID, URL: cfg.Issuer(o), Addrs: cfg.DialAddrs(o.Site), TLS: cfg.Federation.Scheme == "https"}
 		if o.DR != nil {
-			u.DRAddrs = cfg.UpstreamAddrs(*o.DR)
+			u.DRAddrs = cfg.DialAddrs(*o.DR)
 		}
-		rc.Upstreams = append(rc.Upstreams, u)
+		rc.Peers = append(rc.Peers, u)
 	}
 	return rc
 }
@@ -373,7 +373,7 @@ var Routes = []string{
 }
 
 // Member is the node's federation membership (its login, outbox pusher
-// and user-keys listing); nil when Options.Upstream replaced it.
+// and user-keys listing); nil when Options.Federator replaced it.
 func (n *Node) Member() *federate.Member { return n.fed }
 
 // Close releases the store.

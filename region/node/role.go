@@ -311,7 +311,7 @@ func (n *Node) askPeer(ctx context.Context) (generationAnswer, error) {
 	_, _ = rand.Read(nb[:])
 	nonce := hex.EncodeToString(nb[:])
 	errs := []error{errNoPeer}
-	for _, addr := range n.cfg.UpstreamAddrs(peer) {
+	for _, addr := range n.cfg.DialAddrs(peer) {
 		a, err := n.askAddr(ctx, peer, addr, nonce)
 		if err == nil {
 			return a, nil

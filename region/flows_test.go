@@ -26,11 +26,11 @@ const redirectURI = "http://127.0.0.1:9999/callback"
 // token verification, userinfo, refresh rotation, introspection,
 // revocation and end-session.
 func TestCodeFlowEndToEnd(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	testCodeFlow(t, n)
 }
 
-func testCodeFlow(t *testing.T, n *node) {
+func testCodeFlow(t *testing.T, n *testProvider) {
 	ctx := context.Background()
 	n.addUser("Ada.Lovelace", "correct horse battery", map[string]string{"name": "Ada Lovelace", "email": "ada@example.com"})
 	app := n.addClient(region.ClientSpec{Name: "demo", RedirectURIs: []string{redirectURI}, FirstParty: true,
@@ -152,7 +152,7 @@ func testCodeFlow(t *testing.T, n *node) {
 	}
 }
 
-func assertTag(t *testing.T, n *node, artifact string, kind routing.Kind) {
+func assertTag(t *testing.T, n *testProvider, artifact string, kind routing.Kind) {
 	t.Helper()
 	tag, err := n.Codec.Verify(artifact)
 	if err != nil || tag.Kind != kind || tag.Region != n.Region {
@@ -163,7 +163,7 @@ func assertTag(t *testing.T, n *node, artifact string, kind routing.Kind) {
 // TestDiscoveryIsHonest checks the discovery document promises only what
 // the provider does.
 func TestDiscoveryIsHonest(t *testing.T) {
-	n := startNode(t, "eu", openSQLite(t))
+	n := startProvider(t, "eu", openSQLite(t))
 	resp, err := http.Get(n.URL + "/.well-known/openid-configuration")
 	if err != nil {
 		t.Fatal(err)

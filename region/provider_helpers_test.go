@@ -21,8 +21,8 @@ import (
 	"github.com/meridian-id/meridian/routing"
 )
 
-// node is a regional node serving on a real loopback listener.
-type node struct {
+// testProvider is a regional testProvider serving on a real loopback listener.
+type testProvider struct {
 	t      *testing.T
 	URL    string
 	P      *region.Provider
@@ -56,10 +56,10 @@ func openSQLite(t testing.TB) store.Store {
 	return s
 }
 
-// startNode serves region id on 127.0.0.1:0 with the given store.
-func startNode(t *testing.T, id string, st store.Store) *node {
+// startProvider serves region id on 127.0.0.1:0 with the given store.
+func startProvider(t *testing.T, id string, st store.Store) *testProvider {
 	t.Helper()
-	n := startNodeTB(t, id, st)
+	n := startProviderTB(t, id, st)
 	n.t = t
 	return n
 }
@@ -68,13 +68,13 @@ func startNode(t *testing.T, id string, st store.Store) *node {
 // dynamic registration with.
 const testRegistrationToken = "test-initial-access-token-0123456789abcdef"
 
-func startNodeTB(t testing.TB, id string, st store.Store) *node {
+func startProviderTB(t testing.TB, id string, st store.Store) *testProvider {
 	t.Helper()
-	return startNodeWith(t, id, st, nil)
+	return startProviderWith(t, id, st, nil)
 }
 
-// startNodeWith is startNodeTB with the provider config adjusted by edit.
-func startNodeWith(t testing.TB, id string, st store.Store, edit func(*region.Config)) *node {
+// startProviderWith is startNodeTB with the provider config adjusted by edit.
+func startProviderWith(t testing.TB, id string, st store.Store, edit func(*region.Config)) *testProvider {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -97,10 +97,10 @@ func startNodeWith(t testing.TB, id string, st store.Store, edit func(*region.Co
 	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: p}}
 	srv.Start()
 	t.Cleanup(srv.Close)
-	return &node{URL: u, P: p, Store: st, Codec: codec, Region: id}
+	return &testProvider{URL: u, P: p, Store: st, Codec: codec, Region: id}
 }
 
-func (n *node) addUser(username, password string, claims map[string]string) store.User {
+func (n *testProvider) addUser(username, password string, claims map[string]string) store.User {
 	n.t.Helper()
 	u, err := region.CreateUser(context.Background(), n.Store, region.UserSpec{Username: username, Password: password, Claims: claims})
 	if err != nil {
@@ -109,7 +109,7 @@ func (n *node) addUser(username, password string, claims map[string]string) stor
 	return u
 }
 
-func (n *node) addClient(spec region.ClientSpec) region.RegisteredClient {
+func (n *testProvider) addClient(spec region.ClientSpec) region.RegisteredClient {
 	n.t.Helper()
 	c, err := region.CreateClient(context.Background(), n.Store, n.Codec, n.Region, spec)
 	if err != nil {
