@@ -599,7 +599,9 @@ func (c *Config) Validate() error {
 // region's, each DR site's and the hub's) serves its public listener and,
 // when it has one, its admin listener with a certificate. No exception for
 // loopback or "internal" listeners: a proxy or a sidecar on the same host
-// reads plain HTTP as easily as the network does.
+// reads plain HTTP as easily as the network does. Database and Redis URLs
+// must use TLS unless they reach loopback or a unix socket
+// (checkProductionTransport).
 func (c *Config) validateProduction() error {
 	const why = "federation.production serves TLS everywhere"
 	if c.Federation.Scheme != "https" {
@@ -619,11 +621,20 @@ func (c *Config) validateProduction() error {
 		if err := check(key, r.Site); err != nil {
 			return err
 		}
+		if err := checkProductionTransport(key+".database", r.Database); err != nil {
+			return err
+		}
 		if r.DR != nil {
 			if err := check(key+".dr", *r.DR); err != nil {
 				return err
 			}
+			if err := checkProductionTransport(key+".dr.database", r.DR.Database); err != nil {
+				return err
+			}
 		}
+	}
+	if err := checkProductionTransport("hub.redis", c.Hub.Redis); err != nil {
+		return err
 	}
 	return check("hub", c.Hub.Site)
 }
