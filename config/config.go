@@ -299,15 +299,23 @@ const MaxExpectedUsers = 80 << 24
 
 // DNS configures the authoritative GeoDNS server.
 type DNS struct {
-	Listen        string         `mapstructure:"listen"`
-	TTL           uint32         `mapstructure:"ttl"`
-	DefaultRegion string         `mapstructure:"default_region"`
-	NameServers   []NameServer   `mapstructure:"nameservers"`
-	Subnets       []SubnetRoute  `mapstructure:"subnets"`
-	Health        HealthCheck    `mapstructure:"health"`
-	RateLimit     int            `mapstructure:"rate_limit"`
-	MMDB          string         `mapstructure:"mmdb"`
-	Extra         map[string]any `mapstructure:",remain"`
+	Listen        string        `mapstructure:"listen"`
+	TTL           uint32        `mapstructure:"ttl"`
+	DefaultRegion string        `mapstructure:"default_region"`
+	NameServers   []NameServer  `mapstructure:"nameservers"`
+	Subnets       []SubnetRoute `mapstructure:"subnets"`
+	Health        HealthCheck   `mapstructure:"health"`
+	RateLimit     int           `mapstructure:"rate_limit"`
+	MMDB          string        `mapstructure:"mmdb"`
+	// AdminListen is the standalone geodns binary's admin listener
+	// (/metrics, /dns/state, /dns/failback/{region}); empty: off. The
+	// `geodns serve --admin` flag overrides it. A hub serving DNS mounts
+	// /dns/ on hub.admin_listen instead and ignores this key.
+	AdminListen string `mapstructure:"admin_listen"`
+	// TLS serves AdminListen over TLS when tls.admin is true, with
+	// cert_file and key_file (the same semantics as a site's tls.admin).
+	TLS   TLS            `mapstructure:"tls"`
+	Extra map[string]any `mapstructure:",remain"`
 }
 
 // NameServer is an NS record of the zone with its glue addresses.
@@ -583,6 +591,17 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if c.DNS.AdminListen != "" {
+		if err := validListen("dns.admin_listen", c.DNS.AdminListen); err != nil {
+			return err
+		}
+	}
+	if (c.DNS.TLS.CertFile == "") != (c.DNS.TLS.KeyFile == "") {
+		return invalid("dns.tls", "cert_file and key_file go together")
+	}
+	if c.DNS.TLS.Admin && c.DNS.TLS.CertFile == "" {
+		return invalid("dns.tls.admin", "serves dns.admin_listen with cert_file and key_file; set them")
+	}
 	switch c.Telemetry.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -635,6 +654,9 @@ func (c *Config) validateProduction() error {
 	}
 	if err := checkProductionTransport("hub.redis", c.Hub.Redis); err != nil {
 		return err
+	}
+	if c.DNS.AdminListen != "" && !c.DNS.TLS.Admin {
+		return invalid("dns.tls.admin", "must be true (%s; the geodns admin listener %s would be plain HTTP)", why, c.DNS.AdminListen)
 	}
 	return check("hub", c.Hub.Site)
 }
