@@ -349,6 +349,19 @@ var ErrInvalid = errors.New("invalid configuration")
 
 // Load reads, decodes and validates the configuration file at path.
 func Load(path string) (*Config, error) {
+	c, err := decode(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// decode reads the file at path with the environment's overrides applied
+// and decodes it strictly, without validating the values.
+func decode(path string) (*Config, error) {
 	v := viper.New()
 	v.SetConfigFile(path)
 	v.SetEnvPrefix("MERIDIAN")
@@ -376,9 +389,6 @@ func Load(path string) (*Config, error) {
 		for k := range c.DNS.Extra {
 			return nil, fmt.Errorf("config %s: dns.%s: %w: unknown key", path, k, ErrInvalid)
 		}
-	}
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return &c, nil
 }
