@@ -299,15 +299,23 @@ const MaxExpectedUsers = 80 << 24
 
 // DNS configures the authoritative GeoDNS server.
 type DNS struct {
-	Listen        string         `mapstructure:"listen"`
-	TTL           uint32         `mapstructure:"ttl"`
-	DefaultRegion string         `mapstructure:"default_region"`
-	NameServers   []NameServer   `mapstructure:"nameservers"`
-	Subnets       []SubnetRoute  `mapstructure:"subnets"`
-	Health        HealthCheck    `mapstructure:"health"`
-	RateLimit     int            `mapstructure:"rate_limit"`
-	MMDB          string         `mapstructure:"mmdb"`
-	Extra         map[string]any `mapstructure:",remain"`
+	Listen        string        `mapstructure:"listen"`
+	TTL           uint32        `mapstructure:"ttl"`
+	DefaultRegion string        `mapstructure:"default_region"`
+	NameServers   []NameServer  `mapstructure:"nameservers"`
+	Subnets       []SubnetRoute `mapstructure:"subnets"`
+	Health        HealthCheck   `mapstructure:"health"`
+	RateLimit     int           `mapstructure:"rate_limit"`
+	MMDB          string        `mapstructure:"mmdb"`
+	// AdminListen is the standalone geodns binary's admin listener
+	// (/metrics, /dns/state, /dns/failback/{region}); empty: off. The
+	// `geodns serve --admin` flag overrides it. A hub serving DNS mounts
+	// /dns/ on hub.admin_listen instead and ignores this key.
+	AdminListen string `mapstructure:"admin_listen"`
+	// TLS serves AdminListen over TLS when tls.admin is true, with
+	// cert_file and key_file (the same semantics as a site's tls.admin).
+	TLS   TLS            `mapstructure:"tls"`
+	Extra map[string]any `mapstructure:",remain"`
 }
 
 // NameServer is an NS record of the zone with its glue addresses.
@@ -341,6 +349,19 @@ var ErrInvalid = errors.New("invalid configuration")
 
 // Load reads, decodes and validates the configuration file at path.
 func Load(path string) (*Config, error) {
+	c, err := decode(path)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.Validate(); err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// decode reads the file at path with the environment's overrides applied
+// and decodes it strictly, without validating the values.
+func decode(path string) (*Config, error) {
 	v := viper.New()
 	v.SetConfigFile(path)
 	v.SetEnvPrefix("MERIDIAN")
@@ -368,9 +389,6 @@ func Load(path string) (*Config, error) {
 		for k := range c.DNS.Extra {
 			return nil, fmt.Errorf("config %s: dns.%s: %w: unknown key", path, k, ErrInvalid)
 		}
-	}
-	if err := c.Validate(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return &c, nil
 }
@@ -583,6 +601,17 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	if c.DNS.AdminListen != "" {
+		if err := validListen("dns.admin_listen", c.DNS.AdminListen); err != nil {
+			return err
+		}
+	}
+	if (c.DNS.TLS.CertFile == "") != (c.DNS.TLS.KeyFile == "") {
+		return invalid("dns.tls", "cert_file and key_file go together")
+	}
+	if c.DNS.TLS.Admin && c.DNS.TLS.CertFile == "" {
+		return invalid("dns.tls.admin", "serves dns.admin_listen with cert_file and key_file; set them")
+	}
 	switch c.Telemetry.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -599,7 +628,9 @@ func (c *Config) Validate() error {
 // region's, each DR site's and the hub's) serves its public listener and,
 // when it has one, its admin listener with a certificate. No exception for
 // loopback or "internal" listeners: a proxy or a sidecar on the same host
-// reads plain HTTP as easily as the network does.
+// reads plain HTTP as easily as the network does. Database and Redis URLs
+// must use TLS unless they reach loopback or a unix socket
+// (checkProductionTransport).
 func (c *Config) validateProduction() error {
 	const why = "federation.production serves TLS everywhere"
 	if c.Federation.Scheme != "https" {
@@ -619,11 +650,23 @@ func (c *Config) validateProduction() error {
 		if err := check(key, r.Site); err != nil {
 			return err
 		}
+		if err := checkProductionTransport(key+".database", r.Database); err != nil {
+			return err
+		}
 		if r.DR != nil {
 			if err := check(key+".dr", *r.DR); err != nil {
 				return err
 			}
+			if err := checkProductionTransport(key+".dr.database", r.DR.Database); err != nil {
+				return err
+			}
 		}
+	}
+	if err := checkProductionTransport("hub.redis", c.Hub.Redis); err != nil {
+		return err
+	}
+	if c.DNS.AdminListen != "" && !c.DNS.TLS.Admin {
+		return invalid("dns.tls.admin", "must be true (%s; the geodns admin listener %s would be plain HTTP)", why, c.DNS.AdminListen)
 	}
 	return check("hub", c.Hub.Site)
 }
