@@ -369,6 +369,9 @@ func finishRotation(e *env) error {
 
 // conflicts lists the users two regions claim, or resolves one.
 func conflicts(e *env) error {
+	if e.mesh() {
+		return meshConflicts(e)
+	}
 	if e.flags.resolve != "" {
 		k, err := federation.ParseKey(e.flags.resolve)
 		if err != nil {

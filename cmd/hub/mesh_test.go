@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/meridian-id/meridian/internal/testenv"
+	"github.com/meridian-id/meridian/lookup"
+	"github.com/meridian-id/meridian/lookup/redisstore"
+)
+
+// meshSetup is a mesh-topology config on the test Redis database (never
+// db 0) and a key prefix of the test's own, whose partitions are dropped
+// when the test ends.
+type meshSetup struct {
+	*setup
+	c      *redis.Client
+	prefix string
+}
+
+func newMeshSetup(t *testing.T) *meshSetup {
+	t.Helper()
+	o := testenv.RedisOptions(t)
+	s := newSetup(t, fmt.Sprintf("redis://%s/%d", o.Addr, o.DB))
+	body, err := os.ReadFile(s.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(s.config, []byte(strings.Replace(string(body), "topology: hub", "topology: mesh", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var id [6]byte
+	_, _ = rand.Read(id[:])
+	m := &meshSetup{setup: s, c: testenv.RedisClient(t), prefix: "meridian-meshtest:" + hex.EncodeToString(id[:]) + ":"}
+	t.Cleanup(func() {
+		for _, r := range []string{"eu", "us", "ap"} {
+			if st, err := redisstore.New(context.Background(), m.c, redisstore.Options{Prefix: m.prefix + "lookup:" + r + ":", ReadOnly: true}); err == nil {
+				_ = st.Drop(context.Background())
+			}
+		}
+		_ = m.c.Close()
+	})
+	return m
+}
+
+// part opens region's partition read-write, as that region's nodes do.
+func (m *meshSetup) part(t *testing.T, region string) *redisstore.Store {
+	t.Helper()
+	st, err := redisstore.New(context.Background(), m.c, redisstore.Options{Prefix: m.prefix + "lookup:" + region + ":"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// reader is a region's lookup.Partitioned view of the mesh table, the
+// store sign-ins resolve users with.
+func (m *meshSetup) reader(t *testing.T, self string) *lookup.Partitioned {
+	t.Helper()
+	open := func(ctx context.Context, r string) (lookup.Store, error) {
+		return redisstore.New(ctx, m.c, redisstore.Options{Prefix: m.prefix + "lookup:" + r + ":", ReadOnly: true})
+	}
+	p, err := lookup.NewPartitioned(self, m.part(t, self), []string{"eu", "us", "ap"}, open, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestMeshConflictsCommand: in mesh topology `hub conflicts` lists the keys
+// two partitions claim (not a single claim, not a shadow entry naming
+// another region) and resolves one by deleting the losing region's entry,
+// after which the user resolves to the kept region again.
+func TestMeshConflictsCommand(t *testing.T) {
+	m := newMeshSetup(t)
+	ctx := context.Background()
+	var double, single, shadow lookup.Key
+	double[0], single[0], shadow[0] = 0xab, 0xcd, 0xef
+	eu, us := m.part(t, "eu"), m.part(t, "us")
+	for _, w := range []struct {
+		st     *redisstore.Store
+		k      lookup.Key
+		region string
+	}{{us, double, "us"}, {eu, double, "eu"}, {us, single, "us"}, {eu, shadow, "us"}, {us, shadow, "us"}} {
+		if err := w.st.Put(ctx, w.k, w.region); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := m.reader(t, "ap").Get(ctx, double); err == nil {
+		t.Fatal("a double claim resolved to a region before the operator chose")
+	}
+	args := []string{"--config", m.config, "--prefix", m.prefix}
+	code, out, errOut := runHub(t, "", append([]string{"conflicts"}, args...)...)
+	if code != 0 || !strings.Contains(out, double.String()+"  eu,us") || strings.Contains(out, single.String()) || strings.Contains(out, shadow.String()) {
+		t.Fatalf("list: %d\n%s\n%s", code, out, errOut)
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+	}{
+		{"region claiming nothing", []string{"--resolve", double.String(), "--region", "ap"}, 1},
+		{"not a conflict", []string{"--resolve", single.String(), "--region", "us"}, 1},
+		{"bad key", []string{"--resolve", "zz", "--region", "eu"}, 2},
+		{"region without resolve", []string{"--region", "eu"}, 2},
+	} {
+		if code, out, errOut := runHub(t, "", append(append([]string{"conflicts"}, args...), c.args...)...); code != c.code {
+			t.Fatalf("%s: %d, want %d\n%s\n%s", c.name, code, c.code, out, errOut)
+		}
+	}
+	code, out, errOut = runHub(t, "", append(append([]string{"conflicts"}, args...), "--resolve", double.String(), "--region", "us")...)
+	if code != 0 || !strings.Contains(out, "now lives in us") || !strings.Contains(errOut, `"event":"lookup.conflict_resolved"`) || !strings.Contains(errOut, `"removed":["eu"]`) {
+		t.Fatalf("resolve: %d\n%s\n%s", code, out, errOut)
+	}
+	if code, out, _ := runHub(t, "", append([]string{"conflicts"}, args...)...); code != 0 || strings.Contains(out, double.String()) {
+		t.Fatalf("after resolve: %d %s", code, out)
+	}
+	for _, self := range []string{"eu", "ap"} {
+		if r, err := m.reader(t, self).Get(ctx, double); r != "us" || err != nil {
+			t.Fatalf("%s resolves the resolved key to %q %v, want us", self, r, err)
+		}
+	}
+	if r, err := us.Get(ctx, single); r != "us" || err != nil {
+		t.Fatalf("us's single claim touched: %q %v", r, err)
+	}
+}
