@@ -131,3 +131,80 @@ func TestMeshConflictsCommand(t *testing.T) {
 		t.Fatalf("us's single claim touched: %q %v", r, err)
 	}
 }
+
+// TestMeshTableCommands: in mesh topology import, rotate-key,
+// finish-rotation and table-rehash work on the --region's partition only
+// (the users resolve to that region through every region's partitioned
+// reader, the other partitions stay empty), they refuse to run without
+// --region, and reconcile refuses naming the topology.
+func TestMeshTableCommands(t *testing.T) {
+	m := newMeshSetup(t)
+	ctx := context.Background()
+	oldKey, _ := os.ReadFile(m.keyFile)
+	args := func(cmd string, more ...string) []string {
+		return append([]string{cmd, "--config", m.config, "--prefix", m.prefix}, more...)
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		want string
+	}{
+		{"import without region", args("import", "--file", "-"), 2, "--region"},
+		{"rehash without region", args("table-rehash"), 2, "mesh topology"},
+		{"finish without region", args("finish-rotation", "--file", "-", "--previous-key-file", m.keyFile), 2, "mesh topology"},
+		{"reconcile", args("reconcile"), 1, "mesh topology"},
+	} {
+		if code, out, errOut := runHub(t, "", c.args...); code != c.code || !strings.Contains(errOut, c.want) {
+			t.Fatalf("%s: %d, want %d with %q\n%s\n%s", c.name, code, c.code, c.want, out, errOut)
+		}
+	}
+	if code, out, errOut := runHub(t, usernames(300), args("import", "--region", "us", "--file", "-")...); code != 0 || !strings.Contains(out, "imported 300 users into region us") {
+		t.Fatalf("import: %d %s %s", code, out, errOut)
+	}
+	resolve := func(key []byte, want string) {
+		t.Helper()
+		for _, self := range []string{"eu", "us", "ap"} {
+			for _, name := range []string{"user.00000@example.org", "USER.00299@example.org"} {
+				if r, err := table(t, m.reader(t, self), key).Resolve(ctx, name); r != want || err != nil {
+					t.Fatalf("%s resolves %s to %q %v, want %q", self, name, r, err, want)
+				}
+			}
+		}
+	}
+	for _, r := range []string{"eu", "ap"} {
+		if _, err := redisstore.New(ctx, m.c, redisstore.Options{Prefix: m.prefix + "lookup:" + r + ":", ReadOnly: true}); err == nil {
+			t.Fatalf("import into us created %s's partition", r)
+		}
+	}
+	resolve(oldKey, "us")
+
+	// A k_hub rotation, per partition: the config now names the new key.
+	prevFile := m.keyFile + ".old"
+	if err := os.WriteFile(prevFile, oldKey, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	newKey := writeKey(t, m.keyFile)
+	if code, out, errOut := runHub(t, usernames(300), args("rotate-key", "--region", "us", "--previous-key-file", prevFile, "--file", "-")...); code != 0 || !strings.Contains(out, "migrated 300") {
+		t.Fatalf("rotate-key: %d %s %s", code, out, errOut)
+	}
+	if code, out, errOut := runHub(t, usernames(300), args("finish-rotation", "--region", "us", "--previous-key-file", prevFile, "--file", "-")...); code != 0 || !strings.Contains(out, "dropped 300") {
+		t.Fatalf("finish-rotation: %d %s %s", code, out, errOut)
+	}
+	resolve(newKey, "us")
+	if _, err := table(t, m.reader(t, "eu"), oldKey).Resolve(ctx, "user.00000@example.org"); err == nil {
+		t.Fatal("the previous key's entry survived finish-rotation")
+	}
+
+	body, err := os.ReadFile(m.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(m.config, []byte(strings.Replace(string(body), "hub:\n", "hub:\n  expected_users: 5000000\n", 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if code, out, errOut := runHub(t, "", args("table-rehash", "--region", "us")...); code != 0 || !strings.Contains(out, "done:") {
+		t.Fatalf("table-rehash: %d %s %s", code, out, errOut)
+	}
+	resolve(newKey, "us")
+}
