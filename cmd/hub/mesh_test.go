@@ -50,6 +50,32 @@ func newMeshSetup(t *testing.T) *meshSetup {
 	return m
 }
 
+// aclUser creates a Redis ACL user with rules (removed when the test ends)
+// and returns a config for the hub binary connecting as that user.
+func (m *meshSetup) aclUser(t *testing.T, name string, rules ...any) string {
+	t.Helper()
+	ctx := context.Background()
+	var pw [12]byte
+	_, _ = rand.Read(pw[:])
+	user := "meshtest-" + name + "-" + m.prefix[len(m.prefix)-13:len(m.prefix)-1]
+	args := append([]any{"ACL", "SETUSER", user, "reset", "on", ">" + hex.EncodeToString(pw[:])}, rules...)
+	if err := m.c.Do(ctx, args...).Err(); err != nil {
+		t.Fatalf("ACL SETUSER: %v", err)
+	}
+	t.Cleanup(func() { m.c.Do(context.Background(), "ACL", "DELUSER", user) })
+	o := m.c.Options()
+	body, err := os.ReadFile(m.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := strings.Replace(m.config, ".yaml", "-"+name+".yaml", 1)
+	url := fmt.Sprintf("redis://%s:%s@%s/%d", user, hex.EncodeToString(pw[:]), o.Addr, o.DB)
+	if err := os.WriteFile(cfg, []byte(strings.Replace(string(body), fmt.Sprintf("redis: %q", fmt.Sprintf("redis://%s/%d", o.Addr, o.DB)), fmt.Sprintf("redis: %q", url), 1)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
 // part opens region's partition read-write, as that region's nodes do.
 func (m *meshSetup) part(t *testing.T, region string) *redisstore.Store {
 	t.Helper()
@@ -115,7 +141,19 @@ func TestMeshConflictsCommand(t *testing.T) {
 			t.Fatalf("%s: %d, want %d\n%s\n%s", c.name, code, c.code, out, errOut)
 		}
 	}
-	code, out, errOut = runHub(t, "", append(append([]string{"conflicts"}, args...), "--resolve", double.String(), "--region", "us")...)
+	// A region's own Redis user (the ACL of docs/operations.md) cannot
+	// resolve: us, claiming the key, cannot delete eu's claim.
+	lk := m.prefix + "lookup:"
+	usCfg := m.aclUser(t, "us", "~"+lk+"us:*", "%R~"+lk+"*", "resetchannels", "+@all", "-@dangerous", "-@admin")
+	if code, out, errOut := runHub(t, "", "conflicts", "--config", usCfg, "--prefix", m.prefix, "--resolve", double.String(), "--region", "us"); code == 0 || !strings.Contains(errOut, "NOPERM") {
+		t.Fatalf("us's own Redis user resolved the conflict in its favour: %s %s", out, errOut)
+	}
+	if r, err := eu.Get(ctx, double); r != "eu" || err != nil {
+		t.Fatalf("eu's claim after us's attempt: %q %v", r, err)
+	}
+	// The operator user of docs/operations.md does.
+	opCfg := m.aclUser(t, "operator", "~"+lk+"*", "resetchannels", "+@all", "-@dangerous", "-@admin")
+	code, out, errOut = runHub(t, "", "conflicts", "--config", opCfg, "--prefix", m.prefix, "--resolve", double.String(), "--region", "us")
 	if code != 0 || !strings.Contains(out, "now lives in us") || !strings.Contains(errOut, `"event":"lookup.conflict_resolved"`) || !strings.Contains(errOut, `"removed":["eu"]`) {
 		t.Fatalf("resolve: %d\n%s\n%s", code, out, errOut)
 	}
@@ -140,6 +178,8 @@ func TestMeshConflictsCommand(t *testing.T) {
 func TestMeshTableCommands(t *testing.T) {
 	m := newMeshSetup(t)
 	ctx := context.Background()
+	// As the operator Redis user of docs/operations.md.
+	m.config = m.aclUser(t, "operator", "~"+m.prefix+"lookup:*", "resetchannels", "+@all", "-@dangerous", "-@admin")
 	oldKey, _ := os.ReadFile(m.keyFile)
 	args := func(cmd string, more ...string) []string {
 		return append([]string{cmd, "--config", m.config, "--prefix", m.prefix}, more...)

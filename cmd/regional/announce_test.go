@@ -45,7 +45,15 @@ func TestUsersAnnounce(t *testing.T) {
 		t.Fatal(err)
 	}
 	mesh := strings.Replace(string(body), "topology: hub", "topology: mesh", 1)
-	mesh = strings.Replace(mesh, `redis: ""`, fmt.Sprintf("redis: redis://%s/%d", o.Addr, o.DB), 1)
+	// eu's own Redis user, with the ACL docs/operations.md gives a region.
+	user := "announcetest-eu-" + hex.EncodeToString(id[:])
+	pw := hex.EncodeToString(id[:]) + "-pw"
+	lk := prefix + "lookup:"
+	if err := c.Do(ctx, "ACL", "SETUSER", user, "reset", "on", ">"+pw, "~"+lk+"eu:*", "%R~"+lk+"*", "resetchannels", "+@all", "-@dangerous", "-@admin").Err(); err != nil {
+		t.Fatalf("ACL SETUSER: %v", err)
+	}
+	t.Cleanup(func() { c.Do(context.Background(), "ACL", "DELUSER", user) })
+	mesh = strings.Replace(mesh, `redis: ""`, fmt.Sprintf("redis: redis://%s:%s@%s/%d", user, pw, o.Addr, o.DB), 1)
 	if err := os.WriteFile(cli.cfg, []byte(mesh), 0o600); err != nil {
 		t.Fatal(err)
 	}
