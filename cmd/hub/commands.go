@@ -129,6 +129,9 @@ func tableRehash(e *env) error {
 		}
 		return st.Resize(e.ctx, e.stdout)
 	}
+	if e.flags.region != "" {
+		return cli.Usagef("--region: hub topology has one table; --region names a mesh partition")
+	}
 	st, err := server.OpenStores(e.ctx, e.cfg, e.opts())
 	if err != nil {
 		return err
@@ -411,6 +414,9 @@ func rotateKey(e *env) error {
 // finishRotation is step 3: afterwards run every hub and region without
 // the previous key and destroy it.
 func finishRotation(e *env) error {
+	if !e.mesh() && e.flags.region != "" {
+		return cli.Usagef("--region: hub topology has one table; --region names a mesh partition")
+	}
 	return e.rotation(func(t *lookup.Table, names iter.Seq[string]) (lookup.RehashReport, error) {
 		return t.FinishRotation(e.ctx, names)
 	})

@@ -247,4 +247,10 @@ func TestMeshTableCommands(t *testing.T) {
 		t.Fatalf("table-rehash: %d %s %s", code, out, errOut)
 	}
 	resolve(newKey, "us")
+	hub := newSetup(t, "")
+	for _, cmd := range [][]string{{"table-rehash"}, {"finish-rotation", "--file", "-", "--previous-key-file", hub.keyFile}} {
+		if code, _, errOut := runHub(t, "", append(cmd, "--config", hub.config, "--region", "us")...); code != 2 || !strings.Contains(errOut, "mesh partition") {
+			t.Fatalf("%s --region in hub topology: %d %s", cmd[0], code, errOut)
+		}
+	}
 }
