@@ -39,6 +39,11 @@ commands:
   conflicts        list the users two regions claim (held, never last-writer-wins);
                    --resolve KEY --region R gives the entry to R (the holder or the claimant)
 
+mesh topology (federation.topology: mesh): the table is one partition per region
+(<prefix>lookup:<region>:) and hub.redis must be an operator Redis user; import,
+rotate-key, finish-rotation and table-rehash work on the --region's partition,
+conflicts lists and resolves keys claimed by several partitions, reconcile is refused.
+
 common flags: --config F (default configs/regions.yaml) --data-dir D --prefix P (Redis key prefix)
 
 secrets (key files of >= 32 bytes, mode 0600; every key also has its environment variable,
@@ -96,8 +101,11 @@ var program = &cli.Program{Name: "hub", Usage: usage, Commands: commands([]comma
 	{"finish-rotation", "step 3 of a hub key rotation: drop the previous-key entries", func(fs *flag.FlagSet, f *flags) {
 		fs.StringVar(&f.file, "file", "", "every region's usernames, one per line (required)")
 		fs.StringVar(&f.previousKey, "previous-key-file", "", "the previous k_hub (required)")
+		fs.StringVar(&f.region, "region", "", "mesh topology: the region whose partition to finish (required there)")
 	}, finishRotation},
-	{"table-rehash", "resize the Redis table's buckets to hub.expected_users", nil, tableRehash},
+	{"table-rehash", "resize the Redis table's buckets to hub.expected_users", func(fs *flag.FlagSet, f *flags) {
+		fs.StringVar(&f.region, "region", "", "mesh topology: the region whose partition to resize (required there)")
+	}, tableRehash},
 	{"dns-failback", "move a failed-over region host back to its primary", func(fs *flag.FlagSet, f *flags) {
 		fs.StringVar(&f.region, "region", "", "region to fail back (required)")
 	}, dnsFailback},
@@ -106,6 +114,24 @@ var program = &cli.Program{Name: "hub", Usage: usage, Commands: commands([]comma
 // tableRehash resizes the Redis lookup table to the bucket count
 // hub.expected_users asks for (docs/operations.md, sizing the hub table).
 func tableRehash(e *env) error {
+	if e.mesh() {
+		if err := e.checkRegion(); err != nil {
+			return cli.Usagef("mesh topology: the table is one partition per region; %v", err)
+		}
+		c, err := e.meshClient()
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		st, err := e.partition(c, e.flags.region, false)
+		if err != nil {
+			return err
+		}
+		return st.Resize(e.ctx, e.stdout)
+	}
+	if e.flags.region != "" {
+		return cli.Usagef("--region: hub topology has one table; --region names a mesh partition")
+	}
 	st, err := server.OpenStores(e.ctx, e.cfg, e.opts())
 	if err != nil {
 		return err
@@ -189,6 +215,9 @@ func serve(e *env) error {
 }
 
 func reconcile(e *env) error {
+	if e.mesh() {
+		return errors.New("reconcile: not available in mesh topology (no hub asks the regions for their users); each region re-announces its own users into its partition with `regional users announce`")
+	}
 	h, err := server.New(e.ctx, e.cfg, e.opts(), e.tel)
 	if err != nil {
 		return err
@@ -265,9 +294,32 @@ func (e *env) checkRegion() error {
 	return nil
 }
 
+// table opens the lookup table with k_hub (and, during a rotation, the
+// previous key in previousFile). In mesh topology it is the table of the --region's partition, opened
+// with hub.redis (an operator Redis user, docs/operations.md).
 func (e *env) table(previousFile string) (*lookup.Table, func(), error) {
+	if e.mesh() {
+		if err := e.checkRegion(); err != nil {
+			return nil, nil, cli.Usagef("mesh topology: the table is one partition per region; %v", err)
+		}
+	}
 	h, err := server.Hasher(e.cfg, e.opts(), previousFile, e.log)
 	if err != nil {
+		return nil, nil, err
+	}
+	if e.mesh() {
+		c, err := e.meshClient()
+		if err != nil {
+			return nil, nil, err
+		}
+		st, err := e.partition(c, e.flags.region, false)
+		if err == nil {
+			var t *lookup.Table
+			if t, err = lookup.NewTable(h, st); err == nil {
+				return t, func() { c.Close() }, nil
+			}
+		}
+		c.Close()
 		return nil, nil, err
 	}
 	st, err := server.OpenStores(e.ctx, e.cfg, e.opts())
@@ -362,6 +414,9 @@ func rotateKey(e *env) error {
 // finishRotation is step 3: afterwards run every hub and region without
 // the previous key and destroy it.
 func finishRotation(e *env) error {
+	if !e.mesh() && e.flags.region != "" {
+		return cli.Usagef("--region: hub topology has one table; --region names a mesh partition")
+	}
 	return e.rotation(func(t *lookup.Table, names iter.Seq[string]) (lookup.RehashReport, error) {
 		return t.FinishRotation(e.ctx, names)
 	})
@@ -369,6 +424,9 @@ func finishRotation(e *env) error {
 
 // conflicts lists the users two regions claim, or resolves one.
 func conflicts(e *env) error {
+	if e.mesh() {
+		return meshConflicts(e)
+	}
 	if e.flags.resolve != "" {
 		k, err := federation.ParseKey(e.flags.resolve)
 		if err != nil {

@@ -35,6 +35,8 @@ commands:
   users add       create a user   (--username U [--password-stdin] [--claims JSON] [--totp])
   users list      list users
   users delete    delete a user   (--username U)
+  users announce  mesh topology: write every user of the region into its own partition of
+                  the lookup table (after an upgrade from the shared table; idempotent)
   passkeys list   list a user's passkeys (--username U); those flagged as possibly cloned sign nobody in
   passkeys remove remove a user's passkeys (--username U --passkey ID | --flagged)
   clients add     register a client (--redirect-uri U ... [--public] [--grant-types a,b]
@@ -92,6 +94,9 @@ var program = &cli.Program{Name: "regional", Usage: usage, Commands: []cli.Comma
 	withEnv("users add", "create a user", usersAddFlags, usersAdd),
 	withEnv("users list", "list users", nil, usersList),
 	withEnv("users delete", "delete a user", usersDeleteFlags, usersDelete),
+	withEnv("users announce", "mesh topology: write every user into this region's lookup partition", func(fs *flag.FlagSet, fv *flagValues) {
+		fs.StringVar(&fv.prefix, "prefix", "meridian:", "key prefix in Redis (the partition is <prefix>lookup:<region>:)")
+	}, usersAnnounce),
 	withEnv("passkeys list", "list a user's passkeys", usersDeleteFlags, usersPasskeys),
 	withEnv("passkeys remove", "remove a user's passkey, or every flagged one", passkeysRemoveFlags, passkeysRemove),
 	withEnv("clients add", "register a client", clientsAddFlags, clientsAdd),
@@ -114,6 +119,7 @@ type flagValues struct {
 	byGeneration                                             int64
 	byHolder                                                 string
 	passkey                                                  string
+	prefix                                                   string
 	flagged                                                  bool
 }
 

@@ -6,7 +6,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/metric/noop"
 
 	"github.com/redis/go-redis/v9"
 
@@ -53,6 +58,9 @@ type MemberConfig struct {
 	// Wrap wraps the back-channel transport (telemetry.Transport).
 	Wrap func(http.RoundTripper) http.RoundTripper
 	Log  *slog.Logger
+	// Meter, when set, records meridian.lookup.conflicts (mesh topology:
+	// lookups that met a username claimed by several regions' partitions).
+	Meter metric.Meter
 	// Tuning overrides the federation timings (zero: the defaults).
 	Tuning Tuning
 }
@@ -219,7 +227,17 @@ func openPartitioned(ctx context.Context, c *redis.Client, nc MemberConfig, regi
 	open := func(ctx context.Context, r string) (lookup.Store, error) {
 		return redisstore.New(ctx, c, redisstore.Options{Prefix: prefix + r + ":", ReadOnly: true})
 	}
+	meter := nc.Meter
+	if meter == nil {
+		meter = noop.NewMeterProvider().Meter("")
+	}
+	conflicts, err := meter.Int64Counter("meridian.lookup.conflicts",
+		metric.WithDescription("mesh lookups that met a username claimed by more than one region's partition (resolved to no region; list them with hub conflicts)"))
+	if err != nil {
+		return nil, err
+	}
 	return lookup.NewPartitioned(nc.Region, own, regions, open, func(k lookup.Key, claimers []string) {
 		nc.Log.Warn("audit", "event", "lookup.conflict", "key", k.String(), "regions", claimers)
+		conflicts.Add(ctx, 1, metric.WithAttributes(attribute.String("regions", strings.Join(claimers, ","))))
 	})
 }

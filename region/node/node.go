@@ -202,7 +202,8 @@ func New(ctx context.Context, cfg *config.Config, id string, opts Options, tel *
 		}
 		fed, err = federate.NewMember(ctx, federate.MemberConfig{Config: cfg, Region: id, Store: st, Codec: codec,
 			CookieKey: cookieKey, PreviousCookieKeys: prevCookieKeys, HubKey: hubKey, Keys: keys, Wrap: tel.Transport, Log: log,
-			LookupPrefix: opts.LookupPrefix, Lookup: opts.Lookup, Tuning: opts.Federation})
+			LookupPrefix: opts.LookupPrefix, Lookup: opts.Lookup, Tuning: opts.Federation,
+			Meter: tel.Meter.Meter("meridian/region/federate")})
 		if err != nil {
 			st.Close()
 			return nil, err
