@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
-	"sync"
 	"testing"
 
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
@@ -22,19 +21,6 @@ import (
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/scim"
 )
-
-// syncBuffer is a log sink safe for the handler's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 
 // TestSCIMUsersReachHubTable: users created, renamed and deleted over SCIM
 // at a region appear in and leave the hub's lookup table through the
@@ -50,7 +36,7 @@ func TestSCIMUsersReachHubTable(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			f := newFed(t, options{topology: federation.TopologyHub, postgres: pg})
 			eu := f.Nodes["eu"]
-			logs := &syncBuffer{}
+			logs := &fedtest.LogBuffer{}
 			log := slog.New(slog.NewJSONHandler(logs, nil))
 			reader := sdkmetric.NewManualReader()
 			meter := sdkmetric.NewMeterProvider(sdkmetric.WithReader(reader)).Meter("test")

@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,29 +25,11 @@ import (
 	"github.com/meridian-id/meridian/telemetry"
 )
 
-// mgmtLog collects a node's log lines (written from its goroutines).
-type mgmtLog struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *mgmtLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *mgmtLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // mgmtObserved is a region's node restarted with real telemetry: its JSON log
 // (audit events) and its admin listener (/metrics).
 type mgmtObserved struct {
 	n     *node.Node
-	log   *mgmtLog
+	log   *fedtest.LogBuffer
 	admin string
 }
 
@@ -57,7 +38,7 @@ type mgmtObserved struct {
 func mgmtObserve(t *testing.T, f *fedtest.Federation, id string) *mgmtObserved {
 	t.Helper()
 	f.Halt(id)
-	o := &mgmtObserved{log: &mgmtLog{}}
+	o := &mgmtObserved{log: &fedtest.LogBuffer{}}
 	ctx := context.Background()
 	tel, err := telemetry.New(ctx, telemetry.Config{Service: "test", Instance: id, LogLevel: "info"}, o.log)
 	if err != nil {

@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -24,24 +23,6 @@ import (
 	"github.com/meridian-id/meridian/region/node"
 	"github.com/meridian-id/meridian/telemetry"
 )
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // keyFile writes a fresh 32-byte secret with mode 0600 and returns its path.
 func keyFile(t *testing.T, name string) string {
@@ -146,9 +127,9 @@ func TestLoginAcrossNodesWithCookieKeys(t *testing.T) {
 // startLoggedNode serves region eu's node of cfg on a fresh loopback
 // listener until the test ends, logging (JSON, info and up) to the
 // returned buffer.
-func startLoggedNode(t *testing.T, cfg *config.Config) (*node.Node, string, *syncBuffer) {
+func startLoggedNode(t *testing.T, cfg *config.Config) (*node.Node, string, *fedtest.LogBuffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &fedtest.LogBuffer{}
 	ctx := context.Background()
 	tel, err := telemetry.New(ctx, telemetry.Config{Service: "test", Instance: "eu", LogLevel: "info"}, logs)
 	if err != nil {
