@@ -229,6 +229,11 @@ type callInfo struct {
 	up   *upstream
 	safe bool
 	body []byte
+	// deadline, when set, bounds the whole call (every attempt and the
+	// answer's body) instead of a deadline on the request's context: the
+	// attempt's own context then carries it, one context per attempt
+	// rather than one per call and another per attempt.
+	deadline time.Time
 }
 
 // maxForm bounds the form body the router buffers to read an artifact.
@@ -336,7 +341,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // decideBody reads a routed form body (answering 400 itself when it is too
 // large or unreadable: ok false) and decides the call.
 func (rt *Router) decideBody(w http.ResponseWriter, r *http.Request) (d Decision, body []byte, ok bool) {
-	form := r.URL.Query()
+	var form url.Values
+	if r.URL.RawQuery != "" {
+		form = r.URL.Query()
+	}
 	if r.Method == http.MethodPost && isForm(r) && routedPath(r.URL.Path) {
 		b, err := readBody(r)
 		if err != nil {
@@ -346,12 +354,16 @@ func (rt *Router) decideBody(w http.ResponseWriter, r *http.Request) (d Decision
 		body = b
 		r.Body = io.NopCloser(bytes.NewReader(b))
 		if pf, err := url.ParseQuery(string(b)); err == nil {
-			for k, v := range pf {
-				form[k] = append(form[k], v...)
+			if form == nil {
+				form = pf // no query: the body's form alone, not merged into an empty map
+			} else {
+				for k, v := range pf {
+					form[k] = append(form[k], v...)
+				}
 			}
 		}
 	}
-	return rt.Decide(r, form), body, true
+	return rt.Decide(r, form), body, true // Decide only reads form: nil reads as empty
 }
 
 // act carries out a decision.
@@ -663,8 +675,7 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 // client-supplied forwarding headers, the router's own X-Forwarded-* and a
 // signed hop header.
 func (rt *Router) forward(w http.ResponseWriter, r *http.Request, ci *callInfo) {
-	ctx, cancel := context.WithTimeout(r.Context(), rt.cfg.RequestTimeout)
-	defer cancel()
+	ctx := r.Context()
 	// The call's own header map becomes the outbound one: nothing reads it
 	// after the call is forwarded, and copying it was a map per call.
 	h := r.Header
@@ -707,6 +718,7 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, ci *callInfo) 
 	case r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody:
 		out.Body, out.ContentLength = r.Body, r.ContentLength
 	}
+	ci.deadline = time.Now().Add(rt.cfg.RequestTimeout)
 	resp, err := rt.roundTrip(out, ci)
 	if err != nil {
 		rt.proxyError(w, r, ci.up.Region, err)
@@ -881,7 +893,15 @@ func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, er
 		// primary address and a DR site: half each).
 		cancel := context.CancelFunc(func() {})
 		ctx := req.Context()
-		if left := len(atts) - i; ci.safe && left > 1 {
+		left := len(atts) - i
+		switch {
+		case !ci.deadline.IsZero():
+			dl := ci.deadline
+			if ci.safe && left > 1 {
+				dl = time.Now().Add(time.Until(dl) / time.Duration(left))
+			}
+			ctx, cancel = context.WithDeadline(ctx, dl)
+		case ci.safe && left > 1:
 			if dl, ok := ctx.Deadline(); ok {
 				ctx, cancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(left))
 			}
@@ -927,8 +947,8 @@ func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, er
 			break
 		}
 		b.done(false, rt.now())
-		if req.Context().Err() != nil {
-			break
+		if req.Context().Err() != nil || (!ci.deadline.IsZero() && !time.Now().Before(ci.deadline)) {
+			break // the call's time is up
 		}
 		if !ci.safe && !neverSent(err) {
 			break
