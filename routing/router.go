@@ -132,6 +132,7 @@ type Router struct {
 	log       *slog.Logger
 	decisions metric.Int64Counter
 	decAttrs  sync.Map            // decisionKey -> metric.AddOption (count)
+	callAttrs sync.Map            // callKey -> metric.AddOption (countCall)
 	calls     metric.Int64Counter // upstream attempts by region, site, result
 	now       func() time.Time
 }
@@ -234,6 +235,10 @@ type callInfo struct {
 	// attempt's own context then carries it, one context per attempt
 	// rather than one per call and another per attempt.
 	deadline time.Time
+	// parent, when set, is the call's context; the outbound request then
+	// has none of its own, and each attempt's copy carries its own context
+	// derived from parent (one request copy per attempt, not two).
+	parent context.Context
 }
 
 // maxForm bounds the form body the router buffers to read an artifact.
@@ -708,7 +713,7 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, ci *callInfo) 
 		ProtoMinor: 1,
 		Header:     h,
 		Host:       r.Host,
-	}).WithContext(ctx)
+	})
 	switch {
 	case ci.body != nil:
 		b := ci.body
@@ -718,7 +723,7 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, ci *callInfo) 
 	case r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody:
 		out.Body, out.ContentLength = r.Body, r.ContentLength
 	}
-	ci.deadline = time.Now().Add(rt.cfg.RequestTimeout)
+	ci.deadline, ci.parent = time.Now().Add(rt.cfg.RequestTimeout), ctx
 	resp, err := rt.roundTrip(out, ci)
 	if err != nil {
 		rt.proxyError(w, r, ci.up.Region, err)
@@ -879,6 +884,10 @@ func writeError(w http.ResponseWriter, status int, code, desc string) {
 func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, error) {
 	atts := ci.up.attempts
 	lastErr := ErrRegionUnavailable
+	parent := req.Context()
+	if ci.parent != nil {
+		parent = ci.parent // req carries no context of its own (see forward)
+	}
 	for i, at := range atts {
 		b := ci.up.breakers[at.addr]
 		now := rt.now()
@@ -892,7 +901,7 @@ func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, er
 		// leaves the others time to answer within the deadline (with one
 		// primary address and a DR site: half each).
 		cancel := context.CancelFunc(func() {})
-		ctx := req.Context()
+		ctx := parent
 		left := len(atts) - i
 		switch {
 		case !ci.deadline.IsZero():
@@ -921,25 +930,25 @@ func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, er
 			out = req.WithContext(ctx)
 		}
 		resp, err := rt.transport.RoundTrip(out)
-		rt.countCall(req.Context(), ci.up, at.dr, err)
+		rt.countCall(parent, ci.up, at.dr, err)
 		if err == nil {
 			b.done(true, rt.now())
 			resp.Body = cancelOnClose{resp.Body, cancel}
 			return resp, nil
 		}
 		cancel()
-		if i < len(atts)-1 && !callerGone(req.Context()) {
+		if i < len(atts)-1 && !callerGone(parent) {
 			// The next attempt's error replaces this one: log this
 			// address's cause (a TLS failure, a refused dial) before it is lost.
 			site := "primary"
 			if at.dr {
 				site = "dr"
 			}
-			rt.log.WarnContext(req.Context(), "routed call to one address failed; trying the next", "region", ci.up.Region,
+			rt.log.WarnContext(parent, "routed call to one address failed; trying the next", "region", ci.up.Region,
 				"site", site, "addr", at.addr, "err", err)
 		}
 		lastErr = err
-		if callerGone(req.Context()) {
+		if callerGone(parent) {
 			// The downstream client (or internal caller) cancelled: that is
 			// no fault of the upstream and must never count against it, or
 			// anyone could open the breaker by abandoning requests.
@@ -947,7 +956,7 @@ func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, er
 			break
 		}
 		b.done(false, rt.now())
-		if req.Context().Err() != nil || (!ci.deadline.IsZero() && !time.Now().Before(ci.deadline)) {
+		if parent.Err() != nil || (!ci.deadline.IsZero() && !time.Now().Before(ci.deadline)) {
 			break // the call's time is up
 		}
 		if !ci.safe && !neverSent(err) {
