@@ -66,6 +66,19 @@ func (rt *Router) countCall(ctx context.Context, up *upstream, dr bool, err erro
 	if err != nil {
 		result = "error"
 	}
-	rt.calls.Add(ctx, 1, metric.WithAttributes(attribute.String("region", up.Region),
-		attribute.String("site", siteName(dr)), attribute.String("result", result)))
+	// One attribute set per (region, site, result), built once (all three
+	// come from closed sets: configured regions, primary|dr, ok|error).
+	k := callKey{up.Region, dr, err == nil}
+	opt, ok := rt.callAttrs.Load(k)
+	if !ok {
+		opt, _ = rt.callAttrs.LoadOrStore(k, metric.WithAttributeSet(attribute.NewSet(attribute.String("region", up.Region),
+			attribute.String("site", siteName(dr)), attribute.String("result", result))))
+	}
+	rt.calls.Add(ctx, 1, opt.(metric.AddOption))
+}
+
+// callKey names one attribute set of the upstream calls counter.
+type callKey struct {
+	region string
+	dr, ok bool
 }

@@ -132,6 +132,7 @@ type Router struct {
 	log       *slog.Logger
 	decisions metric.Int64Counter
 	decAttrs  sync.Map            // decisionKey -> metric.AddOption (count)
+	callAttrs sync.Map            // callKey -> metric.AddOption (countCall)
 	calls     metric.Int64Counter // upstream attempts by region, site, result
 	now       func() time.Time
 }
@@ -229,6 +230,15 @@ type callInfo struct {
 	up   *upstream
 	safe bool
 	body []byte
+	// deadline, when set, bounds the whole call (every attempt and the
+	// answer's body) instead of a deadline on the request's context: the
+	// attempt's own context then carries it, one context per attempt
+	// rather than one per call and another per attempt.
+	deadline time.Time
+	// parent, when set, is the call's context; the outbound request then
+	// has none of its own, and each attempt's copy carries its own context
+	// derived from parent (one request copy per attempt, not two).
+	parent context.Context
 }
 
 // maxForm bounds the form body the router buffers to read an artifact.
@@ -336,7 +346,10 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // decideBody reads a routed form body (answering 400 itself when it is too
 // large or unreadable: ok false) and decides the call.
 func (rt *Router) decideBody(w http.ResponseWriter, r *http.Request) (d Decision, body []byte, ok bool) {
-	form := r.URL.Query()
+	var form url.Values
+	if r.URL.RawQuery != "" {
+		form = r.URL.Query()
+	}
 	if r.Method == http.MethodPost && isForm(r) && routedPath(r.URL.Path) {
 		b, err := readBody(r)
 		if err != nil {
@@ -346,12 +359,16 @@ func (rt *Router) decideBody(w http.ResponseWriter, r *http.Request) (d Decision
 		body = b
 		r.Body = io.NopCloser(bytes.NewReader(b))
 		if pf, err := url.ParseQuery(string(b)); err == nil {
-			for k, v := range pf {
-				form[k] = append(form[k], v...)
+			if form == nil {
+				form = pf // no query: the body's form alone, not merged into an empty map
+			} else {
+				for k, v := range pf {
+					form[k] = append(form[k], v...)
+				}
 			}
 		}
 	}
-	return rt.Decide(r, form), body, true
+	return rt.Decide(r, form), body, true // Decide only reads form: nil reads as empty
 }
 
 // act carries out a decision.
@@ -663,8 +680,7 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b 
 // client-supplied forwarding headers, the router's own X-Forwarded-* and a
 // signed hop header.
 func (rt *Router) forward(w http.ResponseWriter, r *http.Request, ci *callInfo) {
-	ctx, cancel := context.WithTimeout(r.Context(), rt.cfg.RequestTimeout)
-	defer cancel()
+	ctx := r.Context()
 	// The call's own header map becomes the outbound one: nothing reads it
 	// after the call is forwarded, and copying it was a map per call.
 	h := r.Header
@@ -697,7 +713,7 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, ci *callInfo) 
 		ProtoMinor: 1,
 		Header:     h,
 		Host:       r.Host,
-	}).WithContext(ctx)
+	})
 	switch {
 	case ci.body != nil:
 		b := ci.body
@@ -707,6 +723,7 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, ci *callInfo) 
 	case r.ContentLength != 0 && r.Body != nil && r.Body != http.NoBody:
 		out.Body, out.ContentLength = r.Body, r.ContentLength
 	}
+	ci.deadline, ci.parent = time.Now().Add(rt.cfg.RequestTimeout), ctx
 	resp, err := rt.roundTrip(out, ci)
 	if err != nil {
 		rt.proxyError(w, r, ci.up.Region, err)
@@ -867,6 +884,10 @@ func writeError(w http.ResponseWriter, status int, code, desc string) {
 func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, error) {
 	atts := ci.up.attempts
 	lastErr := ErrRegionUnavailable
+	parent := req.Context()
+	if ci.parent != nil {
+		parent = ci.parent // req carries no context of its own (see forward)
+	}
 	for i, at := range atts {
 		b := ci.up.breakers[at.addr]
 		now := rt.now()
@@ -880,8 +901,16 @@ func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, er
 		// leaves the others time to answer within the deadline (with one
 		// primary address and a DR site: half each).
 		cancel := context.CancelFunc(func() {})
-		ctx := req.Context()
-		if left := len(atts) - i; ci.safe && left > 1 {
+		ctx := parent
+		left := len(atts) - i
+		switch {
+		case !ci.deadline.IsZero():
+			dl := ci.deadline
+			if ci.safe && left > 1 {
+				dl = time.Now().Add(time.Until(dl) / time.Duration(left))
+			}
+			ctx, cancel = context.WithDeadline(ctx, dl)
+		case ci.safe && left > 1:
 			if dl, ok := ctx.Deadline(); ok {
 				ctx, cancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(left))
 			}
@@ -901,25 +930,25 @@ func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, er
 			out = req.WithContext(ctx)
 		}
 		resp, err := rt.transport.RoundTrip(out)
-		rt.countCall(req.Context(), ci.up, at.dr, err)
+		rt.countCall(parent, ci.up, at.dr, err)
 		if err == nil {
 			b.done(true, rt.now())
 			resp.Body = cancelOnClose{resp.Body, cancel}
 			return resp, nil
 		}
 		cancel()
-		if i < len(atts)-1 && !callerGone(req.Context()) {
+		if i < len(atts)-1 && !callerGone(parent) {
 			// The next attempt's error replaces this one: log this
 			// address's cause (a TLS failure, a refused dial) before it is lost.
 			site := "primary"
 			if at.dr {
 				site = "dr"
 			}
-			rt.log.WarnContext(req.Context(), "routed call to one address failed; trying the next", "region", ci.up.Region,
+			rt.log.WarnContext(parent, "routed call to one address failed; trying the next", "region", ci.up.Region,
 				"site", site, "addr", at.addr, "err", err)
 		}
 		lastErr = err
-		if callerGone(req.Context()) {
+		if callerGone(parent) {
 			// The downstream client (or internal caller) cancelled: that is
 			// no fault of the upstream and must never count against it, or
 			// anyone could open the breaker by abandoning requests.
@@ -927,8 +956,8 @@ func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, er
 			break
 		}
 		b.done(false, rt.now())
-		if req.Context().Err() != nil {
-			break
+		if parent.Err() != nil || (!ci.deadline.IsZero() && !time.Now().Before(ci.deadline)) {
+			break // the call's time is up
 		}
 		if !ci.safe && !neverSent(err) {
 			break

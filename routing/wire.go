@@ -160,7 +160,7 @@ func readResponse(br *bufio.Reader, req *http.Request) (resp *http.Response, reu
 		if headBytes += len(kv); headBytes > maxHead {
 			return nil, false, errMalformed
 		}
-		kv = bytes.TrimRight(kv, "\r\n")
+		kv = trimEOL(kv)
 		if len(kv) == 0 {
 			break
 		}
@@ -228,7 +228,16 @@ func readLine(br *bufio.Reader) (string, error) {
 		}
 		return "", err
 	}
-	return string(bytes.TrimRight(l, "\r\n")), nil
+	return string(trimEOL(l)), nil
+}
+
+// trimEOL removes the line's trailing CR and LF bytes (bytes.TrimRight
+// with a cutset builds its set on every call).
+func trimEOL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
 }
 
 // headerKey canonicalizes a header name, without allocating for the ones
