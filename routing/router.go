@@ -788,77 +788,114 @@ func writeError(w http.ResponseWriter, status int, code, desc string) {
 // idempotent calls. A code redemption is never sent twice; a blind retry
 // would look like reuse. The region is failed over to its DR site only
 // when none of its primary addresses answered.
+//
+// An open breaker skips its address, but not to the point of failing a
+// call another address could still take: when every address tried has
+// failed in a way that allows another attempt, the addresses skipped for
+// an open breaker are tried last. During a rolling restart a node that
+// was down long enough to open breakers is back before its peer goes
+// down; without this, routers would fail the region's calls for the rest
+// of the cooldown though one of its nodes serves. When every breaker is
+// open the call still fails at once.
 func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, error) {
 	atts := ci.up.attempts
 	lastErr := ErrUpstreamUnavailable
-	for i, at := range atts {
-		b := ci.up.breakers[at.addr]
-		now := rt.now()
-		if !b.allow(now) {
-			lastErr = fmt.Errorf("%w: breaker open for %s", ErrUpstreamUnavailable, at.addr)
+	var skipped []int
+	tried := 0
+	for i := range atts {
+		if !ci.up.breakers[atts[i].addr].allow(rt.now()) {
+			lastErr = fmt.Errorf("%w: breaker open for %s", ErrUpstreamUnavailable, atts[i].addr)
+			skipped = append(skipped, i)
 			continue
 		}
-		out := req
-		// A safe call with more addresses to try gives this attempt its
-		// share of what is left, so a slow (not refusing) node still
-		// leaves the others time to answer within the deadline (with one
-		// primary address and a DR site: half each).
-		cancel := context.CancelFunc(func() {})
-		ctx := req.Context()
-		if left := len(atts) - i; ci.safe && left > 1 {
-			if dl, ok := ctx.Deadline(); ok {
-				ctx, cancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(left))
-			}
-		}
-		if at.addr != req.URL.Host || i > 0 {
-			out = req.Clone(ctx)
-			out.URL.Host = at.addr
-			if i > 0 && req.GetBody != nil {
-				body, err := req.GetBody()
-				if err != nil {
-					cancel()
-					return nil, err
-				}
-				out.Body = body
-			}
-		} else if ctx != req.Context() {
-			out = req.WithContext(ctx)
-		}
-		resp, err := rt.transport.RoundTrip(out)
-		rt.countCall(req.Context(), ci.up, at.dr, err)
+		tried++
+		resp, again, err := rt.try(req, ci, i, len(atts)-i, tried == 1)
 		if err == nil {
-			b.done(true, rt.now())
-			resp.Body = cancelOnClose{resp.Body, cancel}
 			return resp, nil
 		}
-		cancel()
-		if i < len(atts)-1 && !callerGone(req.Context()) {
-			// The next attempt's error replaces this one: log this
-			// address's cause (a TLS failure, a refused dial) before it is lost.
-			site := "primary"
-			if at.dr {
-				site = "dr"
-			}
-			rt.log.WarnContext(req.Context(), "routed call to one address failed; trying the next", "region", ci.up.Region,
-				"site", site, "addr", at.addr, "err", err)
+		lastErr = err
+		if !again {
+			return nil, lastErr
+		}
+	}
+	if tried == 0 {
+		return nil, lastErr
+	}
+	for n, i := range skipped {
+		resp, again, err := rt.try(req, ci, i, len(skipped)-n, false)
+		if err == nil {
+			return resp, nil
 		}
 		lastErr = err
-		if callerGone(req.Context()) {
-			// The downstream client (or internal caller) cancelled: that is
-			// no fault of the upstream and must never count against it, or
-			// anyone could open the breaker by abandoning requests.
-			b.abandon()
-			break
-		}
-		b.done(false, rt.now())
-		if req.Context().Err() != nil {
-			break
-		}
-		if !ci.safe && !neverSent(err) {
+		if !again {
 			break
 		}
 	}
 	return nil, lastErr
+}
+
+// try sends the call to attempt i with left attempts (this one included)
+// still to come (first: no attempt has read req's body yet), and reports
+// whether another attempt may follow its failure.
+func (rt *Router) try(req *http.Request, ci *callInfo, i, left int, first bool) (*http.Response, bool, error) {
+	at := ci.up.attempts[i]
+	b := ci.up.breakers[at.addr]
+	out := req
+	// A safe call with more addresses to try gives this attempt its
+	// share of what is left, so a slow (not refusing) node still
+	// leaves the others time to answer within the deadline (with one
+	// primary address and a DR site: half each).
+	cancel := context.CancelFunc(func() {})
+	ctx := req.Context()
+	if ci.safe && left > 1 {
+		if dl, ok := ctx.Deadline(); ok {
+			ctx, cancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(left))
+		}
+	}
+	if at.addr != req.URL.Host || !first {
+		out = req.Clone(ctx)
+		out.URL.Host = at.addr
+		if !first && req.GetBody != nil {
+			body, err := req.GetBody()
+			if err != nil {
+				cancel()
+				return nil, false, err
+			}
+			out.Body = body
+		}
+	} else if ctx != req.Context() {
+		out = req.WithContext(ctx)
+	}
+	resp, err := rt.transport.RoundTrip(out)
+	rt.countCall(req.Context(), ci.up, at.dr, err)
+	if err == nil {
+		b.done(true, rt.now())
+		resp.Body = cancelOnClose{resp.Body, cancel}
+		return resp, false, nil
+	}
+	cancel()
+	if left > 1 && !callerGone(req.Context()) {
+		// The next attempt's error replaces this one: log this
+		// address's cause (a TLS failure, a refused dial) before it is lost.
+		site := "primary"
+		if at.dr {
+			site = "dr"
+		}
+		rt.log.WarnContext(req.Context(), "routed call to one address failed; trying the next", "region", ci.up.Region,
+			"site", site, "addr", at.addr, "err", err)
+	}
+	if callerGone(req.Context()) {
+		// The downstream client (or internal caller) cancelled: that is
+		// no fault of the upstream and must never count against it, or
+		// anyone could open the breaker by abandoning requests.
+		b.abandon()
+		return nil, false, err
+	}
+	b.done(false, rt.now())
+	if req.Context().Err() != nil {
+		return nil, false, err
+	}
+	return nil, ci.safe || neverSent(err), err
 }
 
 // callerGone reports whether the call's context was cancelled by its caller

@@ -28,6 +28,7 @@ import (
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/node"
 	"github.com/meridian-id/meridian/routing"
+	"github.com/meridian-id/meridian/telemetry"
 )
 
 // TestRoutingKeyRotationNodeByNode follows docs/operations.md's routing-key
@@ -71,6 +72,11 @@ func TestRoutingKeyRotationNodeByNode(t *testing.T) {
 	// what this test is about. Two hub nodes share their state on Redis.
 	f := fedtest.Start(t, fedtest.Options{RequestTimeout: 30 * time.Second, Redis: true,
 		SecondNodes: []string{"eu", "us", "ap", "hub"},
+		Telemetry: func(site string) *telemetry.Telemetry {
+			tel := fedtest.QuietTelemetry()
+			tel.Log = slog.New(slog.NewTextHandler(diagLog, &slog.HandlerOptions{Level: slog.LevelWarn})).With("site", site)
+			return tel
+		},
 		Configure: func(c *config.Config) {
 			c.Federation.RoutingKeyFile = oldFile
 			c.Federation.DrainPeriod = rotationDrain
@@ -148,6 +154,8 @@ func TestRoutingKeyRotationNodeByNode(t *testing.T) {
 	t.Logf("%d routed calls and %d cross-region sign-ins, run continuously through 24 rolling node restarts (2 nodes per site), %d failures",
 		calls, signIns, len(failures))
 }
+
+var diagLog = func() io.Writer { f, _ := os.Create("/tmp/rot-diag.log"); return f }()
 
 // rotationDrain is federation.drain_period in the rotation tests: long
 // enough for the test's load balancer to see /readyz fail and take the
