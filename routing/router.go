@@ -22,6 +22,8 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/meridian-id/meridian/internal/serve"
 )
 
 // Upstream is another region as the router reaches it. Only these
@@ -796,20 +798,30 @@ func writeError(w http.ResponseWriter, status int, code, desc string) {
 // was down long enough to open breakers is back before its peer goes
 // down; without this, routers would fail the region's calls for the rest
 // of the cooldown though one of its nodes serves. When every breaker is
-// open the call still fails at once.
+// open the call still fails at once. An address that answered recently
+// that it drains (serve.DrainingHeader) is tried after the others too, so
+// calls have left a stopping node before it stops accepting.
 func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, error) {
 	atts := ci.up.attempts
 	lastErr := ErrUpstreamUnavailable
 	var skipped []int
+	order := make([]int, 0, len(atts))
+	for _, drains := range []bool{false, true} {
+		for i := range atts {
+			if ci.up.breakers[atts[i].addr].draining(rt.now()) == drains {
+				order = append(order, i)
+			}
+		}
+	}
 	tried := 0
-	for i := range atts {
+	for n, i := range order {
 		if !ci.up.breakers[atts[i].addr].allow(rt.now()) {
 			lastErr = fmt.Errorf("%w: breaker open for %s", ErrUpstreamUnavailable, atts[i].addr)
 			skipped = append(skipped, i)
 			continue
 		}
 		tried++
-		resp, again, err := rt.try(req, ci, i, len(atts)-i, tried == 1)
+		resp, again, err := rt.try(req, ci, i, len(order)-n, tried == 1)
 		if err == nil {
 			return resp, nil
 		}
@@ -870,6 +882,10 @@ func (rt *Router) try(req *http.Request, ci *callInfo, i, left int, first bool) 
 	rt.countCall(req.Context(), ci.up, at.dr, err)
 	if err == nil {
 		b.done(true, rt.now())
+		if resp.Header.Get(serve.DrainingHeader) != "" {
+			b.drain(rt.now())
+			resp.Header.Del(serve.DrainingHeader) // about this upstream, not the caller's
+		}
 		resp.Body = cancelOnClose{resp.Body, cancel}
 		return resp, false, nil
 	}

@@ -67,16 +67,13 @@ func TestRoutingKeyRotationNodeByNode(t *testing.T) {
 	oldFile, oldKey := keyFile("routing-old.key")
 	newFile, newKey := keyFile("routing-new.key")
 	ids := []string{"eu", "us", "ap"}
+	warnings := &warnLog{}
 	// Concurrent sign-ins (argon2id) on a shared CI machine can take
 	// longer than the harness's 5 s per proxied step; a deadline is not
 	// what this test is about. Two hub nodes share their state on Redis.
 	f := fedtest.Start(t, fedtest.Options{RequestTimeout: 30 * time.Second, Redis: true,
 		SecondNodes: []string{"eu", "us", "ap", "hub"},
-		Telemetry: func(site string) *telemetry.Telemetry {
-			tel := fedtest.QuietTelemetry()
-			tel.Log = slog.New(slog.NewTextHandler(diagLog, &slog.HandlerOptions{Level: slog.LevelWarn})).With("site", site)
-			return tel
-		},
+		Telemetry:   warnings.telemetry,
 		Configure: func(c *config.Config) {
 			c.Federation.RoutingKeyFile = oldFile
 			c.Federation.DrainPeriod = rotationDrain
@@ -143,6 +140,9 @@ func TestRoutingKeyRotationNodeByNode(t *testing.T) {
 	for _, err := range failures {
 		t.Error(err)
 	}
+	if len(failures) > 0 {
+		t.Logf("the nodes' warnings:\n%s", warnings.String())
+	}
 	wantIDs := map[string]int{routing.KeyID(oldKey): 3, "": 3}
 	for _, app := range apps.all() {
 		tag, _ := routing.Parse(app.ID)
@@ -155,12 +155,35 @@ func TestRoutingKeyRotationNodeByNode(t *testing.T) {
 		calls, signIns, len(failures))
 }
 
-var diagLog = func() io.Writer { f, _ := os.Create("/tmp/rot-diag.log"); return f }()
-
 // rotationDrain is federation.drain_period in the rotation tests: long
 // enough for the test's load balancer to see /readyz fail and take the
 // node out before it stops accepting.
 const rotationDrain = 2 * time.Second
+
+// warnLog collects the warnings of every node (routed calls that failed,
+// rejected answers) to explain a failure.
+type warnLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (w *warnLog) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !bytes.Contains(p, []byte("development secret")) {
+		w.b.Write(p)
+	}
+	return len(p), nil
+}
+
+func (w *warnLog) String() string { w.mu.Lock(); defer w.mu.Unlock(); return w.b.String() }
+
+// telemetry records nothing but site's warnings.
+func (w *warnLog) telemetry(site string) *telemetry.Telemetry {
+	tel := fedtest.QuietTelemetry()
+	tel.Log = slog.New(slog.NewTextHandler(w, &slog.HandlerOptions{Level: slog.LevelWarn})).With("site", site)
+	return tel
+}
 
 // appSet is the registered apps, grown while workers read it.
 type appSet struct {
@@ -184,7 +207,10 @@ func (s *appSet) all() []region.RegisteredClient {
 // of its two nodes: it spreads new connections over the nodes in rotation
 // and takes a node out when its /readyz fails, as a health check does.
 // Clients connect anew for every request (no keep-alive), as they reach a
-// balancer that owns the connections to the nodes.
+// balancer that owns the connections to the nodes. Each client (a user's
+// browser or an app) connects from an address of its own in 127.1/16, as
+// users do from theirs: the hub's per-address login limits are not what
+// this test is about.
 type balancer struct {
 	f    *fedtest.Federation
 	mu   sync.Mutex
@@ -208,6 +234,8 @@ func (b *balancer) ip(site string) string {
 // client is a user agent (browser or relying party) whose global host is
 // served by region entry.
 func (b *balancer) client(entry string) (*http.Client, string) {
+	n := b.next.Add(1)
+	src := &net.TCPAddr{IP: net.IPv4(127, 1, byte(n>>8), byte(n))}
 	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
@@ -217,7 +245,7 @@ func (b *balancer) client(entry string) (*http.Client, string) {
 		if h, ok := strings.CutSuffix(host, ".id.localhost"); ok {
 			site = h
 		}
-		var d net.Dialer
+		d := net.Dialer{LocalAddr: src}
 		return d.DialContext(ctx, network, net.JoinHostPort(b.ip(site), port))
 	}
 	return &http.Client{Transport: &http.Transport{DialContext: dial, DisableKeepAlives: true}, Timeout: 90 * time.Second},
