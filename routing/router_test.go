@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meridian-id/meridian/internal/serve"
 )
 
 // seen records what reached a handler.
@@ -581,6 +583,29 @@ func TestFailover(t *testing.T) {
 					t.Fatal("a sent code redemption was repeated at the other node")
 				}
 			})
+		}
+	})
+	t.Run("a draining address is tried after the site's others", func(t *testing.T) {
+		drainingSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(serve.DrainingHeader, "1")
+			w.Header().Set("X-Served-By", "eu-1")
+		}))
+		t.Cleanup(drainingSrv.Close)
+		other := &seen{}
+		otherSrv := httptest.NewServer(other.handler("eu-2"))
+		t.Cleanup(otherSrv.Close)
+		f := newFixture(t, func(c *RouterConfig) {
+			c.Upstreams[0].Addr, c.Upstreams[0].Addrs = "", []string{drainingSrv.Listener.Addr().String(), otherSrv.Listener.Addr().String()}
+		})
+		w := call(f, "/oauth/introspect", url.Values{"token": {f.mint(t, KindAccess, "eu")}})
+		if w.Header().Get("X-Served-By") != "eu-1" || w.Header().Get(serve.DrainingHeader) != "" {
+			t.Fatalf("first call: served by %q, draining header %q passed on", w.Header().Get("X-Served-By"), w.Header().Get(serve.DrainingHeader))
+		}
+		for range 3 {
+			code := url.Values{"grant_type": {"authorization_code"}, "code": {f.mint(t, KindCode, "eu")}}
+			if w := call(f, "/oauth/token", code); w.Header().Get("X-Served-By") != "eu-2" {
+				t.Fatalf("after the draining answer: served by %q, want the site's other node", w.Header().Get("X-Served-By"))
+			}
 		}
 	})
 	t.Run("caller cancellation never counts against an address", func(t *testing.T) {
