@@ -103,7 +103,8 @@ type Federation struct {
 	T    testing.TB
 	Cfg  *config.Config
 	Port int
-	// Nodes are the running nodes by site: "eu", "us", "ap", "eu/dr".
+	// Nodes are the running nodes by site: "eu", "us", "ap", "eu/dr",
+	// "us/2", … (the hub's nodes are not here).
 	Nodes map[string]*node.Node
 	// Hub is the running hub (Options.Hub).
 	Hub *hubserver.Hub

@@ -4,8 +4,8 @@
 // Start runs the production composition in this process — region/node's
 // New and ServeListeners for every site, hub/server's for the hub — from a
 // config.Config shaped like configs/regions.yaml (every site on its own
-// loopback address, one port for all), with options for DR sites, eu's
-// second node, sites the test starts itself, each site's database (SQLite,
+// loopback address, one port for all), with options for DR sites, second
+// nodes of any region and of the hub, sites the test starts itself, each site's database (SQLite,
 // PostgreSQL, MySQL through internal/testenv), GeoDNS, topology, the hub,
 // Redis and recorded spans. WriteConfig is the one writer of
 // configs/regions.yaml copies for tests that run the built binaries;
