@@ -35,9 +35,6 @@ func startHub(f *fedtest.Federation, cfg *config.Config) *hubNode {
 	return &hubNode{f: f}
 }
 
-// halt stops the hub and waits until its listener and stores are closed.
-func (h *hubNode) halt() { h.f.Halt("hub") }
-
 // reconcile fills the hub's table from every region's user listing (what
 // `hub reconcile` does), so users created in a region's store resolve.
 func (h *hubNode) reconcile() {
