@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/internal/serve"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/lookup/memstore"
 )
@@ -107,4 +108,41 @@ func testKey(t *testing.T) *ecdsa.PrivateKey {
 		t.Fatal(err)
 	}
 	return k
+}
+
+// TestBackChannelLeavesADrainingNode: once a node answers that it drains
+// (as every node does during federation.drain_period), the back channel
+// sends its next calls to the site's other address, before the node stops
+// accepting.
+func TestBackChannelLeavesADrainingNode(t *testing.T) {
+	served := func(name string, draining bool) *httptest.Server {
+		s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if draining {
+				w.Header().Set(serve.DrainingHeader, "1")
+			}
+			_, _ = w.Write([]byte(name))
+		}))
+		t.Cleanup(s.Close)
+		return s
+	}
+	node1, node2 := served("node1", true), served("node2", false)
+	c := federation.NewHTTPClient(federation.Routes{"eu.id.example": {node1.Listener.Addr().String(), node2.Listener.Addr().String()}},
+		federation.ClientOptions{})
+	get := func() string {
+		resp, err := c.Post("http://eu.id.example/oauth/token", "application/x-www-form-urlencoded", strings.NewReader("x=1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	if got := get(); got != "node1" {
+		t.Fatalf("first call served by %s, want node1 (the first address)", got)
+	}
+	for range 3 {
+		if got := get(); got != "node2" {
+			t.Fatalf("after node1 answered that it drains: served by %s, want node2", got)
+		}
+	}
 }

@@ -25,6 +25,12 @@ type Flow struct {
 	State    string // CSRF protection of the redirect (RFC 6749 §10.12)
 	Nonce    string // binds the ID token to this login
 	Verifier string // PKCE code verifier (S256)
+	// ClientID is the client_id the authorization request named (empty:
+	// the RP's). AuthCodeURL fills it in; the caller keeps it with the
+	// flow, so that the node completing the login redeems the code under
+	// the id it was issued to even when that node derives another one
+	// (nodes on different steps of a routing-key rotation).
+	ClientID string
 }
 
 // NewFlow returns a flow with fresh 256-bit random values.
@@ -218,10 +224,10 @@ func (rp *RP) discovered(ctx context.Context) (*oidc.Provider, error) {
 	return rp.provider, nil
 }
 
-func (rp *RP) config(p *oidc.Provider, redirectURI string) *oauth2.Config {
+func (rp *RP) config(p *oidc.Provider, clientID, redirectURI string) *oauth2.Config {
 	ep := p.Endpoint()
 	ep.AuthStyle = oauth2.AuthStyleInParams // client_id in the body; no secret, a private_key_jwt assertion
-	return &oauth2.Config{ClientID: rp.creds.ClientID, Endpoint: ep,
+	return &oauth2.Config{ClientID: clientID, Endpoint: ep,
 		RedirectURL: redirectURI, Scopes: rp.opts.Scopes}
 }
 
@@ -236,10 +242,19 @@ func (rp *RP) RedirectURI(host string) string {
 	return rp.creds.RedirectURIs[0]
 }
 
+// clientID is the client id flow f runs under.
+func (rp *RP) clientID(f Flow) string {
+	if f.ClientID != "" {
+		return f.ClientID
+	}
+	return rp.creds.ClientID
+}
+
 // AuthCodeURL returns the authorization request URL for flow f with the
-// user's login_hint and extra parameters (prompt, max_age). The provider
-// must have been discovered (call Ready first).
-func (rp *RP) AuthCodeURL(ctx context.Context, f Flow, redirectURI, loginHint string, extra url.Values) (string, error) {
+// user's login_hint and extra parameters (prompt, max_age), and sets
+// f.ClientID to the client id it names. The provider must have been
+// discovered (call Ready first).
+func (rp *RP) AuthCodeURL(ctx context.Context, f *Flow, redirectURI, loginHint string, extra url.Values) (string, error) {
 	p, err := rp.discovered(ctx)
 	if err != nil {
 		return "", err
@@ -253,7 +268,8 @@ func (rp *RP) AuthCodeURL(ctx context.Context, f Flow, redirectURI, loginHint st
 			opts = append(opts, oauth2.SetAuthURLParam(k, vs[0]))
 		}
 	}
-	return rp.config(p, redirectURI).AuthCodeURL(f.State, opts...), nil
+	f.ClientID = rp.clientID(*f)
+	return rp.config(p, f.ClientID, redirectURI).AuthCodeURL(f.State, opts...), nil
 }
 
 // Complete checks an authorization response q (the callback's query) that
@@ -288,11 +304,12 @@ func (rp *RP) Complete(ctx context.Context, q url.Values, f Flow, redirectURI st
 	cctx := rp.ctx(ctx)
 	// private_key_jwt (RFC 7523 §2.2): the assertion names the OP's issuer
 	// and its token endpoint as audience.
-	assertion, err := SignAssertion(rp.creds.Key, rp.creds.ClientID, []string{rp.issuer, p.Endpoint().TokenURL}, time.Now())
+	clientID := rp.clientID(f)
+	assertion, err := SignAssertion(rp.creds.Key, clientID, []string{rp.issuer, p.Endpoint().TokenURL}, time.Now())
 	if err != nil {
 		return Identity{}, err
 	}
-	tok, err := rp.config(p, redirectURI).Exchange(cctx, code, oauth2.VerifierOption(f.Verifier),
+	tok, err := rp.config(p, clientID, redirectURI).Exchange(cctx, code, oauth2.VerifierOption(f.Verifier),
 		oauth2.SetAuthURLParam("client_assertion_type", ClientAssertionType), oauth2.SetAuthURLParam("client_assertion", assertion))
 	if err != nil {
 		var re *oauth2.RetrieveError
@@ -306,7 +323,7 @@ func (rp *RP) Complete(ctx context.Context, q url.Values, f Flow, redirectURI st
 	if raw == "" {
 		return Identity{}, errors.New("federation: token response has no id_token")
 	}
-	idt, err := p.Verifier(&oidc.Config{ClientID: rp.creds.ClientID, SupportedSigningAlgs: []string{oidc.ES256, oidc.RS256}}).Verify(cctx, raw)
+	idt, err := p.Verifier(&oidc.Config{ClientID: clientID, SupportedSigningAlgs: []string{oidc.ES256, oidc.RS256}}).Verify(cctx, raw)
 	if err != nil {
 		return Identity{}, fmt.Errorf("federation: ID token from %s: %w", rp.issuer, err)
 	}

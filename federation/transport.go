@@ -7,9 +7,12 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/meridian-id/meridian/internal/serve"
 )
 
 // Routes maps the federation's host names (lower case, without port) to
@@ -97,12 +100,41 @@ func NewHTTPClient(routes Routes, opts ClientOptions) *http.Client {
 		ResponseHeaderTimeout: opts.RequestTimeout,
 		ForceAttemptHTTP2:     true,
 	}
-	var rt http.RoundTripper = tr
+	var rt http.RoundTripper = drainAware{tr: tr, d: d}
 	if opts.Wrap != nil {
 		rt = opts.Wrap(rt)
 	}
 	return &http.Client{Transport: rt, Timeout: opts.RequestTimeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// drainAware moves the back channel off a node that answers that it
+// drains (serve.DrainingHeader): its address is tried after its site's
+// others, as one that failed, and the idle connections (which may lead
+// to it) are closed, so calls have left the node before it stops
+// accepting.
+type drainAware struct {
+	tr *http.Transport
+	d  *addrDialer
+}
+
+func (w drainAware) RoundTrip(r *http.Request) (*http.Response, error) {
+	var remote string
+	r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
+		remote = i.Conn.RemoteAddr().String()
+	}}))
+	resp, err := w.tr.RoundTrip(r)
+	if err == nil && resp.Header.Get(serve.DrainingHeader) != "" && remote != "" {
+		w.d.mu.Lock()
+		t, marked := w.d.down[remote]
+		fresh := marked && time.Since(t) < w.d.downFor
+		w.d.down[remote] = time.Now()
+		w.d.mu.Unlock()
+		if !fresh {
+			w.tr.CloseIdleConnections()
+		}
+	}
+	return resp, err
 }
 
 // addrDialer dials one of a site's addresses: each in turn until one

@@ -543,17 +543,21 @@ func (b *Broker) login(w http.ResponseWriter, r *http.Request) {
 		b.errorPage(w, http.StatusInternalServerError, msgUnavailable)
 		return
 	}
-	lg := pendingLogin{ARID: ar.ID, Region: home, State: f.State, Nonce: f.Nonce, Verifier: f.Verifier, Browser: b.mac("browser", nonce)}
+	// The resident region enforces what the application asked for.
+	params := federation.LoginParams{Prompt: ar.Prompt, MaxAge: ar.MaxAge, UILocales: ar.UILocales, ACRValues: ar.ACRValues}
+	u, err := rp.AuthCodeURL(ctx, &f, rp.RedirectURI(""), ar.LoginHint, params.Values())
+	if err != nil {
+		b.errorPage(w, http.StatusServiceUnavailable, federation.UnavailableMessage)
+		return
+	}
+	// The client id goes with the login: the hub node that takes the
+	// answer may sign with another routing key (a rotation) and derive
+	// another id, but the code was issued to this one.
+	lg := pendingLogin{ARID: ar.ID, Region: home, State: f.State, Nonce: f.Nonce, Verifier: f.Verifier, ClientID: f.ClientID,
+		Browser: b.mac("browser", nonce)}
 	if err := b.state.put(ctx, kindLogin, f.State, lg, authRequestTTL); err != nil {
 		b.log.ErrorContext(ctx, "hub state store failed", "err", err)
 		b.errorPage(w, http.StatusServiceUnavailable, msgUnavailable)
-		return
-	}
-	// The resident region enforces what the application asked for.
-	params := federation.LoginParams{Prompt: ar.Prompt, MaxAge: ar.MaxAge, UILocales: ar.UILocales, ACRValues: ar.ACRValues}
-	u, err := rp.AuthCodeURL(ctx, f, rp.RedirectURI(""), ar.LoginHint, params.Values())
-	if err != nil {
-		b.errorPage(w, http.StatusServiceUnavailable, federation.UnavailableMessage)
 		return
 	}
 	b.count(ctx, "sent", home)
@@ -567,7 +571,8 @@ type pendingLogin struct {
 	State    string `json:"state"`
 	Nonce    string `json:"nonce"`
 	Verifier string `json:"verifier"`
-	Browser  string `json:"browser"` // MAC of the browser nonce
+	ClientID string `json:"client_id,omitempty"` // the hub's client id the request named
+	Browser  string `json:"browser"`             // MAC of the browser nonce
 }
 
 // lookLike sets the headers region's node adds to every answer (its
@@ -673,7 +678,7 @@ func (b *Broker) callback(w http.ResponseWriter, r *http.Request) {
 		b.errorPage(w, http.StatusBadRequest, msgExpired)
 		return
 	}
-	id, err := rp.Complete(ctx, q, federation.Flow{State: lg.State, Nonce: lg.Nonce, Verifier: lg.Verifier}, rp.RedirectURI(""))
+	id, err := rp.Complete(ctx, q, federation.Flow{State: lg.State, Nonce: lg.Nonce, Verifier: lg.Verifier, ClientID: lg.ClientID}, rp.RedirectURI(""))
 	var ae *federation.AuthError
 	switch {
 	case errors.As(err, &ae):

@@ -16,6 +16,23 @@ type breaker struct {
 	trial     bool
 	threshold int
 	cooldown  time.Duration
+	// drainingUntil: the address answered with serve.DrainingHeader; it is
+	// tried after the site's other addresses until then.
+	drainingUntil time.Time
+}
+
+// drain records that the upstream is draining (for the cooldown).
+func (b *breaker) drain(now time.Time) {
+	b.mu.Lock()
+	b.drainingUntil = now.Add(b.cooldown)
+	b.mu.Unlock()
+}
+
+// draining reports whether the upstream said recently that it drains.
+func (b *breaker) draining(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return now.Before(b.drainingUntil)
 }
 
 func newBreaker(threshold int, cooldown time.Duration) *breaker {

@@ -22,6 +22,8 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/metric"
+
+	"github.com/meridian-id/meridian/internal/serve"
 )
 
 // Peer is another region as the router reaches it. Only these
@@ -881,89 +883,139 @@ func writeError(w http.ResponseWriter, status int, code, desc string) {
 // idempotent calls. A code redemption is never sent twice; a blind retry
 // would look like reuse. The region is failed over to its DR site only
 // when none of its primary addresses answered.
+//
+// An open breaker skips its address, but not to the point of failing a
+// call another address could still take: when every address tried has
+// failed in a way that allows another attempt, the addresses skipped for
+// an open breaker are tried last. During a rolling restart a node that
+// was down long enough to open breakers is back before its peer goes
+// down; without this, routers would fail the region's calls for the rest
+// of the cooldown though one of its nodes serves. When every breaker is
+// open the call still fails at once. An address that answered recently
+// that it drains (serve.DrainingHeader) is tried after the others too, so
+// calls have left a stopping node before it stops accepting.
 func (rt *Router) roundTrip(req *http.Request, ci *callInfo) (*http.Response, error) {
 	atts := ci.up.attempts
 	lastErr := ErrRegionUnavailable
-	parent := req.Context()
-	if ci.parent != nil {
-		parent = ci.parent // req carries no context of its own (see forward)
+	var skipped []int
+	order := make([]int, 0, len(atts))
+	for _, drains := range []bool{false, true} {
+		for i := range atts {
+			if ci.up.breakers[atts[i].addr].draining(rt.now()) == drains {
+				order = append(order, i)
+			}
+		}
 	}
-	for i, at := range atts {
-		b := ci.up.breakers[at.addr]
-		now := rt.now()
-		if !b.allow(now) {
-			lastErr = fmt.Errorf("%w: breaker open for %s", ErrRegionUnavailable, at.addr)
+	tried := 0
+	for n, i := range order {
+		if !ci.up.breakers[atts[i].addr].allow(rt.now()) {
+			lastErr = fmt.Errorf("%w: breaker open for %s", ErrRegionUnavailable, atts[i].addr)
+			skipped = append(skipped, i)
 			continue
 		}
-		out := req
-		// A safe call with more addresses to try gives this attempt its
-		// share of what is left, so a slow (not refusing) node still
-		// leaves the others time to answer within the deadline (with one
-		// primary address and a DR site: half each).
-		cancel := context.CancelFunc(func() {})
-		ctx := parent
-		left := len(atts) - i
-		switch {
-		case !ci.deadline.IsZero():
-			dl := ci.deadline
-			if ci.safe && left > 1 {
-				dl = time.Now().Add(time.Until(dl) / time.Duration(left))
-			}
-			ctx, cancel = context.WithDeadline(ctx, dl)
-		case ci.safe && left > 1:
-			if dl, ok := ctx.Deadline(); ok {
-				ctx, cancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(left))
-			}
-		}
-		if at.addr != req.URL.Host || i > 0 {
-			out = req.Clone(ctx)
-			out.URL.Host = at.addr
-			if i > 0 && req.GetBody != nil {
-				body, err := req.GetBody()
-				if err != nil {
-					cancel()
-					return nil, err
-				}
-				out.Body = body
-			}
-		} else if ctx != req.Context() {
-			out = req.WithContext(ctx)
-		}
-		resp, err := rt.transport.RoundTrip(out)
-		rt.countCall(parent, ci.up, at.dr, err)
+		tried++
+		resp, again, err := rt.try(req, ci, i, len(order)-n, tried == 1)
 		if err == nil {
-			b.done(true, rt.now())
-			resp.Body = cancelOnClose{resp.Body, cancel}
 			return resp, nil
 		}
-		cancel()
-		if i < len(atts)-1 && !callerGone(parent) {
-			// The next attempt's error replaces this one: log this
-			// address's cause (a TLS failure, a refused dial) before it is lost.
-			site := "primary"
-			if at.dr {
-				site = "dr"
-			}
-			rt.log.WarnContext(parent, "routed call to one address failed; trying the next", "region", ci.up.Region,
-				"site", site, "addr", at.addr, "err", err)
+		lastErr = err
+		if !again {
+			return nil, lastErr
+		}
+	}
+	if tried == 0 {
+		return nil, lastErr
+	}
+	for n, i := range skipped {
+		resp, again, err := rt.try(req, ci, i, len(skipped)-n, false)
+		if err == nil {
+			return resp, nil
 		}
 		lastErr = err
-		if callerGone(parent) {
-			// The downstream client (or internal caller) cancelled: that is
-			// no fault of the upstream and must never count against it, or
-			// anyone could open the breaker by abandoning requests.
-			b.abandon()
-			break
-		}
-		b.done(false, rt.now())
-		if parent.Err() != nil || (!ci.deadline.IsZero() && !time.Now().Before(ci.deadline)) {
-			break // the call's time is up
-		}
-		if !ci.safe && !neverSent(err) {
+		if !again {
 			break
 		}
 	}
 	return nil, lastErr
+}
+
+// try sends the call to attempt i with left attempts (this one included)
+// still to come (first: no attempt has read req's body yet), and reports
+// whether another attempt may follow its failure.
+func (rt *Router) try(req *http.Request, ci *callInfo, i, left int, first bool) (*http.Response, bool, error) {
+	at := ci.up.attempts[i]
+	b := ci.up.breakers[at.addr]
+	out := req
+	// A safe call with more addresses to try gives this attempt its
+	// share of what is left, so a slow (not refusing) node still
+	// leaves the others time to answer within the deadline (with one
+	// primary address and a DR site: half each).
+	parent := req.Context()
+	if ci.parent != nil {
+		parent = ci.parent // req carries no context of its own (see forward)
+	}
+	cancel := context.CancelFunc(func() {})
+	ctx := parent
+	switch {
+	case !ci.deadline.IsZero():
+		dl := ci.deadline
+		if ci.safe && left > 1 {
+			dl = time.Now().Add(time.Until(dl) / time.Duration(left))
+		}
+		ctx, cancel = context.WithDeadline(ctx, dl)
+	case ci.safe && left > 1:
+		if dl, ok := ctx.Deadline(); ok {
+			ctx, cancel = context.WithTimeout(ctx, time.Until(dl)/time.Duration(left))
+		}
+	}
+	if at.addr != req.URL.Host || !first {
+		out = req.Clone(ctx)
+		out.URL.Host = at.addr
+		if !first && req.GetBody != nil {
+			body, err := req.GetBody()
+			if err != nil {
+				cancel()
+				return nil, false, err
+			}
+			out.Body = body
+		}
+	} else if ctx != req.Context() {
+		out = req.WithContext(ctx)
+	}
+	resp, err := rt.transport.RoundTrip(out)
+	rt.countCall(parent, ci.up, at.dr, err)
+	if err == nil {
+		b.done(true, rt.now())
+		if resp.Header.Get(serve.DrainingHeader) != "" {
+			b.drain(rt.now())
+			resp.Header.Del(serve.DrainingHeader) // about this upstream, not the caller's
+		}
+		resp.Body = cancelOnClose{resp.Body, cancel}
+		return resp, false, nil
+	}
+	cancel()
+	if left > 1 && !callerGone(parent) {
+		// The next attempt's error replaces this one: log this
+		// address's cause (a TLS failure, a refused dial) before it is lost.
+		site := "primary"
+		if at.dr {
+			site = "dr"
+		}
+		rt.log.WarnContext(parent, "routed call to one address failed; trying the next", "region", ci.up.Region,
+			"site", site, "addr", at.addr, "err", err)
+	}
+	if callerGone(parent) {
+		// The downstream client (or internal caller) cancelled: that is
+		// no fault of the upstream and must never count against it, or
+		// anyone could open the breaker by abandoning requests.
+		b.abandon()
+		return nil, false, err
+	}
+	b.done(false, rt.now())
+	if parent.Err() != nil || (!ci.deadline.IsZero() && !time.Now().Before(ci.deadline)) {
+		return nil, false, err // the call's time is up
+	}
+	return nil, ci.safe || neverSent(err), err
 }
 
 // callerGone reports whether the call's context was cancelled by its caller

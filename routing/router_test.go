@@ -17,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meridian-id/meridian/internal/serve"
 )
 
 // seen records what reached a handler.
@@ -538,6 +540,72 @@ func TestFailover(t *testing.T) {
 					t.Fatal("a sent code redemption was repeated at the second address")
 				}
 			})
+		}
+	})
+	t.Run("an address with an open breaker is tried last, not given up", func(t *testing.T) {
+		// A node back from a restart whose breaker is still open serves
+		// while its peer is down (a rolling restart).
+		back := &seen{}
+		backSrv := httptest.NewServer(back.handler("eu-1"))
+		t.Cleanup(backSrv.Close)
+		tests := []struct {
+			name string
+			peer string
+			path string
+			form func(f *fixture) url.Values
+			want string // X-Served-By, or "" for a 503
+		}{
+			{"peer refuses: introspection", dead, "/oauth/introspect",
+				func(f *fixture) url.Values { return url.Values{"token": {f.mint(t, KindAccess, "eu")}} }, "eu-1"},
+			{"peer refuses: code redemption (never sent)", dead, "/oauth/token",
+				func(f *fixture) url.Values {
+					return url.Values{"grant_type": {"authorization_code"}, "code": {f.mint(t, KindCode, "eu")}}
+				}, "eu-1"},
+			{"peer took the redemption and dropped it: not repeated", reset, "/oauth/token",
+				func(f *fixture) url.Values {
+					return url.Values{"grant_type": {"authorization_code"}, "code": {f.mint(t, KindCode, "eu")}}
+				}, ""},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				node1 := backSrv.Listener.Addr().String()
+				f := newFixture(t, func(c *RouterConfig) {
+					c.Peers[0].Addr, c.Peers[0].Addrs = "", []string{node1, tt.peer}
+					c.BreakerThreshold, c.BreakerCooldown = 1, time.Hour
+				})
+				f.router.ups["eu"].breakers[node1].done(false, time.Now())
+				before := back.count()
+				w := call(f, tt.path, tt.form(f))
+				if got := w.Header().Get("X-Served-By"); got != tt.want || (tt.want == "" && w.Code != http.StatusServiceUnavailable) {
+					t.Fatalf("served by %q (status %d), want %q", got, w.Code, tt.want)
+				}
+				if tt.want == "" && back.count() != before {
+					t.Fatal("a sent code redemption was repeated at the other node")
+				}
+			})
+		}
+	})
+	t.Run("a draining address is tried after the site's others", func(t *testing.T) {
+		drainingSrv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(serve.DrainingHeader, "1")
+			w.Header().Set("X-Served-By", "eu-1")
+		}))
+		t.Cleanup(drainingSrv.Close)
+		other := &seen{}
+		otherSrv := httptest.NewServer(other.handler("eu-2"))
+		t.Cleanup(otherSrv.Close)
+		f := newFixture(t, func(c *RouterConfig) {
+			c.Peers[0].Addr, c.Peers[0].Addrs = "", []string{drainingSrv.Listener.Addr().String(), otherSrv.Listener.Addr().String()}
+		})
+		w := call(f, "/oauth/introspect", url.Values{"token": {f.mint(t, KindAccess, "eu")}})
+		if w.Header().Get("X-Served-By") != "eu-1" || w.Header().Get(serve.DrainingHeader) != "" {
+			t.Fatalf("first call: served by %q, draining header %q passed on", w.Header().Get("X-Served-By"), w.Header().Get(serve.DrainingHeader))
+		}
+		for range 3 {
+			code := url.Values{"grant_type": {"authorization_code"}, "code": {f.mint(t, KindCode, "eu")}}
+			if w := call(f, "/oauth/token", code); w.Header().Get("X-Served-By") != "eu-2" {
+				t.Fatalf("after the draining answer: served by %q, want the site's other node", w.Header().Get("X-Served-By"))
+			}
 		}
 	})
 	t.Run("caller cancellation never counts against an address", func(t *testing.T) {

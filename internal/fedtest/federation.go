@@ -48,6 +48,13 @@ type Options struct {
 	// regions[eu].addresses, served by a second node with the same config,
 	// data_dir and database.
 	Node2 bool
+	// SecondNodes are sites ("eu", "us", "ap", "hub") that get a second
+	// node "<site>/2" (127.0.0.31, .32, .33; the hub's 127.0.0.30) with the
+	// same config, data_dir and database, its address listed after the
+	// first in the site's addresses, so routers and the hub dial both (Node2
+	// is SecondNodes with "eu"). The hub's second node shares the first's
+	// state only on Redis (Options.Redis).
+	SecondNodes []string
 	// Deferred are sites ("eu", "eu/dr", …) Start configures but does not
 	// run: the test starts them itself (Start) or runs them as processes.
 	Deferred []string
@@ -96,7 +103,8 @@ type Federation struct {
 	T    testing.TB
 	Cfg  *config.Config
 	Port int
-	// Nodes are the running nodes by site: "eu", "us", "ap", "eu/dr".
+	// Nodes are the running nodes by site: "eu", "us", "ap", "eu/dr",
+	// "us/2", … (the hub's nodes are not here).
 	Nodes map[string]*node.Node
 	// Hub is the running hub (Options.Hub).
 	Hub *hubserver.Hub
@@ -153,8 +161,8 @@ func Config(t testing.TB, port int, o Options) *config.Config {
 			db = Database(t, o.Store)
 		}
 		addrs := []string{ip}
-		if id == "eu" && o.Node2 {
-			addrs = append(addrs, SiteIP("eu/2"))
+		if o.second(id) {
+			addrs = append(addrs, SiteIP(id+"/2"))
 		}
 		r := config.Region{ID: id, Site: config.Site{Host: id + ".id.localhost", Listen: net.JoinHostPort(ip, strconv.Itoa(port)),
 			Addresses: addrs, Database: db}, Proximity: prox[id]}
@@ -164,6 +172,9 @@ func Config(t testing.TB, port int, o Options) *config.Config {
 				Database: o.Databases["eu/dr"]}
 		}
 		cfg.Regions = append(cfg.Regions, r)
+	}
+	if o.second("hub") {
+		cfg.Hub.Addresses = append(cfg.Hub.Addresses, SiteIP("hub/2"))
 	}
 	if o.DNS {
 		cfg.DNS = config.DNS{TTL: 30, DefaultRegion: "eu",
@@ -211,10 +222,15 @@ func Start(t testing.TB, o Options) *Federation {
 	}
 	if o.Hub {
 		f.StartHub()
+		if o.second("hub") && !slices.Contains(o.Deferred, "hub/2") {
+			f.Start("hub/2")
+		}
 	}
 	sites := slices.Clone(Regions)
-	if o.Node2 {
-		sites = append(sites, "eu/2")
+	for _, id := range Regions {
+		if o.second(id) {
+			sites = append(sites, id+"/2")
+		}
 	}
 	if o.DR {
 		sites = append(sites, "eu/dr")
@@ -225,6 +241,11 @@ func Start(t testing.TB, o Options) *Federation {
 		}
 	}
 	return f
+}
+
+// second reports whether site ("eu", "hub", …) has a second node.
+func (o Options) second(site string) bool {
+	return (site == "eu" && o.Node2) || slices.Contains(o.SecondNodes, site)
 }
 
 // Telemetry is the telemetry a node of region id runs with: spans into
@@ -244,12 +265,16 @@ func (f *Federation) Telemetry(id string) *telemetry.Telemetry {
 	}
 }
 
-// Start runs the node of site ("eu", "eu/dr", "eu/2", …) on its
+// Start runs the node of site ("eu", "eu/dr", "eu/2", "hub/2", …) on its
 // configured listener until halted or the test ends.
 func (f *Federation) Start(site string) {
 	t := f.T
 	t.Helper()
 	id, dr, _ := strings.Cut(site, "/")
+	if id == "hub" {
+		f.StartHubNode(site)
+		return
+	}
 	cfg := f.Cfg
 	if c, ok := f.ConfigOf[site]; ok {
 		cfg = c
@@ -282,18 +307,31 @@ func (f *Federation) Start(site string) {
 // StartHub runs the hub (hub/server) on hub.listen until halted ("hub")
 // or the test ends, with ConfigOf["hub"] when set.
 func (f *Federation) StartHub() {
+	f.T.Helper()
+	f.StartHubNode("hub")
+}
+
+// StartHubNode runs a node of the hub: "hub" on hub.listen (it becomes
+// f.Hub) or "hub/2" on its own address (Options.SecondNodes), with
+// ConfigOf[site] when set, until halted or the test ends.
+func (f *Federation) StartHubNode(site string) {
 	t := f.T
 	t.Helper()
 	cfg := f.Cfg
-	if c, ok := f.ConfigOf["hub"]; ok {
+	if c, ok := f.ConfigOf[site]; ok {
 		cfg = c
 	}
 	h, err := hubserver.New(context.Background(), cfg, hubserver.Options{Prefix: f.RedisPrefix, RP: f.opts.Federation.RP}, f.Telemetry("hub"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Hub = h
-	f.serve("hub", cfg.Hub.Listen, func(ctx context.Context, ln net.Listener) { _ = h.ServeListeners(ctx, ln, nil); h.Close() }, h.Close)
+	listen := cfg.Hub.Listen
+	if site == "hub" {
+		f.Hub = h
+	} else {
+		listen = SiteAddr(site, f.Port)
+	}
+	f.serve(site, listen, func(ctx context.Context, ln net.Listener) { _ = h.ServeListeners(ctx, ln, nil); h.Close() }, h.Close)
 }
 
 // serve runs run on a listener on addr until Halt(site) or the test's end.
@@ -354,7 +392,7 @@ func (l countingListener) Accept() (net.Conn, error) {
 	return c, err
 }
 
-// Halt stops a site ("eu", "eu/dr", "hub") and waits until its listener is
+// Halt stops a site ("eu", "eu/dr", "eu/2", "hub", "hub/2") and waits until its listener is
 // closed.
 func (f *Federation) Halt(site string) { f.stop[site]() }
 

@@ -3,6 +3,7 @@ package fedtest_test
 import (
 	"context"
 	"net/url"
+	"slices"
 	"testing"
 
 	"golang.org/x/oauth2"
@@ -68,5 +69,24 @@ func TestSecondNodeAndDeferredSite(t *testing.T) {
 	}
 	if f.Dialed(node2) == dialed || f.Accepted("eu/2") == accepted {
 		t.Fatalf("eu's second node: %d dials, %d connections accepted during the sign-in", f.Dialed(node2)-dialed, f.Accepted("eu/2")-accepted)
+	}
+}
+
+// TestSecondNodesConfig: SecondNodes lists each named site's second
+// address after its first (the hub's too), Node2 still means eu's, and
+// other sites keep one address.
+func TestSecondNodesConfig(t *testing.T) {
+	cfg := fedtest.Config(t, fedtest.FreePort(t), fedtest.Options{Node2: true, SecondNodes: []string{"ap", "hub"}})
+	want := map[string][]string{"eu": {"127.0.0.11", "127.0.0.31"}, "us": {"127.0.0.12"}, "ap": {"127.0.0.13", "127.0.0.33"}}
+	for _, r := range cfg.Regions {
+		if !slices.Equal(r.Addresses, want[r.ID]) {
+			t.Errorf("regions[%s].addresses = %v, want %v", r.ID, r.Addresses, want[r.ID])
+		}
+	}
+	if got := cfg.Hub.Addresses; !slices.Equal(got, []string{"127.0.0.10", "127.0.0.30"}) {
+		t.Errorf("hub.addresses = %v", got)
+	}
+	if fedtest.SiteIP("us/2") != "127.0.0.32" || fedtest.SiteIP("hub/2") != "127.0.0.30" {
+		t.Error("second nodes' site addresses changed")
 	}
 }

@@ -4,8 +4,8 @@
 // Start runs the production composition in this process — region/node's
 // New and ServeListeners for every site, hub/server's for the hub — from a
 // config.Config shaped like configs/regions.yaml (every site on its own
-// loopback address, one port for all), with options for DR sites, eu's
-// second node, sites the test starts itself, each site's database (SQLite,
+// loopback address, one port for all), with options for DR sites, second
+// nodes of any region and of the hub, sites the test starts itself, each site's database (SQLite,
 // PostgreSQL, MySQL through internal/testenv), GeoDNS, topology, the hub,
 // Redis and recorded spans. WriteConfig is the one writer of
 // configs/regions.yaml copies for tests that run the built binaries;
@@ -51,12 +51,13 @@ var siteIPs = map[string]string{
 	"edge": "127.0.0.1", "hub": "127.0.0.10",
 	"eu": "127.0.0.11", "us": "127.0.0.12", "ap": "127.0.0.13",
 	"eu/dr": "127.0.0.21", "us/dr": "127.0.0.22", "ap/dr": "127.0.0.23",
-	"eu/2": "127.0.0.31",
+	"eu/2": "127.0.0.31", "us/2": "127.0.0.32", "ap/2": "127.0.0.33", "hub/2": "127.0.0.30",
 }
 
 // SiteIP is the loopback address of a site as configs/regions.yaml places
 // it: "eu", "us", "ap", their DR sites "eu/dr", "us/dr", "ap/dr", "hub",
-// "edge" (127.0.0.1), and "eu/2", eu's second node (Options.Node2).
+// "edge" (127.0.0.1), and the second nodes "eu/2" (127.0.0.31), "us/2",
+// "ap/2" and "hub/2" (127.0.0.30) of Options.Node2 and Options.SecondNodes.
 func SiteIP(site string) string {
 	ip, ok := siteIPs[site]
 	if !ok {

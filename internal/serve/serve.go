@@ -100,12 +100,19 @@ func Run(ctx context.Context, ls []Listener, tasks ...Task) error {
 // DrainingText is what /readyz answers (503) during the drain period.
 const DrainingText = "draining"
 
+// DrainingHeader marks every answer a node gives during its drain period
+// (value "1"): routers and back channels, which dial a site's addresses
+// themselves rather than through its load balancer, prefer the site's
+// other addresses while one drains.
+const DrainingHeader = "Meridian-Draining"
+
 // RunDrain serves every listener and runs every task until ctx ends or a
 // server or task fails (then it closes every server and returns the
 // failure). When ctx ends, the node drains gracefully: /readyz on every
 // listener (public and admin) answers 503 "draining" at once, so that
 // GeoDNS and load balancers stop handing out the node, while every other
-// request is still served, without keep-alive, for the drain period
+// request is still served, each answer closing its connection and
+// carrying DrainingHeader, for the drain period
 // (federation.drain_period); tasks (the hub's DNS server) keep running
 // too. Then the listeners stop accepting, in-flight requests finish within
 // DrainTimeout and tasks are cancelled and waited for before RunDrain
@@ -157,10 +164,13 @@ func RunDrain(ctx context.Context, drain time.Duration, ls []Listener, tasks ...
 		}
 	}
 	if drain > 0 && ctx.Err() != nil {
+		// Keep-alive ends answer by answer (Connection: close), not by
+		// closing idle connections now: a connection closed as idle the
+		// moment a client sends a call on it fails that call, and a code
+		// redemption or refresh is never repeated. Connections still idle
+		// when the drain ends are closed by Shutdown; callers that dial
+		// addresses themselves have moved away by then (DrainingHeader).
 		draining.Store(true)
-		for _, l := range ls {
-			l.Server.SetKeepAlivesEnabled(false)
-		}
 		t := time.NewTimer(drain)
 		select {
 		case <-t.C:
@@ -188,10 +198,14 @@ func drainGate(h http.Handler, draining *atomic.Bool) http.Handler {
 		h = http.DefaultServeMux
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if draining.Load() && r.URL.Path == "/readyz" {
-			w.Header().Set("Retry-After", "5")
-			http.Error(w, DrainingText, http.StatusServiceUnavailable)
-			return
+		if draining.Load() {
+			w.Header().Set("Connection", "close")
+			w.Header().Set(DrainingHeader, "1")
+			if r.URL.Path == "/readyz" {
+				w.Header().Set("Retry-After", "5")
+				http.Error(w, DrainingText, http.StatusServiceUnavailable)
+				return
+			}
 		}
 		h.ServeHTTP(w, r)
 	})

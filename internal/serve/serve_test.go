@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptrace"
 	"strings"
 	"testing"
 	"time"
@@ -126,6 +127,24 @@ func TestRunDrainFailsReadinessFirst(t *testing.T) {
 			t.Fatalf("before the drain: /readyz %d %v", code, err)
 		}
 	}
+	// A caller's keep-alive connection, idle when the drain starts.
+	kc := &http.Client{Transport: &http.Transport{}, Timeout: 2 * time.Second}
+	kcall := func() (*http.Response, bool) {
+		reused := false
+		ctx := httptrace.WithClientTrace(context.Background(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { reused = i.Reused }})
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, "http://"+pub.Addr().String()+"/oauth/token", strings.NewReader("x=1"))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		resp, err := kc.Do(req)
+		if err != nil {
+			t.Fatalf("call on a keep-alive connection: %v", err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp, reused
+	}
+	if resp, _ := kcall(); resp.Header.Get(serve.DrainingHeader) != "" || resp.Close {
+		t.Fatalf("before the drain: %s %q, close %v", serve.DrainingHeader, resp.Header.Get(serve.DrainingHeader), resp.Close)
+	}
 	cancel()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -146,6 +165,14 @@ func TestRunDrainFailsReadinessFirst(t *testing.T) {
 	}
 	if code, body, err := status(pub.Addr().String(), "/authorize"); err != nil || code != http.StatusOK || body != "ok /authorize" {
 		t.Fatalf("public request during the drain: %d %q %v", code, body, err)
+	}
+	// The idle connection was not closed under the caller (a call sent on
+	// it at that moment would fail, and a code redemption is never
+	// repeated): it carries the call, whose answer says the node drains
+	// and closes it.
+	if resp, reused := kcall(); !reused || resp.StatusCode != http.StatusOK || resp.Header.Get(serve.DrainingHeader) != "1" || !resp.Close {
+		t.Fatalf("call on the connection idle at the drain's start: reused %v, status %d, %s %q, close %v",
+			reused, resp.StatusCode, serve.DrainingHeader, resp.Header.Get(serve.DrainingHeader), resp.Close)
 	}
 	if code, _, err := status(adm.Addr().String(), "/healthz"); err != nil || code != http.StatusOK {
 		t.Fatalf("admin /healthz during the drain: %d %v", code, err)

@@ -304,12 +304,12 @@ func (u *Login) Begin(w http.ResponseWriter, r *http.Request, login region.Feder
 	}
 	redirect := rp.RedirectURI(r.Host)
 	params := federation.LoginParams{Prompt: login.Prompt, MaxAge: login.MaxAge, UILocales: login.UILocales, ACRValues: login.ACRValues}
-	authURL, err := rp.AuthCodeURL(ctx, f, redirect, username, params.Values())
+	authURL, err := rp.AuthCodeURL(ctx, &f, redirect, username, params.Values())
 	if err != nil {
 		u.pages.Error(w, http.StatusServiceUnavailable, u.cfg.Region, federation.UnavailableMessage)
 		return
 	}
-	st := inFlight{ARID: arID, Target: target, State: f.State, Nonce: f.Nonce, Verifier: f.Verifier,
+	st := inFlight{ARID: arID, Target: target, State: f.State, Nonce: f.Nonce, Verifier: f.Verifier, ClientID: f.ClientID,
 		Redirect: redirect, Created: time.Now().UnixNano()}
 	name := u.cookieName(f.State)
 	val, err := u.seal(name, st)
@@ -348,7 +348,7 @@ func (u *Login) Finish(w http.ResponseWriter, r *http.Request) (string, region.F
 	if rp == nil {
 		return "", region.FederatedIdentity{}, errors.New("federation: login state names an unknown provider")
 	}
-	id, err := rp.Complete(r.Context(), q, federation.Flow{State: st.State, Nonce: st.Nonce, Verifier: st.Verifier}, st.Redirect)
+	id, err := rp.Complete(r.Context(), q, federation.Flow{State: st.State, Nonce: st.Nonce, Verifier: st.Verifier, ClientID: st.ClientID}, st.Redirect)
 	if err != nil {
 		var ae *federation.AuthError
 		if errors.As(err, &ae) {
@@ -387,6 +387,7 @@ type inFlight struct {
 	State    string `json:"s"`
 	Nonce    string `json:"n"`
 	Verifier string `json:"v"`
+	ClientID string `json:"i,omitempty"` // the client id the request named (a mesh peer's is key-derived)
 	Redirect string `json:"r"`
 	Created  int64  `json:"c"` // unix nanoseconds, orders logins for eviction
 }

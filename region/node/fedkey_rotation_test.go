@@ -63,14 +63,19 @@ func TestFederationKeyRotation(t *testing.T) {
 	euOld, euNew, hubOld, hubNew := gen("eu-old"), gen("eu-new"), gen("hub-old"), gen("hub-new")
 	// Concurrent sign-ins (argon2id) on a shared CI machine can take
 	// longer than the harness's 5 s per proxied step.
-	f := fedtest.Start(t, fedtest.Options{RequestTimeout: 30 * time.Second, Configure: func(c *config.Config) {
-		c.Regions[0].FederationKeyFile, c.Regions[0].FederationPublicKey = euOld.file, euOld.pub
-		c.Hub.FederationKeyFile, c.Hub.FederationPublicKey = hubOld.file, hubOld.pub
-	}})
+	warnings := &warnLog{}
+	f := fedtest.Start(t, fedtest.Options{RequestTimeout: 30 * time.Second, Redis: true, SecondNodes: []string{"eu", "us", "ap", "hub"},
+		Telemetry: warnings.telemetry, Configure: func(c *config.Config) {
+			c.Regions[0].FederationKeyFile, c.Regions[0].FederationPublicKey = euOld.file, euOld.pub
+			c.Hub.FederationKeyFile, c.Hub.FederationPublicKey = hubOld.file, hubOld.pub
+			c.Federation.DrainPeriod = rotationDrain
+		}})
 	if f.Cfg.Regions[0].ID != "eu" {
 		t.Fatal("harness order changed")
 	}
 	hub := startHub(f, f.Cfg)
+	f.ConfigOf["hub/2"] = f.Cfg
+	f.Start("hub/2")
 	euApp, usApp := f.Client("eu"), f.Client("us")
 	for _, id := range []string{"eu", "us", "ap"} {
 		f.User(id, "user-"+id)
@@ -175,10 +180,28 @@ func TestFederationKeyRotation(t *testing.T) {
 		}
 	}
 	load("before")
+	lb := newBalancer(f)
+	var apps appSet
+	apps.add(euApp)
+	apps.add(usApp)
+	background := startLoad(t, f, lb, &apps)
+	defer func() {
+		calls, signIns, failures := background.stop()
+		for _, err := range failures {
+			t.Error(err)
+		}
+		if len(failures) > 0 {
+			t.Logf("the nodes' warnings:\n%s", warnings.String())
+		}
+		t.Logf("%d routed calls and %d cross-region sign-ins, run continuously through every node's drain and restart (2 nodes per site), %d failures",
+			calls, signIns, len(failures))
+	}()
 
 	cfg := *f.Cfg
 	cfg.Regions = append([]config.Region(nil), f.Cfg.Regions...)
-	// move gives every node in order its copy of next and loads after each.
+	// move gives every node of each site in order its copy of next (a
+	// drain and restart behind the site's balancer) and loads after each
+	// site.
 	move := func(step string, next config.Config, nodes ...string) {
 		t.Helper()
 		for _, id := range nodes {
@@ -187,14 +210,9 @@ func TestFederationKeyRotation(t *testing.T) {
 			if err := n.Validate(); err != nil {
 				t.Fatal(err)
 			}
-			if id == "hub" {
-				hub.halt()
-				hub = startHub(f, &n)
-			} else {
-				f.Halt(id)
-				f.ConfigOf[id] = &n
-				f.Start(id)
-			}
+			lb.roll(id, &n)
+			lb.roll(id+"/2", &n)
+			background.await(1)
 			load(fmt.Sprintf("%s, %s moved", step, id))
 		}
 	}

@@ -3,6 +3,7 @@ package node_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -34,9 +35,6 @@ func startHub(f *fedtest.Federation, cfg *config.Config) *hubNode {
 	return &hubNode{f: f}
 }
 
-// halt stops the hub and waits until its listener and stores are closed.
-func (h *hubNode) halt() { h.f.Halt("hub") }
-
 // reconcile fills the hub's table from every region's user listing (what
 // `hub reconcile` does), so users created in a region's store resolve.
 func (h *hubNode) reconcile() {
@@ -52,35 +50,41 @@ func (h *hubNode) reconcile() {
 // reports failures with t.Errorf, so it may run in its own goroutine.
 func signIn(t testing.TB, f *fedtest.Federation, entry string, app region.RegisteredClient, name string) map[string]any {
 	c, base := f.At(entry)
+	m, err := signInVia(t, c, base, app, name)
+	if err != nil {
+		t.Errorf("%v", err)
+		return nil
+	}
+	return m
+}
+
+// signInVia is signIn with client c whose global host is base.
+func signInVia(t testing.TB, c *http.Client, base string, app region.RegisteredClient, name string) (map[string]any, error) {
 	verifier := oauth2.GenerateVerifier()
 	q := url.Values{"client_id": {app.ID}, "response_type": {"code"}, "redirect_uri": {fedtest.AppRedirect}, "scope": {"openid profile offline_access"},
 		"state": {"st"}, "code_challenge": {oauth2.S256ChallengeFromVerifier(verifier)}, "code_challenge_method": {"S256"}}
 	loc := oidctest.NewBrowser(t, c.Transport).Login(base+"/authorize?"+q.Encode(), fedtest.AppRedirect, name, "password-"+name)
 	code := loc.Query().Get("code")
 	if code == "" {
-		t.Errorf("sign-in of %s at %s via %s: %s", name, app.ID, entry, loc)
-		return nil
+		return nil, fmt.Errorf("sign-in of %s at %s via %s: %s", name, app.ID, base, loc)
 	}
 	s, oe, tok := oidctest.PostForm(t, c, base+"/oauth/token", url.Values{"grant_type": {"authorization_code"}, "code": {code},
 		"redirect_uri": {fedtest.AppRedirect}, "code_verifier": {verifier}}, app.ID, app.Secret)
 	if s != http.StatusOK {
-		t.Errorf("code of %s's sign-in at %s via %s: %d %+v", name, app.ID, entry, s, oe)
-		return nil
+		return nil, fmt.Errorf("code of %s's sign-in at %s: %d %+v", name, app.ID, s, oe)
 	}
 	req, _ := http.NewRequest(http.MethodGet, base+"/userinfo", nil)
 	req.Header.Set("Authorization", "Bearer "+tok["access_token"].(string))
 	resp, err := c.Do(req)
 	if err != nil {
-		t.Errorf("userinfo: %v", err)
-		return nil
+		return nil, fmt.Errorf("userinfo: %w", err)
 	}
 	defer resp.Body.Close()
 	body, _ := io.ReadAll(resp.Body)
 	if resp.StatusCode != http.StatusOK {
-		t.Errorf("userinfo of %s's sign-in at %s via %s: %d %s", name, app.ID, entry, resp.StatusCode, body)
-		return nil
+		return nil, fmt.Errorf("userinfo of %s's sign-in at %s: %d %s", name, app.ID, resp.StatusCode, body)
 	}
 	m := map[string]any{}
 	_ = json.Unmarshal(body, &m)
-	return m
+	return m, nil
 }
