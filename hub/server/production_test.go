@@ -4,23 +4,17 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
-	"io"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel/metric/noop"
-	"go.opentelemetry.io/otel/propagation"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-
 	"github.com/meridian-id/meridian/config"
 	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/hub/server"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/testenv"
-	"github.com/meridian-id/meridian/telemetry"
 )
 
 // TestProductionHub: with federation.production the hub starts only with
@@ -80,8 +74,7 @@ func TestProductionHub(t *testing.T) {
 		{"no routing key", func(c *config.Config) { c.Federation.RoutingKeyFile = "" }, "", "federation.routing_key_file"},
 		{"no region public key", func(c *config.Config) { c.Regions[0].FederationPublicKey = "" }, "", "regions[eu].federation_public_key"},
 	}
-	tel := &telemetry.Telemetry{Tracer: sdktrace.NewTracerProvider(), Meter: noop.NewMeterProvider(),
-		Propagator: propagation.TraceContext{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	tel := fedtest.QuietTelemetry()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := base()

@@ -3,22 +3,16 @@ package node_test
 import (
 	"context"
 	"errors"
-	"io"
-	"log/slog"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"go.opentelemetry.io/otel/metric/noop"
-	"go.opentelemetry.io/otel/propagation"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
-
 	"github.com/meridian-id/meridian/config"
 	fedkeys "github.com/meridian-id/meridian/federation"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/testenv"
 	"github.com/meridian-id/meridian/region/node"
-	"github.com/meridian-id/meridian/telemetry"
 )
 
 // TestProductionNode: a regional node with federation.production starts
@@ -93,8 +87,7 @@ func TestProductionNode(t *testing.T) {
 			c.Regions[0].TLS.KeyFile = cp
 		}, "regions[eu].tls.key_file"},
 	}
-	tel := &telemetry.Telemetry{Tracer: sdktrace.NewTracerProvider(), Meter: noop.NewMeterProvider(),
-		Propagator: propagation.TraceContext{}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	tel := fedtest.QuietTelemetry()
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg := base()
