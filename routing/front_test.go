@@ -102,3 +102,83 @@ func TestFrontLeanPath(t *testing.T) {
 		t.Fatalf("oversized body: %d %s", resp.StatusCode, body)
 	}
 }
+
+// TestFrontLeanHop serves us's router behind Front and sends it calls as
+// eu's router would (signed hop header): a hop that verifies is served by
+// the local handler without the instrumented chain while lean holds and
+// the call carries no trace context; a traced call, lean not holding, and
+// every hop value that does not verify for this call (signed for another
+// path or another region, forged) go through the chain, where the router
+// strips it. The local handler sees Meridian-Hop-From only for a verified
+// hop, whatever the client sent.
+func TestFrontLeanHop(t *testing.T) {
+	f := newFixture(t, nil)
+	var chain atomic.Int64
+	var lean atomic.Bool
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chain.Add(1)
+		f.router.ServeHTTP(w, r)
+	})
+	srv := httptest.NewServer(f.router.Front(next, func(*http.Request) bool { return lean.Load() }))
+	t.Cleanup(srv.Close)
+	usAT := f.mint(t, KindAccess, "us")
+	toUS := f.euRoute.ups["us"]
+	signed := f.euRoute.hopValue(toUS, http.MethodPost, "/oauth/introspect")
+	otherPath := f.euRoute.hopValue(toUS, http.MethodPost, "/oauth/revoke")
+	apRoute, err := NewRouter(keyed(RouterConfig{Local: "ap", Peers: []Peer{{Region: "eu", URL: "http://eu.id.test", Addr: "127.0.0.1:1"}}}),
+		f.codec, http.NotFoundHandler(), quiet(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forEU := apRoute.hopValue(apRoute.ups["eu"], http.MethodPost, "/oauth/introspect") // ap → eu, replayed to us
+	tests := []struct {
+		name     string
+		lean     bool
+		hdr      map[string]string
+		viaChain bool
+		hopFrom  string
+	}{
+		{"verified hop, lean", true, map[string]string{HopHeader: signed, HopFromHeader: "ap"}, false, "eu"},
+		{"verified hop, traced", true, map[string]string{HopHeader: signed, "Traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}, true, "eu"},
+		{"verified hop, not lean", false, map[string]string{HopHeader: signed}, true, "eu"},
+		{"hop signed for another path", true, map[string]string{HopHeader: otherPath, HopFromHeader: "eu"}, true, ""},
+		{"hop signed for another region", true, map[string]string{HopHeader: forEU}, true, ""},
+		{"forged hop", true, map[string]string{HopHeader: "v2;eu;us;1;forged"}, true, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			lean.Store(tc.lean)
+			c0, us0 := chain.Load(), f.local.count()
+			form := url.Values{"token": {usAT}}
+			req, _ := http.NewRequest(http.MethodPost, srv.URL+"/oauth/introspect", strings.NewReader(form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			for k, v := range tc.hdr {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(body) != "us" || resp.Header.Get("X-Meridian-Entry") != "us" {
+				t.Fatalf("status %d body %q entry %q, want 200 from us", resp.StatusCode, body, resp.Header.Get("X-Meridian-Entry"))
+			}
+			if got := chain.Load() - c0; (got == 1) != tc.viaChain || got > 1 {
+				t.Errorf("instrumented chain ran %d times, want via chain %v", got, tc.viaChain)
+			}
+			if f.local.count() != us0+1 {
+				t.Fatal("us did not serve the call")
+			}
+			f.local.mu.Lock()
+			got, gotBody := f.local.reqs[len(f.local.reqs)-1], f.local.body[len(f.local.body)-1]
+			f.local.mu.Unlock()
+			if h := got.Header.Get(HopFromHeader); h != tc.hopFrom {
+				t.Errorf("local handler saw Meridian-Hop-From %q, want %q", h, tc.hopFrom)
+			}
+			if gotBody != form.Encode() {
+				t.Errorf("body %q, want %q", gotBody, form.Encode())
+			}
+		})
+	}
+}

@@ -404,12 +404,17 @@ type predecidedKey struct{}
 // which lean(r) holds is decided here: when it goes to another region it
 // is proxied at once, without next's per-request middleware; otherwise it
 // continues through next with the decision attached, so the router in next
-// does not read or decide it again. Everything else goes through next
+// does not read or decide it again. A routed form call that another
+// region's router sent here (a hop header that verifies) for which lean(r)
+// holds and that carries no W3C trace context is served by the local
+// handler at once, the same way. Everything else goes through next
 // unchanged. lean must be false whenever next would do more than observe
-// the call (a role that refuses it) or record a span for it: the proxied
-// call is then not part of next's HTTP server metrics (the router counts
-// it in meridian.routing.decisions and meridian.routing.upstream.calls).
-// The incoming W3C trace context is forwarded as it arrived.
+// the call (a role that refuses it) or record a span for it: the call is
+// then not part of next's HTTP server metrics (the router counts it in
+// meridian.routing.decisions, proxied ones also in
+// meridian.routing.upstream.calls). The incoming W3C trace context of a
+// proxied call is forwarded as it arrived; a hopped call that carries one
+// goes through next, so its log records keep the trace id.
 func (rt *Router) Front(next http.Handler, lean func(*http.Request) bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodPost || !routedPath(r.URL.Path) || !isForm(r) || !lean(r) {
@@ -417,7 +422,18 @@ func (rt *Router) Front(next http.Handler, lean func(*http.Request) bool) http.H
 			return
 		}
 		if _, ok := r.Header[HopHeader]; ok {
-			next.ServeHTTP(w, r) // verified (or stripped) by the router in next
+			if _, traced := r.Header["Traceparent"]; !traced {
+				if from, ok := rt.verifyHop(r.Header.Get(HopHeader), r.Method, r.URL.Path); ok {
+					// Another region's router sent this call here: served
+					// at once, as the router in next would serve it.
+					w.Header().Set("X-Meridian-Entry", rt.cfg.Local)
+					r.Header.Set(HopFromHeader, from)
+					rt.count(r.Context(), Local, rt.cfg.Local, "hop")
+					rt.local.ServeHTTP(w, r)
+					return
+				}
+			}
+			next.ServeHTTP(w, r) // traced, or stripped and decided by the router in next
 			return
 		}
 		r.Header.Del(HopFromHeader)
