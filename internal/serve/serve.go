@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"sync"
@@ -23,11 +24,15 @@ import (
 const DrainTimeout = 15 * time.Second
 
 // Listener is one HTTP server on its listener; CertFile and KeyFile, when
-// set, serve TLS 1.2+.
+// set, serve TLS 1.2+. Calls, when set, answers the HTTP/1.1 calls it
+// takes before Server sees them (see CallServer); Log then records a
+// panic in it.
 type Listener struct {
 	Server            *http.Server
 	Listener          net.Listener
 	CertFile, KeyFile string
+	Calls             CallServer
+	Log               *slog.Logger
 }
 
 // Task is a background job that lives as long as the servers (the hub's
@@ -123,7 +128,33 @@ func RunDrain(ctx context.Context, drain time.Duration, ls []Listener, tasks ...
 		l.Server.Handler = drainGate(l.Server.Handler, &draining)
 	}
 	errc := make(chan error, len(ls)+len(tasks))
+	var calls []*callListener
 	for _, l := range ls {
+		if l.Calls == nil {
+			continue
+		}
+		var tc *tls.Config
+		if l.CertFile != "" {
+			var err error
+			if tc, err = callTLS(l); err != nil {
+				for _, l := range ls {
+					_ = l.Listener.Close()
+				}
+				return err
+			}
+		}
+		log := l.Log
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		cl := newCallListener(l.Listener, l.Server, l.Calls, tc, draining.Load, log)
+		calls = append(calls, cl)
+		go func() { errc <- l.Server.Serve(cl) }()
+	}
+	for _, l := range ls {
+		if l.Calls != nil {
+			continue
+		}
 		go func() {
 			if l.CertFile != "" {
 				if l.Server.TLSConfig == nil {
@@ -188,7 +219,30 @@ func RunDrain(ctx context.Context, drain time.Duration, ls []Listener, tasks ...
 	for _, l := range ls {
 		errs = append(errs, l.Server.Shutdown(shutCtx))
 	}
+	for _, cl := range calls {
+		errs = append(errs, cl.Wait(shutCtx))
+	}
 	return errors.Join(errs...)
+}
+
+// callTLS is the TLS configuration net/http's ServeTLS would use for l
+// (TLS 1.2+, the certificate, HTTP/2 then HTTP/1.1 offered), for a
+// listener whose handshakes its callListener does.
+func callTLS(l Listener) (*tls.Config, error) {
+	cert, err := tls.LoadX509KeyPair(l.CertFile, l.KeyFile)
+	if err != nil {
+		return nil, err
+	}
+	if l.Server.TLSConfig == nil {
+		l.Server.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12}
+	}
+	if l.Server.TLSConfig.NextProtos == nil {
+		// Also what makes Serve answer HTTP/2 on the handed connections.
+		l.Server.TLSConfig.NextProtos = []string{"h2", "http/1.1"}
+	}
+	c := l.Server.TLSConfig.Clone()
+	c.Certificates = append([]tls.Certificate{cert}, c.Certificates...)
+	return c, nil
 }
 
 // drainGate answers /readyz with 503 once draining is set and passes every

@@ -434,11 +434,16 @@ func (n *Node) ServeListeners(ctx context.Context, pub, adm net.Listener) error 
 	// Calls routed to another region skip the HTTP server middleware while
 	// no span is recorded and this node is primary (routing.Router.Front).
 	recording := n.tel.Recording()
-	front := n.Router.Front(n.tel.Handler(mux, "regional", Routes...), func(*http.Request) bool {
-		return !recording && n.Role() == region.RolePrimary
-	})
+	lean := func(*http.Request) bool { return !recording && n.Role() == region.RolePrimary }
+	front := n.Router.Front(n.tel.Handler(mux, "regional", Routes...), lean)
 	ls := []serve.Listener{{Server: serve.Public(trusted.Handler(front)), Listener: pub,
-		CertFile: site.TLS.CertFile, KeyFile: site.TLS.KeyFile}}
+		CertFile: site.TLS.CertFile, KeyFile: site.TLS.KeyFile, Log: n.log}}
+	if trusted.Empty() {
+		// The same calls Front proxies, taken off the connection before
+		// net/http's server (behind a trusted proxy every call needs its
+		// forwarded client address: all go through net/http).
+		ls[0].Calls = n.Router.Calls(lean)
+	}
 	if adm != nil {
 		al := serve.Listener{Server: serve.Admin(n.tel.MetricsHandler(), n.ready, "database unreachable"), Listener: adm}
 		if site.TLS.Admin {
