@@ -72,8 +72,7 @@ func (cs callServer) ServeCall(ctx context.Context, c *serve.Call) (served, keep
 		return true, false // cannot happen: the bytes were buffered
 	}
 	delete(r.Header, HopFromHeader)
-	w := &callWriter{w: c.W, h: make(http.Header, 16), close: p.close}
-	w.h.Set("X-Meridian-Entry", cs.rt.cfg.Local)
+	w := &callWriter{w: c.W, h: http.Header{"X-Meridian-Entry": {cs.rt.cfg.Local}}, close: p.close}
 	cs.rt.count(ctx, d.Action, d.Region, "")
 	cs.rt.forward(w, r, &callInfo{up: cs.rt.ups[d.Region], safe: d.Safe, body: body})
 	ok = w.finish()
@@ -154,7 +153,7 @@ func parseCall(head []byte) (p parsedCall, ok bool) {
 	if !routedPath(p.path) {
 		return p, false
 	}
-	p.header = make(http.Header, 12)
+	p.header = make(http.Header, 8) // a small map: up to 8 without a table
 	p.length = -1
 	hosts, lines := 0, 0
 	for {
@@ -322,7 +321,7 @@ func (w *callWriter) WriteHeader(code int) {
 	w.length = -1
 	if v := w.h["Content-Length"]; len(v) == 1 && len(v[0]) > 0 && len(v[0]) <= 18 && digits(v[0]) {
 		w.length, _ = strconv.ParseInt(v[0], 10, 64)
-		w.writeHead()
+		w.writeHead(nil)
 	} else {
 		delete(w.h, "Content-Length")
 	}
@@ -356,7 +355,7 @@ func (w *callWriter) finish() bool {
 	if w.length < 0 {
 		w.length = int64(len(w.buf))
 		w.h["Content-Length"] = []string{strconv.Itoa(len(w.buf))}
-		w.writeHead()
+		w.writeHead(nil)
 		_, _ = w.w.Write(w.buf)
 		w.n = w.length
 	}
@@ -366,7 +365,20 @@ func (w *callWriter) finish() bool {
 	return w.n == w.length
 }
 
-func (w *callWriter) writeHead() {
+// writeAnswer writes the head of an upstream answer of a known length:
+// the writer's own header, then the answer's (forward).
+func (w *callWriter) writeAnswer(code int, h http.Header, length int64) {
+	if w.status != 0 {
+		return
+	}
+	w.status, w.length = code, length
+	w.writeHead(h)
+}
+
+// writeHead writes the status line, a Date unless a header has one,
+// Connection: close when the connection ends after this answer, the
+// writer's header lines, extra's (when not nil) and the blank line.
+func (w *callWriter) writeHead(extra http.Header) {
 	bw := w.w
 	var num [20]byte
 	bw.WriteString("HTTP/1.1 ")
@@ -374,7 +386,11 @@ func (w *callWriter) writeHead() {
 	bw.WriteByte(' ')
 	bw.WriteString(http.StatusText(w.status))
 	bw.WriteString("\r\n")
-	if _, ok := w.h["Date"]; !ok {
+	_, dated := w.h["Date"]
+	if _, ok := extra["Date"]; ok {
+		dated = true
+	}
+	if !dated {
 		bw.WriteString("Date: ")
 		bw.WriteString(time.Now().UTC().Format(http.TimeFormat))
 		bw.WriteString("\r\n")
@@ -382,7 +398,16 @@ func (w *callWriter) writeHead() {
 	if w.close {
 		bw.WriteString("Connection: close\r\n")
 	}
-	for k, vs := range w.h {
+	writeLines(bw, w.h)
+	writeLines(bw, extra)
+	bw.WriteString("\r\n")
+}
+
+// writeLines writes h's header lines but Connection (the writer decides)
+// and any whose name is not a token; CR and LF in a value become spaces,
+// as net/http writes them.
+func writeLines(bw *bufio.Writer, h http.Header) {
+	for k, vs := range h {
 		if !tokens(k) || k == "Connection" {
 			continue
 		}
@@ -390,13 +415,12 @@ func (w *callWriter) writeHead() {
 			bw.WriteString(k)
 			bw.WriteString(": ")
 			if strings.ContainsAny(v, "\r\n") {
-				v = newlineToSpace.Replace(v) // as net/http writes them
+				v = newlineToSpace.Replace(v)
 			}
 			bw.WriteString(v)
 			bw.WriteString("\r\n")
 		}
 	}
-	bw.WriteString("\r\n")
 }
 
 var newlineToSpace = strings.NewReplacer("\r", " ", "\n", " ")

@@ -748,6 +748,15 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, ci *callInfo) 
 		return
 	}
 	defer resp.Body.Close()
+	if cw, ok := w.(*callWriter); ok && resp.ContentLength >= 0 {
+		// Off the connection (Calls): the answer's head is written as
+		// it came, after the writer's own header, without copying it
+		// into the writer's header first.
+		removeConnectionHeaders(resp.Header)
+		cw.writeAnswer(resp.StatusCode, resp.Header, resp.ContentLength)
+		rt.copyBody(w, r, ci, resp)
+		return
+	}
 	dst := w.Header()
 	for k, v := range resp.Header {
 		if have, ok := dst[k]; ok {
@@ -757,10 +766,16 @@ func (rt *Router) forward(w http.ResponseWriter, r *http.Request, ci *callInfo) 
 	}
 	removeConnectionHeaders(dst)
 	w.WriteHeader(resp.StatusCode)
+	rt.copyBody(w, r, ci, resp)
+}
+
+// copyBody copies an upstream answer's body to the client once its head
+// was written.
+func (rt *Router) copyBody(w http.ResponseWriter, r *http.Request, ci *callInfo, resp *http.Response) {
 	buf := copyBufs.Get().(*[]byte)
-	_, err = io.CopyBuffer(writerOnly{w}, resp.Body, *buf)
+	_, err := io.CopyBuffer(writerOnly{w}, resp.Body, *buf)
 	copyBufs.Put(buf)
-	if err != nil && !callerGone(ctx) {
+	if err != nil && !callerGone(r.Context()) {
 		// Headers are sent: the client sees a truncated answer.
 		rt.log.WarnContext(r.Context(), "routed call cut off", "region", ci.up.Region, "path", r.URL.Path, "err", err)
 	}

@@ -63,7 +63,9 @@ type callListener struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	conns  chan net.Conn
+	conns  chan net.Conn // handed to net/http
+	done   chan struct{} // closed when the accept loop ends
+	err    error         // why it ended (read after done)
 	once   sync.Once
 
 	mu     sync.Mutex
@@ -75,7 +77,7 @@ type callListener struct {
 func newCallListener(l net.Listener, srv *http.Server, calls CallServer, tlsConfig *tls.Config, draining func() bool, log *slog.Logger) *callListener {
 	ctx, cancel := context.WithCancel(context.Background())
 	cl := &callListener{Listener: l, srv: srv, calls: calls, tls: tlsConfig, draining: draining, log: log,
-		ctx: ctx, cancel: cancel, conns: make(chan net.Conn), idle: map[net.Conn]struct{}{}}
+		ctx: ctx, cancel: cancel, conns: make(chan net.Conn), done: make(chan struct{}), idle: map[net.Conn]struct{}{}}
 	// The handed connection is not a *tls.Conn: net/http cannot see its
 	// TLS state, so the server takes it from the connection's context.
 	prev := srv.ConnContext
@@ -106,26 +108,28 @@ type tlsStateKey struct{}
 // handed over, or an HTTP/2 one.
 func (l *callListener) Accept() (net.Conn, error) {
 	l.once.Do(func() { go l.acceptLoop() })
-	c, ok := <-l.conns
-	if !ok {
-		return nil, net.ErrClosed
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, l.err
 	}
-	return c, nil
 }
 
 func (l *callListener) acceptLoop() {
-	defer close(l.conns)
 	var delay time.Duration
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && l.ctx.Err() == nil {
+			var te interface{ Temporary() bool }
+			if errors.As(err, &te) && te.Temporary() && l.ctx.Err() == nil {
 				// As net/http does on EMFILE and similar: back off, go on.
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
 				continue
 			}
+			l.err = err
+			close(l.done)
 			return
 		}
 		delay = 0
@@ -260,7 +264,7 @@ func (l *callListener) hand(c net.Conn, br *bufio.Reader, state *tls.ConnectionS
 	}
 	select {
 	case l.conns <- hc:
-	case <-l.ctx.Done():
+	case <-l.done:
 		c.Close()
 	}
 }
