@@ -214,29 +214,29 @@ func parseCall(head []byte) (p parsedCall, ok bool) {
 
 var crlf = []byte("\r\n")
 
-// tokens reports whether b is an HTTP token (RFC 9110 tchar) and has no
-// bare CR or LF around it (a line split at a lone LF would hold one).
+// tokens reports whether b is an HTTP token: one or more tchars (RFC
+// 9110), so no space, colon, CR or LF (a line split at a lone LF would
+// hold one).
 func tokens[T string | []byte](b T) bool {
+	if len(b) == 0 {
+		return false
+	}
 	for i := 0; i < len(b); i++ {
-		if c := b[i]; c >= 0x80 || !isTchar[c] {
+		if !isTchar(b[i]) {
 			return false
 		}
 	}
 	return true
 }
 
-var isTchar = func() (t [128]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
+// isTchar reports whether c may appear in a token (RFC 9110 tchar).
+func isTchar(c byte) bool {
+	switch {
+	case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		return true
 	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c], t[c-'a'+'A'] = true, true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()
+	return strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0
+}
 
 // trimOWS removes the optional whitespace (SP, HTAB) around a value.
 func trimOWS(b []byte) []byte {
