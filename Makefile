@@ -35,8 +35,9 @@ lint: ## gofmt, go vet and staticcheck
 	$(GO) vet $(PKGS)
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@v0.8.2 $(PKGS)
 
-bench: ## micro-benchmarks and load figures (see docs/benchmarks.md)
+bench: ## micro-benchmarks; with REV=<git rev> also the deployed binaries vs REV, interleaved (bench-compare, bench-node)
 	$(GO) test -run '^$$' -bench . -benchmem -benchtime 2s ./routing/ ./region/... ./lookup/... ./geodns/...
+	@if [ -n "$(REV)" ]; then scripts/bench-routed.sh $(REV) && scripts/bench-node.sh $(REV) && PG=1 scripts/bench-node.sh $(REV); fi
 
 bench-compare: ## deployed routed hop vs a git revision, one interleaved wrk run: make bench-compare REV=main
 	scripts/bench-routed.sh $(REV)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -54,13 +55,19 @@ func (cs callServer) ServeCall(ctx context.Context, c *serve.Call) (served, keep
 		return false, false // net/http reads on, on its own deadlines
 	}
 	r := &http.Request{
-		Method: http.MethodPost, URL: &url.URL{Path: p.path, RawQuery: p.query},
+		Method: p.method, URL: &url.URL{Path: p.path, RawQuery: p.query},
 		Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
 		Header: p.header, Host: p.host, ContentLength: p.length, Body: http.NoBody,
 		RemoteAddr: c.Conn.RemoteAddr().String(), RequestURI: p.uri, TLS: c.TLS,
 	}
 	r = r.WithContext(ctx)
-	if _, hop := r.Header[HopHeader]; hop || !isForm(r) || !cs.lean(r) {
+	if !cs.lean(r) {
+		return false, false
+	}
+	if v, hop := r.Header[HopHeader]; hop {
+		return cs.serveHop(c, r, v, n, all[n:], p.close)
+	}
+	if p.method != http.MethodPost || !isForm(r) {
 		return false, false
 	}
 	body := bytes.Clone(all[n:])
@@ -77,6 +84,34 @@ func (cs callServer) ServeCall(ctx context.Context, c *serve.Call) (served, keep
 	cs.rt.forward(w, r, &callInfo{up: cs.rt.ups[d.Region], safe: d.Safe, body: body})
 	ok = w.finish()
 	return true, ok && !p.close
+}
+
+// serveHop serves a call another region's router sent here, as Front
+// serves it: when its one hop header verifies for it and it carries no
+// trace context, the local handler answers it (buffered, then written
+// with its length); anything else goes to net/http, where the router
+// strips the header and decides the call.
+func (cs callServer) serveHop(c *serve.Call, r *http.Request, hop []string, n int, body []byte, closing bool) (served, keep bool) {
+	if _, traced := r.Header["Traceparent"]; traced || len(hop) != 1 {
+		return false, false
+	}
+	delete(r.Header, HopFromHeader)
+	from, ok := cs.rt.verifyHop(hop[0], r.Method, r.URL.Path)
+	if !ok {
+		return false, false
+	}
+	if len(body) > 0 {
+		r.Body = io.NopCloser(bytes.NewReader(bytes.Clone(body)))
+	}
+	if _, err := c.R.Discard(n + len(body)); err != nil {
+		return true, false
+	}
+	r.Header[HopFromHeader] = []string{from}
+	w := &callWriter{w: c.W, h: http.Header{"X-Meridian-Entry": {cs.rt.cfg.Local}}, close: closing, buffer: true}
+	cs.rt.count(r.Context(), Local, cs.rt.cfg.Local, "hop")
+	cs.rt.local.ServeHTTP(w, r)
+	ok = w.finish()
+	return true, ok && !closing
 }
 
 // formOf is the form the router decides a call by: its query's
@@ -123,21 +158,29 @@ var crlfcrlf = []byte("\r\n\r\n")
 
 // parsedCall is the part of a call's head the router reads.
 type parsedCall struct {
-	uri, path, query, host string
-	header                 http.Header
-	length                 int64
-	close                  bool
+	method, uri, path, query, host string
+	header                         http.Header
+	length                         int64
+	close                          bool
 }
 
 // parseCall parses a request head (ending in CRLF CRLF) when it is in the
 // strict form Calls takes; false for anything else.
 func parseCall(head []byte) (p parsedCall, ok bool) {
 	line, rest, _ := bytes.Cut(head, crlf)
-	const method = "POST "
-	if !bytes.HasPrefix(line, []byte(method)) || !bytes.HasSuffix(line, []byte(" HTTP/1.1")) {
+	method, target, _ := bytes.Cut(line, []byte(" "))
+	switch string(method) {
+	case http.MethodPost:
+		p.method = http.MethodPost
+	case http.MethodGet:
+		p.method = http.MethodGet // a hopped call only (no body)
+	default:
 		return p, false
 	}
-	uri := line[len(method) : len(line)-len(" HTTP/1.1")]
+	if !bytes.HasSuffix(target, []byte(" HTTP/1.1")) {
+		return p, false
+	}
+	uri := target[:len(target)-len(" HTTP/1.1")]
 	if len(uri) == 0 || uri[0] != '/' {
 		return p, false
 	}
@@ -206,7 +249,15 @@ func parseCall(head []byte) (p parsedCall, ok bool) {
 		}
 		p.header[key] = append(p.header[key], val)
 	}
-	if len(rest) != 0 || hosts != 1 || p.length < 0 {
+	if len(rest) != 0 || hosts != 1 {
+		return p, false
+	}
+	if p.length < 0 {
+		if p.method != http.MethodGet {
+			return p, false
+		}
+		p.length = 0 // a GET without a body
+	} else if p.method == http.MethodGet && p.length != 0 {
 		return p, false
 	}
 	return p, true
@@ -298,44 +349,61 @@ func callHeaderKey(b []byte) string {
 }
 
 // callWriter is the http.ResponseWriter of a call served off the
-// connection: an HTTP/1.1 answer with a Content-Length (taken from the
-// header when set, else the buffered body's).
+// connection: an HTTP/1.1 answer with a Content-Length, taken from the
+// header when set (a proxied answer's, written as it streams), else from
+// the buffered body (always so for a local handler's answer: buffer).
+// As with net/http, the header is what it was at WriteHeader, a missing
+// Content-Type is sniffed, and 204 and 304 answers have neither body nor
+// length. A buffered body beyond maxBuffered is streamed instead, ended by
+// closing the connection.
 type callWriter struct {
 	w      *bufio.Writer
 	h      http.Header
+	sent   http.Header // h as it was at WriteHeader (buffered answers)
 	status int
-	length int64 // -1: not in the header; the body is buffered
+	length int64 // -1: buffered; -2: streamed, close-delimited
 	n      int64
 	buf    []byte
 	close  bool
+	buffer bool
 	err    error
 }
+
+// maxBuffered bounds the answer a callWriter buffers to learn its length.
+const maxBuffered = 1 << 20
 
 func (w *callWriter) Header() http.Header { return w.h }
 
 func (w *callWriter) WriteHeader(code int) {
 	if w.status != 0 || code < 200 || code > 999 {
-		return
+		return // interim answers are not sent
 	}
 	w.status = code
 	w.length = -1
-	if v := w.h["Content-Length"]; len(v) == 1 && len(v[0]) > 0 && len(v[0]) <= 18 && digits(v[0]) {
+	if v := w.h["Content-Length"]; !w.buffer && len(v) == 1 && len(v[0]) > 0 && len(v[0]) <= 18 && digits(v[0]) {
 		w.length, _ = strconv.ParseInt(v[0], 10, 64)
 		w.writeHead(nil)
-	} else {
-		delete(w.h, "Content-Length")
+		return
 	}
+	w.sent = w.h.Clone()
+	delete(w.sent, "Content-Length")
 }
 
 func (w *callWriter) Write(b []byte) (int, error) {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
-	if w.length < 0 {
+	if !bodyAllowed(w.status) {
+		return 0, http.ErrBodyNotAllowed
+	}
+	switch {
+	case w.length == -1 && len(w.buf)+len(b) <= maxBuffered:
 		w.buf = append(w.buf, b...)
 		return len(b), nil
-	}
-	if w.n+int64(len(b)) > w.length {
+	case w.length == -1:
+		w.close, w.length = true, -2
+		w.writeBuffered(false)
+	case w.length >= 0 && w.n+int64(len(b)) > w.length:
 		return 0, http.ErrContentLength
 	}
 	n, err := w.w.Write(b)
@@ -346,23 +414,40 @@ func (w *callWriter) Write(b []byte) (int, error) {
 	return n, err
 }
 
+func bodyAllowed(status int) bool {
+	return status != http.StatusNoContent && status != http.StatusNotModified
+}
+
+// writeBuffered writes the head of a buffered answer (with its length
+// when known) and what was buffered.
+func (w *callWriter) writeBuffered(known bool) {
+	h := w.sent
+	if known && bodyAllowed(w.status) {
+		h["Content-Length"] = []string{strconv.Itoa(len(w.buf))}
+	}
+	if _, ok := h["Content-Type"]; !ok && len(w.buf) > 0 {
+		h["Content-Type"] = []string{http.DetectContentType(w.buf)}
+	}
+	w.h = h
+	w.writeHead(nil)
+	_, _ = w.w.Write(w.buf)
+	w.n = int64(len(w.buf))
+}
+
 // finish writes what is left and flushes; false when the connection must
-// not carry another call (a short body, a failed write).
+// not carry another call (a short body, a failed write, a streamed body).
 func (w *callWriter) finish() bool {
 	if w.status == 0 {
 		w.WriteHeader(http.StatusOK)
 	}
-	if w.length < 0 {
-		w.length = int64(len(w.buf))
-		w.h["Content-Length"] = []string{strconv.Itoa(len(w.buf))}
-		w.writeHead(nil)
-		_, _ = w.w.Write(w.buf)
-		w.n = w.length
+	if w.length == -1 {
+		w.writeBuffered(true)
+		w.length = w.n
 	}
 	if err := w.w.Flush(); err != nil || w.err != nil {
 		return false
 	}
-	return w.n == w.length
+	return w.length >= 0 && w.n == w.length
 }
 
 // writeAnswer writes the head of an upstream answer of a known length:
