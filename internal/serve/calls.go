@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -42,7 +41,7 @@ type Call struct {
 
 // callBuffer is the read buffer of a connection served by a CallServer: a
 // call it serves fits in it, head and body (larger calls go to net/http).
-const callBuffer = 16 << 10
+const callBuffer = 8 << 10
 
 // callListener accepts the public listener's connections, does the TLS
 // handshake itself when the listener serves TLS, and lets the CallServer
@@ -260,7 +259,7 @@ func (l *callListener) hand(c net.Conn, br *bufio.Reader, state *tls.ConnectionS
 	_ = c.SetDeadline(time.Time{})
 	var hc net.Conn = c
 	if br != nil {
-		hc = &handedConn{Conn: c, r: br, tls: state}
+		hc = &handedConn{Conn: c, br: br, tls: state}
 	}
 	select {
 	case l.conns <- hc:
@@ -270,14 +269,23 @@ func (l *callListener) hand(c net.Conn, br *bufio.Reader, state *tls.ConnectionS
 }
 
 // handedConn is a connection handed to net/http after a CallServer
-// looked at it: reads come from its buffered reader first.
+// looked at it: reads come from its buffered reader until that is empty,
+// then from the connection (the buffer is let go).
 type handedConn struct {
 	net.Conn
-	r   io.Reader
+	br  *bufio.Reader
 	tls *tls.ConnectionState
 }
 
-func (c *handedConn) Read(b []byte) (int, error) { return c.r.Read(b) }
+func (c *handedConn) Read(b []byte) (int, error) {
+	if c.br != nil {
+		if c.br.Buffered() > 0 {
+			return c.br.Read(b)
+		}
+		c.br = nil
+	}
+	return c.Conn.Read(b)
+}
 
 // CloseWrite lets net/http end a connection gracefully, as on the
 // connection itself.
