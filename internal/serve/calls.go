@@ -63,8 +63,12 @@ type callListener struct {
 
 	ctx    context.Context
 	cancel context.CancelFunc
-	conns  chan net.Conn
+	conns  chan net.Conn // never closed: connections are handed until done
 	once   sync.Once
+	// done is closed when the accept loop ends (acceptErr says why):
+	// Accept fails then and connections being handed are closed.
+	done      chan struct{}
+	acceptErr error
 
 	mu     sync.Mutex
 	idle   map[net.Conn]struct{} // kept connections waiting for a call
@@ -75,7 +79,7 @@ type callListener struct {
 func newCallListener(l net.Listener, srv *http.Server, calls CallServer, tlsConfig *tls.Config, draining func() bool, log *slog.Logger) *callListener {
 	ctx, cancel := context.WithCancel(context.Background())
 	cl := &callListener{Listener: l, srv: srv, calls: calls, tls: tlsConfig, draining: draining, log: log,
-		ctx: ctx, cancel: cancel, conns: make(chan net.Conn), idle: map[net.Conn]struct{}{}}
+		ctx: ctx, cancel: cancel, conns: make(chan net.Conn), done: make(chan struct{}), idle: map[net.Conn]struct{}{}}
 	// The handed connection is not a *tls.Conn: net/http cannot see its
 	// TLS state, so the server takes it from the connection's context.
 	prev := srv.ConnContext
@@ -106,15 +110,15 @@ type tlsStateKey struct{}
 // handed over, or an HTTP/2 one.
 func (l *callListener) Accept() (net.Conn, error) {
 	l.once.Do(func() { go l.acceptLoop() })
-	c, ok := <-l.conns
-	if !ok {
-		return nil, net.ErrClosed
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, l.acceptErr
 	}
-	return c, nil
 }
 
 func (l *callListener) acceptLoop() {
-	defer close(l.conns)
 	var delay time.Duration
 	for {
 		c, err := l.Listener.Accept()
@@ -126,6 +130,10 @@ func (l *callListener) acceptLoop() {
 				time.Sleep(delay)
 				continue
 			}
+			// Not close(l.conns): connections still being served may be
+			// handed after this, and a send on a closed channel panics.
+			l.acceptErr = err
+			close(l.done)
 			return
 		}
 		delay = 0
@@ -261,6 +269,8 @@ func (l *callListener) hand(c net.Conn, br *bufio.Reader, state *tls.ConnectionS
 	select {
 	case l.conns <- hc:
 	case <-l.ctx.Done():
+		c.Close()
+	case <-l.done:
 		c.Close()
 	}
 }
