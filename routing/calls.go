@@ -135,7 +135,8 @@ type parsedCall struct {
 func parseCall(head []byte) (p parsedCall, ok bool) {
 	line, rest, _ := bytes.Cut(head, crlf)
 	const method = "POST "
-	if !bytes.HasPrefix(line, []byte(method)) || !bytes.HasSuffix(line, []byte(" HTTP/1.1")) {
+	// The length first: "POST HTTP/1.1" has both ends, overlapping.
+	if len(line) <= len(method)+len(" HTTP/1.1") || !bytes.HasPrefix(line, []byte(method)) || !bytes.HasSuffix(line, []byte(" HTTP/1.1")) {
 		return p, false
 	}
 	uri := line[len(method) : len(line)-len(" HTTP/1.1")]
