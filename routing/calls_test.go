@@ -3,14 +3,19 @@ package routing
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"reflect"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/net/http/httpguts"
 
@@ -90,8 +95,8 @@ func TestServeCallDeclines(t *testing.T) {
 	}
 
 	tests := []struct{ name, raw string }{
-		{"TE and CL", rawCall(path, withLines("Transfer-Encoding: chunked", cl), "0\r\n\r\n")},
-		{"TE only", "POST " + path + " HTTP/1.1\r\nHost: id.test\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n" + fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body)},
+		{"TE and CL", rawCall(path+"?token="+euAT, withLines("Transfer-Encoding: chunked", "Content-Length: 5"), "0\r\n\r\n")},
+		{"TE only", "POST " + path + "?token=" + euAT + " HTTP/1.1\r\nHost: id.test\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n" + fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body)},
 		{"TE identity", rawCall(path, withLines("Transfer-Encoding: identity"), body)},
 		{"duplicate CL, same value", rawCall(path, withLines(cl, cl), body)},
 		{"duplicate CL, two values", rawCall(path, withLines(cl, "Content-Length: 0"), body)},
@@ -318,4 +323,304 @@ func FuzzParseCall(f *testing.F) {
 			t.Fatalf("net/http leaves %q for the next call, parseCall %q", left, next)
 		}
 	})
+}
+
+// callNode is us's public listener as a node serves it: serve.RunDrain
+// with the router's CallServer in front of Front and the router, and the
+// same handler behind a plain net/http server (ref) to compare with.
+type callNode struct {
+	addr, ref string
+	// viaHTTP counts the requests net/http's server answered on the
+	// listener with the CallServer (started, done).
+	viaHTTP, httpDone atomic.Int64
+}
+
+func startCallNode(t *testing.T, f *fixture) *callNode {
+	t.Helper()
+	n := &callNode{}
+	lean := func(*http.Request) bool { return true }
+	front := f.router.Front(f.router, lean)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n.addr = ln.Addr().String()
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n.viaHTTP.Add(1)
+		defer n.httpDone.Add(1)
+		front.ServeHTTP(w, r)
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- serve.RunDrain(ctx, 0, []serve.Listener{{Server: serve.Public(h), Listener: ln, Calls: f.router.Calls(lean)}})
+	}()
+	ref := httptest.NewServer(front)
+	n.ref = ref.Listener.Addr().String()
+	t.Cleanup(func() {
+		ref.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("RunDrain = %v", err)
+		}
+	})
+	return n
+}
+
+// answer is one answer read off a raw connection.
+type answer struct {
+	status          int
+	servedBy, entry string
+	body            string
+	resp            *http.Response
+}
+
+// exchange writes each part of raw (pausing between parts), optionally
+// closes, and reads answers until the connection closes or want answers
+// arrived (0: until it closes).
+func exchange(t *testing.T, addr string, want int, pause time.Duration, parts ...string) (answers []answer, conn net.Conn) {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	for i, p := range parts {
+		if i > 0 {
+			time.Sleep(pause)
+		}
+		if _, err := io.WriteString(c, p); err != nil {
+			t.Fatalf("write: %v", err)
+		}
+	}
+	br := bufio.NewReader(c)
+	for want == 0 || len(answers) < want {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			if want > 0 {
+				t.Fatalf("answer %d: %v", len(answers)+1, err)
+			}
+			break
+		}
+		b, err := io.ReadAll(resp.Body)
+		if err != nil {
+			t.Fatalf("answer %d body: %v", len(answers)+1, err)
+		}
+		if resp.ContentLength >= 0 && resp.ContentLength != int64(len(b)) {
+			t.Fatalf("answer %d: Content-Length %d, body %d bytes", len(answers)+1, resp.ContentLength, len(b))
+		}
+		answers = append(answers, answer{resp.StatusCode, resp.Header.Get("X-Served-By"), resp.Header.Get("X-Meridian-Entry"), string(b), resp})
+	}
+	return answers, c
+}
+
+// closedConn reports whether the server closed c within d.
+func closedConn(c net.Conn, d time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	_, err := c.Read(make([]byte, 1))
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+}
+
+// bodiesSince returns the bodies s recorded after its first n calls.
+func (s *seen) bodiesSince(n int) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]string{}, s.body[n:]...)
+}
+
+// TestCallsOverSocket drives us's public listener with raw bytes: calls
+// owned by eu are proxied off the connection (eu's answer, each call
+// served once at eu), pipelined calls are answered in order, the
+// connection goes to net/http at the first call the lean path does not
+// take, and calls it does not take (too large, cut off, an unreachable
+// region) get net/http's answers.
+func TestCallsOverSocket(t *testing.T) {
+	f := newFixture(t, nil)
+	n := startCallNode(t, f)
+	euAT, euAT2, usAT, apAT := f.mint(t, KindAccess, "eu"), f.mint(t, KindAccess, "eu"), f.mint(t, KindAccess, "us"), f.mint(t, KindAccess, "ap")
+	const path = "/oauth/introspect"
+	call := func(body string, extra ...string) string { return rawCall(path, withLines(extra...), body) }
+	tok := func(s string) string { return "token=" + s }
+	ok := func(by string) answer { return answer{status: 200, servedBy: by, entry: "us", body: by} }
+
+	tests := []struct {
+		name     string
+		parts    []string
+		pause    time.Duration
+		want     []answer
+		euBodies []string // what eu served, in order
+		viaHTTP  int64    // requests net/http answered
+		closes   bool     // the server closes the connection after the answers
+	}{
+		{"lean-proxied call", []string{call(tok(euAT))}, 0, []answer{ok("eu")}, []string{tok(euAT)}, 0, false},
+		{"two pipelined calls in one write", []string{call(tok(euAT)) + call(tok(euAT2))}, 0,
+			[]answer{ok("eu"), ok("eu")}, []string{tok(euAT), tok(euAT2)}, 0, false},
+		{"lean call then a local call", []string{call(tok(euAT)) + call(tok(usAT))}, 0,
+			[]answer{ok("eu"), ok("us")}, []string{tok(euAT)}, 1, false},
+		{"lean call then GET /userinfo", []string{call(tok(euAT)) + "GET /userinfo HTTP/1.1\r\nHost: id.test\r\nAuthorization: Bearer " + usAT + "\r\n\r\n"}, 0,
+			[]answer{ok("eu"), ok("us")}, []string{tok(euAT)}, 1, false},
+		{"net/http keeps the connection after the hand-over", []string{call(tok(usAT)) + call(tok(euAT))}, 0,
+			[]answer{ok("us"), ok("eu")}, []string{tok(euAT)}, 2, false},
+		{"body split over slow writes", func() []string {
+			c := call(tok(euAT))
+			i := strings.Index(c, "\r\n\r\n") + 4
+			return []string{c[:i-2], c[i-2 : i+3], c[i+3 : i+10], c[i+10:]}
+		}(), 20 * time.Millisecond, []answer{ok("eu")}, []string{tok(euAT)}, 0, false},
+		{"Connection: close", []string{call(tok(euAT), "Connection: close") + call(tok(euAT2))}, 0,
+			[]answer{ok("eu")}, []string{tok(euAT)}, 0, true},
+		{"body larger than the buffer", []string{call(tok(euAT) + "&pad=" + strings.Repeat("a", callBuf))}, 0,
+			[]answer{ok("eu")}, []string{tok(euAT) + "&pad=" + strings.Repeat("a", callBuf)}, 1, false},
+		{"head larger than the buffer", []string{call(tok(euAT), "X-Pad: "+strings.Repeat("a", callBuf))}, 0,
+			[]answer{ok("eu")}, []string{tok(euAT)}, 1, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			eu0, h0 := f.eu.count(), n.viaHTTP.Load()
+			got, c := exchange(t, n.addr, len(tc.want), tc.pause, tc.parts...)
+			for i, a := range got {
+				w := tc.want[i]
+				if a.status != w.status || a.servedBy != w.servedBy || a.entry != w.entry || a.body != w.body {
+					t.Errorf("answer %d: %d by %q entry %q body %q, want %d by %q entry %q body %q",
+						i+1, a.status, a.servedBy, a.entry, a.body, w.status, w.servedBy, w.entry, w.body)
+				}
+				if a.resp.ContentLength != int64(len(a.body)) {
+					t.Errorf("answer %d: Content-Length %d for %d bytes", i+1, a.resp.ContentLength, len(a.body))
+				}
+			}
+			if b := f.eu.bodiesSince(eu0); !reflect.DeepEqual(b, tc.euBodies) {
+				t.Errorf("eu served %d calls %.80q, want %.80q", len(b), b, tc.euBodies)
+			}
+			if h := n.viaHTTP.Load() - h0; h != tc.viaHTTP {
+				t.Errorf("net/http answered %d requests, want %d", h, tc.viaHTTP)
+			}
+			if tc.closes {
+				if !got[len(got)-1].resp.Close {
+					t.Error("answer without Connection: close")
+				}
+				if !closedConn(c, 2*time.Second) {
+					t.Error("connection kept open")
+				}
+			}
+		})
+	}
+
+	t.Run("client closes mid-body", func(t *testing.T) {
+		eu0, d0 := f.eu.count(), n.httpDone.Load()
+		c, err := net.Dial("tcp", n.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw := call(tok(euAT))
+		if _, err := io.WriteString(c, raw[:len(raw)-10]); err != nil {
+			t.Fatal(err)
+		}
+		c.Close()
+		// The lean path declines the cut call; net/http reads it to its end
+		// and fails it.
+		for deadline := time.Now().Add(5 * time.Second); n.httpDone.Load() == d0; time.Sleep(2 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("the cut call never reached net/http")
+			}
+		}
+		if f.eu.count() != eu0 {
+			t.Fatal("a call cut off mid-body reached eu")
+		}
+		got, _ := exchange(t, n.addr, 1, 0, call(tok(euAT2)))
+		if got[0].status != 200 || got[0].servedBy != "eu" || f.eu.count() != eu0+1 {
+			t.Fatalf("after a cut call: %d by %q, eu calls %d", got[0].status, got[0].servedBy, f.eu.count()-eu0)
+		}
+	})
+
+	t.Run("region unreachable", func(t *testing.T) {
+		// The same answer as net/http's path gives (compared with the
+		// plain server), from the lean path.
+		h0 := n.viaHTTP.Load()
+		lean, _ := exchange(t, n.addr, 1, 0, call(tok(apAT)))
+		ref, _ := exchange(t, n.ref, 1, 0, call(tok(apAT)))
+		if n.viaHTTP.Load() != h0 {
+			t.Error("the call went to net/http")
+		}
+		l, r := lean[0], ref[0]
+		if l.status != http.StatusServiceUnavailable || l.body != r.body || r.status != l.status || !strings.Contains(l.body, `"temporarily_unavailable"`) {
+			t.Fatalf("lean path: %d %q, net/http: %d %q", l.status, l.body, r.status, r.body)
+		}
+		for _, k := range []string{"Content-Type", "Retry-After", "Cache-Control", "X-Meridian-Entry", "Content-Length"} {
+			if l.resp.Header.Get(k) != r.resp.Header.Get(k) {
+				t.Errorf("%s: lean path %q, net/http %q", k, l.resp.Header.Get(k), r.resp.Header.Get(k))
+			}
+		}
+	})
+}
+
+// TestCallsSmuggling sends request smuggling shapes to us's listener with
+// the lean path and to the same handler behind a plain net/http server:
+// both answer alike (status, region, body) and eu serves the same calls
+// with the same bodies; a call hidden in another's body reaches eu on its
+// own only where net/http's own framing makes it a call (and then once). Each exchange ends with a sentinel call closing the
+// connection, so that every answer is read.
+func TestCallsSmuggling(t *testing.T) {
+	f := newFixture(t, nil)
+	n := startCallNode(t, f)
+	euAT, euAT2 := f.mint(t, KindAccess, "eu"), f.mint(t, KindAccess, "eu")
+	const path = "/oauth/introspect"
+	hidden := rawCall(path, withLines(), "token="+euAT2)
+	const sentinel = "GET /sentinel HTTP/1.1\r\nHost: id.test\r\nConnection: close\r\n\r\n"
+	head := func(target string, lines ...string) string {
+		return "POST " + target + " HTTP/1.1\r\n" + strings.Join(append(withLines(), lines...), "\r\n") + "\r\n\r\n"
+	}
+	chunkedHidden := "0\r\n\r\n" + hidden
+	tests := []struct {
+		name string
+		raw  string
+		// asCall: net/http's framing makes the hidden call a call of its
+		// own (a chunked body, a bare LF, a short body), served after the
+		// first; else it is part of a body or the request is refused.
+		asCall bool
+	}{
+		{"CL and TE chunked", head(path+"?token="+euAT, "Content-Length: "+strconv.Itoa(len(chunkedHidden)), "Transfer-Encoding: chunked") + chunkedHidden, true},
+		{"TE chunked and CL", head(path+"?token="+euAT, "Transfer-Encoding: chunked", "Content-Length: 5") + chunkedHidden, true},
+		{"TE with a space before the colon", head(path+"?token="+euAT, "Transfer-Encoding : chunked", "Content-Length: "+strconv.Itoa(len(chunkedHidden))) + chunkedHidden, false},
+		{"two Content-Lengths", head(path+"?token="+euAT, "Content-Length: 0", "Content-Length: "+strconv.Itoa(len(hidden))) + hidden, false},
+		{"Content-Length in an obs-fold", head(path+"?token="+euAT, "X-A: a", " Content-Length: 0", "Content-Length: "+strconv.Itoa(len(hidden))) + hidden, false},
+		{"bare LF before Content-Length", strings.Replace(head(path+"?token="+euAT, "X-A: a", "Content-Length: 0"), "X-A: a\r\n", "X-A: a\n", 1) + hidden, true},
+		{"a call in the body", head(path+"?token="+euAT, "Content-Length: "+strconv.Itoa(len(hidden))) + hidden, false},
+		{"a call after a short body", head(path, "Content-Length: "+strconv.Itoa(len("token="+euAT))) + "token=" + euAT + hidden, true},
+		{"Expect with a call in the body", head(path+"?token="+euAT, "Expect: 100-continue", "Content-Length: "+strconv.Itoa(len(hidden))) + hidden, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			eu0 := f.eu.count()
+			lean, _ := exchange(t, n.addr, 0, 0, tc.raw+sentinel)
+			euLean := f.eu.bodiesSince(eu0)
+			eu1 := f.eu.count()
+			ref, _ := exchange(t, n.ref, 0, 0, tc.raw+sentinel)
+			euRef := f.eu.bodiesSince(eu1)
+			if len(lean) != len(ref) {
+				t.Fatalf("%d answers with the lean path, %d from net/http alone", len(lean), len(ref))
+			}
+			for i := range lean {
+				l, r := lean[i], ref[i]
+				if l.status != r.status || l.servedBy != r.servedBy || l.body != r.body {
+					t.Errorf("answer %d: lean path %d by %q %q, net/http %d by %q %q", i+1, l.status, l.servedBy, l.body, r.status, r.servedBy, r.body)
+				}
+				if l.status >= 500 {
+					t.Errorf("answer %d: %d", i+1, l.status)
+				}
+			}
+			if !reflect.DeepEqual(euLean, euRef) {
+				t.Errorf("eu served %.100q with the lean path, %.100q from net/http alone", euLean, euRef)
+			}
+			alone := 0
+			for _, b := range euLean {
+				if b == "token="+euAT2 {
+					alone++
+				}
+			}
+			if want := map[bool]int{true: 1, false: 0}[tc.asCall]; alone != want {
+				t.Errorf("the hidden call reached eu on its own %d times, want %d", alone, want)
+			}
+		})
+	}
 }
