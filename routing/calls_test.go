@@ -506,6 +506,43 @@ func TestCallsOverSocket(t *testing.T) {
 		})
 	}
 
+	t.Run("what eu sees and what the client gets, against net/http", func(t *testing.T) {
+		// A client's forwarding and hop headers are replaced as behind
+		// net/http; the answer carries the same headers.
+		raw := call(tok(euAT), "Meridian-Hop-From: ap", "X-Forwarded-For: 6.6.6.6", "X-Forwarded-Host: evil.test", "X-Custom: a", "x-custom: b")
+		var seenBy [2]*http.Request
+		var answers [2]answer
+		for i, addr := range []string{n.addr, n.ref} {
+			eu0, h0 := f.eu.count(), n.viaHTTP.Load()
+			got, _ := exchange(t, addr, 1, 0, raw)
+			answers[i] = got[0]
+			if f.eu.count() != eu0+1 || n.viaHTTP.Load() != h0 {
+				t.Fatalf("%s: eu served %d calls, net/http %d", addr, f.eu.count()-eu0, n.viaHTTP.Load()-h0)
+			}
+			f.eu.mu.Lock()
+			seenBy[i] = f.eu.reqs[len(f.eu.reqs)-1]
+			f.eu.mu.Unlock()
+		}
+		l, r := seenBy[0], seenBy[1]
+		if l.Host != "id.test" || l.Host != r.Host || l.URL.RequestURI() != r.URL.RequestURI() {
+			t.Errorf("eu saw host %q %q, net/http's %q %q", l.Host, l.URL.RequestURI(), r.Host, r.URL.RequestURI())
+		}
+		for _, k := range []string{HopFromHeader, "X-Forwarded-For", "X-Forwarded-Host", "X-Forwarded-Proto", "X-Custom", "Content-Type", "Content-Length", "User-Agent"} {
+			if !reflect.DeepEqual(l.Header[k], r.Header[k]) {
+				t.Errorf("eu saw %s %q from the lean path, %q via net/http", k, l.Header[k], r.Header[k])
+			}
+		}
+		if l.Header.Get(HopFromHeader) != "us" || l.Header.Get("X-Forwarded-For") != "127.0.0.1" || l.Header.Get("X-Forwarded-Host") != "id.test" {
+			t.Errorf("eu saw hop from %q, X-Forwarded-For %q, X-Forwarded-Host %q", l.Header.Get(HopFromHeader), l.Header.Get("X-Forwarded-For"), l.Header.Get("X-Forwarded-Host"))
+		}
+		la, ra := answers[0].resp.Header.Clone(), answers[1].resp.Header.Clone()
+		la.Del("Date")
+		ra.Del("Date")
+		if !reflect.DeepEqual(la, ra) || answers[0].body != answers[1].body || answers[0].status != answers[1].status {
+			t.Errorf("answer from the lean path %d %q %q, via net/http %d %q %q", answers[0].status, la, answers[0].body, answers[1].status, ra, answers[1].body)
+		}
+	})
+
 	t.Run("client closes mid-body", func(t *testing.T) {
 		eu0, d0 := f.eu.count(), n.httpDone.Load()
 		c, err := net.Dial("tcp", n.addr)
