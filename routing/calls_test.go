@@ -661,3 +661,71 @@ func TestCallsSmuggling(t *testing.T) {
 		})
 	}
 }
+
+// FuzzServeCall runs the CallServer on arbitrary bytes (eu unreachable,
+// so a call it takes gets its 503 at once): it never panics; a call it
+// declines leaves every byte unread and nothing written; a call it takes
+// is the call http.ReadRequest reads, consuming the same bytes, and gets
+// one well-formed answer with a Content-Length.
+//
+//	go test -run '^$' -fuzz FuzzServeCall -fuzztime 60s ./routing/
+func FuzzServeCall(f *testing.F) {
+	codec := testCodec(f)
+	rt, err := NewRouter(keyed(RouterConfig{Local: "us", Peers: []Peer{{Region: "eu", URL: "http://eu.id.test", Addr: "127.0.0.1:1"}},
+		ConnectTimeout: time.Second}), codec, http.NotFoundHandler(), quiet(), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	cs := rt.Calls(func(*http.Request) bool { return true })
+	euAT, _ := codec.New(KindAccess, "eu")
+	euRT, _ := codec.New(KindRefresh, "eu")
+	body := "token=" + euAT
+	for _, s := range []string{
+		rawCall("/oauth/introspect", withLines(), body),
+		rawCall("/oauth/introspect", withLines(), body) + "GET / HTTP/1.1\r\nHost: a\r\n\r\n",
+		rawCall("/oauth/token?grant_type=refresh_token", withLines("Connection: close"), "refresh_token="+euRT),
+		rawCall("/oauth/introspect?token="+euAT, withLines(), ""),
+		rawCall("/oauth/introspect?token="+euAT, withLines("Transfer-Encoding: chunked"), "0\r\n\r\n"),
+		rawCall("/oauth/introspect", withLines("Content-Length: 99"), body),
+		rawCall("/oauth/introspect", withLines("Content-Length: 3"), body),
+		"POST HTTP/1.1\r\n\r\n",
+		"POST  HTTP/1.1\r\n\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		a, b := net.Pipe()
+		defer a.Close()
+		defer b.Close()
+		var out bytes.Buffer
+		c := &serve.Call{Conn: a, R: bufio.NewReaderSize(bytes.NewReader(in), callBuf), W: bufio.NewWriter(&out)}
+		served, _ := cs.ServeCall(context.Background(), c)
+		left, _ := io.ReadAll(c.R)
+		_ = c.W.Flush()
+		if !served {
+			if !bytes.Equal(left, in) || out.Len() != 0 {
+				t.Fatalf("declined after consuming %d bytes and writing %q", len(in)-len(left), out.String())
+			}
+			return
+		}
+		br := bufio.NewReader(bytes.NewReader(in))
+		req, err := http.ReadRequest(br)
+		if err != nil {
+			t.Fatalf("served a call net/http rejects: %v", err)
+		}
+		if _, err := io.Copy(io.Discard, req.Body); err != nil {
+			t.Fatalf("served a call whose body net/http cannot read: %v", err)
+		}
+		if rest, _ := io.ReadAll(br); !bytes.Equal(rest, left) {
+			t.Fatalf("consumed up to %q, net/http up to %q", left, rest)
+		}
+		resp, err := http.ReadResponse(bufio.NewReader(&out), nil)
+		if err != nil {
+			t.Fatalf("answer %q: %v", out.String(), err)
+		}
+		ab, err := io.ReadAll(resp.Body)
+		if err != nil || resp.ContentLength != int64(len(ab)) {
+			t.Fatalf("answer body %d bytes (%v), Content-Length %d", len(ab), err, resp.ContentLength)
+		}
+	})
+}
