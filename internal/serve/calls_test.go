@@ -282,7 +282,7 @@ func TestCallListenerTLS(t *testing.T) {
 // call goes to net/http, which answers it with Connection: close and
 // Meridian-Draining, and the connection closes.
 func TestCallListenerDrain(t *testing.T) {
-	s := startCalls(t, 500*time.Millisecond, nil)
+	s := startCalls(t, time.Second, nil)
 	c := dialRaw(t, s.addr)
 	if _, body := c.call(t, leanCall); body != "lean" {
 		t.Fatalf("before the drain: %q", body)
