@@ -123,9 +123,11 @@ func (l *callListener) acceptLoop() {
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() && l.ctx.Err() == nil {
-				// As net/http does on EMFILE and similar: back off, go on.
+			// As net/http does on EMFILE and similar: back off, go on.
+			// (Temporary, not Timeout: EMFILE is no timeout, and the loop
+			// ending then left a node up that served no connection.)
+			var ne interface{ Temporary() bool }
+			if errors.As(err, &ne) && ne.Temporary() && l.ctx.Err() == nil {
 				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
 				time.Sleep(delay)
 				continue

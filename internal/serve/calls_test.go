@@ -22,6 +22,8 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -417,5 +419,53 @@ func TestCallListenerIdleTimeout(t *testing.T) {
 	}
 	if d := time.Since(start); d < idle/2 {
 		t.Fatalf("closed after %v, before the idle timeout %v", d, idle)
+	}
+}
+
+// emfileListener fails its first Accept as accept(2) does when the
+// process is out of file descriptors.
+type emfileListener struct {
+	net.Listener
+	failed atomic.Bool
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	if !l.failed.Swap(true) {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestCallListenerAcceptBackoff: running out of file descriptors (EMFILE
+// on accept) is waited out, as net/http's server does, not a failure that
+// stops the node.
+func TestCallListenerAcceptBackoff(t *testing.T) {
+	s := startCalls(t, 0, func(l *serve.Listener) { l.Listener = &emfileListener{Listener: l.Listener} })
+	got := make(chan string, 1)
+	go func() {
+		c, err := net.DialTimeout("tcp", s.addr, 2*time.Second)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(c, leanCall)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		got <- string(b)
+	}()
+	select {
+	case err := <-s.done:
+		s.done <- err
+		t.Fatalf("RunDrain stopped on EMFILE: %v", err)
+	case body := <-got:
+		if body != "lean" {
+			t.Fatalf("after EMFILE: %q", body)
+		}
 	}
 }
