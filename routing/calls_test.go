@@ -94,6 +94,18 @@ func TestServeCallDeclines(t *testing.T) {
 		t.Fatalf("control call: served %v keep %v left %q wrote %q, eu calls %d", served, keep, left, wrote, f.eu.count()-eu0)
 	}
 
+	// At the limits: 64 header lines, head and body filling the buffer.
+	fill := rawCall(path, withLines("X-Pad: "), body)
+	for _, raw := range []string{
+		rawCall(path, headers(63), body),
+		rawCall(path, withLines("X-Pad: "+strings.Repeat("a", callBuf-len(fill))), body),
+	} {
+		eu0 := f.eu.count()
+		if served, _, left, _ := serveCallOn(t, cs, raw); !served || left != "" || f.eu.count() != eu0+1 {
+			t.Fatalf("call at the limits (%d bytes): served %v, left %d bytes", len(raw), served, len(left))
+		}
+	}
+
 	tests := []struct{ name, raw string }{
 		{"TE and CL", rawCall(path+"?token="+euAT, withLines("Transfer-Encoding: chunked", "Content-Length: 5"), "0\r\n\r\n")},
 		{"TE only", "POST " + path + "?token=" + euAT + " HTTP/1.1\r\nHost: id.test\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n" + fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(body), body)},
@@ -160,6 +172,7 @@ func TestServeCallDeclines(t *testing.T) {
 		{"Connection naming a header", rawCall(path, withLines("Connection: close, Authorization"), body)},
 		{"65 header lines", rawCall(path, headers(64), body)}, // and the Content-Length line
 		{"head larger than the buffer", rawCall(path, withLines("X-Pad: "+strings.Repeat("a", callBuf)), body)},
+		{"one byte more than the buffer", rawCall(path, withLines("X-Pad: "+strings.Repeat("a", callBuf-len(fill)+1)), body)},
 		{"body larger than the buffer", rawCall(path, withLines(), body+"&pad="+strings.Repeat("a", callBuf))},
 		{"body shorter than its length (client gone)", rawCall(path, withLines("Content-Length: "+strconv.Itoa(len(body)+10)), body)},
 		{"head cut off", strings.TrimSuffix(rawCall(path, withLines(), ""), "\r\n")},
