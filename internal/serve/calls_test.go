@@ -1,0 +1,471 @@
+package serve_test
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/meridian-id/meridian/internal/serve"
+)
+
+// testCalls is a CallServer for the listener's tests: it serves
+// "POST /lean" (no body) with "lean", panics on "POST /panic", blocks on
+// "POST /block" until release is closed and then declines, and declines
+// every other call.
+type testCalls struct {
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (tc *testCalls) ServeCall(_ context.Context, c *serve.Call) (served, keep bool) {
+	line, err := c.R.Peek(len("POST /block "))
+	if err != nil {
+		return false, false
+	}
+	switch string(line) {
+	case "POST /panic ":
+		panic("test: a CallServer bug")
+	case "POST /block ":
+		tc.entered <- struct{}{}
+		<-tc.release
+		return false, false
+	case "POST /lean H":
+	default:
+		return false, false
+	}
+	buf, _ := c.R.Peek(c.R.Buffered())
+	end := bytes.Index(buf, []byte("\r\n\r\n"))
+	if end < 0 {
+		return false, false
+	}
+	close := bytes.Contains(bytes.ToLower(buf[:end]), []byte("connection: close"))
+	_, _ = c.R.Discard(end + 4)
+	_, _ = c.W.WriteString("HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlean")
+	return true, c.W.Flush() == nil && !close
+}
+
+// netHandler answers as net/http: the protocol and whether r.TLS was set.
+func netHandler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		fmt.Fprintf(w, "net %s tls=%v", r.Proto, r.TLS != nil)
+	})
+}
+
+// lockedBuffer is a log destination read after the server stopped.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+type callsServer struct {
+	addr   string
+	calls  *testCalls
+	log    *lockedBuffer
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// startCalls serves a public listener with testCalls in front of
+// netHandler; mutate adjusts the listener (timeouts, TLS) before it runs.
+func startCalls(t *testing.T, drain time.Duration, mutate func(*serve.Listener)) *callsServer {
+	t.Helper()
+	s := &callsServer{calls: &testCalls{entered: make(chan struct{}, 16), release: make(chan struct{})},
+		log: &lockedBuffer{}, done: make(chan error, 1)}
+	l := serve.Listener{Server: serve.Public(netHandler()), Listener: listen(t), Calls: s.calls,
+		Log: slog.New(slog.NewTextHandler(s.log, nil))}
+	if mutate != nil {
+		mutate(&l)
+	}
+	s.addr = l.Listener.Addr().String()
+	var ctx context.Context
+	ctx, s.cancel = context.WithCancel(context.Background())
+	go func() { s.done <- serve.RunDrain(ctx, drain, []serve.Listener{l}) }()
+	t.Cleanup(func() {
+		s.cancel()
+		select {
+		case <-s.calls.release:
+		default:
+			close(s.calls.release)
+		}
+		select {
+		case <-s.done:
+		case <-time.After(10 * time.Second):
+			t.Error("RunDrain did not return")
+		}
+	})
+	return s
+}
+
+// stop cancels the server's context and waits for RunDrain.
+func (s *callsServer) stop(t *testing.T) {
+	t.Helper()
+	s.cancel()
+	select {
+	case err := <-s.done:
+		if err != nil {
+			t.Fatalf("RunDrain = %v", err)
+		}
+		s.done <- nil // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("RunDrain did not return")
+	}
+}
+
+// rawConn is a client connection that writes raw calls and reads answers.
+type rawConn struct {
+	net.Conn
+	br *bufio.Reader
+}
+
+func dialRaw(t *testing.T, addr string) *rawConn {
+	t.Helper()
+	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &rawConn{Conn: c, br: bufio.NewReader(c)}
+}
+
+// call writes raw and reads one answer (body included).
+func (c *rawConn) call(t *testing.T, raw string) (*http.Response, string) {
+	t.Helper()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := io.WriteString(c, raw); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Fatalf("read answer: %v", err)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("read answer body: %v", err)
+	}
+	return resp, string(b)
+}
+
+// closed reports whether the server closed the connection within d.
+func (c *rawConn) closed(d time.Duration) bool {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	_, err := c.br.ReadByte()
+	var ne net.Error
+	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
+}
+
+const (
+	leanCall = "POST /lean HTTP/1.1\r\nHost: a\r\n\r\n"
+	netCall  = "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
+)
+
+// selfSigned writes a certificate for 127.0.0.1 and its key, and returns
+// their files and a pool that trusts it.
+func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// TestCallListenerTLS: with a CallServer the listener does the TLS
+// handshakes itself; an HTTP/2 client still gets HTTP/2 from net/http, and
+// HTTP/1.1 calls the CallServer declines reach the handler with r.TLS set,
+// first on the connection or after a call it served.
+func TestCallListenerTLS(t *testing.T) {
+	certFile, keyFile, pool := selfSigned(t)
+	s := startCalls(t, 0, func(l *serve.Listener) { l.CertFile, l.KeyFile = certFile, keyFile })
+	get := func(t *testing.T, tr *http.Transport) (*http.Response, string) {
+		t.Helper()
+		t.Cleanup(tr.CloseIdleConnections)
+		resp, err := (&http.Client{Transport: tr, Timeout: 5 * time.Second}).Get("https://" + s.addr + "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp, string(b)
+	}
+	t.Run("HTTP/2 client", func(t *testing.T) {
+		resp, body := get(t, &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true})
+		if resp.ProtoMajor != 2 || body != "net HTTP/2.0 tls=true" {
+			t.Fatalf("proto %s body %q, want HTTP/2 from net/http with r.TLS", resp.Proto, body)
+		}
+	})
+	t.Run("HTTP/1.1 client, declined", func(t *testing.T) {
+		resp, body := get(t, &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}}})
+		if resp.ProtoMajor != 1 || body != "net HTTP/1.1 tls=true" {
+			t.Fatalf("proto %s body %q, want HTTP/1.1 from net/http with r.TLS", resp.Proto, body)
+		}
+	})
+	for _, alpn := range [][]string{{"http/1.1"}, nil} {
+		t.Run(fmt.Sprintf("served then declined, ALPN %v", alpn), func(t *testing.T) {
+			tc, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: pool, NextProtos: alpn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { tc.Close() })
+			c := &rawConn{Conn: tc, br: bufio.NewReader(tc)}
+			if _, body := c.call(t, leanCall); body != "lean" {
+				t.Fatalf("lean call answered %q", body)
+			}
+			if _, body := c.call(t, netCall); body != "net HTTP/1.1 tls=true" {
+				t.Fatalf("declined call answered %q, want net/http with r.TLS", body)
+			}
+			if _, body := c.call(t, leanCall); body != "net HTTP/1.1 tls=true" {
+				t.Fatalf("call after the hand-over answered %q, want net/http's (the connection is its own)", body)
+			}
+		})
+	}
+}
+
+// TestCallListenerDrain: during the drain period a kept connection's next
+// call goes to net/http, which answers it with Connection: close and
+// Meridian-Draining, and the connection closes.
+func TestCallListenerDrain(t *testing.T) {
+	s := startCalls(t, time.Second, nil)
+	c := dialRaw(t, s.addr)
+	if _, body := c.call(t, leanCall); body != "lean" {
+		t.Fatalf("before the drain: %q", body)
+	}
+	s.cancel()
+	// Wait until the node drains (/readyz answers 503 on a new connection).
+	for deadline := time.Now().Add(5 * time.Second); ; {
+		resp, _ := dialRaw(t, s.addr).call(t, "GET /readyz HTTP/1.1\r\nHost: a\r\n\r\n")
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("never draining")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	resp, body := c.call(t, leanCall)
+	if body != "net HTTP/1.1 tls=false" || !resp.Close || resp.Header.Get(serve.DrainingHeader) != "1" {
+		t.Fatalf("draining: body %q close %v %s %q, want net/http's answer closing the connection",
+			body, resp.Close, serve.DrainingHeader, resp.Header.Get(serve.DrainingHeader))
+	}
+	if !c.closed(2 * time.Second) {
+		t.Fatal("connection kept open after a draining answer")
+	}
+}
+
+// TestCallListenerShutdown: Shutdown closes a kept connection waiting for
+// its next call and RunDrain returns; calls being served when it starts
+// finish, and those the CallServer then declines are closed, not handed
+// to a server that stopped (nor a panic).
+func TestCallListenerShutdown(t *testing.T) {
+	t.Run("idle kept connection", func(t *testing.T) {
+		s := startCalls(t, 0, nil)
+		c := dialRaw(t, s.addr)
+		if _, body := c.call(t, leanCall); body != "lean" {
+			t.Fatalf("lean call answered %q", body)
+		}
+		s.stop(t)
+		if !c.closed(2 * time.Second) {
+			t.Fatal("idle kept connection still open after shutdown")
+		}
+	})
+	t.Run("declined after shutdown started", func(t *testing.T) {
+		s := startCalls(t, 0, nil)
+		const n = 8
+		conns := make([]*rawConn, n)
+		for i := range conns {
+			conns[i] = dialRaw(t, s.addr)
+			if _, err := io.WriteString(conns[i], "POST /block HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range n {
+			select {
+			case <-s.calls.entered:
+			case <-time.After(5 * time.Second):
+				t.Fatal("calls never reached the CallServer")
+			}
+		}
+		s.cancel()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
+			c, err := net.Dial("tcp", s.addr)
+			if err != nil {
+				break // the listener is closed
+			}
+			c.Close()
+			if time.Now().After(deadline) {
+				t.Fatal("listener still open after cancel")
+			}
+		}
+		close(s.calls.release)
+		select {
+		case err := <-s.done:
+			if err != nil {
+				t.Fatalf("RunDrain = %v", err)
+			}
+			s.done <- nil
+		case <-time.After(5 * time.Second):
+			t.Fatal("RunDrain did not return")
+		}
+		for i, c := range conns {
+			if !c.closed(2 * time.Second) {
+				t.Errorf("connection %d still open", i)
+			}
+		}
+		if strings.Contains(s.log.String(), "panic") {
+			t.Fatalf("a connection declined during shutdown panicked: %s", s.log.String())
+		}
+	})
+}
+
+// TestCallListenerPanic: a panic in ServeCall closes that connection (and
+// is logged); the server goes on serving other connections, kept or new.
+func TestCallListenerPanic(t *testing.T) {
+	s := startCalls(t, 0, nil)
+	kept := dialRaw(t, s.addr)
+	if _, body := kept.call(t, leanCall); body != "lean" {
+		t.Fatalf("lean call answered %q", body)
+	}
+	bad := dialRaw(t, s.addr)
+	if _, err := io.WriteString(bad, "POST /panic HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	if !bad.closed(5 * time.Second) {
+		t.Fatal("connection kept open after a panic")
+	}
+	if !strings.Contains(s.log.String(), "panic serving a call") {
+		t.Errorf("panic not logged: %q", s.log.String())
+	}
+	if _, body := kept.call(t, leanCall); body != "lean" {
+		t.Fatalf("kept connection after another's panic: %q", body)
+	}
+	if _, body := dialRaw(t, s.addr).call(t, netCall); body != "net HTTP/1.1 tls=false" {
+		t.Fatalf("new connection after a panic: %q", body)
+	}
+}
+
+// TestCallListenerIdleTimeout: a kept connection idle for the server's
+// IdleTimeout is closed; one that sends its next call in time is served.
+func TestCallListenerIdleTimeout(t *testing.T) {
+	const idle = 100 * time.Millisecond
+	s := startCalls(t, 0, func(l *serve.Listener) { l.Server.IdleTimeout = idle })
+	c := dialRaw(t, s.addr)
+	for range 2 {
+		if _, body := c.call(t, leanCall); body != "lean" {
+			t.Fatalf("lean call answered %q", body)
+		}
+	}
+	start := time.Now()
+	if !c.closed(5 * time.Second) {
+		t.Fatal("idle kept connection never closed")
+	}
+	if d := time.Since(start); d < idle/2 {
+		t.Fatalf("closed after %v, before the idle timeout %v", d, idle)
+	}
+}
+
+// emfileListener fails its first Accept as accept(2) does when the
+// process is out of file descriptors.
+type emfileListener struct {
+	net.Listener
+	failed atomic.Bool
+}
+
+func (l *emfileListener) Accept() (net.Conn, error) {
+	if !l.failed.Swap(true) {
+		return nil, &net.OpError{Op: "accept", Net: "tcp", Addr: l.Addr(), Err: os.NewSyscallError("accept", syscall.EMFILE)}
+	}
+	return l.Listener.Accept()
+}
+
+// TestCallListenerAcceptBackoff: running out of file descriptors (EMFILE
+// on accept) is waited out, as net/http's server does, not a failure that
+// stops the node.
+func TestCallListenerAcceptBackoff(t *testing.T) {
+	s := startCalls(t, 0, func(l *serve.Listener) { l.Listener = &emfileListener{Listener: l.Listener} })
+	got := make(chan string, 1)
+	go func() {
+		c, err := net.DialTimeout("tcp", s.addr, 2*time.Second)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+		_, _ = io.WriteString(c, leanCall)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			got <- err.Error()
+			return
+		}
+		b, _ := io.ReadAll(resp.Body)
+		got <- string(b)
+	}()
+	select {
+	case err := <-s.done:
+		s.done <- err
+		t.Fatalf("RunDrain stopped on EMFILE: %v", err)
+	case body := <-got:
+		if body != "lean" {
+			t.Fatalf("after EMFILE: %q", body)
+		}
+	}
+}
