@@ -106,6 +106,11 @@ type Federation struct {
 	Topology       string        `mapstructure:"topology"`
 	ConnectTimeout time.Duration `mapstructure:"connect_timeout"`
 	RequestTimeout time.Duration `mapstructure:"request_timeout"`
+	// HopPoll is how long a router may poll a connection for a proxied
+	// call's answer before sleeping, while that call is the only one in
+	// flight and the address answered that fast lately (0: never; at most
+	// 1ms). See routing.RouterConfig.HopPoll.
+	HopPoll time.Duration `mapstructure:"hop_poll"`
 	// DrainPeriod is how long a node or hub that was told to stop (SIGTERM)
 	// keeps serving with /readyz failing, so that GeoDNS (health interval x
 	// fall) and resolver caches (dns.ttl) stop handing it out first.
@@ -400,6 +405,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("federation.topology", "hub")
 	v.SetDefault("federation.connect_timeout", 2*time.Second)
 	v.SetDefault("federation.request_timeout", 10*time.Second)
+	v.SetDefault("federation.hop_poll", 100*time.Microsecond)
 	// Longer than the default health fall window (5s x 3) plus the default
 	// DNS TTL (30s).
 	v.SetDefault("federation.drain_period", 50*time.Second)
@@ -439,6 +445,9 @@ func (c *Config) Validate() error {
 	}
 	if f.ConnectTimeout <= 0 || f.RequestTimeout <= 0 {
 		return invalid("federation.request_timeout", "connect_timeout and request_timeout must be positive")
+	}
+	if f.HopPoll < 0 || f.HopPoll > time.Millisecond {
+		return invalid("federation.hop_poll", "%s is not between 0 and 1ms", f.HopPoll)
 	}
 	if _, err := f.ClientTLS(); err != nil {
 		return fmt.Errorf("%w: %w", ErrInvalid, err)

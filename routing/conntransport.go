@@ -9,7 +9,9 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -34,6 +36,14 @@ type connTransport struct {
 
 	mu   sync.Mutex
 	idle map[string][]*pconn
+
+	// poll bounds pollAnswer; inflight counts calls between sending and
+	// reading their answer's head; waits keeps each address's recent
+	// answer time (*atomic.Int64, nanoseconds, moving average).
+	poll     time.Duration
+	inflight atomic.Int64
+	waits    sync.Map
+	polled   atomic.Int64 // calls that polled (tests)
 }
 
 type pconn struct {
@@ -91,7 +101,20 @@ func (t *connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	if err := pc.bw.Flush(); err != nil {
 		return fail(err)
 	}
+	sent := time.Now()
+	wait := t.wait(addr)
+	if t.inflight.Add(1) == 1 && t.poll > 0 && time.Duration(wait.Load()) <= t.poll {
+		t.polled.Add(1)
+		pollAnswer(pc, sent.Add(t.poll))
+	}
 	resp, reuse, err := readResponse(pc.br, req)
+	t.inflight.Add(-1)
+	if err == nil {
+		// Moving average over about eight answers.
+		d := int64(time.Since(sent))
+		old := wait.Load()
+		wait.Store(old + (d-old)/8)
+	}
 	for err == nil && resp.StatusCode >= 100 && resp.StatusCode < 200 && resp.StatusCode != http.StatusSwitchingProtocols {
 		resp, reuse, err = readResponse(pc.br, req) // skip interim answers
 	}
@@ -100,6 +123,52 @@ func (t *connTransport) RoundTrip(req *http.Request) (*http.Response, error) {
 	}
 	resp.Body = &pooledBody{ReadCloser: resp.Body, t: t, pc: pc, addr: addr, stop: stop, reuse: reuse && !req.Close}
 	return resp, nil
+}
+
+// wait returns addr's recent answer time.
+func (t *connTransport) wait(addr string) *atomic.Int64 {
+	if w, ok := t.waits.Load(addr); ok {
+		return w.(*atomic.Int64)
+	}
+	w, _ := t.waits.LoadOrStore(addr, new(atomic.Int64))
+	return w.(*atomic.Int64)
+}
+
+// pollAnswer polls pc's socket until an answer's first bytes arrived or
+// until, without sleeping, yielding the processor between polls. A
+// goroutine that waits in the poller sleeps, and its thread with it: on a
+// virtual machine the wake-up costs more than a hop to a nearby address
+// takes (measured here: polling a loopback hop saves ~55 us of a 230 us
+// routed call). RoundTrip polls only while this is the only call in
+// flight (under load the processor has other work) and only for an
+// address whose recent answers came within the bound: a hop to a distant
+// region never polls.
+func pollAnswer(pc *pconn, until time.Time) {
+	if pc.br.Buffered() > 0 {
+		return
+	}
+	c := pc.conn
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	var b [1]byte
+	_ = rc.Read(func(fd uintptr) bool {
+		for {
+			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			if n > 0 || !errors.Is(err, syscall.EAGAIN) || !time.Now().Before(until) {
+				return true // data, EOF or an error (the read that follows sees it), or time's up
+			}
+			runtime.Gosched()
+		}
+	})
 }
 
 func closeBody(req *http.Request) {

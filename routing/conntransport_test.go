@@ -124,3 +124,79 @@ func TestHopTLS(t *testing.T) {
 		})
 	}
 }
+
+// TestHopPoll: a call polls its connection for the answer only while it
+// is the only call in flight and its address answered within the poll
+// bound lately: calls to a nearby upstream poll, calls to one that takes
+// longer stop polling after a few answers (and all answers are right),
+// and a call made while another is in flight never polls.
+func TestHopPoll(t *testing.T) {
+	release := make(chan struct{})
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Query().Get("do") {
+		case "slow":
+			time.Sleep(3 * time.Millisecond)
+		case "hold":
+			<-release
+		}
+		_, _ = w.Write([]byte("eu:" + r.URL.Query().Get("do")))
+	}))
+	t.Cleanup(up.Close)
+	ct := newConnTransport(time.Second, nil)
+	ct.poll = time.Millisecond
+	t.Cleanup(ct.CloseIdleConnections)
+	call := func(do string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, up.URL+"/?do="+do, nil)
+		resp, err := ct.RoundTrip(req)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || string(b) != "eu:"+do {
+			t.Errorf("answer %q (%v), want eu:%s", b, err, do)
+		}
+	}
+	for range 5 {
+		call("fast")
+	}
+	if n := ct.polled.Load(); n != 5 {
+		t.Fatalf("%d of 5 calls to a nearby upstream polled", n)
+	}
+	for range 20 {
+		call("slow") // 3 ms > the 1 ms bound: the average passes it within a few calls
+	}
+	p0 := ct.polled.Load()
+	for range 5 {
+		call("slow")
+	}
+	if n := ct.polled.Load() - p0; n != 0 {
+		t.Fatalf("%d calls polled for an upstream that answers in 3 ms (bound 1 ms)", n)
+	}
+	for range 40 {
+		call("fast") // the average comes back under the bound
+	}
+	p0 = ct.polled.Load()
+	call("fast")
+	if ct.polled.Load() != p0+1 {
+		t.Fatal("a nearby upstream's calls did not poll again once its answers were fast again")
+	}
+	ct.polled.Store(0)
+	held := make(chan struct{})
+	go func() { defer close(held); call("hold") }()
+	for ct.inflight.Load() == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	for range 3 {
+		call("fast")
+	}
+	close(release)
+	<-held
+	// The held call itself may have polled (it was alone at first); the
+	// three made while it was in flight did not.
+	if n := ct.polled.Load(); n > 1 {
+		t.Fatalf("%d calls polled while another call was in flight", n)
+	}
+}

@@ -89,6 +89,11 @@ type RouterConfig struct {
 	// AlsoHopKeys are further public keys a region's hops verify under
 	// while it rotates its federation key (setup.AlsoHopKeys).
 	AlsoHopKeys map[string][]*ecdsa.PublicKey
+	// HopPoll (federation.hop_poll) is how long a proxied call may poll
+	// its connection for the answer before its goroutine sleeps, when it
+	// is the only call in flight and its address answered within that
+	// time lately (see connTransport.pollAnswer); 0 never polls.
+	HopPoll time.Duration
 }
 
 // Action is what the router does with a call.
@@ -300,7 +305,9 @@ func NewRouter(cfg RouterConfig, codec *Codec, local http.Handler, log *slog.Log
 	}
 	// Persistent connections to every upstream, each call on the
 	// goroutine that serves it (see connTransport).
-	var base http.RoundTripper = newConnTransport(cfg.ConnectTimeout, cfg.TLSConfig)
+	ct := newConnTransport(cfg.ConnectTimeout, cfg.TLSConfig)
+	ct.poll = cfg.HopPoll
+	var base http.RoundTripper = ct
 	if cfg.WrapTransport != nil {
 		base = cfg.WrapTransport(base)
 	}

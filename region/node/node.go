@@ -350,7 +350,7 @@ func CookieKeys(cfg *config.Config, r *config.Region, dataDir string, log *slog.
 // addresses, then its DR site's as fallback.
 func RouterConfig(cfg *config.Config, id string, wrap func(http.RoundTripper) http.RoundTripper) routing.RouterConfig {
 	rc := routing.RouterConfig{Local: id, ConnectTimeout: cfg.Federation.ConnectTimeout, RequestTimeout: cfg.Federation.RequestTimeout,
-		WrapTransport: wrap}
+		HopPoll: cfg.Federation.HopPoll, WrapTransport: wrap}
 	for i := range cfg.Regions {
 		o := &cfg.Regions[i]
 		if o.ID == id {
