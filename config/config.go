@@ -405,7 +405,7 @@ func setDefaults(v *viper.Viper) {
 	v.SetDefault("federation.topology", "hub")
 	v.SetDefault("federation.connect_timeout", 2*time.Second)
 	v.SetDefault("federation.request_timeout", 10*time.Second)
-	v.SetDefault("federation.hop_poll", 100*time.Microsecond)
+	v.SetDefault("federation.hop_poll", 250*time.Microsecond)
 	// Longer than the default health fall window (5s x 3) plus the default
 	// DNS TTL (30s).
 	v.SetDefault("federation.drain_period", 50*time.Second)
