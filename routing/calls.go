@@ -238,7 +238,10 @@ func parseCall(head []byte) (p parsedCall, ok bool) {
 			return p, false
 		case "Connection":
 			for _, t := range bytes.Split(v, []byte(",")) {
-				switch string(bytes.ToLower(trimOWS(t))) {
+				if t = trimOWS(t); len(t) > 0 && !tokens(t) {
+					return p, false // ASCII only: no Unicode case folding below
+				}
+				switch string(bytes.ToLower(t)) {
 				case "close":
 					p.close = true
 				case "keep-alive", "":

@@ -248,10 +248,29 @@ func (l *callListener) serve(c net.Conn) {
 			return
 		}
 		if !keep {
-			c.Close()
+			l.closeGracefully(c)
 			return
 		}
 	}
+}
+
+// rstAvoidance is how long a connection the server ends stays half
+// closed, as net/http keeps it: a client that sent more than the server
+// read would otherwise get a reset that can destroy the last answer.
+const rstAvoidance = 500 * time.Millisecond
+
+// closeGracefully ends c after an answer: the write side first, then,
+// after rstAvoidance or when the listener closes, the connection.
+func (l *callListener) closeGracefully(c net.Conn) {
+	if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+		t := time.NewTimer(rstAvoidance)
+		select {
+		case <-t.C:
+		case <-l.ctx.Done():
+			t.Stop()
+		}
+	}
+	c.Close()
 }
 
 // hand gives c to net/http, with what br buffered read first.
