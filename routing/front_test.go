@@ -18,14 +18,7 @@ import (
 // go through the chain, and the router in it does not read the body again.
 func TestFrontLeanPath(t *testing.T) {
 	f := newFixture(t, nil)
-	var chain atomic.Int64
-	var lean atomic.Bool
-	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		chain.Add(1)
-		f.router.ServeHTTP(w, r)
-	})
-	srv := httptest.NewServer(f.router.Front(next, func(*http.Request) bool { return lean.Load() }))
-	t.Cleanup(srv.Close)
+	srv, chain, lean := frontServer(t, f)
 	euAT, usAT := f.mint(t, KindAccess, "eu"), f.mint(t, KindAccess, "us")
 	post := func(path string, form url.Values, hdr map[string]string) (*http.Response, string) {
 		t.Helper()
@@ -113,14 +106,7 @@ func TestFrontLeanPath(t *testing.T) {
 // hop, whatever the client sent.
 func TestFrontLeanHop(t *testing.T) {
 	f := newFixture(t, nil)
-	var chain atomic.Int64
-	var lean atomic.Bool
-	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		chain.Add(1)
-		f.router.ServeHTTP(w, r)
-	})
-	srv := httptest.NewServer(f.router.Front(next, func(*http.Request) bool { return lean.Load() }))
-	t.Cleanup(srv.Close)
+	srv, chain, lean := frontServer(t, f)
 	usAT := f.mint(t, KindAccess, "us")
 	toUS := f.euRoute.ups["us"]
 	signed := f.euRoute.hopValue(toUS, http.MethodPost, "/oauth/introspect")
@@ -181,4 +167,19 @@ func TestFrontLeanHop(t *testing.T) {
 			}
 		})
 	}
+}
+
+// frontServer serves f's us router behind Front on a real listener; chain
+// counts the calls that went through the instrumented chain (next), lean
+// is what Front's lean function answers.
+func frontServer(t *testing.T, f *fixture) (*httptest.Server, *atomic.Int64, *atomic.Bool) {
+	t.Helper()
+	chain, lean := new(atomic.Int64), new(atomic.Bool)
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		chain.Add(1)
+		f.router.ServeHTTP(w, r)
+	})
+	srv := httptest.NewServer(f.router.Front(next, func(*http.Request) bool { return lean.Load() }))
+	t.Cleanup(srv.Close)
+	return srv, chain, lean
 }

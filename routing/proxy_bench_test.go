@@ -25,27 +25,7 @@ import (
 // regional node wires it (otelhttp server handler, traced transport, no
 // exporter, Front) to an upstream that answers at once: the cost of the hop alone.
 func BenchmarkRoutedHop(b *testing.B) {
-	tel, err := telemetry.New(context.Background(), telemetry.Config{Service: "bench", Instance: "us"}, io.Discard)
-	if err != nil {
-		b.Fatal(err)
-	}
-	codec, err := routing.NewCodec([]string{"eu", "us"}, []byte(strings.Repeat("k", 32)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	answer := []byte(`{"active":true}`)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = w.Write(answer)
-	}))
-	defer up.Close()
-	hopKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	rt, err := routing.NewRouter(routing.RouterConfig{Local: "us", WrapTransport: tel.Transport, HopKey: hopKey,
-		Peers: []routing.Peer{{Region: "eu", URL: "http://eu.id.test", Addr: up.Listener.Addr().String()}}},
-		codec, http.NotFoundHandler(), slog.New(slog.NewTextHandler(io.Discard, nil)), tel.Meter.Meter("routing"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	tel, codec, rt, _ := hopBench(b)
 	// As region/node mounts it: Front before the instrumented chain, lean
 	// while no span is recorded.
 	front := httptest.NewServer(rt.Front(tel.Handler(rt, "bench", "/oauth/introspect"),
@@ -79,27 +59,7 @@ func BenchmarkRoutedHop(b *testing.B) {
 // bytes on a kept connection and reads the answer, so the figures are
 // mostly the proxy's own (allocs/op: the proxy and the upstream).
 func BenchmarkRoutedHopCalls(b *testing.B) {
-	tel, err := telemetry.New(context.Background(), telemetry.Config{Service: "bench", Instance: "us"}, io.Discard)
-	if err != nil {
-		b.Fatal(err)
-	}
-	codec, err := routing.NewCodec([]string{"eu", "us"}, []byte(strings.Repeat("k", 32)))
-	if err != nil {
-		b.Fatal(err)
-	}
-	answer := []byte(`{"active":true}`)
-	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = w.Write(answer)
-	}))
-	defer up.Close()
-	hopKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	rt, err := routing.NewRouter(routing.RouterConfig{Local: "us", WrapTransport: tel.Transport, HopKey: hopKey,
-		Peers: []routing.Peer{{Region: "eu", URL: "http://eu.id.test", Addr: up.Listener.Addr().String()}}},
-		codec, http.NotFoundHandler(), slog.New(slog.NewTextHandler(io.Discard, nil)), tel.Meter.Meter("routing"))
-	if err != nil {
-		b.Fatal(err)
-	}
+	tel, codec, rt, answer := hopBench(b)
 	lean := func(*http.Request) bool { return !tel.Recording() }
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -144,4 +104,33 @@ func BenchmarkRoutedHopCalls(b *testing.B) {
 			}
 		}
 	})
+}
+
+// hopBench is the benchmarks' router of region us (telemetry without an
+// exporter, as a node runs it) in front of an upstream eu that answers
+// every call with answer at once.
+func hopBench(b *testing.B) (*telemetry.Telemetry, *routing.Codec, *routing.Router, []byte) {
+	b.Helper()
+	tel, err := telemetry.New(context.Background(), telemetry.Config{Service: "bench", Instance: "us"}, io.Discard)
+	if err != nil {
+		b.Fatal(err)
+	}
+	codec, err := routing.NewCodec([]string{"eu", "us"}, []byte(strings.Repeat("k", 32)))
+	if err != nil {
+		b.Fatal(err)
+	}
+	answer := []byte(`{"active":true}`)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write(answer)
+	}))
+	b.Cleanup(up.Close)
+	hopKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rt, err := routing.NewRouter(routing.RouterConfig{Local: "us", WrapTransport: tel.Transport, HopKey: hopKey,
+		Peers: []routing.Peer{{Region: "eu", URL: "http://eu.id.test", Addr: up.Listener.Addr().String()}}},
+		codec, http.NotFoundHandler(), slog.New(slog.NewTextHandler(io.Discard, nil)), tel.Meter.Meter("routing"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	return tel, codec, rt, answer
 }
