@@ -4,30 +4,24 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/serve"
+	"github.com/meridian-id/meridian/internal/testenv"
 )
 
 // testCalls is a CallServer for the listener's tests: it serves
@@ -74,28 +68,10 @@ func netHandler() http.Handler {
 	})
 }
 
-// lockedBuffer is a log destination read after the server stopped.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 type callsServer struct {
 	addr   string
 	calls  *testCalls
-	log    *lockedBuffer
+	log    *fedtest.LogBuffer
 	cancel context.CancelFunc
 	done   chan error
 }
@@ -105,7 +81,7 @@ type callsServer struct {
 func startCalls(t *testing.T, drain time.Duration, mutate func(*serve.Listener)) *callsServer {
 	t.Helper()
 	s := &callsServer{calls: &testCalls{entered: make(chan struct{}, 16), release: make(chan struct{})},
-		log: &lockedBuffer{}, done: make(chan error, 1)}
+		log: &fedtest.LogBuffer{}, done: make(chan error, 1)}
 	l := serve.Listener{Server: serve.Public(netHandler()), Listener: listen(t), Calls: s.calls,
 		Log: slog.New(slog.NewTextHandler(s.log, nil))}
 	if mutate != nil {
@@ -193,39 +169,20 @@ const (
 	netCall  = "GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
 )
 
-// selfSigned writes a certificate for 127.0.0.1 and its key, and returns
-// their files and a pool that trusts it.
+// selfSigned issues a server certificate for calls.test from a test CA
+// (testenv.TestCA); clients trust pool and name calls.test.
 func selfSigned(t *testing.T) (certFile, keyFile string, pool *x509.CertPool) {
 	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	ca := testenv.NewTestCA(t)
+	certFile, keyFile = ca.Issue(t, "calls.test")
+	pem, err := os.ReadFile(ca.CAFile)
 	if err != nil {
 		t.Fatal(err)
 	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "127.0.0.1"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")}, KeyUsage: x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
 	pool = x509.NewCertPool()
-	pool.AddCert(cert)
+	if !pool.AppendCertsFromPEM(pem) {
+		t.Fatal("test CA certificate not parsed")
+	}
 	return certFile, keyFile, pool
 }
 
@@ -248,20 +205,20 @@ func TestCallListenerTLS(t *testing.T) {
 		return resp, string(b)
 	}
 	t.Run("HTTP/2 client", func(t *testing.T) {
-		resp, body := get(t, &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true})
+		resp, body := get(t, &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "calls.test"}, ForceAttemptHTTP2: true})
 		if resp.ProtoMajor != 2 || body != "net HTTP/2.0 tls=true" {
 			t.Fatalf("proto %s body %q, want HTTP/2 from net/http with r.TLS", resp.Proto, body)
 		}
 	})
 	t.Run("HTTP/1.1 client, declined", func(t *testing.T) {
-		resp, body := get(t, &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, NextProtos: []string{"http/1.1"}}})
+		resp, body := get(t, &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, ServerName: "calls.test", NextProtos: []string{"http/1.1"}}})
 		if resp.ProtoMajor != 1 || body != "net HTTP/1.1 tls=true" {
 			t.Fatalf("proto %s body %q, want HTTP/1.1 from net/http with r.TLS", resp.Proto, body)
 		}
 	})
 	for _, alpn := range [][]string{{"http/1.1"}, nil} {
 		t.Run(fmt.Sprintf("served then declined, ALPN %v", alpn), func(t *testing.T) {
-			tc, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: pool, NextProtos: alpn})
+			tc, err := tls.Dial("tcp", s.addr, &tls.Config{RootCAs: pool, ServerName: "calls.test", NextProtos: alpn})
 			if err != nil {
 				t.Fatal(err)
 			}
