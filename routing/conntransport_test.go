@@ -75,7 +75,8 @@ func TestHopConnections(t *testing.T) {
 }
 
 // TestHopTLS: an upstream reached over TLS is verified against the
-// configured roots, and one connection serves many calls.
+// configured roots, and one connection serves many calls (their answers
+// polled for on the raw socket beneath TLS).
 func TestHopTLS(t *testing.T) {
 	var conns atomic.Int64
 	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -101,6 +102,7 @@ func TestHopTLS(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			f := newFixture(t, func(c *RouterConfig) {
 				c.Peers[0].Addr, c.Peers[0].TLS = up.Listener.Addr().String(), true
+				c.HopPoll = 50 * time.Millisecond // answers polled on the raw socket under TLS
 				if tt.trust {
 					c.TLSConfig = up.Client().Transport.(*http.Transport).TLSClientConfig
 				}
@@ -120,6 +122,9 @@ func TestHopTLS(t *testing.T) {
 			}
 			if tt.trust && conns.Load()-before != 1 {
 				t.Fatalf("5 calls opened %d TLS connections, want 1", conns.Load()-before)
+			}
+			if n := f.out.next.(*connTransport).polled.Load(); tt.trust && n == 0 {
+				t.Fatal("no call polled its TLS connection")
 			}
 		})
 	}
