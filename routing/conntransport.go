@@ -147,16 +147,8 @@ func pollAnswer(pc *pconn, until time.Time) {
 	if pc.br.Buffered() > 0 {
 		return
 	}
-	c := pc.conn
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
+	rc, err := socket(pc)
+	if rc == nil || err != nil {
 		return
 	}
 	var b [1]byte
@@ -260,19 +252,14 @@ func alive(pc *pconn) bool {
 	if pc.br.Buffered() > 0 {
 		return false
 	}
-	c := pc.conn
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return true
-	}
-	rc, err := sc.SyscallConn()
+	rc, err := socket(pc)
 	if err != nil {
 		return false
 	}
-	ok = false
+	if rc == nil {
+		return true
+	}
+	ok := false
 	var b [1]byte
 	err = rc.Read(func(fd uintptr) bool {
 		_, rerr := syscall.Read(int(fd), b[:])
@@ -280,6 +267,20 @@ func alive(pc *pconn) bool {
 		return true // one attempt, never wait
 	})
 	return err == nil && ok
+}
+
+// socket is the socket beneath pc's connection (beneath TLS too); nil
+// without an error when the connection is not a socket.
+func socket(pc *pconn) (syscall.RawConn, error) {
+	c := pc.conn
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil, nil
+	}
+	return sc.SyscallConn()
 }
 
 // pooledBody returns its connection to the pool once the answer was read
