@@ -64,8 +64,8 @@ func (cs callServer) ServeCall(ctx context.Context, c *serve.Call) (served, keep
 	if !cs.lean(r) {
 		return false, false
 	}
-	if v, hop := r.Header[HopHeader]; hop {
-		return cs.serveHop(c, r, v, n, all[n:], p.close)
+	if _, hop := r.Header[HopHeader]; hop {
+		return cs.serveHop(c, r, n, all[n:], p.close)
 	}
 	if p.method != http.MethodPost || !isForm(r) {
 		return false, false
@@ -91,12 +91,8 @@ func (cs callServer) ServeCall(ctx context.Context, c *serve.Call) (served, keep
 // trace context, the local handler answers it (buffered, then written
 // with its length); anything else goes to net/http, where the router
 // strips the header and decides the call.
-func (cs callServer) serveHop(c *serve.Call, r *http.Request, hop []string, n int, body []byte, closing bool) (served, keep bool) {
-	if _, traced := r.Header["Traceparent"]; traced || len(hop) != 1 {
-		return false, false
-	}
-	delete(r.Header, HopFromHeader)
-	from, ok := cs.rt.verifyHop(hop[0], r.Method, r.URL.Path)
+func (cs callServer) serveHop(c *serve.Call, r *http.Request, n int, body []byte, closing bool) (served, keep bool) {
+	from, ok := cs.rt.leanHop(r)
 	if !ok {
 		return false, false
 	}
@@ -106,16 +102,15 @@ func (cs callServer) serveHop(c *serve.Call, r *http.Request, hop []string, n in
 	if _, err := c.R.Discard(n + len(body)); err != nil {
 		return true, false
 	}
-	r.Header[HopFromHeader] = []string{from}
 	w := &callWriter{w: c.W, h: http.Header{"X-Meridian-Entry": {cs.rt.cfg.Local}}, close: closing, buffer: true}
-	cs.rt.count(r.Context(), Local, cs.rt.cfg.Local, "hop")
-	cs.rt.local.ServeHTTP(w, r)
+	cs.rt.serveHopped(w, r, from)
 	ok = w.finish()
 	return true, ok && !closing
 }
 
 // formOf is the form the router decides a call by: its query's
-// parameters and then its form body's (as decideBody reads them).
+// parameters, then its form body's (decideBody, Calls); a body that does
+// not parse adds nothing.
 func formOf(query string, body []byte) url.Values {
 	var form url.Values
 	if query != "" {

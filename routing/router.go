@@ -337,9 +337,7 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	r.Header.Del(HopFromHeader)
 	if v := r.Header.Get(HopHeader); v != "" {
 		if from, ok := rt.verifyHop(v, r.Method, r.URL.Path); ok {
-			rt.count(r.Context(), Local, rt.cfg.Local, "hop")
-			r.Header.Set(HopFromHeader, from)
-			rt.local.ServeHTTP(w, r)
+			rt.serveHopped(w, r, from)
 			return
 		}
 		r.Header.Del(HopHeader)
@@ -355,29 +353,20 @@ func (rt *Router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // decideBody reads a routed form body (answering 400 itself when it is too
 // large or unreadable: ok false) and decides the call.
 func (rt *Router) decideBody(w http.ResponseWriter, r *http.Request) (d Decision, body []byte, ok bool) {
-	var form url.Values
-	if r.URL.RawQuery != "" {
-		form = r.URL.Query()
-	}
 	if r.Method == http.MethodPost && isForm(r) && routedPath(r.URL.Path) {
 		b, err := readBody(r)
 		if err != nil {
 			writeError(w, http.StatusBadRequest, "invalid_request", "request body too large or unreadable")
 			return Decision{}, nil, false
 		}
-		body = b
 		r.Body = io.NopCloser(bytes.NewReader(b))
-		if pf, err := url.ParseQuery(string(b)); err == nil {
-			if form == nil {
-				form = pf // no query: the body's form alone, not merged into an empty map
-			} else {
-				for k, v := range pf {
-					form[k] = append(form[k], v...)
-				}
-			}
-		}
+		return rt.Decide(r, formOf(r.URL.RawQuery, b)), b, true
 	}
-	return rt.Decide(r, form), body, true // Decide only reads form: nil reads as empty
+	var form url.Values
+	if r.URL.RawQuery != "" {
+		form = r.URL.Query()
+	}
+	return rt.Decide(r, form), nil, true // Decide only reads form: nil reads as empty
 }
 
 // act carries out a decision.
@@ -429,16 +418,12 @@ func (rt *Router) Front(next http.Handler, lean func(*http.Request) bool) http.H
 			return
 		}
 		if _, ok := r.Header[HopHeader]; ok {
-			if _, traced := r.Header["Traceparent"]; !traced {
-				if from, ok := rt.verifyHop(r.Header.Get(HopHeader), r.Method, r.URL.Path); ok {
-					// Another region's router sent this call here: served
-					// at once, as the router in next would serve it.
-					w.Header().Set("X-Meridian-Entry", rt.cfg.Local)
-					r.Header.Set(HopFromHeader, from)
-					rt.count(r.Context(), Local, rt.cfg.Local, "hop")
-					rt.local.ServeHTTP(w, r)
-					return
-				}
+			if from, ok := rt.leanHop(r); ok {
+				// Another region's router sent this call here: served
+				// at once, as the router in next would serve it.
+				w.Header().Set("X-Meridian-Entry", rt.cfg.Local)
+				rt.serveHopped(w, r, from)
+				return
 			}
 			next.ServeHTTP(w, r) // traced, or stripped and decided by the router in next
 			return
@@ -456,6 +441,27 @@ func (rt *Router) Front(next http.Handler, lean func(*http.Request) bool) http.H
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), predecidedKey{}, &predecided{rt: rt, d: d, body: body})))
 	})
+}
+
+// leanHop reports the region whose router sent r, when r may be served
+// without the HTTP server middleware (Front, Calls): it carries exactly one
+// hop header, which verifies for its method and path, and no trace
+// context (a traced call keeps the middleware, so its log records keep
+// the trace id).
+func (rt *Router) leanHop(r *http.Request) (string, bool) {
+	hop := r.Header[HopHeader]
+	if _, traced := r.Header["Traceparent"]; traced || len(hop) != 1 {
+		return "", false
+	}
+	return rt.verifyHop(hop[0], r.Method, r.URL.Path)
+}
+
+// serveHopped serves a call whose hop header verified (from: the region
+// that sent it) with the local handler, which sees Meridian-Hop-From.
+func (rt *Router) serveHopped(w http.ResponseWriter, r *http.Request, from string) {
+	r.Header[HopFromHeader] = []string{from}
+	rt.count(r.Context(), Local, rt.cfg.Local, "hop")
+	rt.local.ServeHTTP(w, r)
 }
 
 func (rt *Router) count(ctx context.Context, a Action, region, reason string) {
