@@ -77,6 +77,9 @@ func newCallListener(l net.Listener, srv *http.Server, calls CallServer, tlsConf
 	ctx, cancel := context.WithCancel(context.Background())
 	cl := &callListener{Listener: l, srv: srv, calls: calls, tls: tlsConfig, draining: draining, log: log,
 		ctx: ctx, cancel: cancel, conns: make(chan net.Conn), done: make(chan struct{}), idle: map[net.Conn]struct{}{}}
+	if tlsConfig == nil {
+		return cl // plain HTTP: no TLS state to carry over
+	}
 	// The handed connection is not a *tls.Conn: net/http cannot see its
 	// TLS state, so the server takes it from the connection's context.
 	prev := srv.ConnContext
