@@ -1,17 +1,15 @@
 package region_test
 
 import (
-	"context"
 	"io"
 	"net/http"
 	"net/url"
 	"strings"
 	"testing"
 
-	"github.com/meridian-id/meridian/internal/testenv"
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/store"
-	"github.com/meridian-id/meridian/region/store/mysql"
 )
 
 // benchNode is a node on a real loopback listener with a client_credentials
@@ -95,15 +93,6 @@ func BenchmarkIntrospect(b *testing.B) {
 
 // openMySQL opens a migrated MySQL/MariaDB store in a database of its own.
 func openMySQL(t testing.TB) store.Store {
-	t.Helper()
-	ctx := context.Background()
-	s, err := mysql.Open(ctx, testenv.MySQLDatabase(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	st, _ := fedtest.OpenStore(t, fedtest.MySQL)
+	return st
 }

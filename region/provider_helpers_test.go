@@ -12,11 +12,10 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/oidctest"
-	"github.com/meridian-id/meridian/internal/testenv"
 	"github.com/meridian-id/meridian/region"
 	"github.com/meridian-id/meridian/region/store"
-	"github.com/meridian-id/meridian/region/store/postgres"
 	"github.com/meridian-id/meridian/region/store/sqlite"
 	"github.com/meridian-id/meridian/routing"
 )
@@ -131,15 +130,6 @@ func postFormTB(t testing.TB, u string, form url.Values, user, pass string) (int
 type oauthError = oidctest.OAuthError
 
 func openPostgres(t testing.TB) store.Store {
-	t.Helper()
-	ctx := context.Background()
-	s, err := postgres.Open(ctx, testenv.PostgresSchema(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	st, _ := fedtest.OpenStore(t, fedtest.Postgres)
+	return st
 }
