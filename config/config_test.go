@@ -58,6 +58,8 @@ func TestLoadRejects(t *testing.T) {
 		{"negative expected users", `redis: ""`, "redis: \"\"\n  expected_users: -5", "hub.expected_users"},
 		{"expected users not a number", `redis: ""`, "redis: \"\"\n  expected_users: lots", "expected_users"},
 		{"bad timeout", "request_timeout: 10s", "request_timeout: soon", "request_timeout"},
+		{"hop poll above 1ms", "hop_poll: 250us", "hop_poll: 2ms", "federation.hop_poll"},
+		{"negative hop poll", "hop_poll: 250us", "hop_poll: -1us", "federation.hop_poll"},
 		{"negative registration rate", "proximity: [us, ap]", "proximity: [us, ap]\n    registrations_per_minute: -1", "regions[0].registrations_per_minute"},
 		{"negative secret overlap", "client_secret_overlap: 24h", "client_secret_overlap: -1h", "regions[0].client_secret_overlap"},
 		{"secret overlap above its max", "client_secret_max_overlap: 720h", "client_secret_max_overlap: 1h", "regions[0].client_secret_overlap"},

@@ -168,6 +168,12 @@ func TestHopPoll(t *testing.T) {
 			t.Errorf("answer %q (%v), want eu:%s", b, err, do)
 		}
 	}
+	ct.poll = 0 // federation.hop_poll: 0
+	call("fast")
+	if n := ct.polled.Load(); n != 0 {
+		t.Fatalf("%d calls polled with polling off", n)
+	}
+	ct.poll = near
 	for range 5 {
 		call("fast")
 	}
