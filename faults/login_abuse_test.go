@@ -181,11 +181,12 @@ func TestAbuseProxiedLoginLimitIsPerClient(t *testing.T) {
 // interleaved, two at a time from 80 source addresses (so no limit is
 // reached), and checks that the two distributions are indistinguishable:
 // medians within 5% and a Mann–Whitney probability of superiority within
-// [0.45, 0.55]. It takes about a minute (one argon2id verification per
-// sample), so -short leaves it out.
+// [0.45, 0.55]. It takes one to three minutes, depending on the machine
+// (one argon2id verification per sample: ~160 ms at two at a time on a
+// 2-core CI machine), so -short leaves it out.
 func TestAbuseEnumerationTiming(t *testing.T) {
 	if testing.Short() {
-		t.Skip("about a minute of argon2id verifications; run without -short")
+		t.Skip("one to three minutes of argon2id verifications; run without -short")
 	}
 	if raceEnabled {
 		t.Skip("the race detector slows argon2id ~10x and distorts timings; the claim is measured without -race")
