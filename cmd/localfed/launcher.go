@@ -86,6 +86,16 @@ func run(ctx context.Context, cfgPath, bin, demoListen string) error {
 		}()
 		return nil
 	}
+	// The hub first (it serves GeoDNS too when dns.listen is set), ready
+	// before the regions start: they deliver their user changes to it at
+	// once, and a hub not yet listening made every region log a failed
+	// delivery on the first screen an operator sees.
+	if err := start("hub", filepath.Join(bin, "hub"), "serve", "--config", cfgPath); err != nil {
+		return err
+	}
+	if err := waitReady(ctx, readyTarget{"the hub", cfg.DialAddr(cfg.Hub.Site)}); err != nil {
+		return err
+	}
 	for _, r := range cfg.Regions {
 		if err := start(r.ID, regional, "serve", "--config", cfgPath, "--region", r.ID); err != nil {
 			return err
@@ -96,15 +106,15 @@ func run(ctx context.Context, cfgPath, bin, demoListen string) error {
 			}
 		}
 	}
-	// The hub serves GeoDNS too when dns.listen is set.
-	if err := start("hub", filepath.Join(bin, "hub"), "serve", "--config", cfgPath); err != nil {
-		return err
-	}
 	edge, err := startEdge(ctx, cfg)
 	if err != nil {
 		return err
 	}
-	if err := waitReady(ctx, cfg); err != nil {
+	regions := make([]readyTarget, 0, len(cfg.Regions))
+	for _, r := range cfg.Regions {
+		regions = append(regions, readyTarget{"region " + r.ID, cfg.DialAddr(r.Site)})
+	}
+	if err := waitReady(ctx, regions...); err != nil {
 		return err
 	}
 	if err := start("demo-app", filepath.Join(bin, "demo-app"), "--issuer", cfg.GlobalIssuer(), "--client-id", app.ClientID,
@@ -259,13 +269,18 @@ func resolveGlobal(server, host, client string) (string, error) {
 	return "", errors.New("no A record")
 }
 
-// waitReady polls every region's /readyz until all answer.
-func waitReady(ctx context.Context, cfg *config.Config) error {
+// readyTarget is a process localfed waits for: its name in messages and
+// the address whose /readyz must answer 200.
+type readyTarget struct{ name, addr string }
+
+// waitReady waits, within 60 s in all, until every target's /readyz
+// answers 200.
+func waitReady(ctx context.Context, targets ...readyTarget) error {
 	client := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(60 * time.Second)
-	for _, r := range cfg.Regions {
+	for _, t := range targets {
 		for {
-			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+cfg.DialAddr(r.Site)+"/readyz", nil)
+			req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://"+t.addr+"/readyz", nil)
 			resp, err := client.Do(req)
 			if err == nil {
 				resp.Body.Close()
@@ -277,7 +292,7 @@ func waitReady(ctx context.Context, cfg *config.Config) error {
 				return ctx.Err()
 			}
 			if time.Now().After(deadline) {
-				return errors.New("region " + r.ID + " did not become ready within 60s")
+				return errors.New(t.name + " did not become ready within 60s")
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
