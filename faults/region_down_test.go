@@ -18,6 +18,29 @@ import (
 	"github.com/meridian-id/meridian/internal/fedtest"
 )
 
+// dnsListeners opens a UDP and a TCP listener on one free loopback port.
+// The system picks a UDP port that is free for UDP only: a connection of
+// another test may hold the same TCP port, so it tries again (a CI run
+// failed once on "address already in use").
+func dnsListeners(t *testing.T) (net.PacketConn, net.Listener) {
+	t.Helper()
+	var last error
+	for range 20 {
+		udp, err := net.ListenPacket("udp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		tcp, err := net.Listen("tcp", udp.LocalAddr().String())
+		if err == nil {
+			return udp, tcp
+		}
+		udp.Close()
+		last = err
+	}
+	t.Fatalf("no loopback port free for both UDP and TCP: %v", last)
+	return nil, nil
+}
+
 // startGeoDNS serves the federation's GeoDNS on a free loopback UDP port.
 // Its health interval is an hour: the test drives rounds with CheckOnce.
 func startGeoDNS(t *testing.T, f *fedtest.Federation) (*geodns.Server, string) {
@@ -29,15 +52,7 @@ func startGeoDNS(t *testing.T, f *fedtest.Federation) (*geodns.Server, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	udp, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	tcp, err := net.Listen("tcp", udp.LocalAddr().String())
-	if err != nil {
-		udp.Close()
-		t.Fatal(err)
-	}
+	udp, tcp := dnsListeners(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { _ = srv.Serve(ctx, udp, tcp); close(done) }()
