@@ -1027,6 +1027,20 @@ func (rt *Router) try(req *http.Request, ci *callInfo, i, left int, first bool) 
 		out = req.WithContext(ctx)
 	}
 	resp, err := rt.transport.RoundTrip(out)
+	if err == nil && resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(serve.RefusedHeader) != "" {
+		// The node is shutting down and ran nothing of the call: as for a
+		// refused dial, any call may go on to the next address.
+		resp.Body.Close()
+		cancel()
+		b.drain(rt.now())
+		err = fmt.Errorf("%w: %s is shutting down", ErrRegionUnavailable, at.addr)
+		rt.countCall(parent, ci.up, at.dr, err)
+		if left > 1 {
+			rt.log.WarnContext(parent, "routed call refused by a node shutting down; trying the next address", "region", ci.up.Region,
+				"addr", at.addr)
+		}
+		return nil, true, err
+	}
 	rt.countCall(parent, ci.up, at.dr, err)
 	if err == nil {
 		b.done(true, rt.now())

@@ -5,9 +5,11 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -67,10 +69,11 @@ type callListener struct {
 	err    error         // why it ended (read after done)
 	once   sync.Once
 
-	mu     sync.Mutex
-	idle   map[net.Conn]struct{} // kept connections waiting for a call
-	closed bool
-	active sync.WaitGroup // kept connections being served
+	mu       sync.Mutex
+	idle     map[net.Conn]struct{} // kept connections waiting for a call
+	closed   bool
+	closedAt time.Time
+	active   sync.WaitGroup // kept connections being served
 }
 
 func newCallListener(l net.Listener, srv *http.Server, calls CallServer, tlsConfig *tls.Config, draining func() bool, log *slog.Logger) *callListener {
@@ -140,18 +143,56 @@ func (l *callListener) acceptLoop() {
 	}
 }
 
-// Close stops accepting and closes every kept connection waiting for its
-// next call; calls being served finish (Wait).
+// Close stops accepting; every kept connection waiting for its next call
+// waits closeGrace more, refusing a call that comes (refuse), then closes.
+// Calls being served finish (Wait).
 func (l *callListener) Close() error {
 	err := l.Listener.Close()
 	l.cancel()
 	l.mu.Lock()
-	l.closed = true
-	for c := range l.idle {
-		c.Close()
+	if !l.closed {
+		l.closed, l.closedAt = true, time.Now()
+		for c := range l.idle {
+			_ = c.SetReadDeadline(l.closedAt.Add(closeGrace))
+		}
 	}
 	l.mu.Unlock()
 	return err
+}
+
+// closeGrace is how long a kept connection stays open once the listener
+// closed: a call a client (a router in another region) sent on it before
+// it could know gets a refusal it may retry elsewhere instead of a reset.
+// Closing an idle keep-alive connection races with a call being sent on
+// it, and a call lost that way (a POST) cannot be repeated safely (a CI
+// run lost two routed sign-ins across a node's restart so).
+const closeGrace = 500 * time.Millisecond
+
+// RefusedHeader marks an answer (503) to a call the node did not process
+// because it was shutting down: nothing of it ran, so a router sends it
+// to another address of the region, whatever its method.
+const RefusedHeader = "Meridian-Refused"
+
+// refusalBody is the body of the answer to a call that came on a kept
+// connection after the listener closed.
+const refusalBody = `{"error":"temporarily_unavailable","error_description":"this node is shutting down and did not process the call; retry"}` + "\n"
+
+// refuse answers the call at the head of br with a 503 carrying
+// RefusedHeader, without reading the call, and ends c: its write side first, then, once the client closed or
+// after rstAvoidance, the connection (closing with the call unread would
+// reset it and could destroy the answer).
+func (l *callListener) refuse(c net.Conn, br *bufio.Reader) {
+	_ = c.SetWriteDeadline(time.Now().Add(rstAvoidance))
+	answer := "HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: application/json\r\n" +
+		"Cache-Control: no-store\r\nRetry-After: 1\r\n" + DrainingHeader + ": 1\r\n" + RefusedHeader + ": 1\r\n" +
+		"Content-Length: " + strconv.Itoa(len(refusalBody)) + "\r\n\r\n" + refusalBody
+	if _, err := io.WriteString(c, answer); err == nil {
+		if cw, ok := c.(interface{ CloseWrite() error }); ok && cw.CloseWrite() == nil {
+			_ = c.SetReadDeadline(time.Now().Add(rstAvoidance))
+			_, _ = io.Copy(io.Discard, br)
+		}
+	}
+	c.Close()
 }
 
 // Wait waits until no kept connection is being served, or ctx ends.
@@ -166,20 +207,26 @@ func (l *callListener) Wait(ctx context.Context) error {
 	}
 }
 
-// setIdle marks c as waiting for a call (closed at once by Close) or as
-// being served; false when the listener is closed.
-func (l *callListener) setIdle(c net.Conn, idle bool) bool {
+// waitIdle marks c as waiting for its next call, until deadline (none
+// when zero); once the listener is closed, until closeGrace after that.
+func (l *callListener) waitIdle(c net.Conn, deadline time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.idle[c] = struct{}{}
 	if l.closed {
-		return false
+		deadline = l.closedAt.Add(closeGrace)
 	}
-	if idle {
-		l.idle[c] = struct{}{}
-	} else {
-		delete(l.idle, c)
+	if !deadline.IsZero() {
+		_ = c.SetReadDeadline(deadline)
 	}
-	return true
+}
+
+// busy marks c as being served; false when the listener is closed.
+func (l *callListener) busy(c net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	delete(l.idle, c)
+	return !l.closed
 }
 
 func (l *callListener) serve(c net.Conn) {
@@ -216,20 +263,23 @@ func (l *callListener) serve(c net.Conn) {
 	}()
 	first := true
 	for {
-		if !l.setIdle(c, true) {
-			c.Close()
-			return
-		}
 		idle := l.srv.IdleTimeout
 		if first || idle <= 0 {
 			idle = l.srv.ReadHeaderTimeout
 		}
+		var deadline time.Time
 		if idle > 0 {
-			_ = c.SetReadDeadline(time.Now().Add(idle))
+			deadline = time.Now().Add(idle)
 		}
+		l.waitIdle(c, deadline)
 		_, err := br.Peek(1)
-		if !l.setIdle(c, false) || err != nil {
+		open := l.busy(c)
+		if err != nil {
 			c.Close()
+			return
+		}
+		if !open {
+			l.refuse(c, br) // net/http no longer takes calls
 			return
 		}
 		first = false
@@ -286,6 +336,10 @@ func (l *callListener) hand(c net.Conn, br *bufio.Reader, state *tls.ConnectionS
 	select {
 	case l.conns <- hc:
 	case <-l.done:
+		if br != nil {
+			l.refuse(c, br) // a call net/http can no longer take
+			return
+		}
 		c.Close()
 	}
 }

@@ -31,9 +31,13 @@ import (
 type testCalls struct {
 	entered chan struct{}
 	release chan struct{}
+	seen    atomic.Int64 // calls looked at
 }
 
+func (tc *testCalls) count() int64 { return tc.seen.Load() }
+
 func (tc *testCalls) ServeCall(_ context.Context, c *serve.Call) (served, keep bool) {
+	tc.seen.Add(1)
 	line, err := c.R.Peek(len("POST /block "))
 	if err != nil {
 		return false, false
@@ -272,7 +276,56 @@ func TestCallListenerDrain(t *testing.T) {
 // its next call and RunDrain returns; calls being served when it starts
 // finish, and those the CallServer then declines are closed, not handed
 // to a server that stopped (nor a panic).
+// refused reads the refusal of a call the listener did not run
+// (serve.RefusedHeader) and then the end of the connection.
+func refused(t *testing.T, c *rawConn, i int) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		t.Errorf("connection %d: no refusal: %v", i, err)
+		return
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get(serve.RefusedHeader) != "1" || !resp.Close ||
+		resp.Header.Get(serve.DrainingHeader) != "1" || !strings.Contains(string(body), "temporarily_unavailable") {
+		t.Errorf("connection %d: answer %d %v %q, want a 503 refusal closing the connection", i, resp.StatusCode, resp.Header, body)
+	}
+	if !c.closed(2 * time.Second) {
+		t.Errorf("connection %d still open after the refusal", i)
+	}
+}
+
 func TestCallListenerShutdown(t *testing.T) {
+	t.Run("call on an idle kept connection after the listener closed", func(t *testing.T) {
+		// The call a client sends on a kept connection as the node shuts
+		// down is refused, not lost to a reset (a router repeats it at
+		// another address, whatever its method).
+		s := startCalls(t, 0, nil)
+		c := dialRaw(t, s.addr)
+		if _, body := c.call(t, leanCall); body != "lean" {
+			t.Fatalf("lean call answered %q", body)
+		}
+		s.cancel()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			d, err := net.Dial("tcp", s.addr)
+			if err != nil {
+				break
+			}
+			d.Close()
+			if time.Now().After(deadline) {
+				t.Fatal("listener still open after cancel")
+			}
+		}
+		served := s.calls.count()
+		if _, err := io.WriteString(c, leanCall); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, c, 0)
+		if s.calls.count() != served {
+			t.Fatal("the CallServer saw a call that came after the listener closed")
+		}
+	})
 	t.Run("idle kept connection", func(t *testing.T) {
 		s := startCalls(t, 0, nil)
 		c := dialRaw(t, s.addr)
@@ -322,10 +375,10 @@ func TestCallListenerShutdown(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("RunDrain did not return")
 		}
+		// net/http no longer takes calls: each is refused (not run) and
+		// its connection ends.
 		for i, c := range conns {
-			if !c.closed(2 * time.Second) {
-				t.Errorf("connection %d still open", i)
-			}
+			refused(t, c, i)
 		}
 		if strings.Contains(s.log.String(), "panic") {
 			t.Fatalf("a connection declined during shutdown panicked: %s", s.log.String())

@@ -200,7 +200,10 @@ func RunDrain(ctx context.Context, drain time.Duration, ls []Listener, tasks ...
 		// moment a client sends a call on it fails that call, and a code
 		// redemption or refresh is never repeated. Connections still idle
 		// when the drain ends are closed by Shutdown; callers that dial
-		// addresses themselves have moved away by then (DrainingHeader).
+		// addresses themselves have moved away by then (DrainingHeader),
+		// and on a listener with Calls a call that still comes on a kept
+		// connection is refused, not run (RefusedHeader), so a router
+		// repeats it elsewhere.
 		draining.Store(true)
 		t := time.NewTimer(drain)
 		select {
