@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/meridian-id/meridian/federation"
@@ -144,5 +145,51 @@ func TestBackChannelLeavesADrainingNode(t *testing.T) {
 		if got := get(); got != "node2" {
 			t.Fatalf("after node1 answered that it drains: served by %s, want node2", got)
 		}
+	}
+}
+
+// TestBackChannelResendsARefusedCall: a call a node refused as it shut
+// down (503 with serve.RefusedHeader: it ran nothing) is sent once more,
+// POST body and all, and the site's other node answers; any other 503 is
+// the caller's answer.
+func TestBackChannelResendsARefusedCall(t *testing.T) {
+	var refusedN, busyN, node2N atomic.Int64
+	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		refusedN.Add(1)
+		w.Header().Set(serve.DrainingHeader, "1")
+		w.Header().Set(serve.RefusedHeader, "1")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(refusing.Close)
+	busy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		busyN.Add(1)
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(busy.Close)
+	node2 := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		node2N.Add(1)
+		b, _ := io.ReadAll(r.Body)
+		_, _ = w.Write(append([]byte("node2:"), b...))
+	}))
+	t.Cleanup(node2.Close)
+	post := func(c *http.Client) (int, string) {
+		resp, err := c.Post("http://eu.id.example/oauth/token", "application/x-www-form-urlencoded", strings.NewReader("x=1"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	c := federation.NewHTTPClient(federation.Routes{"eu.id.example": {refusing.Listener.Addr().String(), node2.Listener.Addr().String()}},
+		federation.ClientOptions{})
+	if code, body := post(c); code != http.StatusOK || body != "node2:x=1" || refusedN.Load() != 1 || node2N.Load() != 1 {
+		t.Fatalf("refused call: %d %q (refusing node %d calls, node 2 %d); want node 2's answer to the same body",
+			code, body, refusedN.Load(), node2N.Load())
+	}
+	c = federation.NewHTTPClient(federation.Routes{"eu.id.example": {busy.Listener.Addr().String(), node2.Listener.Addr().String()}},
+		federation.ClientOptions{})
+	if code, _ := post(c); code != http.StatusServiceUnavailable || busyN.Load() != 1 || node2N.Load() != 1 {
+		t.Fatalf("a plain 503: %d (busy node %d calls, node 2 %d); want the 503, not repeated", code, busyN.Load(), node2N.Load()-1)
 	}
 }

@@ -112,13 +112,33 @@ func NewHTTPClient(routes Routes, opts ClientOptions) *http.Client {
 // drains (serve.DrainingHeader): its address is tried after its site's
 // others, as one that failed, and the idle connections (which may lead
 // to it) are closed, so calls have left the node before it stops
-// accepting.
+// accepting. A call the node refused as it stopped (serve.RefusedHeader:
+// nothing of it ran) is sent once more, whatever its method.
 type drainAware struct {
 	tr *http.Transport
 	d  *addrDialer
 }
 
 func (w drainAware) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := w.roundTrip(r)
+	if err == nil && resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get(serve.RefusedHeader) != "" &&
+		(r.Body == nil || r.Body == http.NoBody || r.GetBody != nil) {
+		// The node was shutting down and ran nothing of the call (it came
+		// on a kept connection as the node stopped taking calls): send it
+		// once more, now to the site's other addresses first.
+		resp.Body.Close()
+		again := r.Clone(r.Context())
+		if r.GetBody != nil {
+			if again.Body, err = r.GetBody(); err != nil {
+				return nil, err
+			}
+		}
+		return w.roundTrip(again)
+	}
+	return resp, err
+}
+
+func (w drainAware) roundTrip(r *http.Request) (*http.Response, error) {
 	var remote string
 	r = r.WithContext(httptrace.WithClientTrace(r.Context(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) {
 		remote = i.Conn.RemoteAddr().String()
