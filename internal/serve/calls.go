@@ -69,11 +69,10 @@ type callListener struct {
 	err    error         // why it ended (read after done)
 	once   sync.Once
 
-	mu       sync.Mutex
-	idle     map[net.Conn]struct{} // kept connections waiting for a call
-	closed   bool
-	closedAt time.Time
-	active   sync.WaitGroup // kept connections being served
+	mu     sync.Mutex
+	idle   map[net.Conn]struct{} // kept connections waiting for a call
+	closed bool
+	active sync.WaitGroup // kept connections being served
 }
 
 func newCallListener(l net.Listener, srv *http.Server, calls CallServer, tlsConfig *tls.Config, draining func() bool, log *slog.Logger) *callListener {
@@ -147,16 +146,19 @@ func (l *callListener) acceptLoop() {
 // waits closeGrace more, refusing a call that comes (refuse), then closes.
 // Calls being served finish (Wait).
 func (l *callListener) Close() error {
-	err := l.Listener.Close()
-	l.cancel()
+	// Closed before the listener: once it no longer accepts, every call
+	// that comes on a kept connection is refused.
 	l.mu.Lock()
 	if !l.closed {
-		l.closed, l.closedAt = true, time.Now()
+		l.closed = true
+		end := time.Now().Add(closeGrace)
 		for c := range l.idle {
-			_ = c.SetReadDeadline(l.closedAt.Add(closeGrace))
+			_ = c.SetReadDeadline(end)
 		}
 	}
 	l.mu.Unlock()
+	err := l.Listener.Close()
+	l.cancel()
 	return err
 }
 
@@ -208,13 +210,14 @@ func (l *callListener) Wait(ctx context.Context) error {
 }
 
 // waitIdle marks c as waiting for its next call, until deadline (none
-// when zero); once the listener is closed, until closeGrace after that.
+// when zero); once the listener is closed, for closeGrace (a call answered
+// after the close left the client free to send its next one).
 func (l *callListener) waitIdle(c net.Conn, deadline time.Time) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.idle[c] = struct{}{}
 	if l.closed {
-		deadline = l.closedAt.Add(closeGrace)
+		deadline = time.Now().Add(closeGrace)
 	}
 	if !deadline.IsZero() {
 		_ = c.SetReadDeadline(deadline)

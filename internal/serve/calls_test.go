@@ -49,6 +49,9 @@ func (tc *testCalls) ServeCall(_ context.Context, c *serve.Call) (served, keep b
 		tc.entered <- struct{}{}
 		<-tc.release
 		return false, false
+	case "POST /hold H": // held like /block, then answered off the connection
+		tc.entered <- struct{}{}
+		<-tc.release
 	case "POST /lean H":
 	default:
 		return false, false
@@ -276,6 +279,10 @@ func TestCallListenerDrain(t *testing.T) {
 // its next call and RunDrain returns; calls being served when it starts
 // finish, and those the CallServer then declines are closed, not handed
 // to a server that stopped (nor a panic).
+// closeGraceForTest is serve's closeGrace (how long kept connections stay
+// open after the listener closed).
+const closeGraceForTest = 500 * time.Millisecond
+
 // refused reads the refusal of a call the listener did not run
 // (serve.RefusedHeader) and then the end of the connection.
 func refused(t *testing.T, c *rawConn, i int) {
@@ -325,6 +332,45 @@ func TestCallListenerShutdown(t *testing.T) {
 		if s.calls.count() != served {
 			t.Fatal("the CallServer saw a call that came after the listener closed")
 		}
+	})
+	t.Run("next call after one answered during shutdown", func(t *testing.T) {
+		// The answer kept the connection open, so the client sends its
+		// next call on it: refused, not cut.
+		s := startCalls(t, 0, nil)
+		c := dialRaw(t, s.addr)
+		if _, err := io.WriteString(c, "POST /hold HTTP/1.1\r\nHost: a\r\n\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case <-s.calls.entered:
+		case <-time.After(5 * time.Second):
+			t.Fatal("the call never reached the CallServer")
+		}
+		s.cancel()
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+			d, err := net.Dial("tcp", s.addr)
+			if err != nil {
+				break
+			}
+			d.Close()
+			if time.Now().After(deadline) {
+				t.Fatal("listener still open after cancel")
+			}
+		}
+		time.Sleep(2 * closeGraceForTest) // the listener closed well before the answer
+		close(s.calls.release)
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(c.br, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := io.ReadAll(resp.Body); string(b) != "lean" {
+			t.Fatalf("held call answered %q", b)
+		}
+		if _, err := io.WriteString(c, leanCall); err != nil {
+			t.Fatal(err)
+		}
+		refused(t, c, 0)
 	})
 	t.Run("idle kept connection", func(t *testing.T) {
 		s := startCalls(t, 0, nil)
