@@ -10,10 +10,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httptrace"
 	"net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/internal/serve"
@@ -191,5 +193,48 @@ func TestBackChannelResendsARefusedCall(t *testing.T) {
 		federation.ClientOptions{})
 	if code, _ := post(c); code != http.StatusServiceUnavailable || busyN.Load() != 1 || node2N.Load() != 1 {
 		t.Fatalf("a plain 503: %d (busy node %d calls, node 2 %d); want the 503, not repeated", code, busyN.Load(), node2N.Load()-1)
+	}
+}
+
+func TestIdleFor(t *testing.T) {
+	for _, tt := range []struct{ drain, max, want time.Duration }{
+		{0, 90 * time.Second, 90 * time.Second},
+		{50 * time.Second, 90 * time.Second, 25 * time.Second},
+		{2 * time.Second, time.Minute, time.Second},
+		{10 * time.Minute, 90 * time.Second, 90 * time.Second},
+	} {
+		if got := federation.IdleFor(tt.drain, tt.max); got != tt.want {
+			t.Errorf("IdleFor(%s, %s) = %s, want %s", tt.drain, tt.max, got, tt.want)
+		}
+	}
+}
+
+// TestBackChannelLetsGoOfIdleConnections: a connection idle for longer
+// than IdleFor is not reused (a node closes those still idle when its
+// drain ends); one idle for less is.
+func TestBackChannelLetsGoOfIdleConnections(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { _, _ = io.Copy(io.Discard, r.Body) }))
+	t.Cleanup(srv.Close)
+	c := federation.NewHTTPClient(federation.Routes{"eu.id.example": {srv.Listener.Addr().String()}},
+		federation.ClientOptions{IdleFor: 200 * time.Millisecond})
+	reused := func() bool {
+		var got bool
+		req, _ := http.NewRequest(http.MethodPost, "http://eu.id.example/x", strings.NewReader("x=1"))
+		req = req.WithContext(httptrace.WithClientTrace(req.Context(), &httptrace.ClientTrace{GotConn: func(i httptrace.GotConnInfo) { got = i.Reused }}))
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return got
+	}
+	reused()
+	if !reused() {
+		t.Fatal("a connection idle for a moment was not reused")
+	}
+	time.Sleep(400 * time.Millisecond)
+	if reused() {
+		t.Fatal("a connection idle for longer than IdleFor was reused")
 	}
 }

@@ -43,6 +43,24 @@ type ClientOptions struct {
 	// out connecting) is tried after its site's other addresses (default
 	// 10s). It is still tried before the DR site.
 	DownFor time.Duration
+	// IdleFor is how long an idle connection is kept for reuse (default
+	// 90s). Set it below the federation's drain period (IdleFor): a node
+	// closes the connections still idle when its drain ends, and a call
+	// sent on one just then is lost.
+	IdleFor time.Duration
+}
+
+// IdleFor is how long a federation client (back channel or router) keeps
+// an idle connection when nodes drain for drain before they stop: half of
+// it, at most max (max when drain is 0). Every answer a node gives while
+// it drains closes its connection, so the connections still open when
+// the drain ends were idle all through it: a client that lets go of them
+// sooner never has one closed under a call it is sending.
+func IdleFor(drain, max time.Duration) time.Duration {
+	if drain <= 0 || drain/2 >= max {
+		return max
+	}
+	return drain / 2
 }
 
 // NewHTTPClient returns the back-channel client of a federation node: it
@@ -58,6 +76,9 @@ func NewHTTPClient(routes Routes, opts ClientOptions) *http.Client {
 	}
 	if opts.DownFor <= 0 {
 		opts.DownFor = 10 * time.Second
+	}
+	if opts.IdleFor <= 0 {
+		opts.IdleFor = 90 * time.Second
 	}
 	table := make(map[string][]string, len(routes))
 	for h, a := range routes {
@@ -95,7 +116,7 @@ func NewHTTPClient(routes Routes, opts ClientOptions) *http.Client {
 		},
 		TLSClientConfig:       opts.TLSConfig,
 		MaxIdleConnsPerHost:   16,
-		IdleConnTimeout:       90 * time.Second,
+		IdleConnTimeout:       opts.IdleFor,
 		TLSHandshakeTimeout:   opts.ConnectTimeout,
 		ResponseHeaderTimeout: opts.RequestTimeout,
 		ForceAttemptHTTP2:     true,

@@ -180,3 +180,38 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 	}
 	return w.ResponseWriter.Write(b)
 }
+
+// TestRouterLetsGoOfIdleConnections: RouterConfig.IdleFor bounds how long
+// an idle upstream connection is reused (nodes set it below the drain
+// period, after which a node closes the connections still idle).
+func TestRouterLetsGoOfIdleConnections(t *testing.T) {
+	var conns atomic.Int64
+	up := httptest.NewUnstartedServer((&seen{}).handler("eu-1"))
+	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	up.Start()
+	t.Cleanup(up.Close)
+	f := newFixture(t, func(c *RouterConfig) {
+		c.Peers[0].Addr, c.IdleFor = up.Listener.Addr().String(), 200*time.Millisecond
+	})
+	introspect := func() {
+		w := httptest.NewRecorder()
+		f.router.ServeHTTP(w, formReq("/oauth/introspect", url.Values{"token": {f.mint(t, KindAccess, "eu")}}))
+		if w.Code != http.StatusOK {
+			t.Fatalf("status %d", w.Code)
+		}
+	}
+	introspect()
+	introspect()
+	if n := conns.Load(); n != 1 {
+		t.Fatalf("%d connections for two calls in a row, want 1 (kept)", n)
+	}
+	time.Sleep(400 * time.Millisecond)
+	introspect()
+	if n := conns.Load(); n != 2 {
+		t.Fatalf("%d connections after the idle bound passed, want a new one", n)
+	}
+}

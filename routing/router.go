@@ -94,6 +94,11 @@ type RouterConfig struct {
 	// is the only call in flight and its address answered within that
 	// time lately (see connTransport.pollAnswer); 0 never polls.
 	HopPoll time.Duration
+	// IdleFor is how long an idle connection to an upstream is reused
+	// (default 60s); nodes set it below the drain period
+	// (federation.IdleFor), so a node's shutdown never closes a
+	// connection a router is about to send a call on.
+	IdleFor time.Duration
 }
 
 // Action is what the router does with a call.
@@ -307,6 +312,9 @@ func NewRouter(cfg RouterConfig, codec *Codec, local http.Handler, log *slog.Log
 	// goroutine that serves it (see connTransport).
 	ct := newConnTransport(cfg.ConnectTimeout, cfg.TLSConfig)
 	ct.poll = cfg.HopPoll
+	if cfg.IdleFor > 0 {
+		ct.idleFor = cfg.IdleFor
+	}
 	var base http.RoundTripper = ct
 	if cfg.WrapTransport != nil {
 		base = cfg.WrapTransport(base)

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"time"
 
 	"github.com/meridian-id/meridian/config"
 	"github.com/meridian-id/meridian/federation"
@@ -198,7 +199,7 @@ func HTTPClient(cfg *config.Config, wrap func(http.RoundTripper) http.RoundTripp
 	tc, _ := cfg.Federation.ClientTLS()
 	return federation.NewHTTPClient(Routes(cfg), federation.ClientOptions{
 		ConnectTimeout: cfg.Federation.ConnectTimeout, RequestTimeout: cfg.Federation.RequestTimeout, Wrap: wrap,
-		TLSConfig: tc, Fallback: Fallback(cfg)})
+		TLSConfig: tc, Fallback: Fallback(cfg), IdleFor: federation.IdleFor(cfg.Federation.DrainPeriod, 90*time.Second)})
 }
 
 // Fallback maps each region's host to its DR site's addresses.

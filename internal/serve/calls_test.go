@@ -279,6 +279,23 @@ func TestCallListenerDrain(t *testing.T) {
 // its next call and RunDrain returns; calls being served when it starts
 // finish, and those the CallServer then declines are closed, not handed
 // to a server that stopped (nor a panic).
+// stopAccepting starts the server's shutdown and waits until its
+// listener refuses connections.
+func (s *callsServer) stopAccepting(t *testing.T) {
+	t.Helper()
+	s.cancel()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
+		c, err := net.Dial("tcp", s.addr)
+		if err != nil {
+			return // the listener is closed
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatal("listener still open after cancel")
+		}
+	}
+}
+
 // closeGraceForTest is serve's closeGrace (how long kept connections stay
 // open after the listener closed).
 const closeGraceForTest = 500 * time.Millisecond
@@ -313,17 +330,7 @@ func TestCallListenerShutdown(t *testing.T) {
 		if _, body := c.call(t, leanCall); body != "lean" {
 			t.Fatalf("lean call answered %q", body)
 		}
-		s.cancel()
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-			d, err := net.Dial("tcp", s.addr)
-			if err != nil {
-				break
-			}
-			d.Close()
-			if time.Now().After(deadline) {
-				t.Fatal("listener still open after cancel")
-			}
-		}
+		s.stopAccepting(t)
 		served := s.calls.count()
 		if _, err := io.WriteString(c, leanCall); err != nil {
 			t.Fatal(err)
@@ -346,17 +353,7 @@ func TestCallListenerShutdown(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatal("the call never reached the CallServer")
 		}
-		s.cancel()
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(time.Millisecond) {
-			d, err := net.Dial("tcp", s.addr)
-			if err != nil {
-				break
-			}
-			d.Close()
-			if time.Now().After(deadline) {
-				t.Fatal("listener still open after cancel")
-			}
-		}
+		s.stopAccepting(t)
 		time.Sleep(2 * closeGraceForTest) // the listener closed well before the answer
 		close(s.calls.release)
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
@@ -400,17 +397,7 @@ func TestCallListenerShutdown(t *testing.T) {
 				t.Fatal("calls never reached the CallServer")
 			}
 		}
-		s.cancel()
-		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(2 * time.Millisecond) {
-			c, err := net.Dial("tcp", s.addr)
-			if err != nil {
-				break // the listener is closed
-			}
-			c.Close()
-			if time.Now().After(deadline) {
-				t.Fatal("listener still open after cancel")
-			}
-		}
+		s.stopAccepting(t)
 		close(s.calls.release)
 		select {
 		case err := <-s.done:

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/meridian-id/meridian/config"
+	"github.com/meridian-id/meridian/federation"
 	"github.com/meridian-id/meridian/federation/setup"
 	"github.com/meridian-id/meridian/internal/clientaddr"
 	"github.com/meridian-id/meridian/internal/serve"
@@ -350,7 +351,7 @@ func CookieKeys(cfg *config.Config, r *config.Region, dataDir string, log *slog.
 // addresses, then its DR site's as fallback.
 func RouterConfig(cfg *config.Config, id string, wrap func(http.RoundTripper) http.RoundTripper) routing.RouterConfig {
 	rc := routing.RouterConfig{Local: id, ConnectTimeout: cfg.Federation.ConnectTimeout, RequestTimeout: cfg.Federation.RequestTimeout,
-		HopPoll: cfg.Federation.HopPoll, WrapTransport: wrap}
+		HopPoll: cfg.Federation.HopPoll, WrapTransport: wrap, IdleFor: federation.IdleFor(cfg.Federation.DrainPeriod, time.Minute)}
 	for i := range cfg.Regions {
 		o := &cfg.Regions[i]
 		if o.ID == id {
