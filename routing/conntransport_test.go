@@ -11,15 +11,11 @@ import (
 	"time"
 )
 
-// TestHopConnections: routed calls reuse one persistent connection, and a
-// connection the upstream closed while idle is never used for a call (no
-// spurious failure, nothing counted against the breaker).
-func TestHopConnections(t *testing.T) {
-	var conns atomic.Int64
-	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, _ = io.Copy(io.Discard, r.Body)
-		_, _ = w.Write([]byte("eu"))
-	}))
+// countingUpstream serves h and counts the connections made to it.
+func countingUpstream(t *testing.T, h http.Handler) (*httptest.Server, *atomic.Int64) {
+	t.Helper()
+	conns := new(atomic.Int64)
+	up := httptest.NewUnstartedServer(h)
 	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
 		if s == http.StateNew {
 			conns.Add(1)
@@ -27,6 +23,17 @@ func TestHopConnections(t *testing.T) {
 	}
 	up.Start()
 	t.Cleanup(up.Close)
+	return up, conns
+}
+
+// TestHopConnections: routed calls reuse one persistent connection, and a
+// connection the upstream closed while idle is never used for a call (no
+// spurious failure, nothing counted against the breaker).
+func TestHopConnections(t *testing.T) {
+	up, conns := countingUpstream(t, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.Copy(io.Discard, r.Body)
+		_, _ = w.Write([]byte("eu"))
+	}))
 	f := newFixture(t, func(c *RouterConfig) {
 		c.Peers[0].Addr = up.Listener.Addr().String()
 		c.BreakerThreshold = 1

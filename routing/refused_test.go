@@ -185,15 +185,7 @@ func (w *statusWriter) Write(b []byte) (int, error) {
 // an idle upstream connection is reused (nodes set it below the drain
 // period, after which a node closes the connections still idle).
 func TestRouterLetsGoOfIdleConnections(t *testing.T) {
-	var conns atomic.Int64
-	up := httptest.NewUnstartedServer((&seen{}).handler("eu-1"))
-	up.Config.ConnState = func(_ net.Conn, s http.ConnState) {
-		if s == http.StateNew {
-			conns.Add(1)
-		}
-	}
-	up.Start()
-	t.Cleanup(up.Close)
+	up, conns := countingUpstream(t, (&seen{}).handler("eu-1"))
 	f := newFixture(t, func(c *RouterConfig) {
 		c.Peers[0].Addr, c.IdleFor = up.Listener.Addr().String(), 200*time.Millisecond
 	})
