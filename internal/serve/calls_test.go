@@ -152,6 +152,13 @@ func (c *rawConn) call(t *testing.T, raw string) (*http.Response, string) {
 	if _, err := io.WriteString(c, raw); err != nil {
 		t.Fatalf("write: %v", err)
 	}
+	return c.answer(t)
+}
+
+// answer reads one answer (body included).
+func (c *rawConn) answer(t *testing.T) (*http.Response, string) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 	resp, err := http.ReadResponse(c.br, nil)
 	if err != nil {
 		t.Fatalf("read answer: %v", err)
@@ -296,10 +303,6 @@ func (s *callsServer) stopAccepting(t *testing.T) {
 	}
 }
 
-// closeGraceForTest is serve's closeGrace (how long kept connections stay
-// open after the listener closed).
-const closeGraceForTest = 500 * time.Millisecond
-
 // refused reads the refusal of a call the listener did not run
 // (serve.RefusedHeader) and then the end of the connection.
 func refused(t *testing.T, c *rawConn, i int) {
@@ -354,15 +357,10 @@ func TestCallListenerShutdown(t *testing.T) {
 			t.Fatal("the call never reached the CallServer")
 		}
 		s.stopAccepting(t)
-		time.Sleep(2 * closeGraceForTest) // the listener closed well before the answer
+		time.Sleep(2 * serve.CloseGrace) // the listener closed well before the answer
 		close(s.calls.release)
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		resp, err := http.ReadResponse(c.br, nil)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if b, _ := io.ReadAll(resp.Body); string(b) != "lean" {
-			t.Fatalf("held call answered %q", b)
+		if _, body := c.answer(t); body != "lean" {
+			t.Fatalf("held call answered %q", body)
 		}
 		if _, err := io.WriteString(c, leanCall); err != nil {
 			t.Fatal(err)
