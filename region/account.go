@@ -417,7 +417,7 @@ func (a *accountUI) changePassword(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	perr := VerifyPassword(wh.user.PasswordHash, r.PostFormValue("current"))
-	a.l.argon.release(cost)
+	a.l.argon.spend(cost)
 	if perr != nil {
 		a.p.audit.record(ctx, AuditLoginFailed, slog.String("step", "account_password"), slog.String("client_ip", ip),
 			slog.String("user_id", wh.user.ID), slog.String("reason", "bad_password"))

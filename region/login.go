@@ -518,7 +518,7 @@ func (l *loginUI) password(w http.ResponseWriter, r *http.Request) {
 	}
 	// The argon2id cost is paid whether or not the user exists.
 	perr := VerifyPassword(hash, r.PostFormValue("password"))
-	l.argon.release(cost)
+	l.argon.spend(cost)
 	// A user provisioning deactivated (SCIM "active": false) is refused
 	// like a wrong password, after the same argon2id work.
 	inactive := err == nil && perr == nil && !UserActive(u)
