@@ -15,10 +15,20 @@ import (
 // A call's write is an op: a function of the transaction that it may run
 // more than once (it only issues statements). Workers take the first
 // waiting op, then every op already queued up to MaxBatch, and run them in
-// one transaction; there is no artificial delay, so at low load a batch is
-// one op and at high load a batch holds whatever queued while the previous
-// commit was in flight. Each caller returns only after its batch's
-// transaction ended, with:
+// one transaction, so at low load a batch is one op and at high load a
+// batch holds whatever queued while the previous commit was in flight.
+//
+// With a gather time (a single-writer backend whose commit costs CPU per
+// page written, SQLite), a worker whose previous batch held at least
+// minGather ops waits up to that long for as many ops as that batch held
+// before it commits, as PostgreSQL's commit_delay does: under steady
+// concurrency the callers that were in the last batch come back within
+// moments, and one transaction for all of them writes each shared page
+// once instead of once per part-batch. A worker never waits at low load
+// (previous batch below minGather) and waits at most the gather time when
+// the load drops, after which the next batch no longer expects as many.
+//
+// Each caller returns only after its batch's transaction ended, with:
 //
 //   - nil when the transaction committed (its write is as durable as the
 //     backend's commit makes it);
@@ -35,12 +45,13 @@ import (
 // outcome (bounded by the runner), so a nil error always means committed and
 // an error means not written.
 type GroupCommit[Tx any] struct {
-	run  func(ctx context.Context, fn func(Tx) error) error
-	reqs chan *gcOp[Tx]
-	max  int
-	stop chan struct{}
-	wg   sync.WaitGroup
-	once sync.Once
+	run    func(ctx context.Context, fn func(Tx) error) error
+	reqs   chan *gcOp[Tx]
+	max    int
+	gather time.Duration
+	stop   chan struct{}
+	wg     sync.WaitGroup
+	once   sync.Once
 }
 
 type gcOp[Tx any] struct {
@@ -56,6 +67,10 @@ var ErrClosed = errors.New("store: closed")
 // MaxBatch bounds how many ops one group commit transaction holds.
 const MaxBatch = 128
 
+// minGather is the previous batch size from which a worker with a gather
+// time waits for more ops (see GroupCommit).
+const minGather = 4
+
 // batchTimeout bounds one batch transaction (and so how long a caller waits
 // once its op is taken).
 const batchTimeout = 30 * time.Second
@@ -64,9 +79,10 @@ const batchTimeout = 30 * time.Second
 // must execute fn in one transaction, commit when fn returns nil and roll
 // back otherwise (the backend's usual write helper). A single-writer backend
 // (SQLite) uses one worker; a backend with a connection pool can use more
-// so one batch fills while another commits.
-func NewGroupCommit[Tx any](workers int, run func(ctx context.Context, fn func(Tx) error) error) *GroupCommit[Tx] {
-	g := &GroupCommit[Tx]{run: run, reqs: make(chan *gcOp[Tx]), max: MaxBatch, stop: make(chan struct{})}
+// so one batch fills while another commits. gather is how long a worker may
+// wait for a batch to fill (see GroupCommit); 0 never waits.
+func NewGroupCommit[Tx any](workers int, gather time.Duration, run func(ctx context.Context, fn func(Tx) error) error) *GroupCommit[Tx] {
+	g := &GroupCommit[Tx]{run: run, reqs: make(chan *gcOp[Tx]), max: MaxBatch, gather: gather, stop: make(chan struct{})}
 	for range max(1, workers) {
 		g.wg.Add(1)
 		go g.loop()
@@ -102,6 +118,8 @@ func (g *GroupCommit[Tx]) Close() {
 func (g *GroupCommit[Tx]) loop() {
 	defer g.wg.Done()
 	batch := make([]*gcOp[Tx], 0, g.max)
+	var wait *time.Timer
+	last := 0 // the previous batch's size
 	for {
 		select {
 		case op := <-g.reqs:
@@ -109,18 +127,44 @@ func (g *GroupCommit[Tx]) loop() {
 		case <-g.stop:
 			return
 		}
-	drain:
-		for len(batch) < g.max {
-			select {
-			case op := <-g.reqs:
-				batch = append(batch, op)
-			default:
-				break drain
+		batch = g.drain(batch)
+		if want := min(last, g.max); g.gather > 0 && last >= minGather && len(batch) < want {
+			if wait == nil {
+				wait = time.NewTimer(g.gather)
+			} else {
+				wait.Reset(g.gather)
 			}
+		gather:
+			for len(batch) < want {
+				select {
+				case op := <-g.reqs:
+					batch = append(batch, op)
+				case <-wait.C:
+					break gather
+				case <-g.stop:
+					break gather
+				}
+			}
+			wait.Stop()
+			batch = g.drain(batch)
 		}
+		last = len(batch)
 		g.commit(batch)
 		clear(batch)
 	}
+}
+
+// drain adds the ops already waiting to batch, up to the maximum.
+func (g *GroupCommit[Tx]) drain(batch []*gcOp[Tx]) []*gcOp[Tx] {
+	for len(batch) < g.max {
+		select {
+		case op := <-g.reqs:
+			batch = append(batch, op)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // OpError marks the failure of one op (not of the transaction). An op's

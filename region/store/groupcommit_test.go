@@ -3,8 +3,11 @@ package store
 import (
 	"context"
 	"errors"
+	"runtime"
+	"slices"
 	"sync"
 	"testing"
+	"time"
 )
 
 // fakeDB is a transaction runner that records what each transaction
@@ -131,7 +134,7 @@ func TestGroupCommitConcurrent(t *testing.T) {
 		}
 		return false
 	}
-	g := NewGroupCommit(2, db.run)
+	g := NewGroupCommit(2, 0, db.run)
 	defer g.Close()
 	const callers = 500
 	errs := make([]error, callers)
@@ -162,5 +165,104 @@ func TestGroupCommitConcurrent(t *testing.T) {
 	g.Close()
 	if err := g.Do(context.Background(), op(-2, nil)); !errors.Is(err, ErrClosed) {
 		t.Fatalf("Do after Close: %v", err)
+	}
+}
+
+// gatherer is a GroupCommit with one worker and a gather time of an hour
+// (a wait that ends only by filling the batch or closing), whose queue
+// buffers, so a test places ops in it before the worker looks.
+func gatherer(db *fakeDB) *GroupCommit[*fakeTx] {
+	g := &GroupCommit[*fakeTx]{run: db.run, reqs: make(chan *gcOp[*fakeTx], 16), max: MaxBatch, gather: time.Hour, stop: make(chan struct{})}
+	return g
+}
+
+func (g *GroupCommit[Tx]) start() {
+	g.wg.Add(1)
+	go g.loop()
+}
+
+// taken waits until the worker has received every queued op.
+func taken[Tx any](t *testing.T, g *GroupCommit[Tx]) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); len(g.reqs) > 0; {
+		if time.Now().After(deadline) {
+			t.Fatal("the worker took no op for 10s")
+		}
+		runtime.Gosched()
+	}
+}
+
+func (db *fakeDB) sizes() []int {
+	db.mu.Lock()
+	defer db.mu.Unlock()
+	return slices.Clone(db.batches)
+}
+
+// TestGroupCommitGathers: after a batch of five, a worker with a gather
+// time waits for five again, so ops arriving one after another (each only
+// once the worker took the one before) commit in one transaction; closing
+// while it waits commits what it holds.
+func TestGroupCommitGathers(t *testing.T) {
+	db := newFake()
+	g := gatherer(db)
+	ctx := context.Background()
+	var ops []*gcOp[*fakeTx]
+	for i := range 5 {
+		o := pending(ctx, op(i, nil))
+		ops = append(ops, o)
+		g.reqs <- o
+	}
+	g.start()
+	<-ops[4].done
+	for i := 5; i < 10; i++ {
+		o := pending(ctx, op(i, nil))
+		ops = append(ops, o)
+		g.reqs <- o
+		taken(t, g)
+	}
+	<-ops[9].done
+	last := pending(ctx, op(10, nil))
+	ops = append(ops, last)
+	g.reqs <- last
+	taken(t, g)
+	g.Close()
+	for i, o := range ops {
+		<-o.done
+		if o.err != nil {
+			t.Fatalf("op %d: %v", i, o.err)
+		}
+	}
+	if got := db.sizes(); !slices.Equal(got, []int{5, 5, 1}) {
+		t.Fatalf("transactions of %v ops, want [5 5 1]", got)
+	}
+}
+
+// TestGroupCommitNoGatherAtLowLoad: after a batch below minGather, an op
+// is committed at once, not held for the gather time (an hour here) while
+// the worker waits for as many as that batch held.
+func TestGroupCommitNoGatherAtLowLoad(t *testing.T) {
+	db := newFake()
+	g := gatherer(db)
+	var first []*gcOp[*fakeTx]
+	for i := range minGather - 1 {
+		o := pending(context.Background(), op(i, nil))
+		first = append(first, o)
+		g.reqs <- o
+	}
+	g.start()
+	defer g.Close()
+	<-first[len(first)-1].done
+	done := make(chan error, 1)
+	go func() { done <- g.Do(context.Background(), op(100, nil)) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("an op held for the gather time after batches of %v", db.sizes())
+	}
+	if got := db.sizes(); !slices.Equal(got, []int{minGather - 1, 1}) {
+		t.Fatalf("transactions of %v ops, want [%d 1]", got, minGather-1)
 	}
 }

@@ -90,7 +90,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	st := &Store{db: db, now: now}
 	// A batch runs through write: a batch that InnoDB rolled back as a
 	// deadlock victim is run again whole (its ops only issue statements).
-	st.gc = store.NewGroupCommit(groupCommitWorkers, st.write)
+	st.gc = store.NewGroupCommit(groupCommitWorkers, 0, st.write)
 	return st, nil
 }
 

@@ -67,7 +67,7 @@ func Open(ctx context.Context, url string) (*Store, error) {
 		return nil, fmt.Errorf("postgres: open: %w", err)
 	}
 	st := &Store{pool: pool, now: now}
-	st.gc = store.NewGroupCommit(groupCommitWorkers, st.writeBatch)
+	st.gc = store.NewGroupCommit(groupCommitWorkers, 0, st.writeBatch)
 	return st, nil
 }
 

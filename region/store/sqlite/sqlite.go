@@ -43,6 +43,18 @@ const (
 	readerCacheKiB = 8 << 10
 )
 
+// commitGather is how long the single writer may wait for a group commit
+// batch to fill under steady concurrency (store.GroupCommit). A commit
+// writes every page it touched as a WAL frame (two pwrites and a checksum
+// each) and fsyncs: gathering the callers of the previous batch into one
+// transaction writes the shared pages (table end, append-only indexes,
+// page 1) once for all of them. Measured on a 2-core machine with 32
+// connections issuing client_credentials tokens: +14-18 % tokens/s, p50
+// down, with 300 us; 1 ms gathered no more. At most ~1 ms is added (Go's
+// timer resolution when the process is otherwise idle) to one batch when
+// the load drops.
+const commitGather = 300 * time.Microsecond
+
 // busyTimeout is how long a connection waits for a lock held by another
 // process before it reports SQLITE_BUSY.
 const busyTimeout = 10 * time.Second
@@ -140,7 +152,7 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	c.SetMaxOpenConns(1)
 	c.SetMaxIdleConns(1)
 	st := &Store{w: w, r: r, now: now, ckpt: startCheckpointer(c)}
-	st.gc = store.NewGroupCommit(1, st.write)
+	st.gc = store.NewGroupCommit(1, commitGather, st.write)
 	return st, nil
 }
 
