@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -296,5 +297,49 @@ func TestCloseTwice(t *testing.T) {
 	s.Close()
 	if err := s.Ping(context.Background()); err == nil {
 		t.Fatal("ping after Close succeeded")
+	}
+}
+
+// TestTokenLookupsUseIndexes: every way the store finds tokens (by digest,
+// grant, subject, client, expiry) reads an index, never the whole table:
+// a region holds millions of tokens and these run in the single writer's
+// transaction. 0018 rebuilt access_tokens without the client_id index
+// DeleteClient reads; 0019 restores it.
+func TestTokenLookupsUseIndexes(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "meridian.db")
+	open(t, path)
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for _, table := range []string{"access_tokens", "refresh_tokens"} {
+		for _, where := range []string{
+			"hash = ?",
+			"grant_id = ? AND revoked = 0",
+			"subject = ?",
+			"revoked = 0 AND subject = ? AND client_id = ?",
+			"client_id = ? AND revoked = 0",
+			"expires_at <= ?",
+		} {
+			q := "EXPLAIN QUERY PLAN UPDATE " + table + " SET revoked = 1 WHERE " + where
+			rows, err := db.QueryContext(t.Context(), q, "x", "y")
+			if err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+			var plan []string
+			for rows.Next() {
+				var id, parent, unused int
+				var detail string
+				if err := rows.Scan(&id, &parent, &unused, &detail); err != nil {
+					t.Fatal(err)
+				}
+				plan = append(plan, detail)
+			}
+			rows.Close()
+			if len(plan) == 0 || !strings.Contains(strings.Join(plan, "; "), "USING") {
+				t.Errorf("%s WHERE %s: plan %q reads no index", table, where, plan)
+			}
+		}
 	}
 }
