@@ -40,6 +40,10 @@ func (m *recMeter) Int64ObservableGauge(name string, _ ...metric.Int64Observable
 	return &recGauge{name: name}, nil
 }
 
+func (m *recMeter) Int64ObservableCounter(name string, _ ...metric.Int64ObservableCounterOption) (metric.Int64ObservableCounter, error) {
+	return &recObservableCounter{name: name}, nil
+}
+
 func (m *recMeter) RegisterCallback(cb metric.Callback, _ ...metric.Observable) (metric.Registration, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -55,7 +59,8 @@ func (m *recMeter) sum(key string) int64 {
 	return m.sums[key]
 }
 
-// observe runs the callbacks and returns the gauge values by key.
+// observe runs the callbacks and returns the observed values (gauges and
+// observable counters) by key.
 func (m *recMeter) observe() map[string]int64 {
 	m.mu.Lock()
 	cbs := append([]metric.Callback(nil), m.callbacks...)
@@ -86,6 +91,11 @@ type recGauge struct {
 	name string
 }
 
+type recObservableCounter struct {
+	noop.Int64ObservableCounter
+	name string
+}
+
 type recObserver struct {
 	noop.Observer
 	mu  sync.Mutex
@@ -93,12 +103,17 @@ type recObserver struct {
 }
 
 func (o *recObserver) ObserveInt64(obs metric.Int64Observable, v int64, opts ...metric.ObserveOption) {
-	g, ok := obs.(*recGauge)
-	if !ok {
+	var name string
+	switch i := obs.(type) {
+	case *recGauge:
+		name = i.name
+	case *recObservableCounter:
+		name = i.name
+	default:
 		return
 	}
 	cfg := metric.NewObserveConfig(opts)
 	o.mu.Lock()
-	o.out[attrKey(g.name, cfg.Attributes())] = v
+	o.out[attrKey(name, cfg.Attributes())] = v
 	o.mu.Unlock()
 }

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -46,13 +47,18 @@ type Server struct {
 	limiter *rateLimiter
 	log     *slog.Logger
 
-	queries     metric.Int64Counter
-	limited     metric.Int64Counter
-	queryAttrs  [2][][]metric.AddOption // [tcp][rcode*(regions+1)+region+1]
-	rcodeIndex  map[int]int
-	nRegionCols int
-	slipAttrs   []metric.AddOption
-	dropAttrs   []metric.AddOption
+	// queries counts replies per attribute cell, [tcp][rcode*(regions+1)
+	// +region+1] flattened; an observable counter reports the cells at
+	// collection, so counting a reply is one atomic add (a synchronous
+	// OpenTelemetry counter cost ~3 % of the server's CPU under load).
+	queries      []atomic.Int64
+	queryAttrs   []metric.ObserveOption
+	queryCounter metric.Registration
+	limited      metric.Int64Counter
+	rcodeIndex   map[int]int
+	nRegionCols  int
+	slipAttrs    []metric.AddOption
+	dropAttrs    []metric.AddOption
 
 	tcpBufs sync.Pool // *tcpBuf
 
@@ -95,9 +101,10 @@ func New(cfg Config, log *slog.Logger, meter metric.Meter) (*Server, error) {
 		udpBatching: true,
 	}
 	s.tcpBufs.New = func() any { return new(tcpBuf) }
-	if s.queries, err = meter.Int64Counter("geodns.queries",
+	queries, err := meter.Int64ObservableCounter("geodns.queries",
 		metric.WithDescription("DNS replies sent, by rcode, answer region and transport."),
-		metric.WithUnit("{query}")); err != nil {
+		metric.WithUnit("{query}"))
+	if err != nil {
 		return nil, fmt.Errorf("geodns: metric: %w", err)
 	}
 	if s.limited, err = meter.Int64Counter("geodns.ratelimited",
@@ -118,14 +125,26 @@ func New(cfg Config, log *slog.Logger, meter metric.Meter) (*Server, error) {
 		regionNames = append(regionNames, r.id)
 	}
 	s.nRegionCols = len(regionNames)
-	for tcp, transport := range []string{"udp", "tcp"} {
+	for _, transport := range []string{"udp", "tcp"} {
 		for _, rc := range rcodeNames {
 			for _, reg := range regionNames {
 				set := attribute.NewSet(attribute.String("rcode", rc), attribute.String("region", reg),
 					attribute.String("transport", transport))
-				s.queryAttrs[tcp] = append(s.queryAttrs[tcp], []metric.AddOption{metric.WithAttributeSet(set)})
+				s.queryAttrs = append(s.queryAttrs, metric.WithAttributeSet(set))
 			}
 		}
+	}
+	s.queries = make([]atomic.Int64, len(s.queryAttrs))
+	if s.queryCounter, err = meter.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		for i := range s.queries {
+			// A cell never counted is not reported (no series of zeros).
+			if n := s.queries[i].Load(); n > 0 {
+				o.ObserveInt64(queries, n, s.queryAttrs[i])
+			}
+		}
+		return nil
+	}, queries); err != nil {
+		return nil, fmt.Errorf("geodns: metric: %w", err)
 	}
 	s.slipAttrs = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("action", "slip")))}
 	s.dropAttrs = []metric.AddOption{metric.WithAttributeSet(attribute.NewSet(attribute.String("action", "drop")))}
@@ -226,9 +245,11 @@ func (s *Server) Serve(ctx context.Context, udp net.PacketConn, tcp net.Listener
 	return nil
 }
 
-// Close releases the health checker's connections and metric callback.
-// Call it once the server is no longer served.
-func (s *Server) Close() error { return s.health.Close() }
+// Close releases the health checker's connections and the metric
+// callbacks. Call it once the server is no longer served.
+func (s *Server) Close() error {
+	return errors.Join(s.health.Close(), s.queryCounter.Unregister())
+}
 
 // serveUDP is one reader of the shared socket; it answers inline.
 func (s *Server) serveUDP(ctx context.Context, pc net.PacketConn) {
@@ -405,11 +426,11 @@ func (s *Server) handle(ctx context.Context, raw []byte, src netip.Addr, tcp boo
 	if !ok {
 		rc = len(metricRcodes)
 	}
-	t := 0
+	cell := rc*s.nRegionCols + region + 1
 	if tcp {
-		t = 1
+		cell += len(s.queries) / 2
 	}
-	s.queries.Add(ctx, 1, s.queryAttrs[t][rc*s.nRegionCols+region+1]...)
+	s.queries[cell].Add(1)
 	return out
 }
 

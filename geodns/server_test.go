@@ -7,6 +7,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -255,15 +256,26 @@ func TestServerMetrics(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	got := meter.observe()
 	for key, want := range map[string]int64{
 		"geodns.queries{rcode=NOERROR,region=eu,transport=udp}":    2,
 		"geodns.queries{rcode=NOERROR,region=ap,transport=tcp}":    1,
 		"geodns.queries{rcode=NXDOMAIN,region=none,transport=udp}": 1,
 		"geodns.queries{rcode=REFUSED,region=none,transport=udp}":  1,
 	} {
-		if got := meter.sum(key); got != want {
-			t.Errorf("%s = %d, want %d", key, got, want)
+		if got[key] != want {
+			t.Errorf("%s = %d, want %d", key, got[key], want)
 		}
+	}
+	// Only cells that counted something are reported.
+	n := 0
+	for key := range got {
+		if strings.HasPrefix(key, "geodns.queries{") {
+			n++
+		}
+	}
+	if n != 4 {
+		t.Errorf("%d geodns.queries series reported, want 4: %v", n, got)
 	}
 }
 
