@@ -32,23 +32,10 @@ done
 [[ -s "$tmp/port" ]] || { echo "server did not start" >&2; exit 1; }
 port="$(cat "$tmp/port")"
 
-# A mix: the steered global host (A and AAAA), region, DR and hub hosts,
-# SOA/NS at the apex, and misses (NXDOMAIN, NODATA).
-cat >"$tmp/queries" <<'Q'
-id.localhost A
-id.localhost A
-id.localhost A
-id.localhost AAAA
-eu.id.localhost A
-us.id.localhost A
-ap.id.localhost A
-eu-dr.id.localhost A
-hub.id.localhost A
-id.localhost SOA
-id.localhost NS
-nope.id.localhost A
-eu.id.localhost TXT
-Q
+# The query mix (queries.txt): the steered global host (A and AAAA),
+# region, DR and hub hosts, SOA/NS at the apex, and misses (NXDOMAIN,
+# NODATA). scripts/bench-dns.sh loads the same file.
+cp "$here/queries.txt" "$tmp/queries"
 
 extra=()
 if [[ "${ECS:-0}" == 1 ]]; then
