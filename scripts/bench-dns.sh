@@ -5,7 +5,9 @@
 # from the Go module proxy into ~/.cache/meridian-bench, or COREDNS=path),
 # NSD and Knot DNS (Debian packages, one worker per CPU, response rate
 # limiting off as in the GeoDNS config), loaded by dnsperf with the same
-# query mix, interleaved round by round in one run.
+# query mix, interleaved round by round in one run. Reported per server:
+# median queries/s and CPU per query (user + system time of the server's
+# processes over the run, from /proc).
 #
 #   scripts/bench-dns.sh
 #   ROUNDS=5 DUR=10 DNSPERF_ARGS="-c 4 -T 2" scripts/bench-dns.sh
@@ -84,6 +86,7 @@ assert n == 1, "no dns.listen in " + src
 open(dst, "w").write(s)
 PY
 "$dir/bin/geodns" serve --config "$dir/regions.yaml" 2>"$dir/geodns.log" &
+declare -A pid=([geodns]=$!)
 
 # The static zone: what GeoDNS answers a resolver on 127.0.0.1 with every
 # site up (eu is 127.0.0.0/8's region).
@@ -126,6 +129,7 @@ zone:
   zonefile: id.localhost.zone
 CONF
 nsd -d -c "$dir/nsd/nsd.conf" 2>"$dir/nsd/stderr" &
+pid[nsd]=$!
 cat > "$dir/knot/knot.conf" <<CONF
 server:
   listen: 127.0.0.1@${port[knot]}
@@ -148,6 +152,7 @@ zone:
     file: id.localhost.zone
 CONF
 knotd -c "$dir/knot/knot.conf" 2>"$dir/knot/stderr" &
+pid[knot]=$!
 mkdir -p "$dir/coredns"
 cat > "$dir/coredns/Corefile" <<CONF
 id.localhost:${port[coredns]} {
@@ -157,6 +162,7 @@ id.localhost:${port[coredns]} {
 }
 CONF
 (cd "$dir/coredns" && exec "$COREDNS" -conf Corefile -quiet >"$dir/coredns/stderr" 2>&1) &
+pid[coredns]=$!
 
 # The mix of geodns/bench/dnsperf.sh (geodns/bench/queries.txt): the
 # steered global host (A, AAAA), region, DR and hub hosts, SOA/NS at the
@@ -195,10 +201,31 @@ fi
 results="$dir/results"
 : > "$results"
 failed=0
+# ticks: CPU clock ticks (user + system) of a server process and all its
+# descendants (NSD answers in forked processes two levels down). A server
+# process that exited meanwhile counts 0, so the figure is a lower bound.
+ticks() {
+  local t=0 p
+  for p in $(descendants "$1"); do
+    # utime and stime are fields 14 and 15, counted after the command name,
+    # which may hold spaces ("nsd: server 1").
+    t=$((t + $(sed 's/.*) //' "/proc/$p/stat" 2>/dev/null | awk '{print $12 + $13}' || echo 0)))
+  done
+  echo "$t"
+}
+descendants() {
+  local c
+  echo "$1"
+  for c in $(pgrep -P "$1" || true); do descendants "$c"; done
+}
+hz=$(getconf CLK_TCK)
 run() { # server
   local out qps lost nx total other size
   # shellcheck disable=SC2086
+  local t0 t1
+  t0=$(ticks "${pid[$1]}")
   out=$(dnsperf -s 127.0.0.1 -p "${port[$1]}" -d "$dir/queries" -l "$DUR" ${DNSPERF_ARGS:-} 2>&1)
+  t1=$(ticks "${pid[$1]}")
   qps=$(awk '/Queries per second/ {print $4}' <<< "$out")
   lost=$(awk '/Queries lost/ {print $3}' <<< "$out")
   total=$(awk '/Queries completed/ {print $3}' <<< "$out")
@@ -211,24 +238,28 @@ run() { # server
     failed=1
   fi
   size=$(awk '/Average packet size/ {print $7}' <<< "$out")
-  echo "$1 ${qps:-0} ${lost:-?} ${size:-0}" >> "$results"
+  echo "$1 ${qps:-0} ${lost:-?} ${size:-0} $((t1 - t0)) ${total:-0}" >> "$results"
 }
 for r in $(seq 1 "$ROUNDS"); do
   for s in "${servers[@]}"; do run "$s"; done
   echo "round $r/$ROUNDS done" >&2
 done
-python3 - "$results" <<'PY'
+python3 - "$results" "$hz" <<'PY'
 import statistics, sys
-rows, size = {}, {}
+rows, size, cpu = {}, {}, {}
+hz = int(sys.argv[2])
 for line in open(sys.argv[1]):
-    s, qps, lost, sz = line.split()
+    s, qps, lost, sz, ticks, total = line.split()
     rows.setdefault(s, []).append(float(qps))
+    cpu.setdefault(s, []).append(int(ticks) * 1e6 / hz / max(int(total), 1))
     size[s] = sz
 med = {s: statistics.median(v) for s, v in rows.items()}
-print(f"\n{'server':<9}{'qps (median)':>13}{'response B':>12}   runs")
+print(f"\n{'server':<9}{'qps (median)':>13}{'CPU µs/query':>14}{'response B':>12}   runs")
 for s in ("geodns", "coredns", "nsd", "knot"):
-    print(f"{s:<9}{med[s]:>13,.0f}{size[s]:>12}   " + " ".join(f"{q:,.0f}" for q in rows[s]))
+    print(f"{s:<9}{med[s]:>13,.0f}{statistics.median(cpu[s]):>14.2f}{size[s]:>12}   " + " ".join(f"{q:,.0f}" for q in rows[s]))
+mcpu = {s: statistics.median(v) for s, v in cpu.items()}
 for s in ("coredns", "nsd", "knot"):
-    print(f"geodns / {s} (static zone): {med['geodns'] / med[s]:.2f}x")
+    print(f"geodns / {s} (static zone): {med['geodns'] / med[s]:.2f}x queries/s, "
+          f"{mcpu['geodns'] / mcpu[s]:.2f}x CPU per query")
 PY
 if (( failed )); then echo "FAILED: a run lost queries or answered other rcodes" >&2; exit 1; fi
