@@ -174,8 +174,7 @@ func Listen(ctx context.Context, addr string) (net.PacketConn, net.Listener, err
 	tries := 1
 	if port == "0" {
 		tries = 20 // the UDP port may be taken for TCP: pick again
-	}
-	if port != "0" {
+	} else {
 		// A fixed address another server already holds is refused, as it
 		// was before SO_REUSEPORT: bound without the option, this probe
 		// fails on it, where a reuse-port socket would join its group and

@@ -123,10 +123,20 @@ func (b *memoryBudget) acquire(phc string) (cost int64, ok bool) {
 
 // settle drops the garbage collected by cycle count now and returns what
 // is still charged.
-func (b *memoryBudget) settle(now uint64) (charged int64) {
+func (b *memoryBudget) settle(now uint64) int64 {
+	return b.prune(func(g spent) bool { return g.until > now })
+}
+
+// drop forgets the garbage spent up to and including number seq.
+func (b *memoryBudget) drop(seq uint64) {
+	b.prune(func(g spent) bool { return g.seq > seq })
+}
+
+// prune keeps the garbage for which keep holds and returns its bytes.
+func (b *memoryBudget) prune(keep func(spent) bool) (charged int64) {
 	kept := b.garbage[:0]
 	for _, g := range b.garbage {
-		if g.until > now {
+		if keep(g) {
 			kept = append(kept, g)
 			charged += g.bytes
 		}
@@ -134,18 +144,6 @@ func (b *memoryBudget) settle(now uint64) (charged int64) {
 	clear(b.garbage[len(kept):])
 	b.garbage = kept
 	return charged
-}
-
-// drop forgets the garbage spent up to and including number seq.
-func (b *memoryBudget) drop(seq uint64) {
-	kept := b.garbage[:0]
-	for _, g := range b.garbage {
-		if g.seq > seq {
-			kept = append(kept, g)
-		}
-	}
-	clear(b.garbage[len(kept):])
-	b.garbage = kept
 }
 
 // release gives back memory a verification that did not run had taken.

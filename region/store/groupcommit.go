@@ -128,7 +128,8 @@ func (g *GroupCommit[Tx]) loop() {
 			return
 		}
 		batch = g.drain(batch)
-		if want := min(last, g.max); g.gather > 0 && last >= minGather && len(batch) < want {
+		// last is at most g.max, like every batch.
+		if want := last; g.gather > 0 && want >= minGather && len(batch) < want {
 			if wait == nil {
 				wait = time.NewTimer(g.gather)
 			} else {
