@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/meridian-id/meridian/internal/rawio"
 )
 
 // connTransport is the router's HTTP/1.1 client to other regions: one
@@ -151,10 +153,9 @@ func pollAnswer(pc *pconn, until time.Time) {
 	if rc == nil || err != nil {
 		return
 	}
-	var b [1]byte
 	_ = rc.Read(func(fd uintptr) bool {
 		for {
-			n, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+			n, err := rawio.PeekNow(fd)
 			if n > 0 || !errors.Is(err, syscall.EAGAIN) || !time.Now().Before(until) {
 				return true // data, EOF or an error (the read that follows sees it), or time's up
 			}
@@ -188,6 +189,7 @@ func (t *connTransport) dial(ctx context.Context, scheme, addr, name string) (*p
 	if err != nil {
 		return nil, err
 	}
+	c = rawio.Wrap(c) // beneath TLS too
 	if scheme == "https" {
 		cfg := t.tlsConfig.Clone()
 		if cfg == nil {
@@ -246,7 +248,7 @@ func (t *connTransport) put(addr string, pc *pconn) {
 }
 
 // alive reports whether an idle connection is still open and silent: one
-// non-blocking read must find nothing to read (EOF or stray bytes mean the
+// non-blocking peek must find nothing to read (EOF or stray bytes mean the
 // upstream closed it or broke the protocol).
 func alive(pc *pconn) bool {
 	if pc.br.Buffered() > 0 {
@@ -260,10 +262,9 @@ func alive(pc *pconn) bool {
 		return true
 	}
 	ok := false
-	var b [1]byte
 	err = rc.Read(func(fd uintptr) bool {
-		_, rerr := syscall.Read(int(fd), b[:])
-		ok = errors.Is(rerr, syscall.EAGAIN) || errors.Is(rerr, syscall.EWOULDBLOCK)
+		_, perr := rawio.PeekNow(fd)
+		ok = errors.Is(perr, syscall.EAGAIN) || errors.Is(perr, syscall.EWOULDBLOCK)
 		return true // one attempt, never wait
 	})
 	return err == nil && ok

@@ -12,6 +12,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/meridian-id/meridian/internal/rawio"
 )
 
 // A CallServer answers some HTTP/1.1 calls on a public connection before
@@ -234,6 +236,7 @@ func (l *callListener) busy(c net.Conn) bool {
 
 func (l *callListener) serve(c net.Conn) {
 	defer l.active.Done()
+	c = rawio.Wrap(c) // beneath TLS too
 	var state *tls.ConnectionState
 	if l.tls != nil {
 		tc := tls.Server(c, l.tls)
