@@ -5,6 +5,7 @@ package rawio
 import (
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"unsafe"
 
@@ -13,7 +14,7 @@ import (
 
 // Wrap returns c with raw-system-call reads and writes when c is a
 // *net.TCPConn, else c unchanged. Everything else (deadlines, Close,
-// addresses, CloseWrite, SyscallConn) is c's own.
+// addresses, CloseWrite) is c's own.
 func Wrap(c net.Conn) net.Conn {
 	tc, ok := c.(*net.TCPConn)
 	if !ok {
@@ -23,42 +24,43 @@ func Wrap(c net.Conn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &Conn{TCPConn: tc, rc: rc}
+	w := &Conn{TCPConn: tc, rc: rc}
+	w.r.fn, w.w.fn = w.read, w.write // bound once: no allocation per call
+	return w
 }
 
 // Conn is a TCP connection whose Read and Write are raw system calls.
 type Conn struct {
 	*net.TCPConn
-	rc syscall.RawConn
+	rc   syscall.RawConn
+	r, w op
 }
+
+// op is the state of one direction's call in progress; its mutex orders
+// concurrent calls in that direction, as the socket's own lock would.
+type op struct {
+	mu  sync.Mutex
+	fn  func(fd uintptr) bool
+	buf []byte
+	n   int
+	err error
+}
+
+// SyscallConn returns the connection's raw socket (the one Wrap took).
+func (c *Conn) SyscallConn() (syscall.RawConn, error) { return c.rc, nil }
 
 // Read reads like net.TCPConn.Read.
 func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var serr error
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&p[0])), uintptr(len(p)))
-			switch e {
-			case 0:
-				n = int(r)
-				if n == 0 {
-					serr = io.EOF
-				}
-				return true
-			case unix.EINTR:
-				continue
-			case unix.EAGAIN:
-				return false // park until readable, then read again
-			default:
-				serr = e
-				return true
-			}
-		}
-	})
+	o := &c.r
+	o.mu.Lock()
+	o.buf, o.n, o.err = p, 0, nil
+	err := c.rc.Read(o.fn)
+	n, serr := o.n, o.err
+	o.buf, o.err = nil, nil
+	o.mu.Unlock()
 	if err == nil {
 		err = serr
 	}
@@ -68,26 +70,36 @@ func (c *Conn) Read(p []byte) (int, error) {
 	return n, err
 }
 
+func (c *Conn) read(fd uintptr) bool {
+	o := &c.r
+	for {
+		r, _, e := unix.RawSyscall(unix.SYS_READ, fd, uintptr(unsafe.Pointer(&o.buf[0])), uintptr(len(o.buf)))
+		switch e {
+		case 0:
+			o.n = int(r)
+			if o.n == 0 {
+				o.err = io.EOF
+			}
+			return true
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false // park until readable, then read again
+		default:
+			o.err = e
+			return true
+		}
+	}
+}
+
 // Write writes all of p like net.TCPConn.Write.
 func (c *Conn) Write(p []byte) (int, error) {
-	var n int
-	var serr error
-	err := c.rc.Write(func(fd uintptr) bool {
-		for n < len(p) {
-			r, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&p[n])), uintptr(len(p)-n))
-			switch e {
-			case 0:
-				n += int(r)
-			case unix.EINTR:
-			case unix.EAGAIN:
-				return false // park until writable, then write the rest
-			default:
-				serr = e
-				return true
-			}
-		}
-		return true
-	})
+	o := &c.w
+	o.mu.Lock()
+	o.buf, o.n, o.err = p, 0, nil
+	err := c.rc.Write(o.fn)
+	n, serr := o.n, o.err
+	o.buf, o.err = nil, nil
+	o.mu.Unlock()
 	if err == nil {
 		err = serr
 	}
@@ -95,6 +107,24 @@ func (c *Conn) Write(p []byte) (int, error) {
 		err = c.opError("write", err)
 	}
 	return n, err
+}
+
+func (c *Conn) write(fd uintptr) bool {
+	o := &c.w
+	for o.n < len(o.buf) {
+		r, _, e := unix.RawSyscall(unix.SYS_WRITE, fd, uintptr(unsafe.Pointer(&o.buf[o.n])), uintptr(len(o.buf)-o.n))
+		switch e {
+		case 0:
+			o.n += int(r)
+		case unix.EINTR:
+		case unix.EAGAIN:
+			return false // park until writable, then write the rest
+		default:
+			o.err = e
+			return true
+		}
+	}
+	return true
 }
 
 func (c *Conn) opError(op string, err error) error {

@@ -1,6 +1,7 @@
 package rawio_test
 
 import (
+	"io"
 	"net"
 	"testing"
 
@@ -15,5 +16,23 @@ func TestWrapTCP(t *testing.T) {
 		if _, ok := x.(*rawio.Conn); !ok {
 			t.Fatalf("Wrap returned %T for a TCP connection", x)
 		}
+	}
+}
+
+// TestNoAllocations: a write and the read of its bytes allocate nothing
+// (the hop makes several of each per call).
+func TestNoAllocations(t *testing.T) {
+	c, s := pair(t)
+	out, in := []byte("ping"), make([]byte, 4)
+	allocs := testing.AllocsPerRun(200, func() {
+		if _, err := c.Write(out); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.ReadFull(s, in); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if allocs != 0 {
+		t.Fatalf("%v allocations per write and read; want 0", allocs)
 	}
 }
