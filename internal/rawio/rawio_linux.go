@@ -54,16 +54,7 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	o := &c.r
-	o.mu.Lock()
-	o.buf, o.n, o.err = p, 0, nil
-	err := c.rc.Read(o.fn)
-	n, serr := o.n, o.err
-	o.buf, o.err = nil, nil
-	o.mu.Unlock()
-	if err == nil {
-		err = serr
-	}
+	n, err := c.do(&c.r, p)
 	if err != nil && err != io.EOF {
 		err = c.opError("read", err)
 	}
@@ -93,16 +84,7 @@ func (c *Conn) read(fd uintptr) bool {
 
 // Write writes all of p like net.TCPConn.Write.
 func (c *Conn) Write(p []byte) (int, error) {
-	o := &c.w
-	o.mu.Lock()
-	o.buf, o.n, o.err = p, 0, nil
-	err := c.rc.Write(o.fn)
-	n, serr := o.n, o.err
-	o.buf, o.err = nil, nil
-	o.mu.Unlock()
-	if err == nil {
-		err = serr
-	}
+	n, err := c.do(&c.w, p)
 	if err != nil {
 		err = c.opError("write", err)
 	}
@@ -125,6 +107,26 @@ func (c *Conn) write(fd uintptr) bool {
 		}
 	}
 	return true
+}
+
+// do runs one read (o is c.r) or write (c.w) of p through the socket's
+// raw connection, which calls o.fn until it is done and parks in between.
+func (c *Conn) do(o *op, p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.buf, o.n, o.err = p, 0, nil
+	var err error
+	if o == &c.r {
+		err = c.rc.Read(o.fn)
+	} else {
+		err = c.rc.Write(o.fn)
+	}
+	n, serr := o.n, o.err
+	o.buf, o.err = nil, nil
+	if err == nil {
+		err = serr
+	}
+	return n, err
 }
 
 func (c *Conn) opError(op string, err error) error {
