@@ -25,7 +25,9 @@ func Wrap(c net.Conn) net.Conn {
 		return c
 	}
 	w := &Conn{TCPConn: tc, rc: rc}
-	w.r.fn, w.w.fn = w.read, w.write // bound once: no allocation per call
+	// Bound once per connection: no allocation per call.
+	w.r.run, w.r.fn = rc.Read, w.read
+	w.w.run, w.w.fn = rc.Write, w.write
 	return w
 }
 
@@ -40,7 +42,8 @@ type Conn struct {
 // concurrent calls in that direction, as the socket's own lock would.
 type op struct {
 	mu  sync.Mutex
-	fn  func(fd uintptr) bool
+	run func(func(fd uintptr) bool) error // the RawConn's Read or Write
+	fn  func(fd uintptr) bool             // c.read or c.write
 	buf []byte
 	n   int
 	err error
@@ -115,12 +118,7 @@ func (c *Conn) do(o *op, p []byte) (int, error) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.buf, o.n, o.err = p, 0, nil
-	var err error
-	if o == &c.r {
-		err = c.rc.Read(o.fn)
-	} else {
-		err = c.rc.Write(o.fn)
-	}
+	err := o.run(o.fn)
 	n, serr := o.n, o.err
 	o.buf, o.err = nil, nil
 	if err == nil {
