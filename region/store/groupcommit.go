@@ -129,14 +129,14 @@ func (g *GroupCommit[Tx]) loop() {
 		}
 		batch = g.drain(batch)
 		// last is at most g.max, like every batch.
-		if want := last; g.gather > 0 && want >= minGather && len(batch) < want {
+		if g.gather > 0 && last >= minGather && len(batch) < last {
 			if wait == nil {
 				wait = time.NewTimer(g.gather)
 			} else {
 				wait.Reset(g.gather)
 			}
 		gather:
-			for len(batch) < want {
+			for len(batch) < last {
 				select {
 				case op := <-g.reqs:
 					batch = append(batch, op)
