@@ -288,7 +288,7 @@ func (s *Server) Close() error {
 	return errors.Join(s.health.Close(), s.queryCounter.Unregister())
 }
 
-// serveUDP is one reader of the shared socket; it answers inline.
+// serveUDP is its socket's one reader; it answers inline.
 func (s *Server) serveUDP(ctx context.Context, pc net.PacketConn) {
 	in := make([]byte, dns.MaxMsgSize)
 	out := make([]byte, dns.MaxMsgSize)

@@ -35,7 +35,7 @@ func newBatchConn(uc *net.UDPConn) batchConn {
 	return ipv6.NewPacketConn(uc)
 }
 
-// serveUDPBatch is one reader of the shared socket: it reads a batch,
+// serveUDPBatch is its socket's one reader: it reads a batch,
 // answers every query in it and writes the replies back as one batch.
 func (s *Server) serveUDPBatch(ctx context.Context, bc batchConn) {
 	in := make([]ipv4.Message, udpBatch)
