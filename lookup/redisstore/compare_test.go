@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -13,12 +14,28 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/meridian-id/meridian/internal/testenv"
 	"github.com/meridian-id/meridian/lookup"
 	"github.com/meridian-id/meridian/lookup/redisstore"
 )
 
-// compareUsers is the table size of BenchmarkLookupVsNaive.
+// compareUsers is the default table size of BenchmarkLookupVsNaive;
+// MERIDIAN_LOOKUP_COMPARE_USERS overrides it.
 const compareUsers = 100_000
+
+// compareSize returns the table size of BenchmarkLookupVsNaive.
+func compareSize(b *testing.B) int {
+	b.Helper()
+	env := os.Getenv("MERIDIAN_LOOKUP_COMPARE_USERS")
+	if env == "" {
+		return compareUsers
+	}
+	n, err := strconv.Atoi(env)
+	if err != nil || n < 1 {
+		b.Fatalf("MERIDIAN_LOOKUP_COMPARE_USERS=%q: want a positive integer", env)
+	}
+	return n
+}
 
 // naiveKey is the key of k in the naive layout: one string key per user,
 // the hex Key under a prefix, holding the region id.
@@ -122,29 +139,60 @@ func redisCPU(b *testing.B, c redis.UniversalClient) float64 {
 	return sum
 }
 
-// BenchmarkLookupVsNaive compares, in one run against the same Redis and
-// the same client, pipelined lookups of this package's bucket layout
-// (Store.GetMany) with pipelined GETs of a naive layout holding one string
-// key per user, on the same 100k users and the same random key sequence.
-// Each sub-benchmark reports lookups/s and the layout's bytes/user (sum of
-// MEMORY USAGE). Run both together and compare ratios:
+// naiveClient returns a client on the same Redis as client(b) but on
+// another database: MERIDIAN_LOOKUP_NAIVE_DB, by default the test database
+// plus one (minus one for database 15). Each layout so has the keyspace it
+// would have in a deployment: the naive layout's million keys do not
+// lengthen the bucket layout's key lookups, nor the other way round.
+// Setting MERIDIAN_LOOKUP_NAIVE_DB to the test database measures both in
+// one keyspace.
+func naiveClient(b *testing.B) redis.UniversalClient {
+	b.Helper()
+	o := testenv.RedisOptions(b)
+	db := o.DB + 1
+	if db > 15 {
+		db = o.DB - 1
+	}
+	if env := os.Getenv("MERIDIAN_LOOKUP_NAIVE_DB"); env != "" {
+		n, err := strconv.Atoi(env)
+		if err != nil || n < 0 {
+			b.Fatalf("MERIDIAN_LOOKUP_NAIVE_DB=%q: want a database number", env)
+		}
+		db = n
+	}
+	o.DB = db
+	c := redis.NewClient(o)
+	b.Cleanup(func() { _ = c.Close() })
+	return c
+}
+
+// BenchmarkLookupVsNaive compares, in one run against the same Redis,
+// pipelined lookups of this package's bucket layout (Store.GetMany) with
+// pipelined GETs of a naive layout holding one string key per user (in a
+// database of its own, see naiveClient), on the same users
+// (MERIDIAN_LOOKUP_COMPARE_USERS, default 100k) and the same random key
+// sequence. Each sub-benchmark reports lookups/s, the Redis main thread's
+// CPU per lookup and the layout's bytes/user (sum of MEMORY USAGE). Run
+// both together and compare ratios:
 //
 //	go test ./lookup/redisstore/ -run '^$' -bench LookupVsNaive -benchtime 2s -count 5
 func BenchmarkLookupVsNaive(b *testing.B) {
 	c := client(b)
+	nc := naiveClient(b)
 	ctx := context.Background()
-	entries := randomEntries(b, compareUsers)
+	users := compareSize(b)
+	entries := randomEntries(b, users)
 	keys := make([]lookup.Key, len(entries))
 	for i, e := range entries {
 		keys[i] = e.Key
 	}
-	s := newStore(b, c, redisstore.Options{ExpectedUsers: compareUsers})
+	s := newStore(b, c, redisstore.Options{ExpectedUsers: int64(users)})
 	if err := s.PutMany(ctx, entries); err != nil {
 		b.Fatal(err)
 	}
 	bucketBytes := bucketMemory(b, c, s)
 	np := prefix(b) + "naive:"
-	naiveBytes := naiveLayout(b, c, np, entries)
+	naiveBytes := naiveLayout(b, nc, np, entries)
 
 	for _, batch := range []int{100, 1000} {
 		b.Run(fmt.Sprintf("layout=naive-GET/batch=%d", batch), func(b *testing.B) {
@@ -154,7 +202,7 @@ func BenchmarkLookupVsNaive(b *testing.B) {
 			cpu0 := redisCPU(b, c)
 			start := time.Now()
 			for b.Loop() {
-				p := c.Pipeline()
+				p := nc.Pipeline()
 				for i := range cmds {
 					cmds[i] = p.Get(ctx, naiveKey(np, &keys[r.IntN(len(keys))]))
 				}
@@ -170,7 +218,7 @@ func BenchmarkLookupVsNaive(b *testing.B) {
 			}
 			perSecond(b, n, time.Since(start), "lookups/s")
 			b.ReportMetric((redisCPU(b, c)-cpu0)*1e6/float64(n), "redis-µs/lookup")
-			b.ReportMetric(float64(naiveBytes)/compareUsers, "B/user")
+			b.ReportMetric(float64(naiveBytes)/float64(users), "B/user")
 		})
 		{
 			b.Run(fmt.Sprintf("layout=buckets/batch=%d", batch), func(b *testing.B) {
@@ -196,7 +244,7 @@ func BenchmarkLookupVsNaive(b *testing.B) {
 				}
 				perSecond(b, n, time.Since(start), "lookups/s")
 				b.ReportMetric((redisCPU(b, c)-cpu0)*1e6/float64(n), "redis-µs/lookup")
-				b.ReportMetric(float64(bucketBytes)/compareUsers, "B/user")
+				b.ReportMetric(float64(bucketBytes)/float64(users), "B/user")
 			})
 		}
 	}
