@@ -4,7 +4,7 @@ BIN     := bin
 CONFIG  ?= configs/regions.yaml
 PKGS    := ./...
 
-.PHONY: all build run test scim-client test-race test-faults lint bench bench-compare bench-node clean
+.PHONY: all build run test scim-client test-race test-faults lint bench bench-compare bench-node bench-hub clean
 
 all: build
 
@@ -45,6 +45,9 @@ bench-compare: ## deployed routed hop vs a git revision, one interleaved wrk run
 bench-node: ## issuance + introspection at one node vs a git revision, one interleaved wrk run per backend: make bench-node REV=75f78c1
 	scripts/bench-node.sh $(REV)
 	PG=1 scripts/bench-node.sh $(REV)
+
+bench-hub: ## hub lookups, bucket layout vs one key per user, alternating runs with ratios and medians (USERS=1000000 for a larger table)
+	scripts/bench-hub.sh
 
 clean:
 	rm -rf $(BIN) data
