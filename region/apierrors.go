@@ -68,6 +68,10 @@ func faultRaised(ctx context.Context) bool {
 	return ok && f.raised.Load()
 }
 
+// clientAuthFailed is the description of every client authentication
+// failure op answers in plain text (introspection).
+const clientAuthFailed = "client authentication failed"
+
 // apiErrors makes every error of a back-channel endpoint an RFC 6749 §5.2
 // (or RFC 6750 §3 for userinfo) JSON error. op answers some client mistakes
 // with plain text, and userinfo with 403 where RFC 6750 wants 401.
@@ -98,14 +102,17 @@ func apiErrors(bearer bool, next http.Handler) http.Handler {
 				"error_description": "the access token is missing, invalid, expired or revoked"})
 		case status >= 400 && !jsonBody:
 			h.Del("Content-Length")
-			code, e := status, "invalid_request"
+			code, e, desc := status, "invalid_request", strings.TrimSpace(bw.body.String())
 			if status == http.StatusUnauthorized {
-				e = "invalid_client"
+				// op's text names the cause ("client not found", "invalid
+				// client secret"): one answer for every cause tells a
+				// caller nothing about which client ids exist.
+				e, desc = "invalid_client", clientAuthFailed
 				h.Set("WWW-Authenticate", `Basic realm="meridian"`)
 			} else {
 				code = http.StatusBadRequest
 			}
-			writeJSON(w, code, map[string]string{"error": e, "error_description": strings.TrimSpace(bw.body.String())})
+			writeJSON(w, code, map[string]string{"error": e, "error_description": desc})
 		default:
 			h.Set("Content-Length", strconv.Itoa(bw.body.Len()))
 			w.WriteHeader(status)

@@ -15,6 +15,7 @@ import (
 	"golang.org/x/oauth2"
 
 	"github.com/meridian-id/meridian/region"
+	"github.com/meridian-id/meridian/routing"
 )
 
 // pkceCode logs grace in for client with a fresh S256 challenge and returns
@@ -565,5 +566,68 @@ func TestEndSessionWithoutHintAsksTheUser(t *testing.T) {
 	resp.Body.Close()
 	if l := resp.Header.Get("Location"); resp.StatusCode != http.StatusFound || !strings.HasPrefix(l, bye) || signedIn() {
 		t.Fatalf("logout with a valid hint: %d %q", resp.StatusCode, l)
+	}
+}
+
+// TestClientAuthFailuresLookAlike plays a caller probing the back-channel
+// endpoints for client ids: an unknown id, a well-formed id of this region
+// that was never registered, another region's id, a registered id with a
+// wrong secret must each get the same 401 answer from an endpoint, which
+// names no cause and no library internals; so must no credentials at all,
+// except that its description may say so (the caller knows it sent none).
+func TestClientAuthFailuresLookAlike(t *testing.T) {
+	n := startProvider(t, "eu", openSQLite(t))
+	c := n.addClient(region.ClientSpec{GrantTypes: []string{region.GrantClientCredentials}, AuthMethod: region.AuthSecretBasic})
+	_, _, m := postForm(t, n.URL+"/oauth/token", url.Values{"grant_type": {"client_credentials"}}, c.ID, c.Secret)
+	tok, _ := m["access_token"].(string)
+	if tok == "" {
+		t.Fatalf("no token for the registered client: %v", m)
+	}
+	ghost, err := n.Codec.New(routing.KindClient, "eu")
+	if err != nil {
+		t.Fatal(err)
+	}
+	foreign, err := n.Codec.New(routing.KindClient, "us")
+	if err != nil {
+		t.Fatal(err)
+	}
+	probes := []struct{ name, user, pass string }{
+		{"unknown id", "nobody", "x"},
+		{"unregistered id of this region", ghost, "x"},
+		{"another region's id", foreign, "x"},
+		{"wrong secret", c.ID, "wrong"},
+		{"no credentials", "", ""},
+	}
+	for _, ep := range []struct {
+		path string
+		form url.Values
+	}{
+		{"/oauth/introspect", url.Values{"token": {tok}}},
+		{"/revoke", url.Values{"token": {tok}}},
+		{"/oauth/token", url.Values{"grant_type": {"client_credentials"}}},
+	} {
+		t.Run(ep.path, func(t *testing.T) {
+			var first oauthError
+			for i, p := range probes {
+				s, oe, m := postForm(t, n.URL+ep.path, ep.form, p.user, p.pass)
+				if s != http.StatusUnauthorized || oe.Error != "invalid_client" || m["active"] != nil || m["access_token"] != nil {
+					t.Fatalf("%s: %d %+v %v, want 401 invalid_client", p.name, s, oe, m)
+				}
+				for _, leak := range []string{"ErrorType", "Parent", "not found", "no secret"} {
+					if strings.Contains(oe.Description, leak) {
+						t.Errorf("%s: description %q reveals %q", p.name, oe.Description, leak)
+					}
+				}
+				if i == 0 {
+					first = oe
+				} else if p.user != "" && oe != first {
+					t.Errorf("%s: %+v differs from %s's %+v", p.name, oe, probes[0].name, first)
+				}
+			}
+		})
+	}
+	// The token was never revoked by a failed caller.
+	if _, _, m := postForm(t, n.URL+"/oauth/introspect", url.Values{"token": {tok}}, c.ID, c.Secret); m["active"] != true {
+		t.Fatalf("the token is no longer active after the probes: %v", m)
 	}
 }
