@@ -2,8 +2,10 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/meridian-id/meridian/internal/fedtest"
 	"github.com/meridian-id/meridian/internal/testenv"
 )
 
@@ -153,6 +156,38 @@ func TestBrowserLoginThroughGlobalHost(t *testing.T) {
 		if !strings.Contains(body, want.metric) {
 			t.Errorf("%s/metrics lacks %s", want.admin, want.metric)
 		}
+	}
+
+	// The operators' log pipeline: a failed client authentication makes
+	// the OIDC library log a warning; like every other line a node or the
+	// hub printed, it must be one JSON object with service and instance.
+	resp, err := http.PostForm("http://"+fedtest.SiteAddr("eu", f.Port)+"/oauth/token",
+		url.Values{"grant_type": {"client_credentials"}, "client_id": {"nobody"}, "client_secret": {"x"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("unknown client at the token endpoint: %d", resp.StatusCode)
+	}
+	time.Sleep(500 * time.Millisecond) // localfed relays the node's stderr
+	seen := 0
+	for _, line := range strings.Split(f.Log(), "\n") {
+		site, rest, ok := strings.Cut(line, "] ")
+		if !ok || !strings.HasPrefix(site, "[") || site == "[demo-app" || strings.HasPrefix(rest, "exited: ") {
+			continue // localfed's own lines, the demo app's
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(rest), &m); err != nil || m["service"] == nil || m["instance"] == nil {
+			t.Errorf("%s] printed a line that is not a JSON log record: %q", site, rest)
+			continue
+		}
+		if oe, _ := m["oidc_error"].(map[string]any); site == "[eu" && oe["type"] == "invalid_client" {
+			seen++
+		}
+	}
+	if seen == 0 {
+		t.Error("eu did not log the failed client authentication as a JSON record")
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"log"
 	"log/slog"
 	"net/http"
 	"strings"
@@ -93,6 +94,21 @@ func New(ctx context.Context, cfg Config, logOut io.Writer) (*Telemetry, error) 
 	t.Log = slog.New(traceHandler{slog.NewJSONHandler(logOut, &slog.HandlerOptions{Level: level})}).
 		With("service", cfg.Service, "instance", cfg.Instance)
 	return t, nil
+}
+
+// AsDefault makes t.Log the process's default slog logger, and the log
+// package's output, until the returned function restores both. Some
+// libraries log only there (zitadel/oidc's op: its WithLogger option does
+// nothing), and a serving process's stderr must stay one JSON object per
+// line, with the service and instance, for the operator's log pipeline.
+func (t *Telemetry) AsDefault() (restore func()) {
+	prev, out, flags := slog.Default(), log.Writer(), log.Flags()
+	slog.SetDefault(t.Log)
+	return func() {
+		slog.SetDefault(prev)
+		log.SetOutput(out)
+		log.SetFlags(flags)
+	}
 }
 
 // Shutdown flushes and stops the exporters.

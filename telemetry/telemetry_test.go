@@ -1,9 +1,13 @@
 package telemetry_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
+	"log"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
@@ -142,6 +146,41 @@ func TestTransportPropagatesWithoutExporter(t *testing.T) {
 		out := <-got
 		if !strings.HasPrefix(out, tc.wantPrefix) {
 			t.Errorf("incoming traceparent %q: upstream saw %q", tc.in, out)
+		}
+	}
+}
+
+// TestAsDefault: what a library logs through slog's default logger or the
+// log package while a node serves comes out as the node's JSON lines, with
+// its service and instance, at the configured level; afterwards both
+// defaults are as they were.
+func TestAsDefault(t *testing.T) {
+	var buf bytes.Buffer
+	tel, err := telemetry.New(context.Background(), telemetry.Config{Service: "svc", Instance: "eu", LogLevel: "info"}, &buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tel.Shutdown(context.Background())
+	prev, out := slog.Default(), log.Writer()
+	restore := tel.AsDefault()
+	slog.Warn("request error", "oidc_error.type", "invalid_client")
+	slog.Debug("below the level")
+	log.Print("from the log package")
+	restore()
+	if slog.Default() != prev || log.Writer() != out {
+		t.Fatal("the previous defaults were not restored")
+	}
+	lines := strings.Split(strings.TrimSpace(buf.String()), "\n")
+	if len(lines) != 2 || !strings.Contains(lines[1], `"msg":"from the log package"`) {
+		t.Fatalf("want the warning and the log package's line, got %q", lines)
+	}
+	for _, l := range lines {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(l), &m); err != nil {
+			t.Fatalf("not a JSON line: %q", l)
+		}
+		if m["service"] != "svc" || m["instance"] != "eu" {
+			t.Errorf("line without service and instance: %q", l)
 		}
 	}
 }

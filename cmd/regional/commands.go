@@ -205,6 +205,7 @@ func serve(e *env, fv *flagValues) error {
 		return err
 	}
 	defer n.Close()
+	defer e.tel.AsDefault()() // op logs request errors only to slog's default
 	return n.Serve(e.ctx)
 }
 
