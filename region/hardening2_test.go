@@ -583,14 +583,7 @@ func TestClientAuthFailuresLookAlike(t *testing.T) {
 	if tok == "" {
 		t.Fatalf("no token for the registered client: %v", m)
 	}
-	ghost, err := n.Codec.New(routing.KindClient, "eu")
-	if err != nil {
-		t.Fatal(err)
-	}
-	foreign, err := n.Codec.New(routing.KindClient, "us")
-	if err != nil {
-		t.Fatal(err)
-	}
+	ghost, foreign := n.mint(routing.KindClient, "eu"), n.mint(routing.KindClient, "us")
 	probes := []struct{ name, user, pass string }{
 		{"unknown id", "nobody", "x"},
 		{"unregistered id of this region", ghost, "x"},

@@ -38,14 +38,7 @@ func TestIntrospectionFastPathAnswersAsOp(t *testing.T) {
 	if status, _, _ := postForm(t, n.URL+"/revoke", url.Values{"token": {revoked}}, owner.ID, owner.Secret); status != 200 {
 		t.Fatalf("revoke: %d", status)
 	}
-	unknown, err := n.Codec.New(routing.KindAccess, "eu")
-	if err != nil {
-		t.Fatal(err)
-	}
-	foreign, err := n.Codec.New(routing.KindAccess, "us")
-	if err != nil {
-		t.Fatal(err)
-	}
+	unknown, foreign := n.mint(routing.KindAccess, "eu"), n.mint(routing.KindAccess, "us")
 	basic := func(id, secret string) func(*http.Request) {
 		return func(r *http.Request) { r.SetBasicAuth(url.QueryEscape(id), url.QueryEscape(secret)) }
 	}

@@ -32,6 +32,17 @@ type testProvider struct {
 
 func testKey() []byte { return bytes.Repeat([]byte{42}, 32) }
 
+// mint returns a well-formed artifact of kind tagged for region that no
+// store holds: what a caller probing ids or tokens would present.
+func (p *testProvider) mint(kind routing.Kind, region string) string {
+	p.t.Helper()
+	s, err := p.Codec.New(kind, region)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	return s
+}
+
 // newCodec is the federation codec every test region shares.
 func newCodec(t testing.TB) *routing.Codec {
 	c, err := routing.NewCodec([]string{"eu", "us", "ap"}, testKey())
