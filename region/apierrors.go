@@ -100,19 +100,16 @@ func apiErrors(bearer bool, next http.Handler) http.Handler {
 			h.Set("WWW-Authenticate", `Bearer error="invalid_token"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token",
 				"error_description": "the access token is missing, invalid, expired or revoked"})
+		case status == http.StatusUnauthorized && !jsonBody:
+			// op's text names the cause ("client not found", "invalid
+			// client secret"): one answer for every cause tells a caller
+			// nothing about which client ids exist.
+			h.Del("Content-Length")
+			writeClientAuthError(w, clientAuthFailed)
 		case status >= 400 && !jsonBody:
 			h.Del("Content-Length")
-			code, e, desc := status, "invalid_request", strings.TrimSpace(bw.body.String())
-			if status == http.StatusUnauthorized {
-				// op's text names the cause ("client not found", "invalid
-				// client secret"): one answer for every cause tells a
-				// caller nothing about which client ids exist.
-				e, desc = "invalid_client", clientAuthFailed
-				h.Set("WWW-Authenticate", `Basic realm="meridian"`)
-			} else {
-				code = http.StatusBadRequest
-			}
-			writeJSON(w, code, map[string]string{"error": e, "error_description": desc})
+			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "invalid_request",
+				"error_description": strings.TrimSpace(bw.body.String())})
 		default:
 			h.Set("Content-Length", strconv.Itoa(bw.body.Len()))
 			w.WriteHeader(status)
