@@ -170,7 +170,13 @@ func TestBrowserLoginThroughGlobalHost(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized {
 		t.Fatalf("unknown client at the token endpoint: %d", resp.StatusCode)
 	}
-	time.Sleep(500 * time.Millisecond) // localfed relays the node's stderr
+	// localfed relays the nodes' stderr: wait for eu's record, then read
+	// every line.
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if strings.Contains(f.Log(), `"oidc_error":{`) {
+			break
+		}
+	}
 	seen := 0
 	for _, line := range strings.Split(f.Log(), "\n") {
 		site, rest, ok := strings.Cut(line, "] ")
