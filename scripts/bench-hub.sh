@@ -22,18 +22,16 @@ BENCHTIME=${BENCHTIME:-2s}
 export MERIDIAN_LOOKUP_COMPARE_USERS=${USERS:-100000}
 if [[ -n ${NAIVE_DB:-} ]]; then export MERIDIAN_LOOKUP_NAIVE_DB=$NAIVE_DB; fi
 out=$(mktemp)
-trap 'rm -f "$out" "$out.test"' EXIT
+trap 'rm -f "$out" "$out.test" "$out.run"' EXIT
 go test -c -o "$out.test" ./lookup/redisstore/
 for r in $(seq 1 "$ROUNDS"); do
   if ! "$out.test" -test.run '^$' -test.bench LookupVsNaive -test.benchtime "$BENCHTIME" \
     -test.count 1 -test.timeout 30m >"$out.run" 2>&1; then
     cat "$out.run" >&2
-    rm -f "$out.run"
     echo "FAIL: round $r" >&2
     exit 1
   fi
   grep '^BenchmarkLookupVsNaive' "$out.run" | sed "s/^/round=$r /" >>"$out"
-  rm -f "$out.run"
   echo "round $r/$ROUNDS done" >&2
 done
 python3 - "$out" "$MERIDIAN_LOOKUP_COMPARE_USERS" <<'PY'
